@@ -1,0 +1,240 @@
+"""Typed configuration loaded from YAML.
+
+Every component has one dataclass whose fields are documented where they are declared. Loading
+validates keys, types and ranges up front so that a typo in a YAML file stops the program with the
+file, the key and what is allowed, before anything moves or trains.
+
+Field constraints live in ``dataclasses.field(metadata=...)``:
+``range=(lo, hi)`` (inclusive, either may be None), ``choices=(...)``, ``help="..."``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+import os
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names where and what is allowed."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source = source
+        self.key = key
+        super().__init__(f"{source}: {key}: {message}")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str = "", range: tuple | None = None,
+           choices: tuple | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with validation metadata (range is inclusive)."""
+    meta = {"help": help, "range": range, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Files shipped with the package
+# --------------------------------------------------------------------------------------------
+
+def share_dir() -> Path:
+    """Where ``config/`` and ``sim/`` live: a source checkout, ``pip install .`` or colcon.
+
+    A source or editable checkout has them at the repository root; ``pip install .`` and colcon
+    both install them as data files under ``<prefix>/share/se_robot`` (ament's layout), which a
+    ROS machine can also find through the ament index.
+    """
+    pkg = Path(__file__).resolve().parent
+    candidates = [pkg.parent, Path(sys.prefix) / "share" / "se_robot"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "se_robot")
+    for candidate in candidates:
+        if (candidate / "sim").is_dir() and (candidate / "config").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"se_robot data files (sim/, config/) not found in any of {[str(c) for c in candidates]}; "
+        "reinstall the package (pip install . or colcon build)")
+
+
+def config_path(*parts: str) -> Path:
+    return share_dir().joinpath("config", *parts)
+
+
+def sim_path(*parts: str) -> Path:
+    return share_dir().joinpath("sim", *parts)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "<file>", "file does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), "<file>", f"not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "<root>", f"expected a mapping, got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Generic dataclass construction with validation
+# --------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, source, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(source, key, f"expected {tp}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(source, key, f"got {value!r}, allowed: {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(source, key, f"expected a list, got {type(value).__name__}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(source, key, f"expected {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, source, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_convert(v, item, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a mapping, got {type(value).__name__}")
+        kt, vt = args if args else (Any, Any)
+        return {_convert(k, kt, source, key): _convert(v, vt, source, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(source, key, f"expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(source, key, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_meta(value: Any, f: dataclasses.Field, source: str, key: str) -> None:
+    lo_hi = f.metadata.get("range")
+    if lo_hi is not None and value is not None:
+        lo, hi = lo_hi
+        vals = value if isinstance(value, (list, tuple)) else [value]
+        for v in vals:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise ConfigError(source, key, f"{v!r} is out of range [{lo}, {hi}]")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(source, key, f"got {value!r}, allowed: {', '.join(map(str, choices))}")
+
+
+def from_dict(cls: type[T], data: Any, source: str = "<config>", prefix: str = "") -> T:
+    """Build ``cls`` from a mapping, rejecting unknown keys and wrong types or ranges."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(source, prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(source, where, f"unknown key; allowed keys: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(source, key, "missing required key")
+            continue
+        value = _convert(data[name], hints[name], source, key)
+        _check_meta(value, f, source, key)
+        kwargs[name] = value
+    try:
+        obj = cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(source, prefix or "<root>", str(e)) from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain structure (for YAML, checkpoints and ROS parameters)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def load(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:
+    """Load ``cls`` from a YAML file, with optional overrides applied on top."""
+    data = read_yaml(path)
+    if overrides:
+        data = {**data, **overrides}
+    return from_dict(cls, data, str(path))
+
+
+def replace(obj: T, source: str = "<overrides>", **changes: Any) -> T:
+    """``dataclasses.replace`` with the same validation as loading."""
+    data = to_dict(obj)
+    data.update(changes)
+    return from_dict(type(obj), data, source)
+
+
+def help_text(cls: type) -> str:
+    lines = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else "(required)"
+        extra = f" range={meta['range']}" if meta.get("range") else ""
+        extra += f" choices={meta['choices']}" if meta.get("choices") else ""
+        lines.append(f"  {f.name} = {default!r}{extra}  {meta.get('help', '')}")
+    return "\n".join(lines)
