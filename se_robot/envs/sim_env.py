@@ -1,0 +1,107 @@
+"""The sim twin as a Gymnasium env: ``se_robot/SimReach-v0``, ``SimPush-v0``, ``SimLift-v0``.
+
+Each step decodes the action into joint targets, passes them through the same SafetyFilter the
+real arm uses (so policies learn inside the same envelope), and runs the position servos for one
+control period. Episodes are truncated by Gymnasium's TimeLimit (registered max_episode_steps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from se_robot.arm import ArmDescription, load_arm
+from se_robot.config import from_dict
+from se_robot.envs.spaces import (ActionDecoder, EnvConfig, action_space, build_obs, build_state,
+                                  observation_space)
+from se_robot.envs.tasks import Task, TaskState, load_task
+
+
+class SimArmEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, task: str | Task = "reach", arm: str | ArmDescription = "so101",
+                 render_mode: str | None = None, render_size: int = 256, **options: Any):
+        from se_robot.envs.twin import ArmTwin
+        from se_robot.kinematics import Kinematics
+        from se_robot.safety import SafetyFilter
+
+        self.cfg = from_dict(EnvConfig, options, source="env options")
+        self.arm = load_arm(arm) if isinstance(arm, str) else arm
+        self.task = load_task(task) if isinstance(task, str) else task
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+        self.render_mode = render_mode
+        self.render_size = render_size
+        self.metadata = {**self.metadata, "render_fps": self.cfg.control_hz}
+        self.twin = ArmTwin(self.arm, self.task)
+        self.kin = Kinematics(self.arm)
+        self.safety = SafetyFilter(self.arm, self.kin)
+        self.decoder = ActionDecoder(self.arm, self.kin, self.cfg)
+        self.observation_space = observation_space(self.arm, self.task, self.cfg)
+        self.action_space = action_space(self.arm, self.cfg)
+        self._dt_s = 1.0 / self.cfg.control_hz
+        self._q_cmd = self.arm.home.copy()
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.twin.reset(self.np_random)
+        self.twin.step(0.2)  # let the servos settle under gravity before the first observation
+        self._q_cmd = self.arm.home.copy()
+        return self._observe(), self._info(TaskState(*self._task_arrays()), None)
+
+    def step(self, action):
+        q_now = self.twin.joint_positions()
+        target = self.decoder.decode(action, self._q_cmd)
+        cmd = self.safety.filter(target, q_now)
+        self._q_cmd = cmd.positions
+        self.twin.set_targets(cmd.positions)
+        self.twin.step(self._dt_s)
+        s = TaskState(*self._task_arrays())
+        success = bool(self.task.success(s))
+        reward = float(self.task.reward(s, self.cfg.reward_type))
+        terminated = success and self.task.cfg.terminate_on_success
+        return self._observe(), reward, terminated, False, self._info(s, cmd)
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.twin.render("scene", self.render_size, self.render_size)
+        return None
+
+    def close(self):
+        self.twin.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _task_arrays(self):
+        t = self.twin
+        return t.ee_position(), np.float64(t.gripper_fraction()), t.cube_position(), t.target_position()
+
+    def _observe(self):
+        t, cfg = self.twin, self.cfg
+        pixels = None
+        if cfg.obs_mode != "state":
+            pixels = t.render(cfg.camera, cfg.image_size, cfg.image_size)
+        features = None
+        if cfg.obs_mode == "state":
+            features = self.task.features(TaskState(*self._task_arrays()))
+        q = t.joint_positions()
+        state = build_state(q, t.joint_velocities(), t.gripper_fraction(q), t.ee_position(), features)
+        return build_obs(cfg, state, pixels)
+
+    def _info(self, s: TaskState, cmd) -> dict:
+        info = {"is_success": bool(self.task.success(s)),
+                "safety/clipped": bool(cmd.clipped) if cmd else False,
+                "safety/held": bool(cmd.held) if cmd else False,
+                "safety/reasons": ",".join(cmd.reasons) if cmd else ""}
+        return info
+
+    # Privileged access for scripted experts and tests (what a detector gives on hardware).
+    def object_state(self) -> TaskState:
+        return TaskState(*self._task_arrays())
+
+    @property
+    def commanded_joints(self) -> np.ndarray:
+        return self._q_cmd.copy()

@@ -1,0 +1,114 @@
+"""Observation and action spaces, and action decoding, shared by the sim, hardware and ROS envs.
+
+One module decides what an observation and an action mean, so a policy trained on the twin
+sees the same vectors on the real arm whichever backend produced them.
+
+State vector layout (float32): joint positions (n), joint velocities (n), gripper opening
+(1, 0 closed .. 1 open), gripper position (3, m, base frame), then, in ``state`` mode only, the
+task's object features (target / cube / goal positions). In ``both`` mode the state is
+proprioceptive only: the camera carries the task, as on a real arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+
+from se_robot.arm import ArmDescription
+from se_robot.config import option
+from se_robot.envs.tasks import Task
+
+ObsMode = Literal["state", "pixels", "both"]
+ActionMode = Literal["ee_delta", "joint_delta"]
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Options every backend accepts (also the keyword options of the registered Gymnasium ids)."""
+
+    obs_mode: ObsMode = option("state", help="state | pixels | both", choices=("state", "pixels", "both"))
+    image_size: int = option(84, help="square image side (px)", range=(16, 1024))
+    camera: str = option("scene", help="camera that makes the pixels", choices=("scene", "wrist"))
+    action_mode: ActionMode = option("ee_delta", help="ee_delta | joint_delta", choices=("ee_delta", "joint_delta"))
+    control_hz: float = option(10.0, help="control ticks per second", range=(1.0, 200.0))
+    reward_type: Literal["dense", "sparse"] = option("dense", help="dense | sparse", choices=("dense", "sparse"))
+    ee_step_m: float = option(0.02, help="gripper move per step at |action| = 1 (m)", range=(1e-4, 0.1))
+    joint_step_rad: float = option(0.1, help="joint move per step at |action| = 1 (rad)", range=(1e-4, 0.5))
+    point_down: bool = option(True, help="ee_delta IK keeps the gripper pointing down")
+
+
+def proprio_dim(arm: ArmDescription) -> int:
+    return 2 * arm.n_joints + 4
+
+
+def state_dim(arm: ArmDescription, task: Task, obs_mode: str) -> int:
+    return proprio_dim(arm) + (len(task.feature_names) if obs_mode == "state" else 0)
+
+
+def observation_space(arm: ArmDescription, task: Task, cfg: EnvConfig) -> gym.Space:
+    state = gym.spaces.Box(-np.inf, np.inf, (state_dim(arm, task, cfg.obs_mode),), np.float32)
+    pixels = gym.spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
+    if cfg.obs_mode == "state":
+        return state
+    if cfg.obs_mode == "pixels":
+        return pixels
+    return gym.spaces.Dict({"pixels": pixels, "state": state})
+
+
+def action_space(arm: ArmDescription, cfg: EnvConfig) -> gym.spaces.Box:
+    n = 4 if cfg.action_mode == "ee_delta" else arm.n_joints
+    return gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
+
+
+def build_state(q: np.ndarray, qd: np.ndarray, gripper: float, ee: np.ndarray,
+                features: np.ndarray | None) -> np.ndarray:
+    parts = [q, qd, [gripper], ee] + ([features] if features is not None else [])
+    return np.concatenate(parts).astype(np.float32)
+
+
+def build_obs(cfg: EnvConfig, state: np.ndarray, pixels: np.ndarray | None):
+    if cfg.obs_mode == "state":
+        return state
+    if cfg.obs_mode == "pixels":
+        return pixels
+    return {"pixels": pixels, "state": state}
+
+
+class ActionDecoder:
+    """Turns a normalised action into joint targets, before the safety filter sees them.
+
+    ``ee_delta`` moves the *commanded* gripper position (not the measured one, which sags under
+    load) and solves IK seeded from the last command, so small actions give small joint moves.
+    """
+
+    def __init__(self, arm: ArmDescription, kinematics, cfg: EnvConfig):
+        self.arm, self.kin, self.cfg = arm, kinematics, cfg
+        self.space = action_space(arm, cfg)
+        g = arm.gripper
+        self._grip = (arm.gripper_index, g.closed_position, g.open_position) if g else None
+        s = arm.safety
+        margin = 0.01
+        self._box_lo = np.asarray(s.workspace_min) + margin
+        self._box_hi = np.asarray(s.workspace_max) - margin
+        self._box_lo[2] = max(self._box_lo[2], s.floor_z + 0.01)
+
+    def decode(self, action: np.ndarray, q_cmd: np.ndarray) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.space.shape:
+            raise ValueError(f"action has shape {a.shape}, expected {self.space.shape}")
+        # Non-finite values pass through unchanged: the safety filter holds and counts them.
+        if not np.all(np.isfinite(a)):
+            return np.full(self.arm.n_joints, np.nan)
+        a = np.clip(a, -1.0, 1.0)
+        if self.cfg.action_mode == "joint_delta":
+            return q_cmd + a * self.cfg.joint_step_rad
+        ee = self.kin.fk(q_cmd)
+        target = np.clip(ee + a[:3] * self.cfg.ee_step_m, self._box_lo, self._box_hi)
+        q = self.kin.ik(target, q_cmd, point_down=self.cfg.point_down, iters=10)
+        if self._grip is not None:
+            i, closed, opened = self._grip
+            q[i] = closed + (a[3] + 1.0) * 0.5 * (opened - closed)
+        return q

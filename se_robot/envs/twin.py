@@ -1,0 +1,132 @@
+"""The MuJoCo twin of the arm in its task scene, without any Gymnasium around it.
+
+The Gymnasium env, the byte-level emulator and the ROS ``sim_node`` all step this one object, so
+the servo model, scene and cameras are identical wherever a policy meets the twin.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from se_robot.arm import ArmDescription
+from se_robot.envs.tasks import CUBE_HALF_M, ResetSample, Task, TaskState, load_task
+
+
+class ArmTwin:
+    def __init__(self, arm: ArmDescription, task: Task | str = "reach"):
+        from se_robot.mjcf import build_model
+
+        self.arm = arm
+        self.task = load_task(task) if isinstance(task, str) else task
+        self.model = build_model(arm, scene=True)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        joint_ids = [m.joint(n).id for n in arm.joint_names]
+        self._qadr = np.array([m.jnt_qposadr[j] for j in joint_ids])
+        self._dadr = np.array([m.jnt_dofadr[j] for j in joint_ids])
+        self._act = np.array([m.actuator(n).id for n in arm.joint_names])
+        self._site = m.site(arm.ee_site).id
+        self._cube_q = m.jnt_qposadr[m.joint("cube_joint").id]
+        self._cube_body = m.body("cube").id
+        self._mocap = m.body_mocapid[m.body("target").id]
+        self._target_geom = m.geom("target_geom").id
+        self._goal_geom = m.geom("goal_geom").id
+        self._coupled = [(m.jnt_qposadr[m.eq_obj1id[e]], m.eq_data[e, 1]) for e in range(m.neq)
+                         if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT]
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self.cube_start = np.zeros(3)
+        self.time_s = 0.0
+        g = arm.gripper
+        self._grip = (arm.gripper_index, g.closed_position, g.open_position) if g else None
+        self._style_target()
+
+    def _style_target(self) -> None:
+        """Reach shows a floating sphere; push shows a goal disc on the table; lift shows none."""
+        m = self.model
+        name = self.task.name
+        m.geom_rgba[self._target_geom, 3] = 0.6 if name == "reach" else 0.0
+        m.geom_rgba[self._goal_geom] = (0.15, 0.3, 0.95, 0.8 if name == "push" else 0.0)
+
+    # ------------------------------------------------------------------ control
+    def reset(self, rng: np.random.Generator | None = None, sample: ResetSample | None = None,
+              q: np.ndarray | None = None) -> ResetSample:
+        """Arm at home (or ``q``), objects from ``sample`` or drawn from the task."""
+        if sample is None:
+            sample = self.task.sample_reset(rng if rng is not None else np.random.default_rng())
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        q0 = self.arm.home if q is None else np.asarray(q, dtype=np.float64)
+        d.qpos[self._qadr] = q0
+        if self._grip is not None:
+            for adr, coef in self._coupled:
+                d.qpos[adr] = coef * q0[self._grip[0]]
+        d.ctrl[self._act] = q0
+        c = self._cube_q
+        d.qpos[c:c + 3] = sample.cube_pos
+        d.qpos[c + 3:c + 7] = [np.cos(sample.cube_yaw / 2), 0, 0, np.sin(sample.cube_yaw / 2)]
+        d.mocap_pos[self._mocap] = sample.target_pos
+        mujoco.mj_forward(m, d)
+        self.cube_start = sample.cube_pos.copy()
+        self.time_s = 0.0
+        return sample
+
+    def set_targets(self, q: np.ndarray) -> None:
+        """Position-servo targets (rad, joint order); the servos track them as the physics steps."""
+        self.data.ctrl[self._act] = q
+
+    def targets(self) -> np.ndarray:
+        return self.data.ctrl[self._act].copy()
+
+    def step(self, dt_s: float) -> None:
+        n = max(1, int(round(dt_s / self.model.opt.timestep)))
+        mujoco.mj_step(self.model, self.data, nstep=n)
+        self.time_s += n * self.model.opt.timestep
+
+    # ------------------------------------------------------------------ sensing
+    def joint_positions(self) -> np.ndarray:
+        return self.data.qpos[self._qadr].copy()
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[self._dadr].copy()
+
+    def joint_efforts(self) -> np.ndarray:
+        return self.data.actuator_force[self._act].copy()
+
+    def ee_position(self) -> np.ndarray:
+        return self.data.site_xpos[self._site].copy()
+
+    def cube_position(self) -> np.ndarray:
+        return self.data.xpos[self._cube_body].copy()
+
+    def target_position(self) -> np.ndarray:
+        return self.data.mocap_pos[self._mocap].copy()
+
+    def gripper_fraction(self, q: np.ndarray | None = None) -> float:
+        """Gripper opening as 0 (closed) .. 1 (open), from the jaw joint."""
+        if self._grip is None:
+            return 0.0
+        i, closed, opened = self._grip
+        q = self.joint_positions() if q is None else q
+        return float((q[i] - closed) / (opened - closed))
+
+    def task_state(self) -> TaskState:
+        return TaskState(self.ee_position(), np.float64(self.gripper_fraction()),
+                         self.cube_position(), self.target_position())
+
+    def render(self, camera: str = "scene", width: int = 84, height: int = 84) -> np.ndarray:
+        """RGB uint8 (height, width, 3) from a named camera."""
+        key = (height, width)
+        r = self._renderers.get(key)
+        if r is None:
+            r = self._renderers[key] = mujoco.Renderer(self.model, height=height, width=width)
+        r.update_scene(self.data, camera=camera)
+        return r.render()
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+
+__all__ = ["ArmTwin", "CUBE_HALF_M"]

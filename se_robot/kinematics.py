@@ -1,0 +1,130 @@
+"""Forward kinematics, Jacobians and damped-least-squares IK on the MuJoCo model of the arm.
+
+Uses a model of the arm alone (no scene, no simulation running), so the hardware driver, the
+safety filter and the sim twin all compute the same poses from the same joint vector.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from se_robot.arm import ArmDescription
+
+DOWN = np.array([0.0, 0.0, -1.0])
+
+
+class Kinematics:
+    """FK/IK for one arm. Not thread-safe: each thread should own its instance."""
+
+    def __init__(self, arm: ArmDescription):
+        from se_robot.mjcf import build_model
+
+        self.arm = arm
+        self.model = build_model(arm, scene=False)
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in arm.joint_names])
+        self._dofadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in arm.joint_names])
+        self._site = m.site(arm.ee_site).id
+        # Joints coupled to the gripper joint by equality constraints (parallel fingers).
+        self._coupled: list[tuple[int, float, float]] = []
+        if arm.gripper is not None:
+            g = m.joint(arm.gripper.joint).id
+            for e in range(m.neq):
+                if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT and m.eq_obj2id[e] == g:
+                    j = m.eq_obj1id[e]
+                    self._coupled.append((m.jnt_qposadr[j], m.eq_data[e, 0], m.eq_data[e, 1]))
+        self._gripper_i = arm.gripper_index
+        # Geoms that move with the arm (not the base fixed to the table): floor checks use them.
+        self._geoms = np.array([g for g in range(m.ngeom) if m.body_weldid[m.geom_bodyid[g]] != 0], dtype=int)
+        self._geom_type = m.geom_type[self._geoms]
+        self._geom_size = m.geom_size[self._geoms]
+        # IK moves the joints that position and point the gripper; roll and the jaw stay put.
+        self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
+        self._jacp = np.zeros((3, m.nv))
+        self._jacr = np.zeros((3, m.nv))
+
+    # ------------------------------------------------------------------ forward
+    def _set(self, q: np.ndarray) -> None:
+        d = self.data
+        d.qpos[self._qadr] = q
+        if self._gripper_i is not None:
+            g = q[self._gripper_i]
+            for adr, c0, c1 in self._coupled:
+                d.qpos[adr] = c0 + c1 * g
+        mujoco.mj_kinematics(self.model, d)
+
+    def fk(self, q: np.ndarray) -> np.ndarray:
+        """Gripper site position (m, base frame) for a full joint vector."""
+        self._set(np.asarray(q, dtype=np.float64))
+        return self.data.site_xpos[self._site].copy()
+
+    def ee_axis(self, q: np.ndarray) -> np.ndarray:
+        """Unit vector along which the fingers point."""
+        self._set(np.asarray(q, dtype=np.float64))
+        return self.data.site_xmat[self._site].reshape(3, 3)[:, 0].copy()
+
+    def link_points(self, q: np.ndarray) -> np.ndarray:
+        """The lowest point of every moving link geometry, (k, 3); floor checks use their z."""
+        self._set(np.asarray(q, dtype=np.float64))
+        d = self.data
+        c = d.geom_xpos[self._geoms]
+        r = d.geom_xmat[self._geoms].reshape(-1, 3, 3)
+        rz = np.abs(r[:, 2, :])  # |z-row| of each geom's rotation
+        s = self._geom_size
+        t = self._geom_type
+        drop = np.where(t == mujoco.mjtGeom.mjGEOM_BOX, (rz * s).sum(axis=1), 0.0)
+        drop = np.where(t == mujoco.mjtGeom.mjGEOM_CAPSULE, rz[:, 2] * s[:, 1] + s[:, 0], drop)
+        drop = np.where(t == mujoco.mjtGeom.mjGEOM_CYLINDER,
+                        rz[:, 2] * s[:, 1] + s[:, 0] * np.sqrt(np.clip(1 - rz[:, 2] ** 2, 0, 1)), drop)
+        drop = np.where(t == mujoco.mjtGeom.mjGEOM_SPHERE, s[:, 0], drop)
+        pts = c.copy()
+        pts[:, 2] -= drop
+        return pts
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        """Positional Jacobian (3, n_joints) of the gripper site."""
+        self._set(np.asarray(q, dtype=np.float64))
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
+        return self._jacp[:, self._dofadr].copy()
+
+    # ------------------------------------------------------------------ inverse
+    def ik(self, target_pos: np.ndarray, q_init: np.ndarray, point_down: bool = True,
+           iters: int = 30, tol_m: float = 5e-4, damping: float = 1e-2,
+           orientation_weight: float = 0.3) -> np.ndarray:
+        """Damped-least-squares IK for the gripper position (and pointing it down if asked).
+
+        Moves only ``self.ik_joints``; wrist roll and the gripper keep their values from
+        ``q_init``. Returns the best joint vector found, clipped to the joint limits.
+        """
+        m, d = self.model, self.data
+        q = np.array(q_init, dtype=np.float64)
+        idx = self.ik_joints
+        lo, hi = self.arm.lower[idx], self.arm.upper[idx]
+        dof = self._dofadr[idx]
+        target = np.asarray(target_pos, dtype=np.float64)
+        for _ in range(iters):
+            self._set(q)
+            pos = d.site_xpos[self._site]
+            err = target - pos
+            axis = d.site_xmat[self._site].reshape(3, 3)[:, 0]
+            if point_down:
+                ax_err = orientation_weight * (DOWN - axis)
+            if np.dot(err, err) < tol_m * tol_m and (not point_down or np.dot(ax_err, ax_err) < 1e-4):
+                break
+            mujoco.mj_comPos(m, d)
+            mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self._site)
+            jp = self._jacp[:, dof]
+            if point_down:
+                # d(axis)/dq = omega x axis, omega from the rotational Jacobian
+                jr = np.cross(self._jacr[:, dof].T, axis).T * orientation_weight
+                jac = np.vstack([jp, jr])
+                e = np.concatenate([err, ax_err])
+            else:
+                jac, e = jp, err
+            jjt = jac @ jac.T + damping**2 * np.eye(jac.shape[0])
+            dq = jac.T @ np.linalg.solve(jjt, e)
+            q[idx] = np.clip(q[idx] + dq, lo, hi)
+        return q
