@@ -24,6 +24,7 @@ class ScriptedExpert:
     def reset(self) -> None:
         self.phase = 0
         self.timer = 0
+        self.last_grip = 1.0
 
     def __call__(self, obs=None) -> np.ndarray:
         s = self.env.object_state()
@@ -39,7 +40,10 @@ class ScriptedExpert:
         if self.cfg.action_mode == "ee_delta":
             delta = (target - ee_cmd) / self.cfg.ee_step_m
             return np.clip(np.r_[delta, grip], -1, 1).astype(np.float32)
-        q_des = self.kin.ik(target, q_cmd, point_down=self.cfg.point_down)
+        # Move along the Cartesian line in ee_delta-sized steps, as the ee_delta expert does.
+        step = target - ee_cmd
+        step *= min(1.0, self.cfg.ee_step_m / max(float(np.linalg.norm(step)), 1e-9))
+        q_des = self.kin.ik(ee_cmd + step, q_cmd, point_down=self.cfg.point_down)
         arm = self.env.arm
         if arm.gripper is not None:
             g = arm.gripper
@@ -109,9 +113,11 @@ class LiftExpert(ScriptedExpert):
             if np.linalg.norm(ee[:2] - cube[:2]) > 0.015:
                 self.phase = 0
             return tgt, GRIP_OPEN
-        if self.phase == 2:  # close and wait for the jaws
+        if self.phase == 2:  # close and wait until the jaws stop moving on the cube
             self.timer += 1
-            if self.timer >= 6:
+            settled = abs(float(s.gripper) - self.last_grip) < 0.01
+            self.last_grip = float(s.gripper)
+            if self.timer >= 4 and settled:
                 self.phase = 3
             return np.r_[cube[:2], self.grasp_z_m], GRIP_CLOSED
         if np.linalg.norm(ee - cube) > 0.04:  # dropped it: start over

@@ -112,14 +112,15 @@ class PushTask(Task):
     feature_names = ("cube_x", "cube_y", "cube_z", "goal_x", "goal_y")
 
     def _sample_target(self, rng: np.random.Generator, cube: np.ndarray) -> np.ndarray:
-        # Goal away from the base, in a direction the arm can push towards; kept reachable.
+        # Pushes go sideways: pushing outwards or inwards needs the gripper low and near the edge
+        # of the reach of a 5-joint arm pointing down, where it cannot push reliably.
         for _ in range(100):
-            ang = rng.uniform(-np.pi / 2, np.pi / 2)
+            ang = rng.choice([-1.0, 1.0]) * rng.uniform(np.radians(65), np.radians(115))
             dist = rng.uniform(*self.cfg.goal_distance_m)
             goal = cube[:2] + dist * np.array([np.cos(ang), np.sin(ang)])
-            if np.all(goal >= np.array(self.cfg.object_min) - 0.02) and np.all(goal <= np.array(self.cfg.object_max) + 0.03):
+            if 0.13 <= goal[0] <= 0.23 and abs(goal[1]) <= 0.1:
                 return np.array([goal[0], goal[1], 0.0])
-        return np.array([cube[0] + 0.05, cube[1], 0.0])
+        return np.array([cube[0], cube[1] + np.sign(cube[1] or 1.0) * -0.05, 0.0])
 
     def features(self, s: TaskState) -> np.ndarray:
         return np.concatenate([s.cube_pos, s.target_pos[..., :2]], axis=-1)
