@@ -38,8 +38,12 @@ class Kinematics:
         self._gripper_i = arm.gripper_index
         # Geoms that move with the arm (not the base fixed to the table): floor checks use them.
         self._geoms = np.array([g for g in range(m.ngeom) if m.body_weldid[m.geom_bodyid[g]] != 0], dtype=int)
-        self._geom_type = m.geom_type[self._geoms]
+        t = m.geom_type[self._geoms]
         self._geom_size = m.geom_size[self._geoms]
+        self._is_box = t == mujoco.mjtGeom.mjGEOM_BOX
+        self._is_capsule = t == mujoco.mjtGeom.mjGEOM_CAPSULE
+        self._is_cylinder = t == mujoco.mjtGeom.mjGEOM_CYLINDER
+        self._is_sphere = t == mujoco.mjtGeom.mjGEOM_SPHERE
         # IK moves the joints that position and point the gripper; roll and the jaw stay put.
         self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
         self._jacp = np.zeros((3, m.nv))
@@ -70,15 +74,15 @@ class Kinematics:
         self._set(np.asarray(q, dtype=np.float64))
         d = self.data
         c = d.geom_xpos[self._geoms]
-        r = d.geom_xmat[self._geoms].reshape(-1, 3, 3)
-        rz = np.abs(r[:, 2, :])  # |z-row| of each geom's rotation
+        rz = np.abs(d.geom_xmat[self._geoms, 6:9])  # |z-row| of each geom's rotation
         s = self._geom_size
-        t = self._geom_type
-        drop = np.where(t == mujoco.mjtGeom.mjGEOM_BOX, (rz * s).sum(axis=1), 0.0)
-        drop = np.where(t == mujoco.mjtGeom.mjGEOM_CAPSULE, rz[:, 2] * s[:, 1] + s[:, 0], drop)
-        drop = np.where(t == mujoco.mjtGeom.mjGEOM_CYLINDER,
-                        rz[:, 2] * s[:, 1] + s[:, 0] * np.sqrt(np.clip(1 - rz[:, 2] ** 2, 0, 1)), drop)
-        drop = np.where(t == mujoco.mjtGeom.mjGEOM_SPHERE, s[:, 0], drop)
+        drop = np.zeros(len(self._geoms))
+        drop[self._is_box] = (rz[self._is_box] * s[self._is_box]).sum(axis=1)
+        cap = self._is_capsule
+        drop[cap] = rz[cap, 2] * s[cap, 1] + s[cap, 0]
+        cyl = self._is_cylinder
+        drop[cyl] = rz[cyl, 2] * s[cyl, 1] + s[cyl, 0] * np.sqrt(np.clip(1 - rz[cyl, 2] ** 2, 0, 1))
+        drop[self._is_sphere] = s[self._is_sphere, 0]
         pts = c.copy()
         pts[:, 2] -= drop
         return pts
@@ -119,12 +123,16 @@ class Kinematics:
             jp = self._jacp[:, dof]
             if point_down:
                 # d(axis)/dq = omega x axis, omega from the rotational Jacobian
-                jr = np.cross(self._jacr[:, dof].T, axis).T * orientation_weight
+                w = self._jacr[:, dof]
+                jr = np.stack([w[1] * axis[2] - w[2] * axis[1],
+                               w[2] * axis[0] - w[0] * axis[2],
+                               w[0] * axis[1] - w[1] * axis[0]]) * orientation_weight
                 jac = np.vstack([jp, jr])
                 e = np.concatenate([err, ax_err])
             else:
                 jac, e = jp, err
-            jjt = jac @ jac.T + damping**2 * np.eye(jac.shape[0])
+            jjt = jac @ jac.T
+            jjt[np.diag_indices_from(jjt)] += damping**2
             dq = jac.T @ np.linalg.solve(jjt, e)
             q[idx] = np.clip(q[idx] + dq, lo, hi)
         return q

@@ -107,7 +107,7 @@ class ActionDecoder:
             return q_cmd + a * self.cfg.joint_step_rad
         ee = self.kin.fk(q_cmd)
         target = np.clip(ee + a[:3] * self.cfg.ee_step_m, self._box_lo, self._box_hi)
-        q = self.kin.ik(target, q_cmd, point_down=self.cfg.point_down, iters=10)
+        q = self.kin.ik(target, q_cmd, point_down=self.cfg.point_down, iters=10, tol_m=1e-3)
         if self._grip is not None:
             i, closed, opened = self._grip
             q[i] = closed + (a[3] + 1.0) * 0.5 * (opened - closed)

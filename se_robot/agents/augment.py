@@ -1,0 +1,66 @@
+"""Random-shift image augmentation (DrQ-v2, Yarats et al. 2021, section 3.1).
+
+Each image is padded by ``pad`` pixels on every side with its own edge pixels (replicate padding)
+and a window of the original size is cut out at a random offset. Following the paper, the window
+is read with bilinear ``grid_sample``; with integer offsets this is an exact pixel translation, but
+going through a sampling grid keeps the op differentiable and batched on any device.
+
+The shift is drawn once per sample and applied to all its channels, so the stacked frames of one
+observation (channels ``3*k``) move together and the motion between frames stays intact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def draw_shifts(batch_size: int, pad: int, device: torch.device | str = "cpu",
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer offsets ``(batch_size, 2)`` as (dx, dy), uniform in ``[-pad, pad]``; 0 is no shift."""
+    return torch.randint(-pad, pad + 1, (batch_size, 2), device=device, generator=generator)
+
+
+def shift_images(images: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate each image of ``images`` (B, C, H, W) by its offset in ``shifts`` (B, 2) = (dx, dy).
+
+    Output pixel (y, x) of sample b is input pixel (y + dy, x + dx), with coordinates past the edge
+    clamped to the edge (replicate padding). Offsets must lie in ``[-pad, pad]``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"shift_images: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    if shifts.shape != (b, 2):
+        raise ValueError(f"shift_images: expected shifts of shape ({b}, 2), got {tuple(shifts.shape)}")
+    if pad == 0:
+        return images
+    if not images.is_floating_point():
+        images = images.float()
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    hp, wp = h + 2 * pad, w + 2 * pad
+    # Pixel centres of the padded image in grid_sample's normalized coordinates
+    # (align_corners=False): centre of column j is (2j + 1) / wp - 1.
+    xs = (2 * (torch.arange(w, device=images.device, dtype=padded.dtype) + pad) + 1) / wp - 1
+    ys = (2 * (torch.arange(h, device=images.device, dtype=padded.dtype) + pad) + 1) / hp - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    base = torch.stack((grid_x, grid_y), dim=-1).unsqueeze(0)  # (1, H, W, 2) as (x, y)
+    scale = torch.tensor([2.0 / wp, 2.0 / hp], device=images.device, dtype=padded.dtype)
+    offset = shifts.to(padded.dtype) * scale  # (B, 2)
+    grid = base + offset.view(b, 1, 1, 2)
+    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class RandomShift(torch.nn.Module):
+    """Module form of :func:`shift_images` with offsets drawn from an optional generator."""
+
+    def __init__(self, pad: int = 4):
+        super().__init__()
+        if pad < 0:
+            raise ValueError(f"RandomShift: pad must be >= 0, got {pad}")
+        self.pad = pad
+
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.pad == 0:
+            return images.float() if not images.is_floating_point() else images
+        shifts = draw_shifts(images.shape[0], self.pad, images.device, generator)
+        return shift_images(images, self.pad, shifts)

@@ -1,0 +1,327 @@
+"""DrQ-v2 (Yarats et al. 2021) with demo-aware extras, for pixel (and proprio) observations.
+
+The published agent: a conv encoder trained only through the critic, random-shift augmentation of
+both observations, a deterministic tanh actor whose exploration std follows a schedule, clipped
+noise on target and actor-loss actions, clipped double Q with a Polyak-averaged target critic, and
+n-step targets (from the replay Batch). The encoder is detached for the actor update.
+
+Added knobs, each independent and off by default (see :class:`DrQV2Config`): symmetric sampling of
+demo and online data, critic LayerNorm, an N-critic ensemble with a random M-subset target min
+(REDQ), several critic steps per update round (UTD), a BC term on demo rows, a frozen encoder
+whose per-frame features the replay caches, and proprioceptive state appended to the features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from se_robot.agents.augment import draw_shifts, shift_images
+from se_robot.agents.base import pick_device
+from se_robot.agents.drqv2_config import DrQV2Config, parse_schedule
+from se_robot.agents.encoders import make_pixel_encoder
+from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
+from se_robot.config import from_dict, to_dict
+
+__all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target"]
+
+
+def _space_shapes(obs_space: Any) -> dict[str, tuple[int, ...]]:
+    """{'pixels': shape, 'state': shape} from a Dict or Box space (duck-typed: no gymnasium import)."""
+    spaces = getattr(obs_space, "spaces", None)
+    if spaces is None:
+        shape = tuple(obs_space.shape)
+        return {"pixels" if len(shape) == 3 else "state": shape}
+    shapes = {}
+    for key, space in dict(spaces).items():
+        if key not in ("pixels", "state"):
+            raise ValueError(f"DrQV2Agent: observation key {key!r} not understood (expected pixels and/or state)")
+        shapes[key] = tuple(space.shape)
+    return shapes
+
+
+def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor,
+                  subset: torch.Tensor | None = None) -> torch.Tensor:
+    """reward + discount * min over the (subset of the) ensemble of next-state Q; shapes (B, 1).
+
+    ``next_q`` is (N, B, 1); ``discount`` already holds gamma^n (0 after termination).
+    """
+    if subset is not None:
+        next_q = next_q.index_select(0, subset)
+    return reward + discount * next_q.min(dim=0).values
+
+
+def bc_loss(mean_action: torch.Tensor, demo_action: torch.Tensor, is_demo: torch.Tensor) -> torch.Tensor:
+    """MSE between the actor's mean and the recorded action, over demo rows only (0 if none)."""
+    if not bool(is_demo.any()):
+        return mean_action.sum() * 0.0
+    return F.mse_loss(mean_action[is_demo].float(), demo_action[is_demo].float())
+
+
+class DrQV2Agent:
+    """Actor, critic (ensemble), target critic and encoder, with their optimizers."""
+
+    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, cfg: DrQV2Config,
+                 device: torch.device, seed: int = 0):
+        self.cfg = cfg
+        self.device = device
+        self.action_dim = action_dim
+        self.obs_shapes = dict(obs_shapes)
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(seed)  # network initialisation
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.std_schedule = parse_schedule(cfg.stddev_schedule)
+        self.encoder: torch.nn.Module | None = None
+        self.pixels_hwc = False
+        repr_dim = 0
+        if "pixels" in obs_shapes:
+            shape = obs_shapes["pixels"]
+            self.pixels_hwc = shape[0] > shape[-1]  # same rule as replay.to_chw_frame
+            c, h, w = (shape[2], shape[0], shape[1]) if self.pixels_hwc else shape
+            if c % 3:
+                raise ValueError(f"DrQV2Agent: pixels with {c} channels are not a stack of RGB frames")
+            self.encoder = make_pixel_encoder(cfg.encoder, c // 3, (h, w), cfg.encoder_checkpoint,
+                                              frame_wise=cfg.freeze_encoder, trust_pickle=cfg.trust_pickle)
+            self.encoder.to(device)
+            if cfg.channels_last:
+                self.encoder.to(memory_format=torch.channels_last)
+            repr_dim = self.encoder.repr_dim
+        state_dim = obs_shapes["state"][0] if "state" in obs_shapes else 0
+        if repr_dim == 0 and state_dim == 0:
+            raise ValueError("DrQV2Agent: the observation has neither pixels nor state")
+        self.actor = DeterministicActor(repr_dim, state_dim, action_dim, cfg.feature_dim, cfg.hidden_dim).to(device)
+        self.critic = EnsembleCritic(repr_dim, state_dim, action_dim, cfg.feature_dim, cfg.hidden_dim,
+                                     cfg.num_critics, cfg.critic_layer_norm).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.encoder_opt = None
+        if self.encoder is not None and cfg.freeze_encoder:
+            self.encoder.requires_grad_(False).eval()
+        elif self.encoder is not None:
+            self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr)
+        self.num_updates = 0
+
+    @classmethod
+    def create(cls, obs_space: Any, action_space: Any, cfg: DrQV2Config | dict | None = None,
+               device: str | torch.device | None = None, seed: int = 0) -> "DrQV2Agent":
+        """Build from the env's spaces; ``device`` overrides ``cfg.device``."""
+        cfg = from_dict(DrQV2Config, cfg if cfg is not None else {}, "DrQV2Config")
+        shape = tuple(action_space.shape)
+        if len(shape) != 1:
+            raise ValueError(f"DrQV2Agent: expected a flat Box action space, got shape {shape}")
+        low, high = np.asarray(action_space.low), np.asarray(action_space.high)
+        if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+            raise ValueError("DrQV2Agent: actions must be normalised to [-1, 1] (wrap the env first)")
+        dev = device if isinstance(device, torch.device) else pick_device(device or cfg.device)
+        return cls(_space_shapes(obs_space), shape[0], cfg, dev, seed)
+
+    # ------------------------------------------------------------------ helpers
+    def std(self, step: int) -> float:
+        return float(self.std_schedule(step))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (N, 3, H, W) frames -> float32 (N, F): the replay's feature-cache function.
+
+        Use with ``replay.set_feature_fn(agent.encode_frames)`` when ``freeze_encoder`` is set.
+        """
+        if self.encoder is None or not hasattr(self.encoder, "encode_frames"):
+            raise RuntimeError("encode_frames needs a frozen frame-wise encoder (freeze_encoder: true)")
+        x = torch.as_tensor(np.asarray(frames), device=self.device).float()
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), self._autocast():
+            return self.encoder.encode_frames(x).float().cpu().numpy()
+
+    def _to_tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
+
+    def _encode(self, obs: dict[str, torch.Tensor], augment: bool) -> torch.Tensor | None:
+        """(B, repr_dim) image representation, or None for state-only agents."""
+        if self.encoder is None:
+            return None
+        if "features" in obs:  # the replay's cache of a frozen encoder
+            return obs["features"].float().flatten(1)
+        x = obs["pixels"]
+        if augment and self.cfg.aug_pad > 0:
+            shifts = draw_shifts(x.shape[0], self.cfg.aug_pad, self.device, self.gen)
+            x = shift_images(x.float(), self.cfg.aug_pad, shifts)
+        else:
+            x = x.float()
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.cfg.freeze_encoder:
+            with torch.no_grad():
+                return self.encoder(x)
+        return self.encoder(x)
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
+        """Mean action in eval mode; otherwise noisy (uniform during the first num_expl_steps)."""
+        if not isinstance(obs, dict):
+            obs = {next(iter(self.obs_shapes)): obs}
+        obs = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_shapes or k == "features"}
+        if self.pixels_hwc and "pixels" in obs:
+            obs["pixels"] = np.ascontiguousarray(obs["pixels"].transpose(0, 3, 1, 2))
+        t = self._to_tensors(obs)
+        with torch.no_grad(), self._autocast():
+            mean = self.actor(self._encode(t, augment=False), t.get("state"))
+            if eval_mode:
+                action = mean
+            else:
+                action = sample_clipped(mean.float(), self.std(step), None, self.gen)
+        action = action.float().cpu().numpy()[0]
+        if not eval_mode and step < self.cfg.num_expl_steps:
+            action = self.np_rng.uniform(-1.0, 1.0, self.action_dim)
+        return action.astype(np.float32)
+
+    # ------------------------------------------------------------------ learning
+    def update(self, replay: Any, demos: Any | None, step: int) -> dict[str, float]:
+        """Every ``update_every_steps``: ``utd`` critic steps on fresh batches, then one actor step."""
+        if step % self.cfg.update_every_steps != 0:
+            return {}
+        from se_robot.agents.replay import sample_mixed
+
+        metrics: dict[str, float] = {}
+        for _ in range(self.cfg.utd):
+            batch = sample_mixed(replay, demos, self.cfg.batch_size, self.cfg.demo_fraction)
+            metrics = self.update_batch(batch, step, update_actor=False)
+            td = metrics.pop("_td_error")
+            self._update_priorities(replay, demos, batch, td)
+        metrics.update(self._update_actor(self._last_h, self._last_t, step))
+        return metrics
+
+    def update_batch(self, batch: Any, step: int, update_actor: bool = True) -> dict[str, float]:
+        """One critic step (and by default one actor step) on a given Batch; for tests and benches."""
+        t = self._batch_tensors(batch)
+        with self._autocast():
+            h = self._encode(t["obs"], augment=True)
+            with torch.no_grad():
+                next_h = self._encode(t["next_obs"], augment=True)
+        metrics = self._update_critic(h, next_h, t, step)
+        soft_update(self.critic, self.critic_target, self.cfg.critic_target_tau)
+        self.num_updates += 1
+        self._last_h = None if h is None else h.detach()
+        self._last_t = t
+        if update_actor:
+            metrics.pop("_td_error")
+            metrics.update(self._update_actor(self._last_h, t, step))
+        return metrics
+
+    def _batch_tensors(self, batch: Any) -> dict[str, Any]:
+        return {
+            "obs": self._to_tensors(batch.obs), "next_obs": self._to_tensors(batch.next_obs),
+            "action": torch.as_tensor(batch.action, device=self.device, dtype=torch.float32),
+            "reward": torch.as_tensor(batch.reward, device=self.device, dtype=torch.float32).reshape(-1, 1),
+            "discount": torch.as_tensor(batch.discount, device=self.device, dtype=torch.float32).reshape(-1, 1),
+            "weights": torch.as_tensor(batch.weights, device=self.device, dtype=torch.float32).reshape(-1, 1),
+            "is_demo": torch.as_tensor(np.asarray(batch.is_demo, bool), device=self.device),
+        }
+
+    def target_subset(self) -> torch.Tensor | None:
+        """REDQ: M distinct ensemble members for this step's target min (None: all of them)."""
+        n, m = self.cfg.num_critics, self.cfg.num_target_critics
+        if m >= n:
+            return None
+        return torch.randperm(n, generator=self.gen, device=self.device)[:m]
+
+    def _update_critic(self, h, next_h, t: dict[str, Any], step: int) -> dict[str, float]:
+        state, next_state = t["obs"].get("state"), t["next_obs"].get("state")
+        with torch.no_grad(), self._autocast():
+            next_mean = self.actor(next_h, next_state)
+            next_action = sample_clipped(next_mean.float(), self.std(step), self.cfg.stddev_clip, self.gen)
+            next_q = self.critic_target(next_h, next_state, next_action).float()
+        target = critic_target(t["reward"], t["discount"], next_q, self.target_subset())
+        with self._autocast():
+            q = self.critic(h, state, t["action"]).float()
+        td = q - target.unsqueeze(0)                       # (N, B, 1)
+        loss = (td.pow(2) * t["weights"].unsqueeze(0)).mean(dim=(1, 2)).sum()
+        if self.encoder_opt is not None:
+            self.encoder_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        if self.encoder_opt is not None:
+            self.encoder_opt.step()
+        return {"loss/critic": loss.item(), "q/mean": q.mean().item(), "q/target": target.mean().item(),
+                "batch/reward": t["reward"].mean().item(),
+                "batch/demo_fraction": t["is_demo"].float().mean().item(),
+                "_td_error": td.detach().abs().mean(0).squeeze(-1)}
+
+    def _update_actor(self, h, t: dict[str, Any], step: int) -> dict[str, float]:
+        state = t["obs"].get("state")
+        std = self.std(step)
+        self.critic.requires_grad_(False)  # only the action path needs gradients here
+        try:
+            with self._autocast():
+                mean = self.actor(h, state)
+                action = sample_clipped(mean.float(), std, self.cfg.stddev_clip, self.gen)
+                q = self.critic(h, state, action).float()
+            # Clipped double Q for the paper's pair; REDQ averages a larger ensemble.
+            q_pi = q.min(dim=0).values if self.cfg.num_critics <= 2 else q.mean(dim=0)
+            actor_loss = -q_pi.mean()
+            metrics = {"loss/actor": actor_loss.item(), "actor/std": std}
+            if self.cfg.bc_weight > 0.0:
+                bc = bc_loss(mean.float(), t["action"], t["is_demo"])
+                actor_loss = actor_loss + self.cfg.bc_weight * bc
+                metrics["loss/bc"] = bc.item()
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+        finally:
+            self.critic.requires_grad_(True)
+        return metrics
+
+    def _update_priorities(self, replay: Any, demos: Any | None, batch: Any, td: torch.Tensor) -> None:
+        """Feed |TD| back to prioritized buffers (online rows to replay, demo rows to demos)."""
+        want = [b for b in (replay, demos) if b is not None and getattr(getattr(b, "cfg", None), "prioritized", False)]
+        if not want:
+            return
+        td_np = td.cpu().numpy()
+        is_demo = np.asarray(batch.is_demo, bool)
+        for buf, rows in ((replay, ~is_demo), (demos, is_demo)):
+            if buf in want and rows.any():
+                buf.update_priorities(batch.indices[rows], td_np[rows])
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimizers and random-number states: loading it resumes bit-for-bit."""
+        state = {"config": to_dict(self.cfg), "obs_shapes": self.obs_shapes, "action_dim": self.action_dim,
+                 "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                 "critic_target": self.critic_target.state_dict(),
+                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                 "torch_rng": self.gen.get_state(), "numpy_rng": self.np_rng.bit_generator.state,
+                 "num_updates": self.num_updates}
+        if self.encoder is not None:
+            state["encoder"] = self.encoder.state_dict()
+        if self.encoder_opt is not None:
+            state["encoder_opt"] = self.encoder_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("obs_shapes") != self.obs_shapes or state.get("action_dim") != self.action_dim:
+            raise ValueError(f"DrQV2Agent.load_state_dict: checkpoint is for observations {state.get('obs_shapes')} "
+                             f"and {state.get('action_dim')} actions; this agent has {self.obs_shapes} and {self.action_dim}")
+        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "encoder", "encoder_opt"):
+            target = getattr(self, name)
+            if target is None:
+                continue
+            if name not in state:
+                raise KeyError(f"DrQV2Agent.load_state_dict: checkpoint has no {name!r}")
+            target.load_state_dict(state[name])
+        self.gen.set_state(state["torch_rng"])
+        self.np_rng.bit_generator.state = state["numpy_rng"]
+        self.num_updates = int(state["num_updates"])

@@ -1,0 +1,236 @@
+"""Pixel encoders: DrQ-v2's conv net, a small ResNet, and encoders loaded from checkpoint files.
+
+Every encoder is an ``nn.Module`` taking float pixels in [0, 255] of shape (B, C, H, W) and
+returning (B, repr_dim). Two kinds of input:
+
+- *stacked* encoders see the whole frame stack as channels (C = 3 * frame_stack), as DrQ-v2 does,
+  so motion between frames is available from the first layer;
+- *frame-wise* encoders (``frame_wise = True``) see one RGB frame (C = 3); :class:`FrameWise` runs
+  them on every frame of a stack and concatenates the features. Only frame-wise encoders can be
+  frozen with features cached in replay, because replay stores each frame once and the cache
+  must hold one feature vector per stored frame.
+
+Checkpoint files (:func:`load_encoder`), written with ``torch.save``, take either form:
+
+1. a dict ``{"format": "se_robot.encoder/1", "architecture": "drqv2" | "resnet",
+   "kwargs": {...constructor arguments...}, "state_dict": {...}}`` (see :func:`save_encoder`);
+   loaded with ``weights_only=True``, so it runs no code from the file;
+2. a whole pickled ``nn.Module`` (``torch.save(module, path)``), which takes float (N, 3, H, W)
+   pixels scaled to [0, 1] and returns (N, F) or anything that flattens to it (ImageNet
+   normalization, if it wants it, must be inside the module). Unpickling runs code from the file:
+   load only files you trust; it needs ``trust_pickle=True``.
+
+A checkpoint encoder is treated as frame-wise unless its ``kwargs["in_channels"]`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from se_robot.agents.nets import weight_init
+
+CHECKPOINT_FORMAT = "se_robot.encoder/1"
+
+
+def conv_out_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class DrQV2Encoder(nn.Module):
+    """Four 3x3 convs of 32 channels, the first with stride 2, ReLU after each (the paper's net).
+
+    84x84 input gives 32 x 35 x 35 = 39200 features. Pixels are mapped to [-0.5, 0.5] first.
+    """
+
+    frame_wise = False
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], channels: int = 32):
+        super().__init__()
+        self.in_channels = in_channels
+        self.convnet = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, stride=1), nn.ReLU(inplace=True))
+        h, w = image_size
+        h, w = conv_out_size(h, 3, 2), conv_out_size(w, 3, 2)
+        for _ in range(3):
+            h, w = h - 2, w - 2
+        if h < 1 or w < 1:
+            raise ValueError(f"DrQV2Encoder: image size {image_size} is too small (needs at least 9x9)")
+        self.repr_dim = channels * h * w
+        self.apply(weight_init)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels / 255.0 - 0.5
+        return self.convnet(x).flatten(1)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(8, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(8, out_ch)
+        self.skip = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.GroupNorm(8, out_ch))
+                     if stride != 1 or in_ch != out_ch else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return torch.relu(y + self.skip(x))
+
+
+class SmallResNet(nn.Module):
+    """A stride-2 stem and one basic residual block per stage, GroupNorm (batch-size independent).
+
+    ``channels=(32, 64)`` on 84x84 gives 64 x 11 x 11 features; by default the spatial map is kept
+    because where things are is what a manipulation policy needs. ``pool=True`` averages it away
+    (channels[-1] features), the shape of a pretrained classifier's output.
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], channels: tuple[int, ...] = (32, 64),
+                 frame_wise: bool = False, pool: bool = False):
+        super().__init__()
+        self.in_channels = in_channels
+        self.frame_wise = frame_wise
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels[0], 3, stride=2, padding=1, bias=False),
+                                  nn.GroupNorm(8, channels[0]), nn.ReLU(inplace=True))
+        blocks = []
+        prev = channels[0]
+        for ch in channels:
+            blocks.append(_BasicBlock(prev, ch, stride=2))
+            prev = ch
+        self.blocks = nn.Sequential(*blocks)
+        h, w = image_size
+        for _ in range(1 + len(channels)):
+            h, w = conv_out_size(h, 3, 2, 1), conv_out_size(w, 3, 2, 1)
+        self.pool = pool
+        self.repr_dim = prev if pool else prev * h * w
+        self.apply(weight_init)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels / 255.0 - 0.5
+        y = self.blocks(self.stem(x))
+        return y.mean(dim=(2, 3)) if self.pool else y.flatten(1)
+
+
+class PickledModuleEncoder(nn.Module):
+    """Wraps a user's module that takes [0, 1] pixels (N, 3, H, W); always frame-wise."""
+
+    frame_wise = True
+
+    def __init__(self, module: nn.Module, image_size: tuple[int, int]):
+        super().__init__()
+        self.module = module
+        self.in_channels = 3
+        with torch.no_grad():
+            was_training = module.training
+            module.eval()
+            probe = module(torch.zeros(1, 3, *image_size))
+            module.train(was_training)
+        self.repr_dim = int(probe.flatten(1).shape[1])
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.module(pixels / 255.0).flatten(1)
+
+
+class FrameWise(nn.Module):
+    """Runs a 3-channel encoder on each frame of a (B, 3k, H, W) stack; output (B, k * F)."""
+
+    frame_wise = True
+
+    def __init__(self, encoder: nn.Module, frame_stack: int):
+        super().__init__()
+        self.encoder = encoder
+        self.frame_stack = frame_stack
+        self.frame_dim = encoder.repr_dim
+        self.repr_dim = encoder.repr_dim * frame_stack
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels in [0, 255] -> (N, F): what the replay's feature cache stores."""
+        return self.encoder(frames)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = pixels.shape
+        k = c // 3
+        feats = self.encoder(pixels.reshape(b * k, 3, h, w))
+        return feats.reshape(b, k * feats.shape[-1])
+
+
+ARCHITECTURES = {"drqv2": DrQV2Encoder, "resnet": SmallResNet}
+
+
+def build_encoder(architecture: str, in_channels: int, image_size: tuple[int, int], **kwargs: Any) -> nn.Module:
+    """A freshly initialised encoder by name (``drqv2`` or ``resnet``)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown encoder architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](in_channels=in_channels, image_size=tuple(image_size), **kwargs)
+
+
+def save_encoder(encoder: nn.Module, path: str | Path, architecture: str, **kwargs: Any) -> None:
+    """Write ``encoder`` in the dict checkpoint format; ``kwargs`` are its constructor arguments."""
+    torch.save({"format": CHECKPOINT_FORMAT, "architecture": architecture, "kwargs": kwargs,
+                "state_dict": encoder.state_dict()}, str(path))
+
+
+def load_encoder(path: str | Path, image_size: tuple[int, int], trust_pickle: bool = False) -> nn.Module:
+    """Load an encoder checkpoint in either documented format; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder checkpoint {path}: file does not exist")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+    except Exception as e:  # torch raises several unrelated types for a bad or pickled file
+        hint = ("" if trust_pickle else
+                " (a whole pickled module needs trust_pickle=True; load only files you trust)")
+        raise ValueError(f"encoder checkpoint {path}: cannot be read: {e}{hint}") from None
+    if isinstance(obj, nn.Module):
+        return PickledModuleEncoder(obj, image_size)
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"encoder checkpoint {path}: expected a module or a dict with "
+                         f"format={CHECKPOINT_FORMAT!r}, got {type(obj).__name__}")
+    for key in ("architecture", "kwargs", "state_dict"):
+        if key not in obj:
+            raise ValueError(f"encoder checkpoint {path}: missing key {key!r}")
+    kwargs = dict(obj["kwargs"])
+    kwargs.setdefault("in_channels", 3)
+    kwargs["image_size"] = tuple(kwargs.get("image_size", image_size))
+    if tuple(kwargs["image_size"]) != tuple(image_size):
+        raise ValueError(f"encoder checkpoint {path}: trained for image size {kwargs['image_size']}, "
+                         f"observations are {tuple(image_size)}")
+    try:
+        encoder = build_encoder(obj["architecture"], **kwargs)
+        encoder.load_state_dict(obj["state_dict"])
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"encoder checkpoint {path}: {e}") from None
+    encoder.frame_wise = kwargs["in_channels"] == 3
+    return encoder
+
+
+def make_pixel_encoder(architecture: str, frame_stack: int, image_size: tuple[int, int],
+                       checkpoint: str = "", frame_wise: bool = False, trust_pickle: bool = False) -> nn.Module:
+    """The encoder an agent uses for (B, 3 * frame_stack, H, W) observations.
+
+    ``architecture == "checkpoint"`` loads ``checkpoint``; a frame-wise encoder (checkpoint, or any
+    architecture with ``frame_wise=True``, needed for a frozen cached encoder) is wrapped in
+    :class:`FrameWise`.
+    """
+    if architecture == "checkpoint":
+        if not checkpoint:
+            raise ValueError("encoder 'checkpoint' needs encoder_checkpoint: a path to a torch.save file")
+        base = load_encoder(checkpoint, image_size, trust_pickle=trust_pickle)
+        if getattr(base, "frame_wise", True):
+            return FrameWise(base, frame_stack)
+        if base.in_channels != 3 * frame_stack:
+            raise ValueError(f"encoder checkpoint {checkpoint}: takes {base.in_channels} channels, "
+                             f"observations have {3 * frame_stack}")
+        return base
+    if frame_wise:
+        return FrameWise(build_encoder(architecture, 3, image_size), frame_stack)
+    return build_encoder(architecture, 3 * frame_stack, image_size)

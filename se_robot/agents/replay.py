@@ -1,0 +1,436 @@
+"""Replay buffer: every frame stored once, stacks and n-step targets assembled at sampling.
+
+Why this shape: a frame-stacked pixel observation duplicated as ``obs`` and ``next_obs`` costs
+2 x stack copies of each frame; on a small robot PC that is the difference between a 100k and a
+1M-step buffer. So a slot holds one observation (one uint8 CHW frame per camera, the state
+vector) plus the transition that leaves it; an episode of T steps takes T+1 slots. Sampling looks
+back ``frame_stack - 1`` slots (padding with the episode's first frame) and forward up to
+``n_step`` slots (stopping at the episode's end: discount 0 after termination, bootstrapping
+after truncation).
+
+The ring never samples across the write head: a transition is drawn only if every slot its stack
+and its n-step window read is still in the buffer and already written.
+
+The same class holds demonstrations (a second instance); ``sample_mixed`` draws one batch from
+both with an exact demo fraction (RLPD / SERL symmetric sampling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from se_robot.agents.prioritized import SumTree
+from se_robot.config import option
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    capacity: int = option(100_000, help="slots (one observation each) before the ring overwrites", range=(2, None))
+    frame_stack: int = option(3, help="frames per stacked pixel observation, assembled at sampling", range=(1, 16))
+    n_step: int = option(3, help="steps summed into the reward target", range=(1, 100))
+    discount: float = option(0.99, help="gamma used for the n-step target", range=(0.0, 1.0))
+    prioritized: bool = option(False, help="proportional prioritized replay (sum tree)")
+    alpha: float = option(0.6, help="PER: priority exponent", range=(0.0, None))
+    beta: float = option(0.4, help="PER: importance-weight exponent", range=(0.0, 1.0))
+    priority_eps: float = option(1e-6, help="PER: added to |td error| so no slot starves", range=(0.0, None))
+
+
+@dataclass
+class Batch:
+    """What agents learn from (docs/ARCHITECTURE.md): numpy arrays with a leading batch axis."""
+
+    obs: dict[str, np.ndarray]
+    action: np.ndarray        # float32 (B, A)
+    reward: np.ndarray        # float32 (B,) n-step discounted sum
+    discount: np.ndarray      # float32 (B,) gamma^m for the bootstrap, 0 after termination
+    next_obs: dict[str, np.ndarray]
+    weights: np.ndarray       # float32 (B,) importance weights (ones without PER)
+    indices: np.ndarray       # int64 (B,) slots, for update_priorities
+    is_demo: np.ndarray       # bool (B,)
+
+
+def _is_image(value: np.ndarray) -> bool:
+    return value.dtype == np.uint8 and value.ndim == 3
+
+
+def to_chw_frame(value: np.ndarray, channels: int = 3) -> np.ndarray:
+    """The newest single frame of an image observation, channel-first.
+
+    Accepts an HWC frame from the env, or a frame stack in CHW (C*k, H, W) or HWC (H, W, C*k)
+    with the newest frame last, so the loop can store what a frame-stacking env returns.
+    """
+    if value.ndim != 3:
+        raise ValueError(f"image observation must have 3 dims, got shape {value.shape}")
+    if value.shape[0] <= value.shape[-1]:          # channel-first
+        if value.shape[0] % channels:
+            raise ValueError(f"channel-first image {value.shape} is not a stack of {channels}-channel frames")
+        return value[-channels:]
+    if value.shape[-1] % channels:
+        raise ValueError(f"channel-last image {value.shape} is not a stack of {channels}-channel frames")
+    return np.ascontiguousarray(value[..., -channels:].transpose(2, 0, 1))
+
+
+class ReplayBuffer:
+    """Ring buffer of episodes; see the module docstring for the layout."""
+
+    def __init__(self, cfg: ReplayConfig | None = None, seed: int = 0, **overrides: Any):
+        cfg = cfg or ReplayConfig()
+        if overrides:
+            cfg = dataclasses.replace(cfg, **overrides)
+        self.cfg = cfg
+        self.capacity = cfg.capacity
+        self.rng = np.random.default_rng(seed)
+        self._arrays: dict[str, np.ndarray] = {}   # per-slot observation arrays, by key
+        self._image_keys: list[str] = []
+        self._action: np.ndarray | None = None
+        self._reward = np.zeros(cfg.capacity, np.float32)
+        self._terminated = np.zeros(cfg.capacity, bool)
+        self._truncated = np.zeros(cfg.capacity, bool)
+        self._has_next = np.zeros(cfg.capacity, bool)   # the transition leaving this slot is complete
+        self._is_last = np.zeros(cfg.capacity, bool)    # the episode ended at this observation
+        self._ep_step = np.zeros(cfg.capacity, np.int64)
+        self.written = 0          # slots ever written (absolute index of the next one)
+        self.transitions = 0      # transitions ever completed
+        self.episodes = 0
+        self._open = False        # an episode is being written
+        self._tree = SumTree(cfg.capacity) if cfg.prioritized else None
+        self._max_priority = 1.0
+        self._feature_fn: Callable[[np.ndarray], np.ndarray] | None = None
+        self._feature_key = "pixels"
+        self._features: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ writing
+    def __len__(self) -> int:
+        """Stored slots (observations), at most ``capacity``."""
+        return min(self.written, self.capacity)
+
+    def _allocate(self, obs: dict[str, np.ndarray], action_dim: int | None) -> None:
+        for key, value in obs.items():
+            value = np.asarray(value)
+            if _is_image(value):
+                frame = to_chw_frame(value)
+                self._arrays[key] = np.zeros((self.capacity, *frame.shape), np.uint8)
+                self._image_keys.append(key)
+            else:
+                self._arrays[key] = np.zeros((self.capacity, *value.shape), np.float32)
+        if action_dim is not None:
+            self._action = np.zeros((self.capacity, action_dim), np.float32)
+
+    def _write_obs(self, obs: dict[str, np.ndarray], ep_step: int) -> None:
+        if set(obs) != set(self._arrays):
+            raise KeyError(f"observation keys {sorted(obs)} differ from the buffer's {sorted(self._arrays)}")
+        slot = self.written % self.capacity
+        for key, value in obs.items():
+            value = np.asarray(value)
+            self._arrays[key][slot] = to_chw_frame(value) if key in self._image_keys else value
+        self._has_next[slot] = self._is_last[slot] = False
+        self._terminated[slot] = self._truncated[slot] = False
+        self._reward[slot] = 0.0
+        self._ep_step[slot] = ep_step
+        if self._tree is not None:
+            self._tree.set(slot, 0.0)
+        if self._feature_fn is not None:
+            self._store_features(np.array([slot]))
+        self.written += 1
+
+    def add_first(self, obs: dict[str, np.ndarray]) -> None:
+        """Start an episode with its reset observation (an unfinished episode is closed as truncated)."""
+        if not self._arrays:
+            self._allocate(obs, None)
+        if self._open:
+            self._is_last[(self.written - 1) % self.capacity] = True
+        self._write_obs(obs, 0)
+        self._open = True
+        self.episodes += 1
+
+    def add(self, action: np.ndarray, reward: float, next_obs: dict[str, np.ndarray],
+            terminated: bool, truncated: bool) -> None:
+        """Complete the transition leaving the latest observation and store the next one."""
+        if not self._open:
+            raise RuntimeError("add() before add_first(): start each episode with its reset observation")
+        action = np.asarray(action, np.float32).reshape(-1)
+        if self._action is None:
+            self._action = np.zeros((self.capacity, action.size), np.float32)
+        prev = (self.written - 1) % self.capacity
+        prev_step = int(self._ep_step[prev])
+        self._write_obs(next_obs, prev_step + 1)
+        self._action[prev] = action
+        self._reward[prev] = reward
+        self._terminated[prev] = bool(terminated)
+        self._truncated[prev] = bool(truncated)
+        self._has_next[prev] = True
+        self.transitions += 1
+        if self._tree is not None:
+            self._tree.set(prev, self._max_priority ** self.cfg.alpha)
+        if terminated or truncated:
+            self._is_last[(self.written - 1) % self.capacity] = True
+            self._open = False
+
+    # ------------------------------------------------------------------ features
+    def set_feature_fn(self, fn: Callable[[np.ndarray], np.ndarray] | None, key: str = "pixels",
+                       chunk: int = 256) -> None:
+        """Cache ``fn(frames uint8 (N, C, H, W)) -> float32 (N, F)`` once per stored frame.
+
+        For frozen encoders: sampling then returns ``obs['features']`` (B, stack * F) instead of
+        ``obs[key]``, so the encoder runs once per frame rather than once per sample.
+        """
+        self._feature_fn, self._feature_key, self._features = fn, key, None
+        if fn is None or not self._arrays:
+            return                      # computed from the first stored frame on
+        if key not in self._image_keys:
+            raise KeyError(f"set_feature_fn: key {key!r} is not a stored image (have {sorted(self._image_keys)})")
+        n = len(self)
+        for start in range(0, n, chunk):
+            self._store_features(np.arange(start, min(n, start + chunk)))
+
+    def _store_features(self, slots: np.ndarray) -> None:
+        feats = self._compute_features(self._arrays[self._feature_key][slots])
+        if self._features is None:
+            self._features = np.zeros((self.capacity, feats.shape[-1]), np.float32)
+        self._features[slots] = feats
+
+    def _compute_features(self, frames: np.ndarray) -> np.ndarray:
+        out = np.asarray(self._feature_fn(frames), np.float32)
+        if out.ndim != 2 or out.shape[0] != frames.shape[0]:
+            raise ValueError(f"feature fn returned shape {out.shape} for {frames.shape[0]} frames; expected (N, F)")
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def _abs_of_slot(self, slots: np.ndarray) -> np.ndarray:
+        last = self.written - 1
+        return last - ((last - slots) % self.capacity)
+
+    def _targets(self, start: np.ndarray) -> tuple[np.ndarray, ...]:
+        """n-step return, bootstrap discount, bootstrap observation and validity for each start."""
+        cap, gamma = self.capacity, self.cfg.discount
+        lo = max(0, self.written - cap)
+        s0 = start % cap
+        ep_step = self._ep_step[s0]
+        ok = self._has_next[s0] & (start - np.minimum(self.cfg.frame_stack - 1, ep_step) >= lo)
+        ret = np.zeros(start.shape, np.float64)
+        boot = np.ones(start.shape, np.float64)
+        ended = np.zeros(start.shape, bool)
+        active = ok.copy()
+        cur = start.copy()
+        for j in range(self.cfg.n_step):
+            s = cur % cap
+            if j > 0:
+                stop = active & ~self._has_next[s]
+                ok &= ~(stop & ~self._is_last[s])      # the window reaches an unwritten step
+                active &= ~stop
+            ret += np.where(active, gamma ** j * self._reward[s], 0.0)
+            ended |= active & self._terminated[s]
+            boot = np.where(active, gamma ** (j + 1), boot)
+            cur = np.where(active, cur + 1, cur)
+            active &= ~(self._terminated[s] | self._truncated[s])
+        discount = np.where(ended, 0.0, boot)
+        return ret.astype(np.float32), discount.astype(np.float32), cur, ok
+
+    def _obs_at(self, absolute: np.ndarray) -> dict[str, np.ndarray]:
+        cap, k = self.capacity, self.cfg.frame_stack
+        slots = absolute % cap
+        back = np.arange(k - 1, -1, -1)                                   # oldest frame first
+        stack_abs = absolute[:, None] - np.minimum(back[None, :], self._ep_step[slots][:, None])
+        stack_slots = stack_abs % cap
+        out: dict[str, np.ndarray] = {}
+        for key, array in self._arrays.items():
+            if key in self._image_keys:
+                if self._features is not None and key == self._feature_key:
+                    out["features"] = self._features[stack_slots].reshape(len(absolute), -1)
+                    continue
+                frames = array[stack_slots]                               # (B, k, C, H, W)
+                out[key] = frames.reshape(len(absolute), -1, *frames.shape[3:])
+            else:
+                out[key] = array[slots]
+        return out
+
+    def sample(self, batch_size: int, max_rounds: int = 64) -> Batch:
+        """``batch_size`` transitions (uniform, or proportional to priority with PER)."""
+        if self.transitions == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        lo = max(0, self.written - self.capacity)
+        chosen = np.empty(0, np.int64)
+        for _ in range(max_rounds):
+            need = batch_size - chosen.size
+            if need <= 0:
+                break
+            if self._tree is not None:
+                cand = self._abs_of_slot(self._tree.sample(need, self.rng))
+            else:
+                cand = self.rng.integers(lo, self.written - 1, size=need) if self.written - 1 > lo else np.full(need, lo)
+            chosen = np.concatenate([chosen, cand[self._targets(cand)[3]]])
+        if chosen.size < batch_size:
+            raise ValueError(f"replay buffer has too few sampleable transitions ({self.transitions} added, "
+                             f"n_step={self.cfg.n_step}, frame_stack={self.cfg.frame_stack})")
+        chosen = chosen[:batch_size]
+        reward, discount, boot_abs, _ = self._targets(chosen)
+        slots = chosen % self.capacity
+        weights = np.ones(batch_size, np.float32)
+        if self._tree is not None:
+            prob = self._tree.get(slots) / self._tree.total
+            stored = np.count_nonzero(self._has_next[:len(self)])
+            w = (stored * prob) ** (-self.cfg.beta)
+            weights = (w / w.max()).astype(np.float32)
+        return Batch(obs=self._obs_at(chosen), action=self._action[slots].copy(), reward=reward,
+                     discount=discount, next_obs=self._obs_at(boot_abs), weights=weights,
+                     indices=slots.astype(np.int64), is_demo=np.zeros(batch_size, bool))
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """PER: new priorities (|td| + eps)^alpha for sampled slots; a no-op without PER."""
+        if self._tree is None:
+            return
+        p = np.abs(np.asarray(td_errors, np.float64)).reshape(-1) + self.cfg.priority_eps
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        live = self._has_next[indices]           # a slot overwritten since sampling keeps 0
+        self._max_priority = max(self._max_priority, float(p.max(initial=0.0)))
+        self._tree.set(indices[live], p[live] ** self.cfg.alpha)
+
+    # ------------------------------------------------------------------ persistence
+    _PER_SLOT = ("_reward", "_terminated", "_truncated", "_has_next", "_is_last", "_ep_step")
+
+    def save(self, directory: str | Path) -> None:
+        """Write the buffer to ``directory`` atomically (temp dir, then rename into place)."""
+        directory = Path(directory)
+        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        n = len(self)
+        arrays = {f"obs.{k}": v[:n] for k, v in self._arrays.items()}
+        arrays.update({name.lstrip("_"): getattr(self, name)[:n] for name in self._PER_SLOT})
+        if self._action is not None:
+            arrays["action"] = self._action[:n]
+        if self._tree is not None:
+            arrays["priority"] = self._tree.state()[:n]
+        for name, value in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, value)
+                f.flush()
+                os.fsync(f.fileno())
+        meta = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(self.cfg),
+                "written": self.written, "transitions": self.transitions, "episodes": self.episodes,
+                "open": self._open, "image_keys": self._image_keys, "max_priority": self._max_priority,
+                "rng": self.rng.bit_generator.state}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ReplayBuffer":
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{directory}: not a saved replay buffer ({e})") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory}/meta.json: format_version {meta.get('format_version')!r}, "
+                             f"this code reads {FORMAT_VERSION}")
+        buf = cls(ReplayConfig(**meta["config"]))
+        n = min(meta["written"], buf.capacity)
+        for path in sorted(directory.glob("*.npy")):
+            name, value = path.stem, np.load(path)
+            if name.startswith("obs."):
+                key = name[4:]
+                buf._arrays[key] = np.zeros((buf.capacity, *value.shape[1:]), value.dtype)
+                buf._arrays[key][:n] = value
+            elif name == "action":
+                buf._action = np.zeros((buf.capacity, value.shape[1]), np.float32)
+                buf._action[:n] = value
+            elif name == "priority":
+                leaves = np.zeros(buf.capacity)
+                leaves[:n] = value
+                buf._tree.load(leaves)
+            else:
+                getattr(buf, "_" + name)[:n] = value
+        buf._image_keys = list(meta["image_keys"])
+        buf.written, buf.transitions, buf.episodes = meta["written"], meta["transitions"], meta["episodes"]
+        buf._open, buf._max_priority = meta["open"], meta["max_priority"]
+        buf.rng.bit_generator.state = meta["rng"]
+        return buf
+
+
+def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: int,
+                 demo_fraction: float) -> Batch:
+    """One batch with exactly ``round(batch_size * demo_fraction)`` demo rows first (RLPD/SERL)."""
+    if not 0.0 <= demo_fraction <= 1.0:
+        raise ValueError(f"demo_fraction must be in [0, 1], got {demo_fraction}")
+    n_demo = int(round(batch_size * demo_fraction)) if demos is not None and demos.transitions else 0
+    n_online = batch_size - n_demo
+    parts = []
+    if n_demo:
+        part = demos.sample(n_demo)
+        part.is_demo[:] = True
+        parts.append(part)
+    if n_online:
+        parts.append(online.sample(n_online))
+    if len(parts) == 1:
+        return parts[0]
+    a, b = parts
+    if set(a.obs) != set(b.obs):
+        raise KeyError(f"demo observations {sorted(a.obs)} differ from online ones {sorted(b.obs)}")
+    cat = np.concatenate
+    return Batch(obs={k: cat([a.obs[k], b.obs[k]]) for k in a.obs},
+                 action=cat([a.action, b.action]), reward=cat([a.reward, b.reward]),
+                 discount=cat([a.discount, b.discount]),
+                 next_obs={k: cat([a.next_obs[k], b.next_obs[k]]) for k in a.next_obs},
+                 weights=cat([a.weights, b.weights]), indices=cat([a.indices, b.indices]),
+                 is_demo=cat([a.is_demo, b.is_demo]))
+
+
+def load_demos(dataset_dir: str | Path, buffer: ReplayBuffer, obs_keys: tuple[str, ...] | None = None,
+               image_size: int | None = None, action_repeat: int = 1) -> int:
+    """Fill ``buffer`` from an episode dataset (docs/ARCHITECTURE.md); returns episodes read.
+
+    ``obs_keys`` picks the observation arrays to store (default: pixels and state where present);
+    ``image_size`` resizes frames recorded at another resolution. Datasets are recorded at the
+    control rate; with ``action_repeat`` k the loader merges k recorded steps into one agent step
+    (first action, summed reward, every k-th observation), as the training env would have seen them.
+    """
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "dataset.json").is_file():
+        raise FileNotFoundError(f"{dataset_dir}: no dataset.json; not an episode dataset")
+    files = sorted(dataset_dir.glob("episode_*.npz"))
+    if not files:
+        raise FileNotFoundError(f"{dataset_dir}: dataset holds no episode_*.npz files")
+    for path in files:
+        with np.load(path, allow_pickle=False) as ep:
+            keys = obs_keys or tuple(k for k in ("pixels", "state") if k in ep.files)
+            missing = [k for k in (*keys, "action", "reward", "terminated", "truncated") if k not in ep.files]
+            if missing:
+                raise KeyError(f"{path}: missing arrays {missing}")
+            obs = {k: ep[k] for k in keys}
+            for k, v in obs.items():
+                if v.dtype == np.uint8 and image_size and v.shape[1:3] != (image_size, image_size):
+                    import cv2
+                    obs[k] = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                                       for f in v])
+            action, reward = ep["action"], ep["reward"]
+            term, trunc = ep["terminated"], ep["truncated"]
+            steps = len(action)
+            if any(len(v) != steps + 1 for v in obs.values()):
+                raise ValueError(f"{path}: observations must have T+1={steps + 1} rows")
+            buffer.add_first({k: v[0] for k, v in obs.items()})
+            k = action_repeat
+            for t0 in range(0, steps, k):
+                t1 = min(t0 + k, steps)
+                last = t1 == steps
+                done_term = bool(term[t0:t1].any())
+                if done_term:
+                    t1 = t0 + int(np.argmax(term[t0:t1])) + 1
+                buffer.add(action[t0], float(reward[t0:t1].sum()), {n: v[t1] for n, v in obs.items()},
+                           done_term, not done_term and (bool(trunc[t0:t1].any()) or last))
+                if done_term or trunc[t0:t1].any():
+                    break
+    return len(files)

@@ -1,0 +1,138 @@
+"""``se-robot bench learner``: DrQ-v2 gradient updates per second on synthetic batches.
+
+One update is what DrQ-v2 does per update round: augment and encode both observations, one critic
+step (encoder included), one actor step, one target update. Batches are random arrays made up
+front, so the figure is the learner alone (no env, no replay sampling). Rows, side by side:
+
+- ``paper``: 84x84, frame stack 3, batch 256, hidden 1024 (the published configuration);
+- ``cpu``: 64x64, frame stack 3, batch 128 (``--cpu-image``/``--cpu-batch`` change it);
+- ``frozen``: the paper's batch with a frozen encoder whose per-frame features come from the
+  replay cache (so an update is MLPs only); once with the DrQ-v2 conv's own 3 x 39200 features,
+  once with 512 per frame (the size of a pretrained ResNet-18's pooled output);
+- each of ``paper`` and ``cpu`` also with channels-last and/or bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+GROUP = "bench"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("learner", help="DrQ-v2 gradient updates/s (paper, CPU-sized, frozen encoder)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=8.0, help="time to spend measuring each row (after warm-up)")
+    p.add_argument("--min-updates", type=int, default=3, help="measure at least this many updates per row")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--cpu-image", type=int, default=64, help="image size of the CPU-sized rows")
+    p.add_argument("--cpu-batch", type=int, default=128, help="batch size of the CPU-sized rows")
+    p.add_argument("--rows", default="all",
+                   help="comma list of rows to run (paper, paper+cl, paper+bf16, paper+cl+bf16, cpu, cpu+cl, "
+                        "cpu+bf16, cpu+cl+bf16, frozen, frozen512) or 'all'")
+    p.set_defaults(func=run)
+
+
+def _rows(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for name, image, batch in (("paper", 84, 256), ("cpu", args.cpu_image, args.cpu_batch)):
+        for suffix, cl, amp in (("", False, "none"), ("+cl", True, "none"), ("+bf16", False, "bf16"),
+                                ("+cl+bf16", True, "bf16")):
+            rows.append({"name": name + suffix, "image": image, "batch": batch, "channels_last": cl, "amp": amp})
+    rows.append({"name": "frozen", "image": 84, "batch": 256, "frozen": "drqv2"})
+    rows.append({"name": "frozen512", "image": 84, "batch": 256, "frozen": 512})
+    if args.rows != "all":
+        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        known = {r["name"] for r in rows}
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            raise SystemExit(f"se-robot bench learner: unknown rows {unknown}; known: {sorted(known)}")
+        rows = [r for r in rows if r["name"] in wanted]
+    return rows
+
+
+def _synthetic_batches(rng, count: int, batch: int, obs: dict, action_dim: int):
+    import numpy as np
+
+    from se_robot.agents.replay import Batch
+
+    def make_obs():
+        out = {}
+        for key, shape in obs.items():
+            if key == "pixels":
+                out[key] = rng.integers(0, 256, (batch, *shape), dtype=np.uint8)
+            else:
+                out[key] = rng.standard_normal((batch, *shape)).astype(np.float32)
+        return out
+
+    return [Batch(obs=make_obs(), action=rng.uniform(-1, 1, (batch, action_dim)).astype(np.float32),
+                  reward=rng.standard_normal(batch).astype(np.float32),
+                  discount=np.full(batch, 0.99 ** 3, np.float32), next_obs=make_obs(),
+                  weights=np.ones(batch, np.float32), indices=np.arange(batch), is_demo=np.zeros(batch, bool))
+            for _ in range(count)]
+
+
+def _measure(agent, batches, seconds: float, min_updates: int) -> tuple[float, int]:
+    step = 10_000
+    agent.update_batch(batches[0], step)  # warm-up: allocator, oneDNN kernel choice
+    done, start = 0, time.perf_counter()
+    while done < min_updates or time.perf_counter() - start < seconds:
+        agent.update_batch(batches[done % len(batches)], step)
+        done += 1
+    if agent.device.type == "cuda":
+        import torch
+        torch.cuda.synchronize()
+    return done / (time.perf_counter() - start), done
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from se_robot.agents.base import pick_device
+    from se_robot.agents.drqv2 import DrQV2Agent, DrQV2Config
+    from se_robot.agents.encoders import build_encoder, save_encoder
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    rng = np.random.default_rng(0)
+    action_dim, stack = 6, 3
+    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"measure>={args.seconds:.0f}s and >={args.min_updates} updates per row; hidden 1024, feature 50")
+    print(f"{'row':<14} {'image':>5} {'batch':>5} {'updates/s':>10} {'ms/update':>10} {'n':>4}  encoder")
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in _rows(args):
+            size = row["image"]
+            pix = SimpleNamespace(shape=(3 * stack, size, size))
+            space = SimpleNamespace(spaces={"pixels": pix})
+            act = SimpleNamespace(shape=(action_dim,), low=-np.ones(action_dim), high=np.ones(action_dim))
+            over = {"batch_size": row["batch"], "channels_last": row.get("channels_last", False),
+                    "amp": row.get("amp", "none")}
+            frozen = row.get("frozen")
+            if frozen == 512:  # only its output size matters: features come from the cache
+                path = Path(tmp) / "pool512.pt"
+                enc_kwargs = {"in_channels": 3, "image_size": (size, size), "channels": (32, 512), "pool": True}
+                save_encoder(build_encoder("resnet", **enc_kwargs), path, "resnet", **enc_kwargs)
+                over.update(encoder="checkpoint", encoder_checkpoint=str(path))
+            if frozen:
+                over["freeze_encoder"] = True
+            agent = DrQV2Agent.create(space, act, DrQV2Config(**over), device=device, seed=0)
+            obs = {"pixels": pix.shape}
+            if frozen:
+                obs = {"features": (stack * agent.encoder.frame_dim,)}
+            batches = _synthetic_batches(rng, 2, row["batch"], obs, action_dim)
+            rate, n = _measure(agent, batches, args.seconds, args.min_updates)
+            enc = (f"frozen, cached {obs['features'][0]} features" if frozen else
+                   f"drqv2 conv{' channels_last' if row.get('channels_last') else ''}"
+                   f"{' bf16' if row.get('amp') == 'bf16' else ''}")
+            print(f"{row['name']:<14} {size:>5} {row['batch']:>5} {rate:>10.2f} {1000 / rate:>10.1f} {n:>4}  {enc}",
+                  flush=True)
+            del agent, batches
+    return 0

@@ -1,0 +1,255 @@
+"""``se-robot bench sample-efficiency``: env steps to 90% eval success, MBPO vs SAC vs SB3 SAC.
+
+Trains, in one run, MBPO and se_robot's SAC (both through the shared loop, ``se_robot.train``)
+and Stable-Baselines3's SAC with its default settings, on the sim tasks from state, for several
+seeds. Every ``--eval-every`` env steps each learner is evaluated greedily on the same start states
+(the loop's eval seeds). Prints, per task and algo, the env steps to reach ``--threshold`` eval
+success (median over seeds, with each seed's figure), the ratio to SB3, and wall-clock; writes a
+learning-curve PNG and a JSON of every curve.
+
+MBPO's CPU-sized settings (``--mbpo-set``, defaults below) differ from the paper's only in cost:
+a smaller ensemble (3 x 128), fewer start states per refit (5000), a gradient-step cap per refit,
+and a rollout schedule scaled to these short tasks. MBPO uses the task's reward and termination on
+state vectors (``reward_fn``) instead of a learned reward when action_repeat is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+GROUP = "bench"
+ALGOS = ("mbpo", "sac", "sb3")
+MBPO_CPU = ["rollout_batch_size=5000", "rollout_schedule=[1000,10000,1,5]", "epoch_length_steps=1000",
+            "model.hidden_dim=128", "model.num_layers=3", "model.max_grad_steps=600", "model_min_transitions=1000"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sample-efficiency", help="env steps to 90%% success: MBPO, SAC, SB3 SAC",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="reach,push", help="comma list of sim tasks (reach, push, lift)")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    p.add_argument("--algos", default=",".join(ALGOS), help="comma list of mbpo, sac, sb3")
+    p.add_argument("--steps", type=int, default=20_000, help="env steps per run")
+    p.add_argument("--eval-every", type=int, default=1000, help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    p.add_argument("--threshold", type=float, default=0.9, help="eval success rate counted as solved")
+    p.add_argument("--learning-starts", type=int, default=1000,
+                   help="random-action steps before se_robot agents update (SB3 keeps its default, 100)")
+    p.add_argument("--action-repeat", type=int, default=1, help="control ticks per agent step")
+    p.add_argument("--mbpo-set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"MBPO config overrides on top of the CPU-sized ones {MBPO_CPU}")
+    p.add_argument("--sac-set", action="append", default=[], metavar="KEY=VALUE", help="se_robot SAC overrides")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    p.add_argument("--out", default="runs/bench_sample_efficiency", help="directory for runs, JSON and PNG")
+    p.set_defaults(func=run)
+
+
+def task_reward_fn(env: Any) -> Callable | None:
+    """``reward_fn(state, action, next_state) -> (reward, terminated)`` from the env's task, batched.
+
+    Reads the state layout of ``se_robot.envs.spaces`` (proprio, then the task's features) and
+    scores ``next_state`` with the task's own reward and success, so model rollouts see exactly
+    the env's reward. None when the layout has no task features (pixels/both modes).
+    """
+    import numpy as np
+
+    from se_robot.envs.spaces import proprio_dim
+    from se_robot.envs.tasks import TaskState
+
+    base = env.unwrapped
+    task, arm, reward_type = base.task, base.arm, base.cfg.reward_type
+    if base.cfg.obs_mode != "state":
+        return None
+    p = proprio_dim(arm)
+    names = task.feature_names
+    column = {name: p + i for i, name in enumerate(names)}
+
+    def gather(ns: np.ndarray, keys: tuple[str, ...]) -> np.ndarray:
+        out = np.zeros((len(ns), 3), np.float64)
+        for j, key in enumerate(keys):
+            if key in column:
+                out[:, j] = ns[:, column[key]]
+        return out
+
+    def reward_fn(state, action, next_state):
+        ns = np.asarray(next_state, np.float64)
+        target_keys = ("goal_x", "goal_y") if "goal_x" in column else ("target_x", "target_y", "target_z")
+        s = TaskState(ee_pos=ns[:, p - 3:p], gripper=ns[:, p - 4], cube_pos=gather(ns, ("cube_x", "cube_y", "cube_z")),
+                      target_pos=gather(ns, target_keys))
+        terminated = task.success(s) & bool(task.cfg.terminate_on_success)
+        return task.reward(s, reward_type), terminated
+
+    return reward_fn
+
+
+def _evaluate(policy: Callable, env: Any, seed: int, episodes: int) -> float:
+    from se_robot.train import EVAL_SEED_OFFSET
+
+    successes = 0
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + i)
+        done, success = False, False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            success |= bool(info.get("is_success", False))
+            done = terminated or truncated
+        successes += success
+    return successes / episodes
+
+
+def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[tuple[int, float]]:
+    import csv
+
+    from se_robot.config import from_dict
+    from se_robot.train import TrainConfig, build_trainer, merge, parse_set
+
+    agent = parse_set(MBPO_CPU + args.mbpo_set, "--mbpo-set") if algo == "mbpo" else parse_set(args.sac_set, "--sac-set")
+    cfg = from_dict(TrainConfig, {
+        "task": task, "algo": algo, "obs_mode": "state", "frame_stack": 1, "action_repeat": args.action_repeat,
+        "steps": args.steps, "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * args.steps,
+        "keep_checkpoints": 1, "save_replay": False, "log_every": args.eval_every, "tensorboard": False,
+        "progress": False, "device": "cpu", "threads": args.threads,
+        "replay": {"capacity": args.steps + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+        "agent": merge({}, agent)}, "bench sample-efficiency")
+    trainer = build_trainer(cfg, run_dir)
+    if algo == "mbpo" and args.action_repeat == 1:
+        trainer.agent.set_reward_fn(task_reward_fn(trainer.env))
+    trainer.train()
+    with open(run_dir / "eval.csv", newline="") as f:
+        return [(int(float(r["step"])), float(r["eval/success"])) for r in csv.DictReader(f)]
+
+
+def _run_sb3(task: str, seed: int, args: argparse.Namespace) -> list[tuple[int, float]]:
+    try:
+        from stable_baselines3 import SAC
+        from stable_baselines3.common.callbacks import BaseCallback
+    except ImportError as e:
+        raise SystemExit("se-robot bench sample-efficiency: the sb3 baseline needs "
+                         "`pip install stable-baselines3` (or --algos mbpo,sac)") from e
+    from se_robot.envs import make_env
+
+    env = make_env(task, obs_mode="state", action_repeat=args.action_repeat)
+    eval_env = make_env(task, obs_mode="state", action_repeat=args.action_repeat)
+    curve: list[tuple[int, float]] = []
+
+    class Eval(BaseCallback):
+        def _policy(self, obs):
+            return self.model.predict(obs, deterministic=True)[0]
+
+        def _on_training_start(self) -> None:
+            curve.append((0, _evaluate(self._policy, eval_env, seed, args.eval_episodes)))
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % args.eval_every == 0:
+                curve.append((self.num_timesteps, _evaluate(self._policy, eval_env, seed, args.eval_episodes)))
+            return True
+
+    model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    model.learn(total_timesteps=args.steps, callback=Eval())
+    return curve
+
+
+def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:
+    """First evaluated step with success >= threshold (None: never within the budget)."""
+    for step, success in curve:
+        if success >= threshold:
+            return step
+    return None
+
+
+def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
+    import numpy as np
+
+    lines = [f"env steps to {args.threshold:.0%} eval success ({args.eval_episodes} episodes every "
+             f"{args.eval_every} steps; '>{args.steps}' = not reached; median over seeds)",
+             f"{'task':<8}{'algo':<7}{'median':>10}{'per seed':>34}{'vs sb3':>10}{'wall s/run':>12}"]
+    for task in dict.fromkeys(r["task"] for r in results):
+        medians: dict[str, float] = {}
+        rows = []
+        for algo in dict.fromkeys(r["algo"] for r in results if r["task"] == task):
+            runs = [r for r in results if r["task"] == task and r["algo"] == algo]
+            hits = [r["steps_to_threshold"] for r in runs]
+            medians[algo] = float(np.median([h if h is not None else np.inf for h in hits]))
+            wall = float(np.mean([r["wall_s"] for r in runs]))
+            rows.append((algo, hits, wall))
+        for algo, hits, wall in rows:
+            med = medians[algo]
+            med_text = f">{args.steps}" if med == float("inf") else f"{med:.0f}"
+            per_seed = ",".join(str(h) if h is not None else f">{args.steps}" for h in hits)
+            base = medians.get("sb3")
+            ratio = ("-" if base is None or algo == "sb3" else
+                     "n/a" if med == float("inf") or base == float("inf") else f"{base / med:.2f}x")
+            lines.append(f"{task:<8}{algo:<7}{med_text:>10}{per_seed:>34}{ratio:>10}{wall:>12.0f}")
+    lines.append("vs sb3: SB3 SAC's median steps divided by this algo's ('2.00x' = half the env steps)")
+    return lines
+
+
+def _plot(results: list[dict], path: Path, threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for algo in dict.fromkeys(r["algo"] for r in results if r["task"] == task):
+            curves = [dict(r["curve"]) for r in results if r["task"] == task and r["algo"] == algo]
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            values = np.array([[c[s] for s in steps] for c in curves])
+            ax.plot(steps, values.mean(0), label=f"{algo} (n={len(curves)})")
+            ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(f"Sim{task.capitalize()}-v0 (state)")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    unknown = [a for a in algos if a not in ALGOS]
+    if unknown:
+        raise SystemExit(f"se-robot bench sample-efficiency: unknown algos {unknown}; allowed: {', '.join(ALGOS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"se-robot bench sample-efficiency: --seeds must be integers, got {args.seeds!r}") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for task in tasks:
+        for seed in seeds:
+            for algo in algos:
+                start = time.perf_counter()
+                if algo == "sb3":
+                    curve = _run_sb3(task, seed, args)
+                else:
+                    curve = _run_se_robot(algo, task, seed, args, out / f"{task}_{algo}_seed{seed}")
+                wall = time.perf_counter() - start
+                hit = steps_to_threshold(curve, args.threshold)
+                results.append({"task": task, "algo": algo, "seed": seed, "curve": curve, "wall_s": wall,
+                                "steps_to_threshold": hit})
+                print(f"[{task} {algo} seed {seed}] steps to {args.threshold:.0%}: {hit if hit is not None else 'not reached'}"
+                      f"; final success {curve[-1][1]:.2f}; {wall:.0f} s", flush=True)
+                (out / "results.json").write_text(json.dumps({"args": vars(args) | {"func": None},
+                                                              "results": results}, indent=1))
+    print("\n".join(_summarise(results, args)))
+    _plot(results, out / "learning_curves.png", args.threshold)
+    print(f"wrote {out / 'learning_curves.png'} and {out / 'results.json'}")
+    return 0

@@ -1,0 +1,141 @@
+"""``se-robot bench sim``: how fast the twin steps, compared with raw MuJoCo in the same run.
+
+Prints env steps/s for ``state`` and ``pixels`` observations, the raw ``mj_step`` + render rate of
+the same model and camera at the same control rate (the ceiling the env is measured against), the
+ratio of the two, and the scaling of a Gymnasium AsyncVectorEnv with 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+GROUP = "bench"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="env steps/s against raw MuJoCo, and vector-env scaling")
+    p.add_argument("--task", default="reach", choices=("reach", "push", "lift"))
+    p.add_argument("--steps", type=int, default=2000, help="steps per measurement")
+    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--control-hz", type=float, default=10.0)
+    p.add_argument("--camera", default="scene", choices=("scene", "wrist"))
+    p.add_argument("--rounds", type=int, default=5, help="alternating env/raw rounds (median kept)")
+    p.add_argument("--all-cores", action="store_true", help="do not pin the single-env runs to one core")
+    p.add_argument("--no-vector", action="store_true", help="skip the AsyncVectorEnv measurement")
+    p.set_defaults(func=run)
+
+
+def _env_rate(task: str, steps: int, **options) -> float:
+    import gymnasium as gym
+
+    from se_robot.envs import SIM_IDS
+
+    env = gym.make(SIM_IDS[task], **options)
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    for _ in range(20):  # warm-up: renderer context, caches
+        env.step(env.action_space.sample())
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    rate = steps / (time.perf_counter() - t0)
+    env.close()
+    return rate
+
+
+def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera: str, render: bool) -> float:
+    """mj_step for one control period (+ one render) of the same scene: no env around it."""
+    import mujoco
+
+    from se_robot.arm import load_arm
+    from se_robot.envs.twin import ArmTwin
+
+    twin = ArmTwin(load_arm(), task)
+    twin.reset()
+    m, d = twin.model, twin.data
+    n = max(1, int(round(1.0 / control_hz / m.opt.timestep)))
+    renderer = mujoco.Renderer(m, image_size, image_size) if render else None
+    for _ in range(20):
+        mujoco.mj_step(m, d, nstep=n)
+        if renderer:
+            renderer.update_scene(d, camera=camera)
+            renderer.render()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        mujoco.mj_step(m, d, nstep=n)
+        if renderer:
+            renderer.update_scene(d, camera=camera)
+            renderer.render()
+    rate = steps / (time.perf_counter() - t0)
+    if renderer:
+        renderer.close()
+    return rate
+
+
+def _make_pixel_env(task: str, image_size: int, control_hz: float):
+    import gymnasium as gym
+
+    import se_robot.envs  # noqa: F401 - registers the ids in the worker
+    from se_robot.envs import SIM_IDS
+
+    return gym.make(SIM_IDS[task], obs_mode="pixels", image_size=image_size, control_hz=control_hz)
+
+
+def _vector_rate(task: str, steps: int, workers: int, image_size: int, control_hz: float) -> float:
+    import functools
+
+    import gymnasium as gym
+
+    fns = [functools.partial(_make_pixel_env, task, image_size, control_hz) for _ in range(workers)]
+    venv = gym.vector.AsyncVectorEnv(fns) if workers > 1 else gym.vector.SyncVectorEnv(fns)
+    venv.action_space.seed(0)
+    venv.reset(seed=0)
+    for _ in range(10):
+        venv.step(venv.action_space.sample())
+    t0 = time.perf_counter()
+    for _ in range(steps // workers):
+        venv.step(venv.action_space.sample())
+    rate = (steps // workers) * workers / (time.perf_counter() - t0)
+    venv.close()
+    return rate
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import numpy as np
+
+    all_cpus = os.sched_getaffinity(0)
+    if not args.all_cores:
+        os.sched_setaffinity(0, {min(all_cpus)})
+    common = dict(control_hz=args.control_hz, image_size=args.image_size, camera=args.camera)
+    print(f"se-robot bench sim: task={args.task} control_hz={args.control_hz} image={args.image_size}px "
+          f"camera={args.camera} steps={args.steps} cores={'all' if args.all_cores else 1}")
+    # Env and raw runs alternate in rounds and the median is kept: on a shared, noisy machine a
+    # ratio of two runs taken minutes apart means little.
+    rounds = max(1, args.rounds)
+    per = max(50, args.steps // rounds)
+    rates: dict[str, list[float]] = {k: [] for k in ("state", "pixels", "raw", "raw_pixels")}
+    for _ in range(rounds):
+        rates["state"].append(_env_rate(args.task, per, obs_mode="state", **common))
+        rates["raw"].append(_raw_rate(args.task, per, args.control_hz, args.image_size, args.camera, render=False))
+        rates["pixels"].append(_env_rate(args.task, per, obs_mode="pixels", **common))
+        rates["raw_pixels"].append(_raw_rate(args.task, per, args.control_hz, args.image_size, args.camera, render=True))
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    rows = [
+        ("env state", med["state"], med["raw"], "raw mj_step"),
+        ("env pixels", med["pixels"], med["raw_pixels"], "raw mj_step+render"),
+    ]
+    print(f"{'measurement':<22}{'steps/s':>10}{'raw steps/s':>14}{'ratio':>8}   (median of {rounds} alternating rounds)")
+    for name, rate, raw, what in rows:
+        print(f"{name:<22}{rate:>10.0f}{raw:>14.0f}{rate / raw:>8.2f}   raw = {what}")
+    if not args.no_vector:
+        os.sched_setaffinity(0, all_cpus)
+        one = _vector_rate(args.task, args.steps, 1, args.image_size, args.control_hz)
+        two = _vector_rate(args.task, args.steps, 2, args.image_size, args.control_hz)
+        print(f"{'vector pixels x1 sync':<22}{one:>10.0f}")
+        print(f"{'vector pixels x2 async':<22}{two:>10.0f}   scaling {two / one:.2f}x on {len(all_cpus)} cores")
+    return 0

@@ -1,0 +1,109 @@
+"""`se-robot calibrate`: record each joint's zero and range on the servo bus and write the YAML.
+
+Interactive (default): torque is switched off, you put the arm in its home pose (``home`` in the
+arm description) and press Enter, then move every joint through its whole range and press Enter
+again. Non-interactive, for scripts and tests:
+``--non-interactive --samples-from-bus --duration S`` takes the first sample as the home pose and
+the extremes seen in S seconds as the range; ``--non-interactive --from-limit-registers`` takes
+the present pose as home and the range from the servos' min/max position limit registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("calibrate", help="record servo zero and ranges, write the calibration YAML",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", required=True, help="serial port of the servo bus (or the emulator's pty)")
+    p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
+    p.add_argument("--out", default=None, help="where to write (default: config/arms/<arm>_calibration.yaml)")
+    p.add_argument("--invert", action="append", default=[], metavar="JOINT",
+                   help="joint whose servo ticks decrease as the joint angle grows (repeatable)")
+    p.add_argument("--non-interactive", action="store_true", help="no prompts (see below)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--samples-from-bus", action="store_true", help="range = extremes seen during --duration")
+    mode.add_argument("--from-limit-registers", action="store_true", help="range = the servos' limit registers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of sampling (default: 10)")
+    p.add_argument("--hz", type=float, default=50.0, help="sampling rate (default: 50)")
+    p.set_defaults(func=run)
+
+
+def _sample(bus, ids, model, duration_s: float, hz: float, stop=None) -> list[dict[int, int]]:
+    import time
+
+    samples = []
+    end = time.monotonic() + duration_s
+    while (stop is None or not stop.is_set()) and (stop is not None or time.monotonic() < end):
+        raw = bus.sync_read(ids, ("Present_Position",))
+        samples.append({s: raw[s]["Present_Position"] for s in ids})
+        time.sleep(1.0 / hz)
+    return samples
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import threading
+
+    from se_robot.arm import load_arm
+    from se_robot.hardware.calibration import calibration_from_recording, calibration_path, save_calibration
+    from se_robot.hardware.registers import get_model
+    from se_robot.hardware.servo_bus import open_bus
+
+    arm = load_arm(args.arm)
+    unknown = [j for j in args.invert if j not in arm.joint_names]
+    if unknown:
+        print(f"se-robot calibrate: --invert {unknown}: not joints of {arm.name} ({arm.joint_names})", file=sys.stderr)
+        return 2
+    if args.non_interactive and not (args.samples_from_bus or args.from_limit_registers):
+        print("se-robot calibrate: --non-interactive needs --samples-from-bus or --from-limit-registers",
+              file=sys.stderr)
+        return 2
+    model = get_model(arm.bus.model)
+    ids = arm.servo_ids
+    directions = {j.servo_id: (-1 if j.name in args.invert else 1) for j in arm.joints}
+    bus = open_bus(args.port, arm.bus.protocol, model, arm.bus.baudrate)
+    try:
+        for sid in ids:
+            bus.write(sid, "Torque_Enable", 0)  # the arm must move freely by hand
+        if args.from_limit_registers:
+            home = bus.sync_read(ids, ("Present_Position",))
+            home = {s: home[s]["Present_Position"] for s in ids}
+            lo = {s: bus.read(s, "Min_Position_Limit") for s in ids}
+            hi = {s: bus.read(s, "Max_Position_Limit") for s in ids}
+        else:
+            if args.non_interactive:
+                samples = _sample(bus, ids, model, args.duration, args.hz)
+            else:
+                input(f"Torque is off. Put the {arm.name} arm in its home pose "
+                      f"({dict(zip(arm.joint_names, arm.home.round(2)))} rad) and press Enter... ")
+                first = _sample(bus, ids, model, 0.0, args.hz) or _sample(bus, ids, model, 0.05, args.hz)
+                stop = threading.Event()
+                box: list = []
+                worker = threading.Thread(target=lambda: box.extend(_sample(bus, ids, model, 0, args.hz, stop)))
+                worker.start()
+                input("Now move every joint slowly through its whole range, then press Enter... ")
+                stop.set()
+                worker.join()
+                samples = first[:1] + box
+            if not samples:
+                print("se-robot calibrate: no samples recorded (duration too short?)", file=sys.stderr)
+                return 2
+            home = samples[0]
+            lo = {s: min(x[s] for x in samples) for s in ids}
+            hi = {s: max(x[s] for x in samples) for s in ids}
+        try:
+            cal = calibration_from_recording(arm, home, lo, hi, directions, model=model.name,
+                                             ticks_per_rev=model.ticks_per_rev)
+        except ValueError as e:
+            print(f"se-robot calibrate: {e}", file=sys.stderr)
+            return 1
+    finally:
+        bus.transport.close()
+    out = save_calibration(cal, args.out or calibration_path(arm))
+    for name, j in cal.joints.items():
+        print(f"  {name:14s} servo {j.servo_id}: zero {j.homing_offset_ticks:5d}  range {j.min_ticks}..{j.max_ticks}"
+              f"  direction {j.direction:+d}")
+    print(f"wrote {out}")
+    return 0

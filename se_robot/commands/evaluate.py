@@ -1,0 +1,55 @@
+"""``se-robot evaluate``: greedy episodes of a trained checkpoint, success rate and return."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a training checkpoint on its task")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint dir or run dir (newest checkpoint)")
+    p.add_argument("--episodes", type=int, default=10, metavar="N")
+    p.add_argument("--video", action="store_true", help="write the first episode as mp4")
+    p.add_argument("--out", metavar="DIR", help="where videos and eval.json go (default: the checkpoint dir)")
+    p.add_argument("--seed", type=int, help="seed of the evaluation start states (default: the run's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from se_robot import checkpoint
+    from se_robot.config import ConfigError, from_dict, read_yaml
+    from se_robot.train import TrainConfig, Trainer, make_envs, seed_everything
+
+    if args.episodes < 1:
+        raise ConfigError("--episodes", str(args.episodes), "must be >= 1")
+    try:
+        ckpt = checkpoint.resolve(args.checkpoint)
+    except FileNotFoundError as e:
+        raise ConfigError("--checkpoint", args.checkpoint, str(e)) from None
+    data = read_yaml(ckpt / "config.yaml")
+    data.update(eval_episodes=args.episodes, eval_video=bool(args.video), progress=False)
+    if args.seed is not None:
+        data["seed"] = args.seed
+    cfg = from_dict(TrainConfig, data, str(ckpt / "config.yaml"))
+    saved = checkpoint.load(ckpt)
+
+    from se_robot.agents.registry import make_agent
+
+    seed_everything(cfg.seed)
+    env, eval_env = make_envs(cfg)
+    env.close()
+    agent = make_agent(cfg.algo, eval_env.observation_space, eval_env.action_space, dict(cfg.agent),
+                       cfg.device, cfg.seed)
+    agent.load_state_dict(saved["agent"])
+    out = Path(args.out) if args.out else ckpt
+    trainer = Trainer(cfg, None, eval_env, agent, None, None, None, out)
+    trainer.step = int(saved["trainer"]["step"])
+    metrics = trainer.evaluate()
+    eval_env.close()
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"checkpoint": str(ckpt), "step": trainer.step, "episodes": args.episodes, **metrics}
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0

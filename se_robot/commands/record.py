@@ -1,0 +1,133 @@
+"""``se-robot record``: teleoperate the twin or the real arm and record operator-labelled episodes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+TASKS = ("reach", "push", "lift")
+TELEOP = ("keyboard", "gamepad", "spacemouse", "leader")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "record", help="record teleoperated episodes (keyboard, gamepad, SpaceMouse, leader arm)",
+        description="Drive the sim twin or the real arm with a teleop device and record episodes in the "
+                    "dataset format of `se-robot demos`. The operator marks success (Enter/y, gamepad A), "
+                    "failure (n, B), re-record (x, X); Space (or the gamepad's mode button) latches the "
+                    "e-stop. With a SpaceMouse, gamepad or leader arm the terminal keyboard still gives "
+                    "these buttons.")
+    p.add_argument("--task", choices=TASKS, default="push")
+    p.add_argument("--backend", choices=("sim", "hardware"), default="sim")
+    p.add_argument("--teleop", choices=TELEOP, default="keyboard")
+    p.add_argument("--device", default=None,
+                   help="evdev node for gamepad/spacemouse (/dev/input/eventN), serial port of the leader "
+                        "arm, or a tty for the keyboard (default: this terminal)")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--out", required=True, help="dataset directory (created; appends if it exists)")
+    p.add_argument("--obs-mode", choices=("state", "pixels", "both"), default="both")
+    p.add_argument("--image-size", type=int, default=84)
+    p.add_argument("--camera", choices=("scene", "wrist"), default="scene")
+    p.add_argument("--control-hz", type=float, default=10.0)
+    p.add_argument("--speed", type=float, default=0.5, help="keyboard/gamepad speed scale in (0, 1]")
+    p.add_argument("--port", default="/dev/ttyUSB0", help="hardware: the follower arm's serial port")
+    p.add_argument("--calibration", default=None, help="hardware: follower calibration YAML")
+    p.add_argument("--camera-config", default="usb_scene", help="hardware: camera name in config/cameras or YAML")
+    p.add_argument("--camera-source", default=None, help="hardware: override the camera source (index or URL)")
+    p.add_argument("--leader-arm", default="so101", help="leader: arm description name or YAML")
+    p.add_argument("--leader-calibration", default=None, help="leader: calibration YAML of the leader arm")
+    p.add_argument("--auto-label", action="store_true",
+                   help="when the env ends an episode, label it from info['is_success'] instead of asking")
+    p.add_argument("--seed", type=int, default=None, help="sim: seed of the first episode")
+    p.add_argument("--stream-port", type=int, default=None,
+                   help="serve the camera view as MJPEG on this port (open http://HOST:PORT/stream.mjpg; "
+                        "use ssh -L to watch from another machine)")
+    p.set_defaults(func=run)
+
+
+def find_estop(env: Any) -> Any | None:
+    """The EStop that guards ``env``'s arm (hardware driver first, then the twin's safety filter)."""
+    base = getattr(env, "unwrapped", env)
+    for path in (("robot", "estop"), ("safety", "estop"), ("estop",)):
+        obj = base
+        for name in path:
+            obj = getattr(obj, name, None)
+        if obj is not None:
+            return obj
+    return None
+
+
+def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
+    """The raw env (no frame stack or action repeat: a dataset holds single HxWx3 frames)."""
+    options: dict[str, Any] = dict(obs_mode=args.obs_mode, image_size=args.image_size, camera=args.camera,
+                                   action_mode=action_mode, control_hz=args.control_hz)
+    if args.backend == "hardware":
+        # the hardware env's ``camera`` is the camera config; which view it is stays in the metadata
+        options.update(port=args.port, calibration=args.calibration, camera=args.camera_config,
+                       camera_source=args.camera_source)
+    if args.backend == "hardware":
+        from se_robot.envs.hardware_env import make_hardware_env
+
+        return make_hardware_env(args.task, **options)
+    from se_robot.commands.demos import make_sim_env
+
+    return make_sim_env(args.task, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from se_robot.data.episodes import DatasetError, EpisodeWriter
+    from se_robot.data.recording import dataset_meta_for
+    from se_robot.teleop.devices import make_teleop
+    from se_robot.teleop.keyboard import KeyboardTeleop
+    from se_robot.teleop.session import record_teleop
+
+    action_mode = "joint_delta" if args.teleop == "leader" else "ee_delta"
+    env = make_record_env(args, action_mode)
+    server = None
+    try:
+        base = env.unwrapped
+        estop = find_estop(env)
+        device = make_teleop(args.teleop, device=args.device, estop=estop, leader_arm=args.leader_arm,
+                             leader_calibration=args.leader_calibration, follower_arm=getattr(base, "arm", None),
+                             speed=args.speed)
+        motion = getattr(device, "motion", device)
+        if hasattr(motion, "action_scale_rad") and hasattr(base, "cfg"):
+            motion.action_scale_rad = base.cfg.joint_step_rad  # the env's joint_delta scale
+        meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
+                                image_size=args.image_size, action_mode=action_mode, backend=args.backend)
+        try:
+            writer = EpisodeWriter(args.out, meta)
+        except DatasetError as e:
+            print(f"se-robot record: {e}", file=sys.stderr)
+            return 1
+        episode_meta = {"backend": args.backend}
+        calibration = getattr(getattr(base, "robot", None), "calibration", None)
+        if calibration is not None:
+            from se_robot.config import to_dict
+
+            episode_meta["calibration"] = to_dict(calibration)
+        on_step = None
+        if args.stream_port is not None and args.obs_mode != "state":
+            from se_robot.hardware.mjpeg_server import MjpegServer
+
+            latest = {"frame": np.zeros((args.image_size, args.image_size, 3), np.uint8)}
+            server = MjpegServer(lambda: latest["frame"].repeat(4, 0).repeat(4, 1), host="0.0.0.0",
+                                 port=args.stream_port, fps=args.control_hz).start()
+            print(f"camera view: {server.url}")
+
+            def on_step(obs, cmd):  # noqa: ARG001 - the signature record_teleop calls
+                latest["frame"] = obs["pixels"] if isinstance(obs, dict) else obs
+        print(KeyboardTeleop.help_text())
+        with device:
+            result = record_teleop(env, device, writer, args.episodes, auto_label=args.auto_label,
+                                   episode_metadata=episode_meta, on_step=on_step, seed=args.seed)
+    finally:
+        if server is not None:
+            server.stop()
+        env.close()
+    print(f"wrote {result.written} episodes ({result.successes} successes, {result.rerecorded} re-recorded) "
+          f"to {args.out}; ended by {result.ended_by}")
+    return 3 if result.ended_by == "estop" else 0

@@ -1,0 +1,73 @@
+"""``se-robot train``: train an agent on the sim twin (hardware and ROS backends later)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train an agent (DrQ-v2, SAC, MBPO) on a task",
+                              description="Train an agent; every option also lives in config/train.yaml.")
+    p.add_argument("--task", help="reach | push | lift")
+    p.add_argument("--algo", help="drqv2 | sac | mbpo")
+    p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
+    p.add_argument("--steps", type=int, metavar="N", help="agent steps to train (total, also when resuming)")
+    p.add_argument("--obs-mode", dest="obs_mode", help="pixels | state | both")
+    p.add_argument("--backend", help="sim (the MuJoCo twin)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue exactly")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", metavar="FILE", help="training YAML (default config/train.yaml)")
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, nested with dots: --set replay.capacity=50000")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_config(args: argparse.Namespace):
+    """The validated TrainConfig and the run directory, before anything is built."""
+    from se_robot import checkpoint
+    from se_robot.config import ConfigError, from_dict
+    from se_robot.train import TrainConfig, load_config, merge, parse_set
+
+    overrides = {k: getattr(args, k) for k in ("task", "algo", "demos", "steps", "obs_mode", "backend", "seed")
+                 if getattr(args, k, None) is not None}
+    if getattr(args, "no_progress", False):
+        overrides["progress"] = False
+    overrides = merge(overrides, parse_set(args.set))
+    if args.resume:
+        try:
+            ckpt = checkpoint.resolve(args.resume)
+        except FileNotFoundError as e:
+            raise ConfigError("--resume", args.resume, str(e)) from None
+        from se_robot.config import read_yaml
+        cfg = from_dict(TrainConfig, merge(read_yaml(ckpt / "config.yaml"), overrides), str(ckpt / "config.yaml"))
+        run_dir = Path(args.out) if args.out else ckpt.parent.parent
+        return cfg, run_dir, ckpt
+    cfg = load_config(args.config, overrides)
+    if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
+        raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
+    run_dir = Path(args.out) if args.out else Path("runs") / (
+        f"{cfg.task}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if checkpoint.list_checkpoints(run_dir):
+        raise ConfigError("--out", str(run_dir), "already holds checkpoints; continue it with --resume "
+                          f"{run_dir} or pick another --out")
+    return cfg, run_dir, None
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, run_dir, ckpt = resolve_config(args)
+    from se_robot.train import build_trainer
+
+    trainer = build_trainer(cfg, run_dir, resume=ckpt)
+    start = trainer.step
+    print(f"se-robot train: {cfg.algo} on {cfg.task} ({cfg.obs_mode}), run dir {run_dir}"
+          + (f", resumed at step {start}" if ckpt else ""))
+    try:
+        metrics = trainer.train()
+    finally:
+        trainer.logger.close()
+    print(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+    return 0

@@ -1,0 +1,494 @@
+"""Episode datasets on disk: one ``.npz`` per episode plus a ``dataset.json``.
+
+Why one file per episode: demonstrations and operator recordings are collected on a real arm over
+hours, and a crash, a ``kill -9`` or a pulled power cable must never cost earlier episodes. Every
+episode is written to a hidden temporary name in the same directory, flushed with ``fsync`` and
+then ``os.replace``d into place (atomic on POSIX), so a reader sees either the whole episode or
+nothing. Leftover temporary files are ignored by readers and reported by ``check``.
+
+Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
+
+    pixels        uint8   (T+1, H, W, 3)   optional; extra cameras as pixels_<name>
+    state         float32 (T+1, D)
+    action        float32 (T, A)
+    reward        float32 (T,)
+    terminated    bool    (T,)
+    truncated     bool    (T,)
+    intervention  bool    (T,)
+    timestamp     float64 (T+1,)           seconds (wall clock on hardware, sim time in the twin)
+    success       bool    ()
+    metadata      str     ()               JSON: arm, calibration, camera, task, control_hz, source
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+DATASET_FILE = "dataset.json"
+EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
+TMP_SUFFIX = ".tmp"
+
+#: key -> (dtype, number of dimensions, leading length: "T" or "T+1" or None for a scalar)
+_SPEC: dict[str, tuple[np.dtype, int, str | None]] = {
+    "state": (np.dtype(np.float32), 2, "T+1"),
+    "action": (np.dtype(np.float32), 2, "T"),
+    "reward": (np.dtype(np.float32), 1, "T"),
+    "terminated": (np.dtype(bool), 1, "T"),
+    "truncated": (np.dtype(bool), 1, "T"),
+    "intervention": (np.dtype(bool), 1, "T"),
+    "timestamp": (np.dtype(np.float64), 1, "T+1"),
+    "success": (np.dtype(bool), 0, None),
+}
+REQUIRED_KEYS = (*_SPEC, "metadata")
+
+
+class DatasetError(ValueError):
+    """A dataset file is wrong; the message names the file, the key and what is wrong."""
+
+    def __init__(self, path: str | Path, key: str, message: str):
+        self.path = str(path)
+        self.key = key
+        super().__init__(f"{path}: {key}: {message}")
+
+
+def episode_filename(index: int) -> str:
+    return f"episode_{index:06d}.npz"
+
+
+def is_pixel_key(key: str) -> bool:
+    return key == "pixels" or key.startswith("pixels_")
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset metadata
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DatasetMeta:
+    """The contents of ``dataset.json``: what every episode in the directory shares."""
+
+    task: str
+    arm: str = "so101"
+    control_hz: float = 10.0
+    camera: str = "scene"
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = DATASET_FILE) -> "DatasetMeta":
+        if not isinstance(data, Mapping):
+            raise DatasetError(source, "<root>", f"expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if "task" not in data:
+            raise DatasetError(source, "task", "missing required key")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise DatasetError(source, "format_version",
+                               f"{version!r} is not supported (this se_robot reads <= {FORMAT_VERSION})")
+        try:
+            control_hz = float(data.get("control_hz", 10.0))
+        except (TypeError, ValueError):
+            raise DatasetError(source, "control_hz", f"expected a number, got {data['control_hz']!r}") from None
+        kwargs = {k: data[k] for k in known if k in data}
+        kwargs["control_hz"] = control_hz
+        return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
+
+
+def read_dataset_meta(directory: str | Path) -> DatasetMeta:
+    path = Path(directory) / DATASET_FILE
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(path, "<file>", "missing: not an se_robot episode dataset") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(path, "<file>", f"not valid JSON: {e}") from None
+    return DatasetMeta.from_json(data, str(path))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via ``write(fileobj)`` to a hidden temp name, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_dataset_meta(directory: str | Path, meta: DatasetMeta) -> None:
+    payload = json.dumps(meta.to_json(), indent=2, sort_keys=True).encode() + b"\n"
+    _atomic_write(Path(directory) / DATASET_FILE, lambda f: f.write(payload))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+def _split_obs(obs: Any) -> dict[str, np.ndarray]:
+    """An env observation as episode keys: dicts keep their pixel/state keys, arrays are classified."""
+    if isinstance(obs, Mapping):
+        out = {}
+        for k, v in obs.items():
+            if k == "state" or is_pixel_key(k):
+                out[k] = np.asarray(v)
+        if not out:
+            raise ValueError(f"observation dict has none of the keys state/pixels*: {sorted(obs)}")
+        return out
+    arr = np.asarray(obs)
+    if arr.dtype == np.uint8 and arr.ndim == 3:
+        return {"pixels": arr}
+    return {"state": arr}
+
+
+class EpisodeWriter:
+    """Appends episodes to a dataset directory, each one atomically.
+
+    Use: ``start_episode(obs)``, then ``add_step(action, obs, reward, ...)`` once per env step
+    with the observation *after* the action, then ``end_episode(success)`` to write the file or
+    ``discard()`` to drop it (the operator's re-record). Episodes are numbered after the highest
+    existing one, so recording can resume into the same directory.
+    """
+
+    def __init__(self, directory: str | Path, dataset_meta: DatasetMeta | Mapping[str, Any],
+                 compress: bool = True):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = dataset_meta if isinstance(dataset_meta, DatasetMeta) else DatasetMeta.from_json(dataset_meta, "<dataset_meta>")
+        if not meta.created:
+            meta = dataclasses.replace(meta, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
+        existing = self.directory / DATASET_FILE
+        if existing.exists():
+            old = read_dataset_meta(self.directory)
+            for key in ("task", "arm", "control_hz", "camera"):
+                if getattr(old, key) != getattr(meta, key):
+                    raise DatasetError(existing, key, f"dataset has {getattr(old, key)!r}, "
+                                       f"new episodes would have {getattr(meta, key)!r}; use another directory")
+            meta = old
+        else:
+            write_dataset_meta(self.directory, meta)
+        self.meta = meta
+        self.compress = compress
+        self.next_index = max((i for i, _ in _episode_files(self.directory)), default=-1) + 1
+        self._steps: dict[str, list] | None = None
+        self._episode_meta: dict[str, Any] = {}
+
+    @property
+    def recording(self) -> bool:
+        return self._steps is not None
+
+    @property
+    def num_steps(self) -> int:
+        return 0 if self._steps is None else len(self._steps["action"])
+
+    def start_episode(self, obs: Any, timestamp: float | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+        """Begin an episode with the observation from ``env.reset``; drops any unfinished one."""
+        first = _split_obs(obs)
+        self._steps = {k: [v.copy()] for k, v in first.items()}
+        self._steps.update(action=[], reward=[], terminated=[], truncated=[], intervention=[],
+                           timestamp=[time.time() if timestamp is None else float(timestamp)])
+        self._obs_keys = tuple(first)
+        self._episode_meta = dict(metadata or {})
+
+    def add_step(self, action: Any, obs: Any, reward: float = 0.0, terminated: bool = False,
+                 truncated: bool = False, intervention: bool = False, timestamp: float | None = None) -> None:
+        """Record one transition: ``action`` taken, then ``obs`` observed and ``reward`` received."""
+        if self._steps is None:
+            raise RuntimeError("add_step before start_episode")
+        nxt = _split_obs(obs)
+        if tuple(nxt) != self._obs_keys:
+            raise ValueError(f"observation keys changed within an episode: {self._obs_keys} -> {tuple(nxt)}")
+        for k, v in nxt.items():
+            self._steps[k].append(v.copy())
+        self._steps["action"].append(np.asarray(action, dtype=np.float32).reshape(-1))
+        self._steps["reward"].append(float(reward))
+        self._steps["terminated"].append(bool(terminated))
+        self._steps["truncated"].append(bool(truncated))
+        self._steps["intervention"].append(bool(intervention))
+        self._steps["timestamp"].append(time.time() if timestamp is None else float(timestamp))
+
+    def discard(self) -> None:
+        """Drop the episode in progress without writing anything (re-record)."""
+        self._steps = None
+        self._episode_meta = {}
+
+    def end_episode(self, success: bool, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the episode in progress atomically and return its path."""
+        if self._steps is None:
+            raise RuntimeError("end_episode without an episode in progress")
+        if not self._steps["action"]:
+            raise ValueError("cannot write an episode with no steps; call discard() instead")
+        s = self._steps
+        arrays: dict[str, np.ndarray] = {}
+        for k in self._obs_keys:
+            stacked = np.stack(s[k])
+            arrays[k] = stacked.astype(np.uint8) if is_pixel_key(k) else stacked.astype(np.float32).reshape(len(stacked), -1)
+        arrays["action"] = np.stack(s["action"]).astype(np.float32)
+        arrays["reward"] = np.asarray(s["reward"], dtype=np.float32)
+        for k in ("terminated", "truncated", "intervention"):
+            arrays[k] = np.asarray(s[k], dtype=bool)
+        arrays["timestamp"] = np.asarray(s["timestamp"], dtype=np.float64)
+        arrays["success"] = np.asarray(bool(success))
+        meta = {"task": self.meta.task, "arm": self.meta.arm, "camera": self.meta.camera,
+                "control_hz": self.meta.control_hz, **self._episode_meta, **(metadata or {})}
+        arrays["metadata"] = np.asarray(json.dumps(meta, sort_keys=True, default=_json_default))
+        path = self.directory / episode_filename(self.next_index)
+        save = np.savez_compressed if self.compress else np.savez
+        _atomic_write(path, lambda f: save(f, **arrays))
+        self.next_index += 1
+        self.discard()
+        return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON-serialisable")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and validation
+# --------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Episode:
+    """One loaded episode: arrays by key, plus ``success``, ``metadata`` and ``length`` (T)."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    success: bool
+    metadata: dict[str, Any]
+
+    @property
+    def length(self) -> int:
+        return int(self.arrays["action"].shape[0])
+
+    @property
+    def pixel_keys(self) -> list[str]:
+        return sorted(k for k in self.arrays if is_pixel_key(k))
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.arrays
+
+    def observation(self, t: int) -> dict[str, np.ndarray]:
+        """The observation at index t (0..T) as the env's dict form."""
+        return {k: v[t] for k, v in self.arrays.items() if k == "state" or is_pixel_key(k)}
+
+
+def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple[bool, dict[str, Any]]:
+    """Check keys, dtypes, shapes and lengths; return (success, metadata) or raise DatasetError."""
+    for key in REQUIRED_KEYS:
+        if key not in arrays:
+            raise DatasetError(path, key, f"missing required key (has: {', '.join(sorted(arrays))})")
+    action = arrays["action"]
+    if action.ndim != 2:
+        raise DatasetError(path, "action", f"expected shape (T, A), got {action.shape}")
+    T = action.shape[0]
+    if T < 1:
+        raise DatasetError(path, "action", "episode has no steps (T = 0)")
+    lengths = {"T": T, "T+1": T + 1}
+    for key, (dtype, ndim, length) in _SPEC.items():
+        a = arrays[key]
+        if a.dtype != dtype:
+            raise DatasetError(path, key, f"expected dtype {dtype}, got {a.dtype}")
+        if a.ndim != ndim:
+            raise DatasetError(path, key, f"expected {ndim} dimension(s), got shape {a.shape}")
+        if length is not None and a.shape[0] != lengths[length]:
+            raise DatasetError(path, key, f"length {a.shape[0]} does not match {length} = {lengths[length]} "
+                               f"(T from action {action.shape})")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise DatasetError(path, key, "contains NaN or infinite values")
+    if np.any(np.diff(arrays["timestamp"]) < 0):
+        raise DatasetError(path, "timestamp", "timestamps go backwards")
+    for key in arrays:
+        if not is_pixel_key(key):
+            continue
+        px = arrays[key]
+        if px.dtype != np.uint8:
+            raise DatasetError(path, key, f"expected dtype uint8, got {px.dtype}")
+        if px.ndim != 4 or px.shape[-1] != 3:
+            raise DatasetError(path, key, f"expected shape (T+1, H, W, 3), got {px.shape}")
+        if px.shape[0] != T + 1:
+            raise DatasetError(path, key, f"length {px.shape[0]} does not match T+1 = {T + 1}")
+    meta = arrays["metadata"]
+    if meta.dtype.kind != "U" or meta.ndim != 0:
+        raise DatasetError(path, "metadata", f"expected a JSON string scalar, got dtype {meta.dtype} shape {meta.shape}")
+    try:
+        metadata = json.loads(str(meta))
+    except json.JSONDecodeError as e:
+        raise DatasetError(path, "metadata", f"not valid JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise DatasetError(path, "metadata", f"expected a JSON object, got {type(metadata).__name__}")
+    return bool(arrays["success"]), metadata
+
+
+def load_episode(path: str | Path, validate: bool = True) -> Episode:
+    """Load every array of one episode file; a damaged or malformed file raises DatasetError."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise DatasetError(path, "<file>", "does not exist") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        raise DatasetError(path, "<file>", f"not a readable .npz (truncated or corrupt): {e}") from None
+    except ValueError as e:
+        raise DatasetError(path, "<file>", f"not a readable .npz: {e}") from None
+    if validate:
+        success, metadata = validate_arrays(arrays, path)
+    else:
+        success = bool(arrays.get("success", False))
+        try:
+            metadata = json.loads(str(arrays.get("metadata", "{}")))
+        except json.JSONDecodeError:
+            metadata = {}
+    return Episode(path=path, arrays=arrays, success=success, metadata=metadata)
+
+
+def _episode_files(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.iterdir():
+        m = EPISODE_RE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def episode_paths(directory: str | Path) -> list[Path]:
+    """Episode files in index order (temporary files from an interrupted write are skipped)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(directory, "<dir>", "not a directory")
+    return [p for _, p in _episode_files(directory)]
+
+
+def stray_temp_files(directory: str | Path) -> list[Path]:
+    """Temporary files an interrupted writer left behind (harmless, safe to delete)."""
+    return sorted(p for p in Path(directory).iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
+
+
+def iter_episodes(directory: str | Path, validate: bool = True) -> Iterator[Episode]:
+    """Yield every episode of a dataset in index order, loading one at a time."""
+    for path in episode_paths(directory):
+        yield load_episode(path, validate=validate)
+
+
+def check_dataset(directory: str | Path) -> int:
+    """Validate ``dataset.json`` and every episode, plus consistency across episodes.
+
+    Returns the number of episodes; raises DatasetError naming the first bad file.
+    """
+    directory = Path(directory)
+    read_dataset_meta(directory)
+    shapes: dict[str, tuple] | None = None
+    count = 0
+    for path in episode_paths(directory):
+        ep = load_episode(path)
+        these = {k: v.shape[1:] for k, v in ep.arrays.items()
+                 if k in ("state", "action") or is_pixel_key(k)}
+        if shapes is None:
+            shapes, first = these, path
+        elif these != shapes:
+            key = next((k for k in sorted(set(these) | set(shapes)) if these.get(k) != shapes.get(k)))
+            raise DatasetError(path, key, f"per-step shape {these.get(key)} differs from {shapes.get(key)} "
+                               f"in {first.name}")
+        count += 1
+    return count
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """A summary of a dataset for ``se-robot dataset info`` and for loaders sizing buffers."""
+
+    directory: Path
+    meta: DatasetMeta
+    num_episodes: int
+    lengths: list[int]
+    successes: list[bool]
+    interventions: int
+    size_bytes: int
+    keys: dict[str, tuple[tuple[int, ...], str]]
+
+    @property
+    def num_steps(self) -> int:
+        return int(sum(self.lengths))
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes)) if self.successes else float("nan")
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, validate: bool = True) -> "DatasetInfo":
+        directory = Path(directory)
+        meta = read_dataset_meta(directory)
+        lengths, successes, interventions, keys, size = [], [], 0, {}, 0
+        for path in episode_paths(directory):
+            ep = load_episode(path, validate=validate)
+            size += path.stat().st_size
+            lengths.append(ep.length)
+            successes.append(ep.success)
+            interventions += int(np.sum(ep.arrays.get("intervention", 0)))
+            if not keys:
+                keys = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in ep.arrays.items()
+                        if k not in ("metadata", "success")}
+        return cls(directory, meta, len(lengths), lengths, successes, interventions, size, keys)
+
+    def summary(self) -> str:
+        lines = [f"dataset      {self.directory}",
+                 f"task         {self.meta.task}   arm {self.meta.arm}   camera {self.meta.camera}",
+                 f"control rate {self.meta.control_hz:g} Hz   format v{self.meta.format_version}   created {self.meta.created}",
+                 f"episodes     {self.num_episodes}   steps {self.num_steps}"]
+        if self.lengths:
+            lens = np.asarray(self.lengths)
+            lines.append(f"length       min {lens.min()}  mean {lens.mean():.1f}  max {lens.max()} steps "
+                         f"({lens.mean() / self.meta.control_hz:.1f} s mean)")
+            lines.append(f"success      {sum(self.successes)}/{self.num_episodes} ({100 * self.success_rate:.1f}%)")
+            lines.append(f"intervention {self.interventions} steps ({100 * self.interventions / max(self.num_steps, 1):.1f}%)")
+        lines.append(f"size         {self.size_bytes / 1e6:.2f} MB on disk")
+        for k, (shape, dtype) in sorted(self.keys.items()):
+            lines.append(f"  {k:<14s} {dtype:<8s} per step {shape}")
+        return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""The virtual arm: servo emulator + physics + (optionally) a camera stream, started as one thing.
+
+``VirtualArm`` is what ``se-robot emulate`` runs and what integration tests build: a pty that
+speaks the arm's servo protocol, whose servos either follow a first-order model or drive the
+MuJoCo twin stepping in real time, and an MJPEG server showing the twin. The emulator's "factory
+truth" calibration is the one beside the arm description, so ``SerialArm`` with that calibration
+reads the twin's joint angles in radians, as it would a real arm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from se_robot.arm import ArmDescription
+from se_robot.hardware.calibration import ArmCalibration, load_or_default
+from se_robot.hardware.registers import ServoModel, get_model
+from se_robot.hardware.servo_emulator import FirstOrderServos, RealityGap, ServoEmulator
+
+
+class TwinServos:
+    """Physics backed by ``se_robot.envs.twin.ArmTwin``: goals become the twin's position-servo
+    targets and a thread steps it in real time. Torque off is approximated by making a joint's
+    target follow its position (the twin has no limp mode)."""
+
+    def __init__(self, arm: ArmDescription, calibration: ArmCalibration, task: str = "reach",
+                 rate_hz: float = 250.0, seed: int = 0):
+        from se_robot.envs.twin import ArmTwin
+
+        self.arm = arm
+        self.cal = calibration
+        self.twin = ArmTwin(arm, task)
+        self.twin.reset(np.random.default_rng(seed))
+        self.period_s = 1.0 / rate_hz
+        self.lock = threading.Lock()
+        self._names = arm.joint_names
+        self._index = {sid: i for i, sid in enumerate(arm.servo_ids)}
+        self._torque = np.zeros(arm.n_joints, dtype=bool)
+        self._targets = arm.home.copy()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._max_effort = np.array([max(arm.joint_limits[n].max_effort, 1e-3) for n in self._names])
+
+    def reset(self, positions_ticks: dict[int, float]) -> None:
+        ticks = np.array([positions_ticks[s] for s in self.arm.servo_ids], dtype=np.float64)
+        q = self.cal.ticks_to_rad(ticks, self._names)
+        with self.lock:
+            self.twin.reset(np.random.default_rng(0), q=q)
+            self._targets = q.copy()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="twin-physics", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.period_s):
+            now = time.monotonic()
+            dt = min(now - last, 0.05)  # after a stall, do not try to catch up in one jump
+            last = now
+            with self.lock:
+                q = self.twin.joint_positions()
+                self.twin.set_targets(np.where(self._torque, self._targets, q))
+                self.twin.step(dt)
+
+    def set_goal(self, servo_id: int, ticks: float, now: float) -> None:
+        i = self._index[servo_id]
+        q = self.cal.ticks_to_rad(np.array([ticks]), [self._names[i]])[0]
+        with self.lock:
+            self._targets[i] = q
+
+    def set_torque(self, servo_id: int, enabled: bool, now: float) -> None:
+        i = self._index[servo_id]
+        with self.lock:
+            self._torque[i] = enabled
+            if enabled:
+                self._targets[i] = self.twin.joint_positions()[i]
+
+    def state(self, now: float) -> dict[int, tuple[float, float, float]]:
+        with self.lock:
+            q, dq, eff = self.twin.joint_positions(), self.twin.joint_velocities(), self.twin.joint_efforts()
+        offset, direction, _, _ = self.cal._vectors(self._names)
+        ticks = offset + direction * q / self.cal.rad_per_tick
+        vel = direction * dq / self.cal.rad_per_tick
+        load = np.clip(direction * eff / self._max_effort, -1.0, 1.0)
+        return {sid: (float(ticks[i]), float(vel[i]), float(load[i])) for sid, i in self._index.items()}
+
+    def render(self, camera: str = "scene", width: int = 640, height: int = 480) -> np.ndarray:
+        with self.lock:
+            return self.twin.render(camera, width, height)
+
+    def close_renderers(self) -> None:
+        """Free GL contexts; must run in the thread that rendered (EGL contexts are per thread)."""
+        with self.lock:
+            self.twin.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+
+def servo_model_for(arm: ArmDescription, protocol: str) -> ServoModel:
+    """The arm's own servo model, or a stand-in when emulating the other protocol."""
+    if protocol == arm.bus.protocol:
+        return get_model(arm.bus.model)
+    return get_model("sts3215" if protocol == "feetech" else "xl430")
+
+
+class VirtualArm:
+    """Emulated servos of ``arm`` on a pty, with optional stable symlink and camera stream."""
+
+    def __init__(self, arm: ArmDescription, *, protocol: str | None = None, physics: str = "first_order",
+                 calibration: ArmCalibration | None = None, gap: RealityGap | None = None,
+                 link: str | None = None, camera_port: int | None = None, camera: str = "scene",
+                 camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach"):
+        if physics not in ("first_order", "twin"):
+            raise ValueError(f"physics must be first_order or twin, got {physics!r}")
+        if camera_port is not None and physics != "twin":
+            raise ValueError("a camera stream needs physics='twin' (there is nothing to render otherwise)")
+        self.arm = arm
+        self.protocol = protocol or arm.bus.protocol
+        self.model = servo_model_for(arm, self.protocol)
+        self.calibration = calibration or load_or_default(arm)
+        self.physics_name = physics
+        self.physics = (TwinServos(arm, self.calibration, task) if physics == "twin" else FirstOrderServos())
+        home_ticks = self.calibration.rad_to_ticks(arm.home, arm.joint_names)
+        self.emulator = ServoEmulator(self.protocol, self.model, arm.servo_ids,
+                                      initial_ticks=dict(zip(arm.servo_ids, (int(t) for t in home_ticks))),
+                                      physics=self.physics, gap=gap)
+        self._configure_limits()
+        self.link = link
+        self.camera_port = camera_port
+        self.camera = camera
+        self.camera_size = camera_size
+        self.camera_fps = camera_fps
+        self.camera_server = None
+
+    def _configure_limits(self) -> None:
+        """Write each joint's calibrated range into the servos' limit registers, as a
+        commissioned arm would have them (calibrate can read them back)."""
+        for name, sid in zip(self.arm.joint_names, self.arm.servo_ids):
+            j = self.calibration.joints[name]
+            self.emulator.set_register(sid, "Min_Position_Limit", max(0, j.min_ticks))
+            self.emulator.set_register(sid, "Max_Position_Limit", max(0, j.max_ticks))
+
+    @property
+    def port(self) -> str:
+        """The path clients open: the symlink when one was asked for, else the pty."""
+        return self.link or self.emulator.port
+
+    @property
+    def camera_url(self) -> str | None:
+        return None if self.camera_server is None else f"{self.camera_server.url}"
+
+    def start(self) -> "VirtualArm":
+        self.emulator.start()
+        if self.link:
+            link = Path(self.link)
+            if link.is_symlink() or link.exists():
+                if not link.is_symlink():
+                    raise FileExistsError(f"{link} exists and is not a symlink; refusing to replace it")
+                link.unlink()
+            os.symlink(self.emulator.port, link)
+        if self.camera_port is not None:
+            try:
+                from se_robot.hardware.mjpeg_server import MjpegServer
+            except ImportError as e:  # the camera part is optional; say what is missing
+                raise RuntimeError(f"camera stream unavailable: {e}; pip install opencv-python") from e
+            width, height = self.camera_size
+            self.camera_server = MjpegServer(lambda: self.physics.render(self.camera, width, height),
+                                             port=self.camera_port, fps=self.camera_fps,
+                                             on_producer_exit=self.physics.close_renderers).start()
+        return self
+
+    def stop(self) -> None:
+        if self.camera_server is not None:
+            self.camera_server.stop()
+            self.camera_server = None
+        self.emulator.stop()
+        if self.link and Path(self.link).is_symlink():
+            Path(self.link).unlink()
+
+    def __enter__(self) -> "VirtualArm":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def joint_positions_rad(self) -> np.ndarray:
+        """Ground truth from the physics (what the servos' encoders would read, noise-free)."""
+        st = self.physics.state(time.monotonic())
+        ticks = np.array([st[s][0] for s in self.arm.servo_ids])
+        return self.calibration.ticks_to_rad(ticks, self.arm.joint_names)
+
+
+__all__ = ["VirtualArm", "TwinServos", "FirstOrderServos", "RealityGap", "servo_model_for"]

@@ -1,0 +1,277 @@
+"""``SerialArm``: the arm on a servo bus, in radians, behind the safety filter.
+
+This is the lowest layer that moves the real arm, so it is where safety is enforced: every goal
+passes ``SafetyFilter.filter`` inside ``send_joint_targets`` before a byte is written, a servo
+fault, a vanished port or a bus that keeps returning garbage latches the e-stop and raises a
+``SafetyFault`` once (later calls hold instead of raising again, so a control loop cannot turn a
+fault into a crash loop), and an optional watchdog thread holds the arm (or drops torque) when
+the commands stop coming. One control tick costs one sync read and one sync write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from se_robot.arm import ArmDescription
+from se_robot.hardware.calibration import ArmCalibration, load_or_default
+from se_robot.hardware.registers import get_model
+from se_robot.hardware.servo_bus import ServoBus, make_protocol
+from se_robot.hardware.transport import (BusError, BusTimeoutError, PortLostError, SerialTransport,
+                                         ServoStatusError)
+from se_robot.safety import EStop, FaultKind, SafeCommand, SafetyFault, SafetyFilter, Watchdog
+
+
+@dataclass(frozen=True)
+class JointState:
+    positions: np.ndarray  # rad, joint order
+    velocities: np.ndarray  # rad/s
+    efforts: np.ndarray  # N*m, approximate (from load or current registers)
+    stamp: float  # time.monotonic() when the reply arrived
+
+
+class SerialArm:
+    """An arm of ``arm.bus.model`` servos on serial ``port``; see the module docstring."""
+
+    def __init__(self, arm: ArmDescription, port: str, calibration: ArmCalibration | str | None = None, *,
+                 safety_filter: SafetyFilter | None = None, estop: EStop | None = None,
+                 timeout_s: float = 0.05, retries: int = 3,
+                 disconnect_torque: Literal["hold", "off"] | None = None):
+        self.arm = arm
+        self.port = port
+        self.calibration = (calibration if isinstance(calibration, ArmCalibration)
+                            else load_or_default(arm, calibration))
+        self.calibration.check(arm)
+        self.model = get_model(arm.bus.model)
+        self.estop = estop if estop is not None else (safety_filter.estop if safety_filter else EStop())
+        self._filter = safety_filter
+        self.watchdog = Watchdog(arm.safety.watchdog_timeout_s)
+        # What disconnect() leaves the servos doing; the arm's watchdog action unless overridden.
+        self.disconnect_torque = disconnect_torque or (
+            "off" if arm.safety.watchdog_action == "disable_torque" else "hold")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.bus: ServoBus | None = None
+        self._bus_counters = None  # kept after disconnect for diagnostics
+        self.counters = {"ticks": 0, "clipped": 0, "held": 0, "calibration_clamped": 0,
+                         "watchdog_trips": 0, "faults": 0}
+        self._ids = arm.servo_ids
+        self._names = arm.joint_names
+        self._last_state: JointState | None = None
+        self._lock = threading.RLock()
+        self._wd_thread: threading.Thread | None = None
+        self._wd_stop = threading.Event()
+        self._wd_tripped = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    @property
+    def safety_filter(self) -> SafetyFilter:
+        if self._filter is None:
+            from se_robot.kinematics import Kinematics
+
+            self._filter = SafetyFilter(self.arm, Kinematics(self.arm), self.estop)
+        return self._filter
+
+    @property
+    def is_connected(self) -> bool:
+        return self.bus is not None
+
+    def connect(self) -> "SerialArm":
+        """Open the port, check every servo answers with the expected model, read the state."""
+        _ = self.safety_filter  # build kinematics before anything can move
+        transport = SerialTransport(self.port, self.arm.bus.baudrate)
+        transport.open()
+        self.bus = ServoBus(transport, make_protocol(self.arm.bus.protocol), self.model,
+                            timeout_s=self.timeout_s, retries=self.retries)
+        self._bus_counters = self.bus.counters
+        try:
+            for sid, name in zip(self._ids, self._names):
+                try:
+                    number = self.bus.ping(sid)
+                except BusTimeoutError as e:
+                    raise BusTimeoutError(f"servo {sid} ({name}) does not answer on {self.port}: {e}") from None
+                if number != self.model.model_number:
+                    raise BusError(f"servo {sid} ({name}) is model number {number}, "
+                                   f"expected {self.model.model_number} ({self.model.name})")
+            self.read_state()
+        except Exception:
+            transport.close()
+            self.bus = None
+            raise
+        self.watchdog.feed()
+        return self
+
+    def disconnect(self) -> None:
+        """Stop the watchdog, apply the disconnect torque policy (best effort), close the port."""
+        self.stop_watchdog()
+        if self.bus is None:
+            return
+        try:
+            if self.disconnect_torque == "off":
+                self.torque_off()
+            elif not self.estop.latched:
+                self.hold()
+        except (BusError, SafetyFault):
+            pass  # the port may be the thing that failed; closing it is all that is left
+        finally:
+            self.bus.transport.close()
+            self.bus = None
+
+    def __enter__(self) -> "SerialArm":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    # ---- faults ------------------------------------------------------------------------------
+    def _fault(self, error: BusError) -> SafetyFault:
+        if isinstance(error, ServoStatusError):
+            fault = SafetyFault(FaultKind.SERVO_STATUS, str(error), error.servo_id)
+        elif isinstance(error, PortLostError):
+            fault = SafetyFault(FaultKind.PORT_LOST, str(error))
+        else:
+            fault = SafetyFault(FaultKind.RETRIES_EXHAUSTED, str(error))
+        self.counters["faults"] += 1
+        self.estop.latch(fault)
+        return fault
+
+    def _require_bus(self) -> ServoBus:
+        if self.bus is None:
+            raise RuntimeError(f"SerialArm on {self.port} is not connected; call connect() first")
+        return self.bus
+
+    # ---- state and commands ------------------------------------------------------------------
+    def _read_raw(self) -> dict[int, dict[str, int]]:
+        bus = self._require_bus()
+        try:
+            return bus.sync_read(self._ids, self.model.state_block)
+        except BusError as e:
+            raise self._fault(e) from e
+
+    def read_state(self) -> JointState:
+        """Positions, velocities and efforts of every joint from one sync read."""
+        with self._lock:
+            raw = self._read_raw()
+            m = self.model
+            ticks = np.array([raw[s]["Present_Position"] for s in self._ids], dtype=np.float64)
+            vel = np.array([raw[s]["Present_Velocity"] for s in self._ids], dtype=np.float64)
+            eff = np.array([raw[s][m.effort_register] for s in self._ids], dtype=np.float64)
+            cal = self.calibration
+            state = JointState(cal.ticks_to_rad(ticks, self._names),
+                               cal.velocity_to_rad_s(vel, self._names, m.velocity_unit_rad_s),
+                               cal.direction_of(self._names) * eff * m.effort_unit_nm, time.monotonic())
+            self._last_state = state
+            return state
+
+    def _current(self) -> np.ndarray:
+        st = self._last_state
+        if st is None or time.monotonic() - st.stamp > self.arm.safety.watchdog_timeout_s:
+            st = self.read_state()
+        return st.positions
+
+    def send_joint_targets(self, q_rad: np.ndarray) -> SafeCommand:
+        """Filter ``q_rad`` against the last measured state and write it as goal positions.
+
+        Returns what was actually sent. With the e-stop latched nothing is written and the
+        returned command is a hold with reason ``estop``.
+        """
+        with self._lock:
+            if self.estop.latched:
+                current = self._last_state.positions if self._last_state is not None else self.arm.home
+                cmd = self.safety_filter.filter(q_rad, current)
+                self.counters["held"] += 1
+                return cmd
+            cmd = self.safety_filter.filter(q_rad, self._current())
+            self._write_goals(cmd.positions)
+            self.counters["ticks"] += 1
+            self.counters["clipped"] += int(cmd.clipped)
+            self.counters["held"] += int(cmd.held)
+            self.watchdog.feed()
+            self._wd_tripped = False
+            return cmd
+
+    def _write_goals(self, q_rad: np.ndarray, clamp: bool = True) -> None:
+        cal = self.calibration
+        ticks = cal.rad_to_ticks(q_rad, self._names, clamp=clamp)
+        if clamp and not np.array_equal(ticks, cal.rad_to_ticks(q_rad, self._names, clamp=False)):
+            self.counters["calibration_clamped"] += 1
+        try:
+            self._require_bus().sync_write("Goal_Position", dict(zip(self._ids, (int(t) for t in ticks))))
+        except BusError as e:
+            raise self._fault(e) from e
+
+    def hold(self) -> SafeCommand:
+        """Goal = present position for every joint: the arm stops where it is."""
+        with self._lock:
+            state = self.read_state()
+            cmd = self.safety_filter.hold(state.positions, "hold")
+            self._write_goals(cmd.positions, clamp=False)
+            return cmd
+
+    def _torque(self, enabled: bool) -> None:
+        bus = self._require_bus()
+        try:
+            for sid in self._ids:
+                bus.write(sid, "Torque_Enable", int(enabled))
+        except BusError as e:
+            raise self._fault(e) from e
+
+    def torque_on(self) -> None:
+        """Goal = present first, so waking the servos never makes the arm jump."""
+        with self._lock:
+            if self.estop.latched:
+                raise SafetyFault(FaultKind.USER, f"e-stop latched ({self.estop.reason}); reset it first")
+            self.hold()
+            self._torque(True)
+            self.watchdog.feed()
+
+    def torque_off(self) -> None:
+        with self._lock:
+            self._torque(False)
+
+    # ---- watchdog ----------------------------------------------------------------------------
+    def start_watchdog(self, period_s: float | None = None) -> None:
+        """Background thread: when no command came for ``arm.safety.watchdog_timeout_s``, hold
+        (or drop torque, per ``arm.safety.watchdog_action``) once, until commands resume."""
+        if self._wd_thread is not None:
+            return
+        period = period_s or self.watchdog.timeout_s / 5
+        self._wd_stop.clear()
+        self.watchdog.feed()
+        self._wd_thread = threading.Thread(target=self._watch, args=(period,), name="arm-watchdog", daemon=True)
+        self._wd_thread.start()
+
+    def stop_watchdog(self) -> None:
+        self._wd_stop.set()
+        if self._wd_thread is not None and self._wd_thread is not threading.current_thread():
+            self._wd_thread.join(timeout=2.0)
+        self._wd_thread = None
+
+    def _watch(self, period_s: float) -> None:
+        while not self._wd_stop.wait(period_s):
+            if self._wd_tripped or not self.watchdog.expired() or self.bus is None or self.estop.latched:
+                continue
+            try:
+                with self._lock:
+                    if self.arm.safety.watchdog_action == "disable_torque":
+                        self.torque_off()
+                    else:
+                        self.hold()
+                self._wd_tripped = True
+                self.counters["watchdog_trips"] += 1
+            except (SafetyFault, RuntimeError):
+                return  # the e-stop is latched; the control thread will hear about it
+
+    # ---- diagnostics -------------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, float]:
+        """Flat counters: ``bus/*`` wire errors, ``arm/*`` commands, ``safety/*`` filter stats."""
+        out = {f"arm/{k}": float(v) for k, v in self.counters.items()}
+        if self._bus_counters is not None:
+            out.update(self._bus_counters.as_dict())
+        out.update({f"safety/{k}": float(v) for k, v in self.safety_filter.stats.items()})
+        out["safety/estop_latched"] = float(self.estop.latched)
+        return out

@@ -1,0 +1,39 @@
+"""arm_node: the real arm on its servo bus (SerialArm) as a ROS 2 lifecycle node.
+
+Lifecycle: configure opens the port and checks every servo, activate turns torque on (goal =
+present first, so nothing jumps), deactivate holds, cleanup releases the port. Topics, services,
+watchdog and diagnostics are those of :class:`se_robot.nodes.arm_server.ArmServerNode`, shared
+with sim_node. Every command passes SerialArm's safety filter, the lowest layer that writes to
+the bus; a bus fault latches the e-stop there, and the latched ``arm/estopped`` topic reports it.
+
+Without launch_ros to emit lifecycle events, ``autostart: true`` configures and activates at
+start; otherwise drive it with ``lifecycle_msgs/srv/ChangeState`` on ``/arm_node/change_state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from se_robot.nodes.arm_server import ArmServerNode
+from se_robot.nodes.backends import SerialBackend
+from se_robot.nodes.runtime import run_node
+from se_robot.ros_params import ArmParams
+
+
+class ArmNode(ArmServerNode):
+    def __init__(self, node_name: str = "arm_node", **kwargs: Any):
+        super().__init__(node_name, ArmParams, SerialBackend, **kwargs)
+
+
+def main(args: list[str] | None = None) -> int:
+    def make() -> ArmNode:
+        node = ArmNode()
+        if node.cfg.autostart:
+            node.autostart()
+        return node
+
+    return run_node(make, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,397 @@
+"""The arm's ROS interface, shared by arm_node (servo bus) and sim_node (MuJoCo twin).
+
+Both nodes serve the same topics and services (names in :mod:`se_robot.ros_params`) from one
+lifecycle node class; they differ only in the backend that reads joints and sends targets. That
+is what lets a launch file swap the hardware for the twin with ``use_sim`` and nothing else.
+
+Lifecycle: configure opens the backend (port, or the twin), activate enables torque, deactivate
+holds (torque stays on, no motion), cleanup releases the port. Joint states are published in
+every configured state; commands act only while active.
+
+Control loop (one timer at ``state_rate_hz``): read state, publish ``JointState``, then send the
+current target through the backend, whose ``send`` applies the SafetyFilter (inside SerialArm on
+hardware, explicitly on the twin). Targets come from a stream of ``Float64MultiArray`` commands
+(the newest wins; the watchdog expects one every ``command_timeout_s``), a ``JointTrajectory``
+(linear interpolation between points), or ``~/home``. When the stream stops (the commanding node
+died or hung) the watchdog holds the arm where it is until the next command.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from se_robot import ros_params as names
+from se_robot.nodes import conversions as conv
+from se_robot.nodes.params import NodeParams
+from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
+from se_robot.safety import EStop, SafeCommand, Watchdog
+
+
+class ArmBackend(Protocol):
+    """What the node needs of the arm; ``send`` must apply the safety filter."""
+
+    joint_names: list[str]
+    home: np.ndarray
+    estop: EStop
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def enable(self) -> None: ...
+    def hold(self, reason: str) -> None: ...
+    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def send(self, q: np.ndarray) -> SafeCommand: ...
+    def tick(self, dt_s: float) -> None: ...
+    def stats(self) -> dict[str, float]: ...
+
+
+class Trajectory:
+    """Full joint vectors at monotonic times; ``at(t)`` interpolates linearly and clamps."""
+
+    def __init__(self, t0_s: float, start_q: np.ndarray, times_s: np.ndarray, points: np.ndarray):
+        self.times = np.concatenate([[t0_s], t0_s + np.asarray(times_s, dtype=np.float64)])
+        self.points = np.vstack([start_q[None], points])
+        if np.any(np.diff(self.times) < 0):
+            raise ValueError(f"trajectory times_from_start must not decrease: {list(times_s)}")
+
+    @property
+    def end_s(self) -> float:
+        return float(self.times[-1])
+
+    def at(self, t_s: float) -> np.ndarray:
+        return np.array([np.interp(t_s, self.times, self.points[:, j]) for j in range(self.points.shape[1])])
+
+
+class ArmServerNode(LifecycleNode):
+    """The arm's topics, services, watchdog and diagnostics around an :class:`ArmBackend`."""
+
+    def __init__(self, node_name: str, params_cls: type, make_backend: Callable[[Any], ArmBackend],
+                 extra_params: tuple[type, ...] = (), **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.params_cls = params_cls
+        self.params = NodeParams(self, (params_cls, *extra_params), on_change=self._on_params)
+        self._make_backend = make_backend
+        self.backend: ArmBackend | None = None
+        self.active = False
+        self._lock = threading.RLock()
+        self._mode = "idle"            # idle | stream | trajectory | home
+        self._target: np.ndarray | None = None
+        self._trajectory: Trajectory | None = None
+        self._watchdog: Watchdog | None = None
+        self._last_q: np.ndarray | None = None
+        self._counters = {"watchdog_holds": 0, "rejected_commands": 0, "loop_ticks": 0, "bus_errors": 0}
+        self._tick_times: list[float] = []
+        self._last_error = ""
+        self._loop_group = MutuallyExclusiveCallbackGroup()
+        self._srv_group = ReentrantCallbackGroup()
+        self._timer = None
+        self._diag_timer = None
+        self._estop_pub = None
+
+    @property
+    def cfg(self) -> Any:
+        return self.params.get(self.params_cls)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.backend = self._make_backend(self.cfg)
+            self.backend.open()
+        except Exception as e:  # noqa: BLE001 - any open failure must fail the transition with its reason
+            self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
+            self.backend = None
+            return TransitionCallbackReturn.FAILURE
+        self.backend.estop.add_listener(lambda reason: self._publish_estop())
+        self._watchdog = Watchdog(self.cfg.command_timeout_s)
+        self._js_pub = self.create_publisher(JointState, names.JOINT_STATES, SENSOR_QOS)
+        self._estop_pub = self.create_publisher(Bool, names.ESTOP_STATE, LATCHED_QOS)
+        self._diag_pub = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS, DIAGNOSTICS_QOS)
+        self._subs = [
+            self.create_subscription(Float64MultiArray, names.JOINT_COMMANDS, self._on_command, COMMAND_QOS,
+                                     callback_group=self._srv_group),
+            self.create_subscription(JointTrajectory, names.JOINT_TRAJECTORY, self._on_trajectory, 10,
+                                     callback_group=self._srv_group),
+        ]
+        self._srvs = [
+            self.create_service(Trigger, names.ESTOP_SERVICE, self._on_estop, callback_group=self._srv_group),
+            self.create_service(Trigger, names.RESET_SERVICE, self._on_reset, callback_group=self._srv_group),
+            self.create_service(Trigger, names.HOME_SERVICE, self._on_home, callback_group=self._srv_group),
+        ]
+        self._start_timers()
+        self._publish_estop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.backend.enable()
+        except Exception as e:  # noqa: BLE001
+            self.get_logger().error(f"activate failed: {type(e).__name__}: {e}")
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._mode, self._target, self._trajectory = "idle", None, None
+            self.active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._lock:
+            self.active = False
+            self._mode = "idle"
+            self._safe_hold("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        with self._lock:
+            self.active = False
+            for t in (self._timer, self._diag_timer):
+                if t is not None:
+                    self.destroy_timer(t)
+            self._timer = self._diag_timer = None
+            for s in getattr(self, "_subs", []):
+                self.destroy_subscription(s)
+            for s in getattr(self, "_srvs", []):
+                self.destroy_service(s)
+            self._subs, self._srvs = [], []
+            if self.backend is not None:
+                try:
+                    self.backend.close()
+                finally:
+                    self.backend = None
+
+    def close(self) -> None:
+        self._teardown()
+
+    def autostart(self) -> None:
+        """configure + activate at start (``autostart`` parameter), as launch_ros's LifecycleNode
+        events would; a failure leaves the node unconfigured with the reason in the log."""
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def _start_timers(self) -> None:
+        for t in (self._timer, self._diag_timer):
+            if t is not None:
+                self.destroy_timer(t)
+        self._timer = self.create_timer(1.0 / self.cfg.state_rate_hz, self._loop, callback_group=self._loop_group)
+        self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
+                                             callback_group=self._srv_group)
+
+    def _on_params(self, changed: set[str]) -> None:
+        if self.backend is None:
+            return
+        if changed & {"state_rate_hz", "diagnostics_period_s"}:
+            self._start_timers()
+        if "command_timeout_s" in changed:
+            self._watchdog = Watchdog(self.cfg.command_timeout_s)
+
+    # ------------------------------------------------------------------ control loop
+    def _loop(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        now = time.monotonic()
+        self._tick_times = (self._tick_times + [now])[-200:]
+        self._counters["loop_ticks"] += 1
+        try:
+            backend.tick(1.0 / self.cfg.state_rate_hz)
+            q, dq, eff = backend.read()
+        except Exception as e:  # noqa: BLE001 - a bus error must be counted and reported, not kill the loop
+            self._counters["bus_errors"] += 1
+            self._last_error = f"{type(e).__name__}: {e}"
+            return
+        self._last_q = q
+        self._js_pub.publish(conv.joint_state_to_msg(backend.joint_names, q, dq, eff, time.time_ns(),
+                                                     self.cfg.joint_frame_id))
+        with self._lock:
+            if not self.active or self._mode == "idle":
+                return
+            if backend.estop.latched:
+                self._mode = "idle"
+                self._safe_hold("estop")
+                return
+            if self._mode == "stream" and self._watchdog.expired(now):
+                self._counters["watchdog_holds"] += 1
+                self.get_logger().warning(f"no command for {self._watchdog.time_since_feed(now):.3f} s: holding")
+                self._mode = "idle"
+                self._safe_hold("watchdog")
+                return
+            target = self._target if self._mode == "stream" else self._trajectory.at(now)
+        try:
+            backend.send(target)
+        except Exception as e:  # noqa: BLE001
+            self._counters["bus_errors"] += 1
+            self._last_error = f"{type(e).__name__}: {e}"
+
+    def _safe_hold(self, reason: str) -> None:
+        if self.backend is None:
+            return
+        try:
+            self.backend.hold(reason)
+        except Exception as e:  # noqa: BLE001
+            self._counters["bus_errors"] += 1
+            self._last_error = f"hold: {type(e).__name__}: {e}"
+
+    # ------------------------------------------------------------------ commands
+    def _reject(self, why: str) -> None:
+        self._counters["rejected_commands"] += 1
+        self._last_error = why
+        self.get_logger().warning(why, throttle_duration_sec=1.0)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        if self.backend is None:
+            return
+        try:
+            q = conv.msg_to_command(msg, len(self.backend.joint_names))
+        except conv.ConversionError as e:
+            self._reject(f"{names.JOINT_COMMANDS}: {e}")
+            return
+        with self._lock:
+            if not self.active or self._mode == "home":
+                return
+            self._watchdog.feed()
+            self._target, self._mode = q, "stream"
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        if self.backend is None or self._last_q is None:
+            return
+        joint_names = self.backend.joint_names
+        unknown = [n for n in msg.joint_names if n not in joint_names]
+        if unknown or not msg.points:
+            self._reject(f"{names.JOINT_TRAJECTORY}: unknown joints {unknown}" if unknown
+                         else f"{names.JOINT_TRAJECTORY}: no points")
+            return
+        base = self._last_q.copy()
+        idx = [joint_names.index(n) for n in msg.joint_names]
+        points, times = [], []
+        for k, p in enumerate(msg.points):
+            if len(p.positions) != len(idx):
+                self._reject(f"{names.JOINT_TRAJECTORY}: point {k} has {len(p.positions)} positions "
+                             f"for {len(idx)} joint names")
+                return
+            full = base.copy()
+            full[idx] = p.positions
+            points.append(full)
+            times.append(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9)
+        try:
+            traj = Trajectory(time.monotonic(), base, np.array(times), np.array(points))
+        except ValueError as e:
+            self._reject(f"{names.JOINT_TRAJECTORY}: {e}")
+            return
+        with self._lock:
+            if self.active and self._mode != "home":
+                self._trajectory, self._mode = traj, "trajectory"
+
+    # ------------------------------------------------------------------ services
+    def _publish_estop(self) -> None:
+        if self._estop_pub is not None and self.backend is not None:
+            self._estop_pub.publish(Bool(data=self.backend.estop.latched))
+
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.backend is None:
+            response.success, response.message = False, "not configured"
+            return response
+        self.backend.estop.latch("estop service")
+        with self._lock:
+            self._mode = "idle"
+            self._safe_hold("estop")
+        response.success, response.message = True, "e-stop latched; call reset to clear"
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.backend is None:
+            response.success, response.message = False, "not configured"
+            return response
+        held = self.backend.estop.reset()
+        self._publish_estop()
+        response.success = True
+        response.message = f"cleared e-stop ({held})" if held else "e-stop was not latched"
+        return response
+
+    def _on_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        backend = self.backend
+        if backend is None or not self.active or self._last_q is None:
+            response.success, response.message = False, "arm is not active (configure and activate it first)"
+            return response
+        if backend.estop.latched:
+            response.success, response.message = False, f"e-stop latched ({backend.estop.reason}); reset first"
+            return response
+        with self._lock:
+            start = self._last_q.copy()
+            duration = max(0.1, float(np.max(np.abs(backend.home - start))) / self.cfg.home_speed_rad_s)
+            self._trajectory = Trajectory(time.monotonic(), start, np.array([duration]), backend.home[None])
+            self._mode = "home"
+        deadline = time.monotonic() + duration + max(1.0, 0.5 * duration)
+        tol = self.cfg.home_tolerance_rad
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            if backend.estop.latched or self._mode != "home":
+                response.success, response.message = False, "homing interrupted (e-stop or deactivate)"
+                return response
+            if time.monotonic() >= self._trajectory.end_s:
+                err = np.abs(self._last_q - backend.home)
+                if np.all(err <= tol):
+                    break
+        err = np.abs(self._last_q - backend.home)
+        with self._lock:
+            if self._mode == "home":
+                self._mode = "idle"
+        if np.all(err <= tol):
+            response.success, response.message = True, f"home reached (max error {err.max():.4f} rad)"
+        else:
+            worst = int(np.argmax(err))
+            response.success = False
+            response.message = (f"home not reached: {backend.joint_names[worst]} is {err[worst]:.4f} rad away "
+                                f"(tolerance {tol} rad)")
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
+    def loop_rate_hz(self) -> float:
+        t = self._tick_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 and t[-1] > t[0] else 0.0
+
+    def _publish_diagnostics(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        hw = self.get_name()
+
+        def status(name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticStatus:
+            return DiagnosticStatus(level=level, name=f"{hw}: {name}", message=message, hardware_id=hw,
+                                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+        stats = backend.stats()
+        rate = self.loop_rate_hz()
+        want = self.cfg.state_rate_hz
+        bus_errors = self._counters["bus_errors"] + int(stats.get("bus/errors", 0))
+        msg = DiagnosticArray()
+        msg.header.stamp = conv.ns_to_time(time.time_ns())
+        msg.status = [
+            status("bus", DiagnosticStatus.OK if not self._last_error else DiagnosticStatus.WARN,
+                   self._last_error or "ok", {"errors": bus_errors, **{k: v for k, v in stats.items()
+                                                                        if k.startswith("bus/")}}),
+            status("loop", DiagnosticStatus.OK if rate >= 0.8 * want else DiagnosticStatus.WARN,
+                   f"{rate:.1f} Hz (want {want:.1f})", {"rate_hz": f"{rate:.2f}", "mode": self._mode,
+                                                        "active": self.active, **self._counters}),
+            status("estop", DiagnosticStatus.ERROR if backend.estop.latched else DiagnosticStatus.OK,
+                   backend.estop.reason or "clear", {"latched": backend.estop.latched,
+                                                      "latch_count": backend.estop.latch_count}),
+            status("safety", DiagnosticStatus.OK, "counts since start",
+                   {k: v for k, v in stats.items() if not k.startswith("bus/")}),
+        ]
+        self._diag_pub.publish(msg)

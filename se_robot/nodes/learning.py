@@ -1,0 +1,177 @@
+"""What actor_node and learner_node share: the chunked ROS channels, env building, batching.
+
+Wire (see :mod:`se_robot.nodes.wire` for the bytes):
+- ``learner/transitions``: actor -> learner, ``std_msgs/UInt8MultiArray`` chunks, reliable, keep
+  last 256, volatile. One message is a batch of consecutive steps of one actor: ``action``,
+  ``reward``, ``terminated``, ``truncated``, ``next_obs/<key>``, ``start`` (bool: this step begins
+  an episode) and ``first/<key>`` (the reset observation of each such episode, in order), so
+  the learner rebuilds exactly the replay calls the local loop makes (add_first, then add).
+- ``learner/policy_weights``: learner -> actor, the same chunking, reliable and transient local
+  (keep last 256 chunks) so an actor that starts late still gets the newest policy; payload is
+  the agent's ``state_dict`` as ``torch.save`` bytes, loaded with ``weights_only=True``.
+- ``learner/metrics`` / ``actor/metrics``: ``std_msgs/String`` holding one JSON dict of flat
+  namespaced metrics (``learner/transitions``, ``learner/weights_version``, ``loss/critic``...).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Callable
+
+import numpy as np
+from rclpy.node import Node
+from std_msgs.msg import String, UInt8MultiArray
+
+from se_robot.nodes import wire
+from se_robot.nodes.runtime import STREAM_QOS, WEIGHTS_QOS
+from se_robot.ros_params import EnvParams
+
+ACTOR_METRICS = "actor/metrics"
+
+
+class ChunkPublisher:
+    """Publishes payloads as numbered chunks on one topic."""
+
+    def __init__(self, node: Node, topic: str, kind: int, chunk_bytes: int, weights: bool = False):
+        self.pub = node.create_publisher(UInt8MultiArray, topic, WEIGHTS_QOS if weights else STREAM_QOS)
+        self.kind = kind
+        self.chunk_bytes = chunk_bytes
+        self.stream_id = random.getrandbits(32)
+        self.seq = 0
+
+    def publish(self, payload: bytes) -> int:
+        self.seq += 1
+        for chunk in wire.split(self.kind, self.stream_id, self.seq, payload, self.chunk_bytes):
+            msg = UInt8MultiArray()
+            msg.data = chunk
+            self.pub.publish(msg)
+        return self.seq
+
+
+class ChunkSubscriber:
+    """Reassembles chunks and hands each complete payload to ``on_payload(header, bytes)``."""
+
+    def __init__(self, node: Node, topic: str, on_payload: Callable[[wire.ChunkHeader, bytes], None],
+                 weights: bool = False, **kwargs: Any):
+        self.reassembler = wire.Reassembler()
+        self.errors = 0
+        self._node = node
+        self._on_payload = on_payload
+        self.sub = node.create_subscription(UInt8MultiArray, topic, self._on_chunk,
+                                            WEIGHTS_QOS if weights else STREAM_QOS, **kwargs)
+
+    def _on_chunk(self, msg: UInt8MultiArray) -> None:
+        try:
+            done = self.reassembler.add(msg.data)
+        except wire.WireError as e:
+            self.errors += 1
+            self._node.get_logger().warning(f"{self.sub.topic_name}: dropped chunk: {e}", throttle_duration_sec=2.0)
+            return
+        if done is not None:
+            self._on_payload(*done)
+
+
+def publish_metrics(pub: Any, metrics: dict[str, Any]) -> None:
+    clean = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer, bool)) else str(v))
+             for k, v in metrics.items()}
+    pub.publish(String(data=json.dumps(clean, sort_keys=True)))
+
+
+def obs_dict(obs: Any) -> dict[str, np.ndarray]:
+    from se_robot.train import as_obs_dict
+
+    return as_obs_dict(obs)
+
+
+class TransitionBatcher:
+    """Collects steps until ``size`` and returns the batch as a nested dict for the wire."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._rows: list[dict[str, Any]] = []
+        self._firsts: list[dict[str, np.ndarray]] = []
+        self._pending_start = False
+
+    def start_episode(self, obs: Any) -> None:
+        self._firsts.append(obs_dict(obs))
+        self._pending_start = True
+
+    def add(self, action: np.ndarray, reward: float, next_obs: Any, terminated: bool, truncated: bool) -> dict | None:
+        self._rows.append({"action": np.asarray(action, dtype=np.float32), "reward": np.float32(reward),
+                           "terminated": bool(terminated), "truncated": bool(truncated),
+                           "next_obs": obs_dict(next_obs), "start": self._pending_start})
+        self._pending_start = False
+        return self.flush() if len(self._rows) >= self.size else None
+
+    def flush(self) -> dict | None:
+        if not self._rows:
+            return None
+        rows = self._rows
+        n_starts = sum(r["start"] for r in rows)
+        firsts, self._firsts = self._firsts[:n_starts], self._firsts[n_starts:]
+        self._rows = []
+        batch: dict[str, Any] = {
+            "action": np.stack([r["action"] for r in rows]),
+            "reward": np.array([r["reward"] for r in rows], dtype=np.float32),
+            "terminated": np.array([r["terminated"] for r in rows]),
+            "truncated": np.array([r["truncated"] for r in rows]),
+            "start": np.array([r["start"] for r in rows]),
+            "next_obs": {k: np.stack([r["next_obs"][k] for r in rows]) for k in rows[0]["next_obs"]},
+        }
+        if firsts:
+            batch["first"] = {k: np.stack([f[k] for f in firsts]) for k in firsts[0]}
+        return batch
+
+
+def replay_batch(batch: dict[str, Any], replay: Any) -> int:
+    """Feed one received batch into a ReplayBuffer with the calls the local loop makes."""
+    starts = np.asarray(batch["start"], dtype=bool)
+    firsts = batch.get("first", {})
+    if int(starts.sum()) != (len(next(iter(firsts.values()))) if firsts else 0):
+        raise wire.WireError(f"batch has {int(starts.sum())} episode starts but "
+                             f"{len(next(iter(firsts.values()))) if firsts else 0} first observations")
+    k = 0
+    for i in range(len(starts)):
+        if starts[i]:
+            replay.add_first({key: v[k] for key, v in firsts.items()})
+            k += 1
+        replay.add(batch["action"][i], float(batch["reward"][i]),
+                   {key: v[i] for key, v in batch["next_obs"].items()},
+                   bool(batch["terminated"][i]), bool(batch["truncated"][i]))
+    return len(starts)
+
+
+def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1) -> Any:
+    """The env an actor or local learner steps: ``ros`` (RosArmEnv) or ``sim`` (the twin in-process)."""
+    from se_robot.envs import make_env
+
+    options: dict[str, Any] = dict(obs_mode=p.obs_mode, image_size=p.image_size, action_mode=p.action_mode,
+                                   control_hz=p.control_hz)
+    if backend == "ros":
+        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
+                       strict_freshness=p.strict_freshness)
+    return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat, **options)
+
+
+def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: str, seed: int,
+                 extra: dict[str, Any] | None = None) -> Any:
+    """The TrainConfig both sides build identically from their parameters."""
+    from se_robot.train import load_config, merge, parse_set
+
+    overrides = parse_set(overrides_text.split(), "train_overrides") if overrides_text.strip() else {}
+    base = {"algo": algo, "task": env.task, "obs_mode": env.obs_mode, "image_size": env.image_size,
+            "seed": seed, "progress": False, **(extra or {})}
+    if env.obs_mode == "state":
+        base.update(frame_stack=1, replay={"frame_stack": 1})
+    return load_config(config_path or None, merge(base, overrides))
+
+
+def spaces_for(cfg: Any, env: EnvParams) -> tuple[Any, Any]:
+    """Observation and action spaces of the actor's env, without a robot: the same wrappers on
+    the twin (only spaces are read; nothing is stepped)."""
+    sim = make_node_env(env, backend="sim", frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat)
+    try:
+        return sim.observation_space, sim.action_space
+    finally:
+        sim.close()

@@ -1,0 +1,319 @@
+"""ROS parameters from the same config dataclasses the rest of se_robot loads from YAML.
+
+A node's parameters are the fields of one flat dataclass (``option(range=, choices=, help=)``), so
+the descriptor a node declares (type, range, description) and the check that rejects a bad
+``ros2 param set`` both come from the field metadata that already validates YAML. This module is
+pure (no rclpy): ``se_robot.nodes._params`` turns :class:`ParamSpec` into rclpy descriptors, and
+the static launch test reads the same specs to check a parameters file without starting ROS.
+
+The node configuration dataclasses live here too, together with the topic and service names the
+hardware nodes and the sim twin share: launch files swap one for the other with ``use_sim`` only
+because both sides read these names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from se_robot.config import ConfigError, _check_meta, _convert, from_dict, option, to_dict
+
+# ------------------------------------------------------------------------------------------------
+# Names shared by arm_node, camera_node and sim_node (relative: they follow the launch namespace).
+# ------------------------------------------------------------------------------------------------
+JOINT_STATES = "joint_states"                  # sensor_msgs/JointState, arm.joint_names order
+JOINT_COMMANDS = "arm/joint_commands"          # std_msgs/Float64MultiArray, forward-command style
+JOINT_TRAJECTORY = "arm/joint_trajectory"      # trajectory_msgs/JointTrajectory
+ESTOP_STATE = "arm/estopped"                   # std_msgs/Bool, transient local (latched)
+ESTOP_SERVICE = "arm/estop"                    # std_srvs/Trigger: latch the e-stop
+RESET_SERVICE = "arm/reset"                    # std_srvs/Trigger: clear the e-stop latch
+HOME_SERVICE = "arm/home"                      # std_srvs/Trigger: drive to arm.home, verify
+IMAGE = "camera/image_raw"                     # sensor_msgs/Image rgb8, stamped at capture
+CAMERA_INFO = "camera/camera_info"             # sensor_msgs/CameraInfo, same stamp
+TASK_STATE = "sim/task_state"                  # geometry_msgs/PoseArray [target, object] (twin only)
+TASK_RESET_SERVICE = "sim/reset_task"          # std_srvs/Trigger: resample object/target (twin only)
+DIAGNOSTICS = "/diagnostics"                   # diagnostic_msgs/DiagnosticArray
+TRANSITIONS = "learner/transitions"            # std_msgs/UInt8MultiArray chunks (se_robot.nodes.wire)
+WEIGHTS = "learner/policy_weights"             # std_msgs/UInt8MultiArray chunks (se_robot.nodes.wire)
+METRICS = "learner/metrics"                    # std_msgs/String, one JSON dict of flat metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# Parameter specs
+# ------------------------------------------------------------------------------------------------
+ParamType = Literal["bool", "int", "float", "str", "bool_array", "int_array", "float_array", "str_array"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """What a node declares for one field: the rclpy side maps ``type`` to a ParameterType."""
+
+    name: str
+    type: ParamType
+    default: Any
+    description: str
+    range: tuple[float | None, float | None] | None = None
+    choices: tuple | None = None
+    read_only: bool = False
+
+    @property
+    def additional_constraints(self) -> str:
+        """Human-readable constraint text shown by ``ros2 param describe``."""
+        parts = []
+        if self.choices:
+            parts.append(f"one of: {', '.join(map(str, self.choices))}")
+        if self.range and (self.range[0] is None or self.range[1] is None):
+            parts.append(f"range [{self.range[0]}, {self.range[1]}]")
+        return "; ".join(parts)
+
+
+_SCALARS = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _param_type(tp: Any, where: str) -> ParamType:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp in _SCALARS:
+        return _SCALARS[tp]  # type: ignore[return-value]
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        if len(kinds) == 1 and kinds.pop() in _SCALARS:
+            return _SCALARS[type(args[0])]  # type: ignore[return-value]
+    if origin in (list, tuple) and args:
+        items = {a for a in args if a is not Ellipsis}
+        if len(items) == 1:
+            item = items.pop()
+            if item in _SCALARS:
+                return f"{_SCALARS[item]}_array"  # type: ignore[return-value]
+    raise TypeError(f"{where}: type {tp} has no ROS parameter form (use bool/int/float/str, "
+                    "a Literal of one of them, or a list/tuple of one of them)")
+
+
+def parameter_specs(cls: type) -> list[ParamSpec]:
+    """One :class:`ParamSpec` per field of the flat dataclass ``cls`` (defaults required)."""
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        where = f"{cls.__name__}.{f.name}"
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            raise TypeError(f"{where}: a ROS parameter needs a default")
+        ptype = _param_type(hints[f.name], where)
+        choices = f.metadata.get("choices")
+        if choices is None and typing.get_origin(hints[f.name]) is Literal:
+            choices = typing.get_args(hints[f.name])
+        specs.append(ParamSpec(
+            name=f.name, type=ptype, default=list(default) if isinstance(default, tuple) else default,
+            description=f.metadata.get("help", ""), range=f.metadata.get("range"),
+            choices=tuple(choices) if choices else None,
+            read_only=bool(f.metadata.get("read_only", False))))
+    return specs
+
+
+def check_value(cls: type, name: str, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for field ``name`` of ``cls``, or None when it is."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        return f"{name}: not a parameter of {cls.__name__}; parameters: {', '.join(sorted(fields))}"
+    hints = typing.get_type_hints(cls)
+    if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
+        value = tuple(value)
+    try:
+        converted = _convert(value, hints[name], cls.__name__, name)
+        _check_meta(converted, fields[name], cls.__name__, name)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def owner_of(classes: tuple[type, ...], name: str) -> type | None:
+    """Which of a node's dataclasses declares parameter ``name``."""
+    for cls in classes:
+        if any(f.name == name for f in dataclasses.fields(cls)):
+            return cls
+    return None
+
+
+def all_names(classes: tuple[type, ...]) -> list[str]:
+    return sorted(f.name for cls in classes for f in dataclasses.fields(cls))
+
+
+def config_from_params(cls: type, values: dict[str, Any], source: str = "<ros parameters>") -> Any:
+    """Build ``cls`` from parameter values (arrays arrive as lists) with the usual validation."""
+    hints = typing.get_type_hints(cls)
+    data = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints.get(k)) is tuple else v
+            for k, v in values.items()}
+    return from_dict(cls, data, source)
+
+
+def params_from_config(obj: Any) -> dict[str, Any]:
+    """The parameter values of a config object (what a ``ros__parameters`` block would hold)."""
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in to_dict(obj).items()}
+
+
+def check_parameters_file(data: dict, node_specs: dict[str, tuple[type, ...]], source: str) -> list[str]:
+    """Problems with a ``config/ros/*.yaml`` mapping: unknown nodes, unknown keys, bad values.
+
+    ``node_specs`` maps a node name (the YAML's top-level key) to its config dataclasses.
+    Returns readable problems; an empty list means the file is good.
+    """
+    problems = []
+    for node_name, block in data.items():
+        if not isinstance(block, dict) or set(block) != {"ros__parameters"}:
+            problems.append(f"{source}: {node_name}: expected exactly one key 'ros__parameters'")
+            continue
+        classes = node_specs.get(node_name.strip("/"))
+        if classes is None:
+            problems.append(f"{source}: {node_name}: no node of that name; known: {sorted(node_specs)}")
+            continue
+        params = block["ros__parameters"] or {}
+        for key, value in params.items():
+            owner = owner_of(classes, key)
+            reason = (check_value(owner, key, value) if owner else
+                      f"{key}: not a parameter of {node_name}; parameters: {', '.join(all_names(classes))}")
+            if reason:
+                problems.append(f"{source}: {node_name}.ros__parameters.{reason}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Node configurations (one flat dataclass per node)
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CameraParams:
+    """camera_node; sim_node declares the same names for its rendered camera."""
+
+    camera_source: str = option("0", help="OpenCV source: device index, file, or http(s)/rtsp URL")
+    camera_rate_hz: float = option(30.0, help="image publish rate (Hz)", range=(0.5, 240.0))
+    image_width: int = option(640, help="published image width (px)", range=(16, 4096))
+    image_height: int = option(480, help="published image height (px)", range=(16, 4096))
+    camera_frame_id: str = option("camera_optical_frame", help="frame_id of Image and CameraInfo")
+    horizontal_fov_deg: float = option(60.0, help="for the pinhole CameraInfo (deg)", range=(1.0, 179.0))
+
+
+@dataclass(frozen=True)
+class ArmParams:
+    """arm_node; sim_node declares the same names for the twin."""
+
+    arm: str = option("so101", help="arm description name (config/arms/NAME.yaml) or a YAML path")
+    port: str = option("/dev/ttyUSB0", help="serial port of the servo bus")
+    calibration: str = option("", help="calibration file; empty: the arm's default")
+    state_rate_hz: float = option(100.0, help="joint state publish and control loop rate (Hz)",
+                                  range=(1.0, 1000.0))
+    command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
+                                      range=(0.01, 10.0))
+    home_speed_rad_s: float = option(0.5, help="joint speed of the ~/home move (rad/s)", range=(0.01, 3.0))
+    home_tolerance_rad: float = option(0.05, help="home succeeds when every joint is this close (rad)",
+                                       range=(0.001, 0.5))
+    diagnostics_period_s: float = option(1.0, help="period of /diagnostics (s)", range=(0.05, 60.0))
+    joint_frame_id: str = option("base_link", help="frame_id of the JointState header")
+    autostart: bool = option(False, help="configure and activate at start (torque on!)")
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """sim_node: the MuJoCo twin behind the topics and parameters of arm_node and camera_node."""
+
+    # the arm side (names as ArmParams)
+    arm: str = option("so101", help="arm description name (config/arms/NAME.yaml) or a YAML path")
+    state_rate_hz: float = option(100.0, help="physics, control and joint state rate (Hz)", range=(1.0, 1000.0))
+    command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
+                                      range=(0.01, 10.0))
+    home_speed_rad_s: float = option(1.0, help="joint speed of the ~/home move (rad/s)", range=(0.01, 3.0))
+    home_tolerance_rad: float = option(0.05, help="home succeeds when every joint is this close (rad)",
+                                       range=(0.001, 0.5))
+    diagnostics_period_s: float = option(1.0, help="period of /diagnostics (s)", range=(0.05, 60.0))
+    joint_frame_id: str = option("base_link", help="frame_id of the JointState header")
+    autostart: bool = option(True, help="configure and activate at start")
+    # the camera side (names as CameraParams)
+    camera_rate_hz: float = option(30.0, help="rendered image rate (Hz); 0 disables", range=(0.0, 240.0))
+    image_width: int = option(84, help="rendered image width (px)", range=(16, 4096))
+    image_height: int = option(84, help="rendered image height (px)", range=(16, 4096))
+    camera_frame_id: str = option("camera_optical_frame", help="frame_id of Image and CameraInfo")
+    horizontal_fov_deg: float = option(60.0, help="for the pinhole CameraInfo (deg)", range=(1.0, 179.0))
+    # the twin
+    task: str = option("reach", help="task of the scene", choices=("reach", "push", "lift"))
+    camera: str = option("scene", help="which MJCF camera is published", choices=("scene", "wrist"))
+    seed: int = option(0, help="seed of the task sampler (reset_task uses seed, seed+1, ...)",
+                       range=(0, 2**31 - 1))
+    real_time_factor: float = option(1.0, help="sim seconds per wall second", range=(0.05, 20.0))
+
+
+@dataclass(frozen=True)
+class EnvParams:
+    """How RosArmEnv sees the robot (shared by learner_node and actor_node)."""
+
+    task: str = option("reach", help="task", choices=("reach", "push", "lift"))
+    arm: str = option("so101", help="arm description name or YAML path")
+    obs_mode: str = option("state", help="observation", choices=("state", "pixels", "both"))
+    action_mode: str = option("ee_delta", help="action space", choices=("ee_delta", "joint_delta"))
+    image_size: int = option(84, help="square image side given to the agent (px)", range=(16, 512))
+    control_hz: float = option(10.0, help="control rate of the env (Hz)", range=(1.0, 200.0))
+    max_episode_steps: int = option(100, help="truncate after this many steps", range=(1, 100_000))
+    stale_timeout_s: float = option(0.5, help="give up waiting for fresh state/image after (s)",
+                                    range=(0.01, 10.0))
+    strict_freshness: bool = option(False, help="raise instead of truncating on a stale observation")
+    env_backend: str = option("ros", help="ros: the topics of sim_node/arm_node; sim: the twin in this "
+                              "process (no robot, for tests)", choices=("ros", "sim"))
+
+
+@dataclass(frozen=True)
+class LearnerParams:
+    """learner_node: trains from transitions (local: its own env; split: actor_node's)."""
+
+    mode: str = option("local", help="local: act and learn here; split: learn from actor_node",
+                       choices=("local", "split"))
+    algo: str = option("sac", help="agent (any --algo of se-robot train)")
+    train_config: str = option("", help="training YAML (empty: config/train.yaml)")
+    train_overrides: str = option("", help="space-separated key=value overrides of the training "
+                                  "config, as se-robot train --set (e.g. 'replay.capacity=50000')")
+    learning_starts: int = option(1000, help="transitions before the first update", range=(1, 10**9))
+    checkpoint_period_steps: int = option(5000, help="checkpoint every N learner steps", range=(1, 10**9))
+    total_steps: int = option(10_000, help="environment steps to train for", range=(1, 10**9))
+    weights_period_steps: int = option(200, help="publish policy weights every N learner steps",
+                                       range=(1, 10**7))
+    checkpoint_dir: str = option("runs/ros", help="where checkpoints and logs go")
+    seed: int = option(0, help="seed", range=(0, 2**31 - 1))
+    chunk_bytes: int = option(256 * 1024, help="largest message chunk on the wire (bytes)",
+                              range=(1024, 64 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class ActorParams:
+    """actor_node: runs the policy on the robot computer and ships transitions to the learner."""
+
+    algo: str = option("sac", help="agent (must match the learner's)")
+    train_config: str = option("", help="training YAML (empty: config/train.yaml); frame stack and "
+                               "action repeat must match the learner's")
+    train_overrides: str = option("", help="space-separated key=value overrides, as the learner's")
+    episodes: int = option(0, help="episodes to run; 0: until shut down", range=(0, 10**7))
+    batch_transitions: int = option(32, help="transitions per message batch", range=(1, 100_000))
+    seed: int = option(0, help="seed", range=(0, 2**31 - 1))
+    chunk_bytes: int = option(256 * 1024, help="largest message chunk on the wire (bytes)",
+                              range=(1024, 64 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
+class TeleopParams:
+    """teleop_node: a teleoperation device publishing joint commands."""
+
+    device: str = option("keyboard", help="teleop device", choices=("keyboard", "gamepad", "spacemouse", "leader"))
+    arm: str = option("so101", help="arm description name or YAML path")
+    rate_hz: float = option(30.0, help="command rate (Hz)", range=(1.0, 500.0))
+    leader_port: str = option("", help="serial port of the leader arm (device=leader)")
+
+
+#: node name -> the parameter dataclasses it declares (names never collide between them).
+NODE_PARAMS: dict[str, tuple[type, ...]] = {
+    "camera_node": (CameraParams,),
+    "arm_node": (ArmParams,),
+    "sim_node": (SimParams,),
+    "learner_node": (LearnerParams, EnvParams),
+    "actor_node": (ActorParams, EnvParams),
+    "teleop_node": (TeleopParams,),
+}

@@ -1,0 +1,435 @@
+"""The safety layer: every joint command passes through here before it reaches a servo or the twin.
+
+Why it is shaped this way: the rules are pure functions of (target, current, arm description), so
+they can be property-tested with hostile inputs, and they are applied by `SafetyFilter` inside the
+lowest layer that talks to the arm (``SerialArm.send_joint_targets``, the MuJoCo twin), so no
+caller - policy, teleop, ROS node - can bypass them. numpy only, plus the `Kinematics` object
+passed in (duck-typed: ``fk(q) -> (3,)`` and ``link_points(q) -> (k, 3)``).
+
+Decisions (documented here because callers rely on them):
+
+* Targets are clipped into the soft position limits (ros2_control limits shrunk by
+  ``soft_margin_rad``). If the *current* position is already outside (after a manual move or a
+  calibration shift) a joint may move back towards the limits but not further out: its interval
+  is widened to include the current position.
+* Per tick, no joint target moves more than ``max_joint_step_rad`` from the current position.
+* The gripper site may move at most ``max_ee_step_m`` per tick (Cartesian, by FK), must stay in the
+  workspace box, and every link point must stay ``floor_clearance_m`` above ``floor_z``. A command
+  that breaks one of these is *projected*, not dropped: we bisect along the joint-space segment
+  from the current configuration to the candidate and keep the largest verified fraction. The
+  fraction 0 (the current configuration) always passes, so the answer is never worse than holding;
+  if nothing better is found the command is held. If the current configuration itself is outside
+  the workspace, a move passes only if it makes no violation (each box face, each link point under
+  the floor) worse.
+* Malformed targets (wrong length, non-numeric dtype, NaN/inf) are never sent: the command is
+  held, counted and reported in ``reasons``. A latched `EStop` holds every command.
+* A malformed *current* state cannot be held (we would send garbage), so the filter latches its
+  e-stop and raises `SafetyFault(FaultKind.BAD_STATE)`; the driver must stop.
+* "Hold" means: send the current position as the target (``positions`` equals ``current``).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from se_robot.arm import ArmDescription
+
+__all__ = [
+    "FaultKind", "SafetyFault", "EStop", "Watchdog", "SafeCommand", "SafetyFilter", "KinematicsLike",
+    "soft_limits", "clip_to_limits", "cap_joint_step", "workspace_violations", "gripper_effort_limit_nm",
+    "effort_limit_fraction", "validate_target", "REASONS",
+]
+
+# Every reason a command may be changed; stats count each under "reason/<name>".
+REASONS = ("bad_shape", "bad_dtype", "non_finite", "estop", "joint_limit", "joint_step", "ee_step",
+           "workspace", "floor", "current_unsafe", "watchdog", "bad_state")
+
+_TOL = 1e-9  # numerical slack when comparing a violation with the current one (m)
+
+
+class KinematicsLike(Protocol):
+    def fk(self, q: np.ndarray) -> np.ndarray: ...
+
+    def link_points(self, q: np.ndarray) -> np.ndarray: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Faults and the e-stop latch
+# --------------------------------------------------------------------------------------------
+
+class FaultKind(enum.Enum):
+    SERVO_STATUS = "servo_status"            # a servo reported an error bit (overload, overheat, voltage)
+    PORT_LOST = "port_lost"                  # the serial port vanished or stopped answering
+    RETRIES_EXHAUSTED = "retries_exhausted"  # a read/write failed more times than allowed
+    BAD_STATE = "bad_state"                  # the measured joint state is malformed (NaN, wrong length)
+    WATCHDOG = "watchdog"                    # no command for too long, and the policy is to fault
+    USER = "user"                            # someone pressed stop
+
+
+class SafetyFault(RuntimeError):
+    """Raised by the driver (after latching the e-stop) when the arm cannot be commanded safely."""
+
+    def __init__(self, kind: FaultKind, message: str, servo_id: int | None = None):
+        self.kind = kind
+        self.servo_id = servo_id
+        where = f" (servo {servo_id})" if servo_id is not None else ""
+        super().__init__(f"{kind.value}{where}: {message}")
+
+
+class EStop:
+    """A latched stop: set by `latch` (API, fault, ROS service, teleop key), cleared only by `reset`.
+
+    Thread-safe; listeners run (outside the lock) on the transition to latched so a driver can
+    act at once instead of at its next tick.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._latched_at_s: float | None = None
+        self._count = 0
+        self._listeners: list[Callable[[str], None]] = []
+
+    @property
+    def latched(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    @property
+    def latched_at_s(self) -> float | None:
+        """time.monotonic() of the latch, None when clear."""
+        return self._latched_at_s
+
+    @property
+    def latch_count(self) -> int:
+        return self._count
+
+    def add_listener(self, fn: Callable[[str], None]) -> None:
+        with self._lock:
+            self._listeners.append(fn)
+
+    def latch(self, reason: str | SafetyFault = "latched") -> None:
+        """Latch (idempotent: the first reason is kept until reset)."""
+        text = str(reason) or "latched"
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._reason = text
+            self._latched_at_s = time.monotonic()
+            self._count += 1
+            listeners = list(self._listeners)
+        for fn in listeners:
+            fn(text)
+
+    def reset(self) -> str | None:
+        """Clear the latch (the only way); returns the reason it held."""
+        with self._lock:
+            reason, self._reason, self._latched_at_s = self._reason, None, None
+        return reason
+
+
+class Watchdog:
+    """Expires when `feed` was not called for ``timeout_s`` (monotonic clock; thread-safe).
+
+    It starts fed at construction, so a controller that never sends anything also trips it.
+    ``now`` arguments let tests and simulated clocks drive it; they must come from time.monotonic().
+    """
+
+    def __init__(self, timeout_s: float):
+        if not timeout_s > 0:
+            raise ValueError(f"Watchdog timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = float(timeout_s)
+        self._lock = threading.Lock()
+        self._last_feed_s = time.monotonic()
+
+    def feed(self, now: float | None = None) -> None:
+        t = time.monotonic() if now is None else float(now)
+        with self._lock:
+            self._last_feed_s = max(self._last_feed_s, t)  # never moves backwards
+
+    def time_since_feed(self, now: float | None = None) -> float:
+        t = time.monotonic() if now is None else float(now)
+        with self._lock:
+            return t - self._last_feed_s
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.time_since_feed(now) > self.timeout_s
+
+
+# --------------------------------------------------------------------------------------------
+# Pure limit functions
+# --------------------------------------------------------------------------------------------
+
+def soft_limits(arm: ArmDescription) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) targets may reach: position limits shrunk by soft_margin_rad (+-inf if none)."""
+    margin = arm.safety.soft_margin_rad
+    lower, upper = np.full(arm.n_joints, -np.inf), np.full(arm.n_joints, np.inf)
+    for i, name in enumerate(arm.joint_names):
+        lim = arm.joint_limits[name]
+        if lim.has_position_limits:
+            lo, hi = lim.min_position + margin, lim.max_position - margin
+            if lo > hi:  # margin wider than the range: pin to the middle
+                lo = hi = 0.5 * (lim.min_position + lim.max_position)
+            lower[i], upper[i] = lo, hi
+    return lower, upper
+
+
+def clip_to_limits(target: np.ndarray, current: np.ndarray, lower: np.ndarray,
+                   upper: np.ndarray) -> np.ndarray:
+    """Clip into [lower, upper], widened per joint to include ``current`` (never make it worse)."""
+    return np.minimum(np.maximum(target, np.minimum(lower, current)), np.maximum(upper, current))
+
+
+def cap_joint_step(target: np.ndarray, current: np.ndarray, max_step_rad: float | np.ndarray) -> np.ndarray:
+    """Move each joint at most ``max_step_rad`` from ``current`` towards ``target``."""
+    return current + np.clip(target - current, -max_step_rad, max_step_rad)
+
+
+def workspace_violations(ee_pos_m: np.ndarray, link_points_m: np.ndarray, box_min_m: np.ndarray,
+                         box_max_m: np.ndarray, floor_min_z_m: float) -> np.ndarray:
+    """Non-negative distances outside each box face (6) and below the floor for each link point.
+
+    All zeros means safe. Keeping one entry per face/point lets "don't make it worse" be checked
+    entry by entry when the current configuration is already outside.
+    """
+    below = np.maximum(box_min_m - ee_pos_m, 0.0)
+    above = np.maximum(ee_pos_m - box_max_m, 0.0)
+    under = np.maximum(floor_min_z_m - np.asarray(link_points_m)[:, 2], 0.0)
+    return np.concatenate((below, above, under))
+
+
+def gripper_effort_limit_nm(arm: ArmDescription) -> float:
+    """The torque (N*m) the gripper servo may press with: gripper.max_effort, also capped by the
+    gripper joint's ros2_control effort limit when that is enabled. The driver writes it to the
+    servo's torque/current-limit register (see `effort_limit_fraction`)."""
+    if arm.gripper is None:
+        raise ValueError(f"arm {arm.name!r} has no gripper section")
+    cap = arm.gripper.max_effort
+    lim = arm.joint_limits[arm.gripper.joint]
+    if lim.has_effort_limits:
+        cap = min(cap, lim.max_effort)
+    return float(cap)
+
+
+def effort_limit_fraction(effort_nm: float, rated_effort_nm: float) -> float:
+    """``effort_nm`` as a fraction of the servo's rated (stall) torque, in [0, 1]: the unit of
+    torque-limit registers (Feetech 0..1000, Dynamixel current limit)."""
+    if not rated_effort_nm > 0:
+        raise ValueError(f"rated_effort_nm must be > 0, got {rated_effort_nm}")
+    if not np.isfinite(effort_nm):
+        raise ValueError(f"effort_nm must be finite, got {effort_nm}")
+    return float(min(max(effort_nm / rated_effort_nm, 0.0), 1.0))
+
+
+def validate_target(target: Any, n_joints: int) -> tuple[np.ndarray | None, str | None]:
+    """(float64 vector, None) for a usable command, else (None, reason) with reason one of
+    bad_shape / bad_dtype / non_finite."""
+    try:
+        arr = np.asarray(target)
+    except (ValueError, TypeError):  # ragged nesting, unconvertible objects
+        return None, "bad_shape"
+    if arr.dtype.kind not in "fiu":  # bool, complex, object, strings, datetimes are not commands
+        return None, "bad_dtype"
+    if arr.shape != (n_joints,):
+        return None, "bad_shape"
+    arr = arr.astype(np.float64)  # also copies, so callers can't mutate what we checked
+    if not np.isfinite(arr).all():
+        return None, "non_finite"
+    return arr, None
+
+
+# --------------------------------------------------------------------------------------------
+# The filter applied at every control tick
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SafeCommand:
+    positions: np.ndarray          # joint targets actually to send (rad, joint order)
+    clipped: bool                  # changed by a limit, but still moving
+    held: bool                     # positions == current: nothing moves
+    reasons: tuple[str, ...] = ()  # which rules acted (see REASONS)
+
+
+class SafetyFilter:
+    """Applies every rule above to one command per tick; see the module docstring for the policy.
+
+    ``current`` is the configuration the caps are measured from (the measured state on hardware).
+    Cost: fk + link_points for the current configuration and for the candidate when the command is
+    fine; when it has to be projected, one fk per bisection step plus link_points only for steps
+    that fk alone does not reject (link_points is the expensive call).
+    """
+
+    def __init__(self, arm: ArmDescription, kinematics: KinematicsLike, estop: EStop | None = None, *,
+                 bisect_iters: int = 8, state_excursion_rad: float = 0.5):
+        s = arm.safety
+        self.arm = arm
+        self.kinematics = kinematics
+        self.estop = estop if estop is not None else EStop()
+        self.n = arm.n_joints
+        self.lower, self.upper = soft_limits(arm)
+        self.max_joint_step_rad = s.max_joint_step_rad
+        self.max_ee_step_m = s.max_ee_step_m
+        self.box_min = np.asarray(s.workspace_min, dtype=np.float64)
+        self.box_max = np.asarray(s.workspace_max, dtype=np.float64)
+        self.floor_min_z = s.floor_z + s.floor_clearance_m
+        self.bisect_iters = int(bisect_iters)
+        # A measured position further than this outside the hard limits means a broken reading.
+        self._state_lo = arm.lower - state_excursion_rad
+        self._state_hi = arm.upper + state_excursion_rad
+        arm_mask = np.zeros(self.n, dtype=bool)
+        arm_mask[arm.arm_indices] = True
+        self._arm_mask = arm_mask
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, int]:
+        """commands, clipped, held, non_finite and reason/<name> counts since construction."""
+        with self._lock:
+            out = {"commands": 0, "clipped": 0, "held": 0, "non_finite": 0}
+            out.update(self._stats)
+            return out
+
+    def _record(self, cmd: SafeCommand) -> SafeCommand:
+        with self._lock:
+            st = self._stats
+            st["commands"] += 1
+            st["clipped"] += cmd.clipped
+            st["held"] += cmd.held
+            st["non_finite"] += "non_finite" in cmd.reasons
+            for r in cmd.reasons:
+                st["reason/" + r] += 1
+        return cmd
+
+    def hold(self, current: np.ndarray, reason: str) -> SafeCommand:
+        """A counted hold for reasons decided outside the filter (e.g. the watchdog)."""
+        cur = self._check_current(current)
+        return self._record(SafeCommand(cur.copy(), False, True, (reason,)))
+
+    def _check_current(self, current: Any) -> np.ndarray:
+        cur, why = validate_target(current, self.n)
+        if cur is None or not (np.all(cur >= self._state_lo) and np.all(cur <= self._state_hi)):
+            why = why or "outside the hard limits by more than the allowed excursion"
+            with self._lock:
+                self._stats["reason/bad_state"] += 1
+            fault = SafetyFault(FaultKind.BAD_STATE, f"current joint state unusable ({why}): {current!r}")
+            self.estop.latch(fault)
+            raise fault
+        return cur
+
+    # -- workspace -------------------------------------------------------------------------------
+    def _violations(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ee = np.asarray(self.kinematics.fk(q), dtype=np.float64)
+        pts = self.kinematics.link_points(q)
+        return ee, workspace_violations(ee, pts, self.box_min, self.box_max, self.floor_min_z)
+
+    def _acceptable(self, q: np.ndarray, ee0: np.ndarray, viol0: np.ndarray,
+                    lazy: bool = True) -> tuple[bool, bool, bool, bool]:
+        """(ok, ee_step_ok, box_ok, floor_ok) of q against the current configuration.
+
+        link_points costs far more than fk, so with ``lazy`` it is skipped once fk alone rejects q
+        (floor_ok is then reported True, unknown).
+        """
+        ee = np.asarray(self.kinematics.fk(q), dtype=np.float64)
+        d = ee - ee0
+        ee_ok = float(d @ d) <= self.max_ee_step_m ** 2 * (1 + 1e-9)
+        box = np.concatenate((np.maximum(self.box_min - ee, 0.0), np.maximum(ee - self.box_max, 0.0)))
+        box_ok = not (box > viol0[:6] + _TOL).any()
+        if lazy and not (ee_ok and box_ok):
+            return False, ee_ok, box_ok, True
+        under = np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
+        floor_ok = not (under > viol0[6:] + _TOL).any()
+        return ee_ok and box_ok and floor_ok, ee_ok, box_ok, floor_ok
+
+    # -- the filter ----------------------------------------------------------------------------
+    def filter(self, target: Any, current: Any) -> SafeCommand:
+        """The command to send this tick for ``target``, given the arm at ``current``."""
+        cur = self._check_current(current)
+        tgt, bad = validate_target(target, self.n)
+        if self.estop.latched:
+            why = ("estop",) if bad is None else ("estop", bad)
+            return self._record(SafeCommand(cur.copy(), False, True, why))
+        if bad is not None:
+            return self._record(SafeCommand(cur.copy(), False, True, (bad,)))
+
+        reasons: list[str] = []
+        lo = np.minimum(self.lower, cur)
+        hi = np.maximum(self.upper, cur)
+        q = np.minimum(np.maximum(tgt, lo), hi)
+        if not np.array_equal(q, tgt):
+            reasons.append("joint_limit")
+        capped = cap_joint_step(q, cur, self.max_joint_step_rad)
+        if not np.array_equal(capped, q):
+            reasons.append("joint_step")
+        q = capped
+
+        ee0, viol0 = self._violations(cur)
+        if viol0.any():
+            reasons.append("current_unsafe")
+        ok, ee_ok, box_ok, floor_ok = self._acceptable(q, ee0, viol0, lazy=False)
+        if not ok:
+            if not ee_ok:
+                reasons.append("ee_step")
+            if not box_ok:
+                reasons.append("workspace")
+            if not floor_ok:
+                reasons.append("floor")
+            q = self._project(cur, q, ee0, viol0, only_arm=box_ok and floor_ok)
+        changed = any(r != "current_unsafe" for r in reasons)
+        if changed and np.array_equal(q, cur):
+            return self._record(SafeCommand(cur.copy(), False, True, tuple(reasons)))
+        return self._record(SafeCommand(q, changed, False, tuple(reasons)))
+
+    def _project(self, cur: np.ndarray, cand: np.ndarray, ee0: np.ndarray, viol0: np.ndarray,
+                 only_arm: bool) -> np.ndarray:
+        """Largest verified fraction of the step cur -> cand (bisection; fraction 0 always passes).
+
+        When only the Cartesian step is too long, only the arm joints are scaled (the jaw keeps its
+        step); when the workspace or floor is at stake every joint is scaled.
+        """
+        step = cand - cur
+        if only_arm:
+            step = np.where(self._arm_mask, step, 0.0)
+            base = np.where(self._arm_mask, cur, cand)
+        else:
+            base = cur
+        lo_lim = np.minimum(self.lower, cur)
+        hi_lim = np.maximum(self.upper, cur)
+
+        def at(frac: float) -> np.ndarray:
+            return np.minimum(np.maximum(base + frac * step, lo_lim), hi_lim)
+
+        good, bad = 0.0, 1.0
+        if only_arm:
+            # A first guess from the Cartesian overshoot usually lands within a few percent of the
+            # largest step, saving the bisection.
+            ee1 = np.asarray(self.kinematics.fk(cand), dtype=np.float64)
+            dist = float(np.linalg.norm(ee1 - ee0))
+            guess = 0.98 * self.max_ee_step_m / dist if dist > 0 else 0.0
+            if 0.0 < guess < 1.0:
+                if self._acceptable(at(guess), ee0, viol0)[0]:
+                    return at(guess)
+                bad = guess
+        for _ in range(self.bisect_iters):
+            mid = 0.5 * (good + bad)
+            if self._acceptable(at(mid), ee0, viol0)[0]:
+                good = mid
+            else:
+                bad = mid
+        if good > 0.0:
+            return at(good)
+        # Fraction 0: with only_arm the jaw still moves, which must be verified on its own.
+        if only_arm and self._acceptable(at(0.0), ee0, viol0)[0]:
+            return at(0.0)
+        return cur.copy()

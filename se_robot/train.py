@@ -1,0 +1,343 @@
+"""The training loop: owns the envs, the agent, the replay buffers, the logger and checkpoints.
+
+``Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)`` follows tdmpc2's shape; the
+agent is a plain object (``se_robot.agents.base.Agent``) that samples from the buffers itself.
+
+Resume is exact: periodic checkpoints are taken at the first episode boundary at or after each
+multiple of ``checkpoint_every``, and every training episode is reset with seed ``seed + episode``,
+so a resumed run replays the same env, agent and replay random streams as one never stopped.
+A ``kill -9`` loses at most the steps since the last checkpoint (see ``se_robot.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from se_robot import checkpoint
+from se_robot.agents.replay import ReplayBuffer, ReplayConfig
+from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml, to_dict
+
+ALGOS = ("drqv2", "sac", "mbpo")
+EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same start states every evaluation
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
+    algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
+    backend: str = option("sim", choices=("sim",), help="sim: the MuJoCo twin (hardware/ros: later)")
+    obs_mode: str = option("pixels", choices=("pixels", "state", "both"), help="what the agent observes")
+    image_size: int = option(84, range=(16, 512), help="square camera image side (px)")
+    frame_stack: int = option(3, range=(1, 16), help="frames per observation (assembled by replay at sampling)")
+    action_repeat: int = option(2, range=(1, 16), help="env control ticks per agent action")
+    steps: int = option(100_000, range=(1, None), help="agent steps (env steps after action repeat) to train")
+    seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
+    learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
+    demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
+    eval_every: int = option(5000, range=(1, None), help="agent steps between evaluations")
+    eval_episodes: int = option(10, range=(1, None), help="episodes per evaluation")
+    eval_video: bool = option(True, help="write the first episode of each evaluation as mp4")
+    checkpoint_every: int = option(10_000, range=(1, None), help="agent steps between checkpoints (at episode ends)")
+    keep_checkpoints: int = option(3, range=(1, None), help="newest checkpoints kept")
+    save_replay: bool = option(True, help="store the replay buffer in checkpoints (needed for exact resume)")
+    log_every: int = option(1000, range=(1, None), help="agent steps between training-metric rows")
+    tensorboard: bool = option(True, help="write TensorBoard events under <run>/tb")
+    progress: bool = option(True, help="tqdm progress bar")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
+    threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
+    env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
+    replay: ReplayConfig = option(default_factory=ReplayConfig, help="replay buffer (see agents/replay.py)")
+    agent: dict = option(default_factory=dict, help="the algo's own config (validated by the agent)")
+
+    def __post_init__(self) -> None:
+        if self.replay.frame_stack != self.frame_stack:
+            raise ConfigError("<train config>", "replay.frame_stack",
+                              f"{self.replay.frame_stack} differs from frame_stack {self.frame_stack}; set both")
+        if self.algo == "mbpo" and self.replay.n_step != 1:
+            raise ConfigError("<train config>", "replay.n_step",
+                              f"MBPO learns one-step dynamics and needs replay.n_step=1, got {self.replay.n_step}")
+
+
+def parse_set(pairs: list[str], source: str = "--set") -> dict:
+    """``["replay.capacity=1000", "agent.lr=3e-4"]`` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(source, pair, "expected key=value (e.g. replay.capacity=50000)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(source, key, f"value {text!r} is not valid YAML: {e}") from None
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """config/train.yaml (or ``path``) with overrides on top, validated; errors name file and key."""
+    path = Path(path) if path else config_path("train.yaml")
+    data = merge(read_yaml(path), overrides or {})
+    return from_dict(TrainConfig, data, str(path))
+
+
+def make_envs(cfg: TrainConfig):
+    """Training and evaluation envs through ``se_robot.envs.make_env`` (frame stack, action repeat)."""
+    from se_robot.envs import make_env
+
+    kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
+                  obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
+    return make_env(cfg.task, **kwargs), make_env(cfg.task, **kwargs)
+
+
+def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:
+    """Env observations as a dict (a bare array is pixels if it is a uint8 image, else state)."""
+    if isinstance(obs, dict):
+        return {k: np.asarray(v) for k, v in obs.items()}
+    obs = np.asarray(obs)
+    return {"pixels" if obs.dtype == np.uint8 and obs.ndim == 3 else "state": obs}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Runs ``cfg.steps`` agent steps with evaluation, logging and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, env: Any, eval_env: Any, agent: Any, replay: ReplayBuffer,
+                 demos: ReplayBuffer | None, logger: Any, run_dir: str | Path):
+        self.cfg, self.env, self.eval_env, self.agent = cfg, env, eval_env, agent
+        self.replay, self.demos, self.logger = replay, demos, logger
+        self.run_dir = Path(run_dir)
+        self.step = 0
+        self.episode = 0
+        self.next_checkpoint = cfg.checkpoint_every
+        self.last_eval: dict[str, float] = {}
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------------ state
+    def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
+        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
+        return {"step": self.step, "episode": self.episode, "next_checkpoint": self.next_checkpoint,
+                "last_eval": self.last_eval, "train_seconds": self.train_seconds, "mid_episode": mid_episode,
+                "rng": checkpoint.rng_state(),
+                "env_rng": env_rng.bit_generator.state if env_rng is not None else None}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        self.step, self.episode = int(state["step"]), int(state["episode"])
+        self.next_checkpoint = int(state["next_checkpoint"])
+        self.last_eval, self.train_seconds = dict(state["last_eval"]), float(state["train_seconds"])
+        checkpoint.set_rng_state(state["rng"])
+
+    def save_checkpoint(self, mid_episode: bool = False) -> Path:
+        buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
+        return checkpoint.save(self.run_dir, self.step, self.agent.state_dict(), self.trainer_state(mid_episode),
+                               to_dict(self.cfg), buffers, self.cfg.keep_checkpoints)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """``eval_episodes`` greedy episodes from fixed start states; the first one filmed."""
+        returns, successes, lengths, frames = [], [], [], []
+        for i in range(self.cfg.eval_episodes):
+            obs, info = self.eval_env.reset(seed=self.cfg.seed + EVAL_SEED_OFFSET + i)
+            film = self.cfg.eval_video and i == 0
+            total, success, length, done = 0.0, False, 0, False
+            while not done:
+                if film:
+                    frames.append(self._frame(obs))
+                action = self.agent.act(obs, self.step, eval_mode=True)
+                obs, reward, terminated, truncated, info = self.eval_env.step(action)
+                total += float(reward)
+                success |= bool(info.get("is_success", False))
+                length += 1
+                done = terminated or truncated
+            if film:
+                frames.append(self._frame(obs))
+            returns.append(total)
+            successes.append(float(success))
+            lengths.append(length)
+        if frames and frames[0] is not None:
+            self._write_video(frames)
+        return {"eval/success": float(np.mean(successes)), "eval/return": float(np.mean(returns)),
+                "eval/episode_length": float(np.mean(lengths))}
+
+    def _frame(self, obs: Any) -> np.ndarray | None:
+        render = getattr(self.eval_env, "render", None)
+        if getattr(self.eval_env, "render_mode", None) == "rgb_array" and render is not None:
+            return np.asarray(render())
+        pixels = as_obs_dict(obs).get("pixels")
+        if pixels is None:
+            return None
+        from se_robot.agents.replay import to_chw_frame
+        return to_chw_frame(pixels).transpose(1, 2, 0)
+
+    def _write_video(self, frames: list[np.ndarray]) -> None:
+        import imageio.v2 as imageio
+
+        out = self.run_dir / "videos" / f"eval_{self.step:09d}.mp4"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp.mp4")
+        # macro_block_size=1: small robot images (84x84) are not multiples of 16.
+        imageio.mimsave(tmp, frames, fps=max(1, int(self.cfg.env.get("control_hz", 20)) // self.cfg.action_repeat),
+                        macro_block_size=1)
+        os.replace(tmp, out)
+
+    # ------------------------------------------------------------------ the loop
+    def _reset(self) -> Any:
+        obs, _ = self.env.reset(seed=self.cfg.seed + self.episode)
+        self.replay.add_first(as_obs_dict(obs))
+        return obs
+
+    def train(self, stop_at: int | None = None) -> dict[str, float]:
+        """Train until ``cfg.steps`` (or ``stop_at``); returns the last evaluation's metrics."""
+        cfg = self.cfg
+        end = min(cfg.steps, stop_at or cfg.steps)
+        if self.step >= end:
+            return self.last_eval
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05)
+        if self.step == 0 and self.step % cfg.eval_every == 0 and not self.last_eval:
+            self._log_eval()
+        obs = self._reset()
+        ep_return, ep_len, ep_success = 0.0, 0, False
+        update_metrics: dict[str, float] = {}
+        tick = time.perf_counter()
+        while self.step < end:
+            action = self.agent.act(obs, self.step, eval_mode=False)
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.replay.add(action, float(reward), as_obs_dict(obs), terminated, truncated)
+            self.step += 1
+            ep_return += float(reward)
+            ep_len += 1
+            ep_success |= bool(info.get("is_success", False))
+            if self.replay.transitions >= cfg.learning_starts:
+                update_metrics = self.agent.update(self.replay, self.demos, self.step) or update_metrics
+            if self.step % cfg.log_every == 0 and update_metrics:
+                self.logger.log(update_metrics, self.step)
+            if self.step % cfg.eval_every == 0:
+                self.train_seconds += time.perf_counter() - tick
+                tick = time.perf_counter()
+                self._log_eval()
+            if bar is not None:
+                bar.update(1)
+                if self.last_eval:
+                    bar.set_postfix(success=f"{self.last_eval['eval/success']:.2f}", ep=self.episode, refresh=False)
+            if terminated or truncated:
+                self.episode += 1
+                self.logger.log({"train/episode_return": ep_return, "train/episode_length": ep_len,
+                                 "train/success": float(ep_success), "train/episode": self.episode}, self.step)
+                ep_return, ep_len, ep_success = 0.0, 0, False
+                if self.step >= self.next_checkpoint:
+                    while self.next_checkpoint <= self.step:
+                        self.next_checkpoint += cfg.checkpoint_every
+                    self.train_seconds += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    self.save_checkpoint()
+                if self.step < end:
+                    obs = self._reset()
+        self.train_seconds += time.perf_counter() - tick
+        if bar is not None:
+            bar.close()
+        if self.step >= cfg.steps and self.step % cfg.eval_every != 0:
+            self._log_eval()
+        if ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness
+            self.save_checkpoint(mid_episode=True)
+        elif not checkpoint.list_checkpoints(self.run_dir) or \
+                checkpoint.list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:09d}":
+            self.save_checkpoint()
+        return self.last_eval
+
+    def _log_eval(self) -> None:
+        metrics = self.evaluate()
+        metrics["eval/episodes_trained"] = float(self.episode)
+        metrics["eval/train_seconds"] = self.train_seconds
+        self.last_eval = metrics
+        self.logger.log(metrics, self.step)
+
+
+# ---------------------------------------------------------------------- assembly
+def obs_keys_of(space: Any) -> tuple[str, ...]:
+    spaces = getattr(space, "spaces", None)
+    if spaces is not None:
+        return tuple(spaces)
+    return ("pixels",) if len(space.shape) == 3 else ("state",)
+
+
+def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | None = None,
+                  envs: tuple[Any, Any] | None = None) -> Trainer:
+    """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint."""
+    from se_robot.agents.registry import make_agent
+    from se_robot.agents.replay import load_demos
+    from se_robot.logger import Logger
+
+    run_dir = Path(run_dir)
+    saved = checkpoint.load(resume) if resume else None
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env, eval_env = envs or make_envs(cfg)
+    agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), cfg.device, cfg.seed)
+    keys = obs_keys_of(env.observation_space)
+    ckpt_dir = saved["path"] if saved else None
+    if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
+        replay = ReplayBuffer.load(ckpt_dir / "replay")
+    else:
+        replay = ReplayBuffer(cfg.replay, seed=cfg.seed)
+    demos = None
+    if ckpt_dir is not None and (ckpt_dir / "demos").is_dir():
+        demos = ReplayBuffer.load(ckpt_dir / "demos")
+    elif cfg.demos:
+        demo_cap = _dataset_steps(Path(cfg.demos)) + 16
+        demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
+        load_demos(cfg.demos, demos, obs_keys=keys, image_size=cfg.image_size,
+                   action_repeat=cfg.action_repeat)
+    agent_cfg = getattr(agent, "cfg", None)
+    if getattr(agent_cfg, "freeze_encoder", False) and hasattr(agent, "encode_frames"):
+        for buf in (replay, demos):
+            if buf is not None:
+                buf.set_feature_fn(agent.encode_frames)
+    logger = Logger(run_dir, tensorboard=cfg.tensorboard,
+                    resume_step=int(saved["trainer"]["step"]) if saved else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    trainer = Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)
+    if saved:
+        agent.load_state_dict(saved["agent"])
+        trainer.load_trainer_state(saved["trainer"])
+    return trainer
+
+
+def _dataset_steps(directory: Path) -> int:
+    """Slots a demo buffer needs: T+1 per episode (read from the arrays' headers only)."""
+    total = 0
+    for path in sorted(directory.glob("episode_*.npz")):
+        with np.load(path) as ep:
+            total += len(ep["action"]) + 1
+    if total == 0:
+        raise ConfigError("demos", str(directory), "no episode_*.npz files in the demo dataset")
+    return total

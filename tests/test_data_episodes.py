@@ -1,0 +1,180 @@
+"""Episode dataset format: round trip, validation messages, crash safety, the CLI's info/check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from se_robot.cli import main as cli_main
+from se_robot.data.episodes import (DatasetError, DatasetInfo, EpisodeWriter, check_dataset, episode_paths,
+                                    iter_episodes, load_episode)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _obs(t: int, size: int = 8) -> dict:
+    return {"pixels": np.full((size, size, 3), t % 256, np.uint8), "state": np.arange(5, dtype=np.float64) + t}
+
+
+def write_dataset(directory: Path, episodes: int = 3, steps: int = 5, success=lambda i: i % 2 == 0) -> EpisodeWriter:
+    w = EpisodeWriter(directory, {"task": "push", "control_hz": 10.0})
+    for e in range(episodes):
+        w.start_episode(_obs(0), timestamp=0.0, metadata={"seed": e})
+        for t in range(steps):
+            w.add_step(np.full(4, 0.1 * t), _obs(t + 1), reward=float(t), terminated=t == steps - 1,
+                       intervention=t == 1, timestamp=(t + 1) / 10.0)
+        w.end_episode(success(e), metadata={"source": "test"})
+    return w
+
+
+def test_round_trip_has_the_documented_arrays(tmp_path):
+    write_dataset(tmp_path, episodes=2, steps=5)
+    eps = list(iter_episodes(tmp_path))
+    assert [p.name for p in episode_paths(tmp_path)] == ["episode_000000.npz", "episode_000001.npz"]
+    ep = eps[0]
+    assert ep.length == 5 and ep.success and not eps[1].success
+    assert ep["pixels"].shape == (6, 8, 8, 3) and ep["pixels"].dtype == np.uint8
+    assert ep["state"].shape == (6, 5) and ep["state"].dtype == np.float32
+    assert ep["action"].shape == (5, 4) and ep["action"].dtype == np.float32
+    assert ep["reward"].tolist() == [0, 1, 2, 3, 4]
+    assert ep["terminated"].tolist() == [False] * 4 + [True]
+    assert ep["intervention"].tolist() == [False, True, False, False, False]
+    assert ep["timestamp"].dtype == np.float64 and ep["timestamp"][-1] == pytest.approx(0.5)
+    assert ep.metadata["task"] == "push" and ep.metadata["seed"] == 0 and ep.metadata["source"] == "test"
+    np.testing.assert_array_equal(ep.observation(3)["pixels"], _obs(3)["pixels"])
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["format_version"] == 1 and meta["task"] == "push" and meta["created"]
+
+
+def test_discard_drops_the_episode_and_numbering_resumes(tmp_path):
+    w = write_dataset(tmp_path, episodes=1)
+    w.start_episode(_obs(0))
+    w.add_step(np.zeros(4), _obs(1))
+    w.discard()
+    assert len(episode_paths(tmp_path)) == 1
+    w2 = EpisodeWriter(tmp_path, {"task": "push", "control_hz": 10.0})  # resume in a new process
+    assert w2.next_index == 1
+    with pytest.raises(DatasetError, match="task"):
+        EpisodeWriter(tmp_path, {"task": "lift", "control_hz": 10.0})
+
+
+def test_info_summarises(tmp_path):
+    write_dataset(tmp_path, episodes=3, steps=4)
+    info = DatasetInfo.from_dir(tmp_path)
+    assert info.num_episodes == 3 and info.lengths == [4, 4, 4]
+    assert info.success_rate == pytest.approx(2 / 3)
+    assert info.interventions == 3 and info.size_bytes > 0
+    assert "control rate 10 Hz" in info.summary()
+
+
+def _rewrite(path: Path, **changes) -> None:
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for k, v in changes.items():
+        if v is None:
+            del arrays[k]
+        else:
+            arrays[k] = v
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"reward": None}, "reward: missing required key"),
+    ({"action": np.zeros((5, 4), np.float64)}, "action: expected dtype float32"),
+    ({"state": np.zeros((5, 5), np.float32)}, "state: length 5 does not match T+1 = 6"),
+    ({"pixels": np.zeros((6, 8, 8), np.uint8)}, "pixels: expected shape"),
+    ({"terminated": np.zeros(4, bool)}, "terminated: length 4 does not match T = 5"),
+    ({"metadata": np.asarray("{not json")}, "metadata: not valid JSON"),
+    ({"timestamp": np.array([0, 1, 2, 1, 3, 4], np.float64)}, "timestamp: timestamps go backwards"),
+])
+def test_validation_names_the_first_bad_file_and_key(tmp_path, change, message):
+    write_dataset(tmp_path, episodes=3)
+    bad = tmp_path / "episode_000001.npz"
+    _rewrite(bad, **change)
+    with pytest.raises(DatasetError) as err:
+        check_dataset(tmp_path)
+    assert str(bad) in str(err.value) and message in str(err.value)
+
+
+def test_truncated_zip_is_named(tmp_path, capsys):
+    write_dataset(tmp_path, episodes=3)
+    bad = tmp_path / "episode_000002.npz"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        load_episode(bad)
+    assert cli_main(["dataset", "check", str(tmp_path)]) == 1
+    assert "episode_000002.npz" in capsys.readouterr().err
+
+
+def test_inconsistent_shapes_across_episodes(tmp_path):
+    w = write_dataset(tmp_path, episodes=1)
+    w.start_episode({"state": np.zeros(7), "pixels": np.zeros((8, 8, 3), np.uint8)})
+    w.add_step(np.zeros(4), {"state": np.zeros(7), "pixels": np.zeros((8, 8, 3), np.uint8)})
+    w.end_episode(False)
+    with pytest.raises(DatasetError, match="episode_000001.npz: state: per-step shape"):
+        check_dataset(tmp_path)
+
+
+def test_cli_info_and_check_ok(tmp_path, capsys):
+    write_dataset(tmp_path, episodes=2)
+    assert cli_main(["dataset", "check", str(tmp_path)]) == 0
+    assert "OK 2 episodes" in capsys.readouterr().out
+    assert cli_main(["dataset", "info", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["episodes"] == 2 and out["success_rate"] == 0.5 and out["control_hz"] == 10.0
+
+
+def test_exception_during_write_leaves_earlier_episodes(tmp_path, monkeypatch):
+    w = write_dataset(tmp_path, episodes=2)
+    w.start_episode(_obs(0))
+    w.add_step(np.zeros(4), _obs(1))
+
+    def exploding_save(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        w.end_episode(True)
+    assert [p.name for p in episode_paths(tmp_path)] == ["episode_000000.npz", "episode_000001.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["dataset.json", "episode_000000.npz", "episode_000001.npz"]
+    assert check_dataset(tmp_path) == 2
+
+
+def test_kill_9_mid_recording_leaves_every_written_episode_readable(tmp_path):
+    """A writer killed at an arbitrary moment: whatever is on disk under a final name is whole."""
+    script = textwrap.dedent(f"""
+        import numpy as np, sys
+        from se_robot.data.episodes import EpisodeWriter
+        w = EpisodeWriter({str(tmp_path)!r}, {{"task": "push"}})
+        rng = np.random.default_rng(0)
+        while True:
+            w.start_episode({{"pixels": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "state": np.zeros(3)}})
+            for t in range(40):
+                w.add_step(np.zeros(4), {{"pixels": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                                         "state": np.zeros(3)}})
+            w.end_episode(True)
+            print(w.next_index, flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):  # wait until three episodes are written, then kill whatever it is doing
+            assert proc.stdout.readline(), "writer exited early"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    n = check_dataset(tmp_path)
+    assert n >= 3
+    for ep in iter_episodes(tmp_path):
+        assert ep.length == 40

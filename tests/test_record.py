@@ -1,0 +1,98 @@
+"""Teleoperated recording on the sim twin, keys typed into a pty: labels, re-record, e-stop, CLI."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("se_robot.envs.experts", reason="sim twin envs not available")
+
+
+@pytest.fixture
+def sim_env():
+    from se_robot.commands.demos import make_sim_env
+
+    env = make_sim_env("push", obs_mode="both", image_size=32)
+    yield env
+    env.close()
+
+
+class _Typist:
+    """The pacing ``sleep`` of record_teleop: types the next chunk of keys each tick, so the run is
+    deterministic without looking at a clock."""
+
+    def __init__(self, master: int, kb, chunks: list[bytes]):
+        self.master, self.kb, self.chunks = master, kb, list(chunks)
+
+    def __call__(self, _delay_s: float) -> None:
+        if not self.chunks:
+            raise AssertionError("script ran out of keys")
+        data = self.chunks.pop(0)
+        if data:
+            os.write(self.master, data)
+            select.select([self.kb._fd], [], [], 2.0)
+
+
+def test_record_teleop_labels_rerecord_and_estop(tmp_path, sim_env):
+    from se_robot.commands.record import find_estop
+    from se_robot.data.episodes import EpisodeWriter, iter_episodes
+    from se_robot.data.recording import dataset_meta_for
+    from se_robot.teleop.keyboard import KeyboardTeleop
+    from se_robot.teleop.session import record_teleop
+
+    estop = find_estop(sim_env)
+    assert estop is not None and not estop.latched
+    master, slave = os.openpty()
+    kb = KeyboardTeleop(tty_path=os.ttyname(slave), speed=1.0, estop=estop)
+    typist = _Typist(master, kb, [
+        b"w", b"w", b"a", b"y",  # episode 0: 1 idle + 3 moves, success
+        b"s", b"x",  # re-record: dropped
+        b"d", b"n",  # episode 1: failure
+        b"r", b" ",  # episode 2: e-stop, kept as failure, session ends
+    ])
+    writer = EpisodeWriter(tmp_path, dataset_meta_for(sim_env, "push"))
+    with kb:
+        result = record_teleop(sim_env, kb, writer, episodes=5, sleep=typist, log=lambda s: None, seed=0)
+    os.close(master)
+    os.close(slave)
+    assert (result.written, result.successes, result.rerecorded, result.ended_by) == (3, 1, 1, "estop")
+    assert estop.latched and "keyboard" in estop.reason
+    eps = list(iter_episodes(tmp_path))
+    assert [e.success for e in eps] == [True, False, False]
+    assert [e.length for e in eps] == [4, 2, 2]
+    np.testing.assert_allclose(eps[0]["action"][:, :3], [[0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_allclose(eps[1]["action"][1, :3], [0, -1, 0])
+    assert all(e["intervention"].all() for e in eps)
+    assert eps[0].metadata["source"] == "teleop:keyboard" and "estop" in eps[2].metadata
+    assert eps[0]["pixels"].shape == (5, 32, 32, 3)
+
+
+def test_record_cli_on_the_sim_with_a_pty_keyboard(tmp_path):
+    """The real command: keys typed until it finishes (only liveness, nothing about timing)."""
+    from se_robot.cli import main as cli_main
+    from se_robot.data.episodes import iter_episodes
+
+    master, slave = os.openpty()
+    out = tmp_path / "rec"
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(cli_main([
+        "record", "--task", "push", "--backend", "sim", "--teleop", "keyboard", "--device", os.ttyname(slave),
+        "--episodes", "1", "--out", str(out), "--image-size", "32", "--control-hz", "50"])))
+    t.start()
+    keys = [b"w", b"y"]
+    i = 0
+    while t.is_alive():
+        os.write(master, keys[i % 2])
+        i += 1
+        t.join(0.1)
+    os.close(master)
+    os.close(slave)
+    assert rc == [0]
+    eps = list(iter_episodes(out))
+    assert len(eps) == 1 and eps[0].success and eps[0].length >= 1

@@ -1,0 +1,249 @@
+"""Replay buffer: n-step targets, frame stacks, the ring's write head, demos, PER, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from se_robot.agents.prioritized import SumTree
+from se_robot.agents.replay import ReplayBuffer, load_demos, sample_mixed, to_chw_frame
+
+pytestmark = pytest.mark.timeout(120)
+
+GAMMA = 0.5
+
+
+def _obs(ep: int, t: int, size: int = 4) -> dict[str, np.ndarray]:
+    """State (ep, t) and a frame whose every pixel is 10*ep + t, so samples can be decoded."""
+    return {"state": np.array([ep, t], np.float32),
+            "pixels": np.full((size, size, 3), (10 * ep + t) % 256, np.uint8)}
+
+
+def _add_episode(buf: ReplayBuffer, ep: int, rewards: list[float], end: str) -> None:
+    buf.add_first(_obs(ep, 0))
+    for t, r in enumerate(rewards):
+        last = t == len(rewards) - 1
+        buf.add(np.array([ep, t], np.float32), r, _obs(ep, t + 1),
+                terminated=last and end == "terminated", truncated=last and end == "truncated")
+
+
+def _decode(batch, i: int) -> tuple[int, int, int, int]:
+    return (int(batch.obs["state"][i, 0]), int(batch.obs["state"][i, 1]),
+            int(batch.next_obs["state"][i, 0]), int(batch.next_obs["state"][i, 1]))
+
+
+def test_n_step_targets_with_termination_and_truncation():
+    buf = ReplayBuffer(capacity=100, frame_stack=1, n_step=3, discount=GAMMA, seed=0)
+    r_term = [1.0, 2.0, 3.0, 4.0, 5.0]      # episode 0 ends by termination after 5 steps
+    r_trunc = [10.0, 20.0, 30.0, 40.0]       # episode 1 ends by truncation (time limit) after 4 steps
+    _add_episode(buf, 0, r_term, "terminated")
+    _add_episode(buf, 1, r_trunc, "truncated")
+    batch = buf.sample(2000)
+    seen = set()
+    for i in range(len(batch.indices)):
+        ep, t, next_ep, next_t = _decode(batch, i)
+        rewards = r_term if ep == 0 else r_trunc
+        m = min(3, len(rewards) - t)
+        expected_return = sum(GAMMA ** j * rewards[t + j] for j in range(m))
+        ends_here = t + m == len(rewards)
+        expected_discount = 0.0 if (ep == 0 and ends_here) else GAMMA ** m
+        assert next_ep == ep and next_t == t + m
+        assert batch.reward[i] == pytest.approx(expected_return)
+        assert batch.discount[i] == pytest.approx(expected_discount)
+        np.testing.assert_array_equal(batch.action[i], [ep, t])
+        seen.add((ep, t))
+    # Every transition was drawable; terminal observations are never a start.
+    assert seen == {(0, t) for t in range(5)} | {(1, t) for t in range(4)}
+    assert batch.weights.dtype == np.float32 and np.all(batch.weights == 1)
+
+
+def test_hand_computed_values():
+    buf = ReplayBuffer(capacity=50, frame_stack=1, n_step=3, discount=GAMMA, seed=1)
+    _add_episode(buf, 0, [1.0, 2.0, 3.0, 4.0, 5.0], "terminated")
+    _add_episode(buf, 1, [10.0, 20.0, 30.0, 40.0], "truncated")
+    reward, discount, boot, ok = buf._targets(np.array([0, 3, 4, 6, 8, 9]))
+    # abs 0 = (0,0); 3 = (0,3); 4 = (0,4); 6 = (1,0); 8 = (1,2); 9 = (1,3)
+    np.testing.assert_allclose(reward, [1 + 1 + 0.75, 4 + 2.5, 5, 10 + 10 + 7.5, 30 + 20, 40])
+    np.testing.assert_allclose(discount, [0.125, 0.0, 0.0, 0.125, 0.25, 0.5])
+    np.testing.assert_array_equal(boot, [3, 5, 5, 9, 10, 10])
+    assert ok.all()
+
+
+def test_frame_stack_pads_with_first_frame_of_episode():
+    buf = ReplayBuffer(capacity=100, frame_stack=3, n_step=1, discount=GAMMA, seed=0)
+    _add_episode(buf, 0, [0.0] * 4, "truncated")
+    _add_episode(buf, 1, [0.0] * 4, "terminated")
+    batch = buf.sample(500)
+    assert batch.obs["pixels"].shape == (500, 9, 4, 4) and batch.obs["pixels"].dtype == np.uint8
+    for i in range(500):
+        ep, t, _, nt = _decode(batch, i)
+        frames = batch.obs["pixels"][i].reshape(3, 3, 4, 4)[:, 0, 0, 0]
+        expected = [10 * ep + max(0, t - 2), 10 * ep + max(0, t - 1), 10 * ep + t]
+        np.testing.assert_array_equal(frames, expected)
+        nframes = batch.next_obs["pixels"][i].reshape(3, 3, 4, 4)[:, 0, 0, 0]
+        np.testing.assert_array_equal(nframes, [10 * ep + max(0, nt - 2), 10 * ep + max(0, nt - 1), 10 * ep + nt])
+
+
+def test_ring_never_samples_across_write_head():
+    buf = ReplayBuffer(capacity=13, frame_stack=3, n_step=3, discount=GAMMA, seed=3)
+    for ep in range(7):
+        _add_episode(buf, ep, [1.0] * 5, "truncated")
+        # Leave the last episode open half way: its tail is not drawable yet.
+    buf.add_first(_obs(7, 0))
+    for t in range(2):
+        buf.add(np.zeros(2, np.float32), 1.0, _obs(7, t + 1), False, False)
+    assert len(buf) == 13
+    batch = buf.sample(3000)
+    for i in range(3000):
+        ep, t, nep, nt = _decode(batch, i)
+        assert nep == ep and nt > t
+        frames = batch.obs["pixels"][i].reshape(3, 3, 4, 4)[:, 0, 0, 0]
+        # Every frame of the stack comes from this episode, in order (nothing overwritten).
+        np.testing.assert_array_equal(frames, [10 * ep + max(0, t - 2), 10 * ep + max(0, t - 1), 10 * ep + t])
+        if ep == 7:
+            assert nt <= 2         # never reads past the newest written observation
+    assert {(int(s[0])) for s in batch.obs["state"]} <= {5, 6, 7}
+
+
+def test_to_chw_frame_accepts_single_and_stacked_layouts():
+    hwc = np.arange(8 * 10 * 3, dtype=np.uint8).reshape(8, 10, 3)
+    np.testing.assert_array_equal(to_chw_frame(hwc), hwc.transpose(2, 0, 1))
+    stacked_chw = np.concatenate([np.zeros((3, 8, 10), np.uint8), hwc.transpose(2, 0, 1)])
+    np.testing.assert_array_equal(to_chw_frame(stacked_chw), hwc.transpose(2, 0, 1))
+    stacked_hwc = np.concatenate([np.zeros((8, 10, 3), np.uint8), hwc], axis=-1)
+    np.testing.assert_array_equal(to_chw_frame(stacked_hwc), hwc.transpose(2, 0, 1))
+
+
+def test_sample_mixed_exact_fraction_and_mask():
+    online = ReplayBuffer(capacity=200, frame_stack=2, n_step=2, discount=GAMMA, seed=0)
+    demos = ReplayBuffer(capacity=200, frame_stack=2, n_step=2, discount=GAMMA, seed=1)
+    for ep in range(3):
+        _add_episode(online, ep, [0.0] * 6, "truncated")
+        _add_episode(demos, 100 + ep, [1.0] * 6, "terminated")
+    for batch_size, fraction in ((256, 0.5), (100, 0.25), (7, 0.3), (10, 0.0), (10, 1.0)):
+        batch = sample_mixed(online, demos, batch_size, fraction)
+        assert len(batch.is_demo) == batch_size == batch.obs["pixels"].shape[0] == batch.action.shape[0]
+        assert batch.is_demo.sum() == round(batch_size * fraction)
+        from_demo = batch.obs["state"][:, 0] >= 100
+        np.testing.assert_array_equal(from_demo, batch.is_demo)
+    batch = sample_mixed(online, None, 64, 0.5)
+    assert not batch.is_demo.any() and len(batch.is_demo) == 64
+    with pytest.raises(ValueError):
+        sample_mixed(online, demos, 8, 1.5)
+
+
+def test_sum_tree_sampling_proportions():
+    tree = SumTree(5)
+    priorities = np.array([1.0, 2.0, 0.0, 3.0, 4.0])
+    tree.set(np.arange(5), priorities)
+    assert tree.total == pytest.approx(10.0)
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([tree.sample(1000, rng) for _ in range(100)])
+    freq = np.bincount(draws, minlength=5) / draws.size
+    np.testing.assert_allclose(freq, priorities / 10.0, atol=0.01)
+    tree.set([4, 4], [0.0, 1.0])                       # the last write of a slot wins
+    assert tree.total == pytest.approx(7.0)
+    with pytest.raises(ValueError):
+        tree.set([0], [-1.0])
+
+
+def test_prioritized_replay_weights_and_updates():
+    buf = ReplayBuffer(capacity=64, frame_stack=1, n_step=1, discount=GAMMA, prioritized=True,
+                       alpha=1.0, beta=1.0, seed=0)
+    _add_episode(buf, 0, [0.0] * 10, "truncated")
+    batch = buf.sample(32)
+    assert np.allclose(batch.weights, 1.0)            # new transitions share the max priority
+    slots = np.arange(10)
+    td = np.where(slots == 3, 9.0, 1.0)               # slot 3 gets priority 9, the others 1
+    buf.update_priorities(slots, td)
+    batch = buf.sample(18000)
+    t = batch.obs["state"][:, 1].astype(int)
+    share = np.mean(t == 3)
+    assert share == pytest.approx(9 / 18, abs=0.02)
+    # Importance weights undo the bias: rare slots get weight 1, the frequent one 1/9.
+    assert batch.weights[t == 3].max() == pytest.approx(1 / 9, rel=1e-4)
+    assert batch.weights[t != 3].min() == pytest.approx(1.0)
+
+
+def test_save_load_round_trip(tmp_path):
+    buf = ReplayBuffer(capacity=20, frame_stack=3, n_step=2, discount=GAMMA, prioritized=True, seed=5)
+    for ep in range(5):                               # wraps the ring
+        _add_episode(buf, ep, [float(ep)] * 5, "terminated" if ep % 2 else "truncated")
+    buf.add_first(_obs(9, 0))
+    buf.add(np.zeros(2, np.float32), 1.0, _obs(9, 1), False, False)
+    buf.update_priorities(np.arange(5), np.arange(5.0))
+    buf.save(tmp_path / "replay")
+    buf.save(tmp_path / "replay")                     # overwriting an existing save is fine
+    loaded = ReplayBuffer.load(tmp_path / "replay")
+    a, b = buf.sample(64), loaded.sample(64)
+    for key in a.obs:
+        np.testing.assert_array_equal(a.obs[key], b.obs[key])
+        np.testing.assert_array_equal(a.next_obs[key], b.next_obs[key])
+    for name in ("action", "reward", "discount", "weights", "indices"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    # The open episode continues after loading exactly as it would have.
+    for target in (buf, loaded):
+        target.add(np.zeros(2, np.float32), 2.0, _obs(9, 2), True, False)
+    np.testing.assert_array_equal(buf.sample(32).reward, loaded.sample(32).reward)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay"]   # no temp dirs left
+    with pytest.raises(ValueError):
+        ReplayBuffer.load(tmp_path)
+
+
+def test_feature_cache_computes_each_frame_once():
+    calls = []
+
+    def fn(frames: np.ndarray) -> np.ndarray:
+        calls.append(len(frames))
+        return frames[:, 0, 0, :1].astype(np.float32) * np.ones((1, 2), np.float32)
+
+    buf = ReplayBuffer(capacity=50, frame_stack=3, n_step=1, discount=GAMMA, seed=0)
+    _add_episode(buf, 0, [0.0] * 3, "truncated")
+    buf.set_feature_fn(fn)
+    _add_episode(buf, 1, [0.0] * 3, "truncated")
+    assert sum(calls) == 8                            # 4 frames at hook time, 4 added later
+    batch = buf.sample(100)
+    assert "pixels" not in batch.obs and batch.obs["features"].shape == (100, 6)
+    for i in range(100):
+        ep, t, _, _ = _decode(batch, i)
+        np.testing.assert_array_equal(batch.obs["features"][i, ::2],
+                                      [10 * ep + max(0, t - 2), 10 * ep + max(0, t - 1), 10 * ep + t])
+    assert sum(calls) == 8                            # sampling computes nothing
+
+
+def test_load_demos_from_episode_dataset(tmp_path):
+    from se_robot.data.episodes import EpisodeWriter
+
+    writer = EpisodeWriter(tmp_path / "demos", {"task": "reach", "control_hz": 10.0})
+    for ep in range(2):
+        writer.start_episode(_obs(ep, 0, size=8))
+        for t in range(6):
+            writer.add_step(np.array([ep, t], np.float32), _obs(ep, t + 1, size=8), reward=1.0,
+                            terminated=(ep == 1 and t == 5))
+        writer.end_episode(success=True)
+    buf = ReplayBuffer(capacity=100, frame_stack=2, n_step=1, discount=GAMMA, seed=0)
+    assert load_demos(tmp_path / "demos", buf, obs_keys=("pixels", "state"), image_size=4) == 2
+    assert buf.transitions == 12 and buf.episodes == 2
+    batch = buf.sample(200)
+    assert batch.obs["pixels"].shape == (200, 6, 4, 4)
+    ep0_last = (batch.obs["state"][:, 0] == 0) & (batch.obs["state"][:, 1] == 5)
+    assert np.all(batch.discount[ep0_last] == GAMMA)   # unterminated end of a demo bootstraps
+    ep1_last = (batch.obs["state"][:, 0] == 1) & (batch.obs["state"][:, 1] == 5)
+    assert np.all(batch.discount[ep1_last] == 0.0)
+    # With action repeat 2, pairs of recorded steps become one agent step with summed reward.
+    buf2 = ReplayBuffer(capacity=100, frame_stack=1, n_step=1, discount=GAMMA, seed=0)
+    load_demos(tmp_path / "demos", buf2, obs_keys=("state",), action_repeat=2)
+    assert buf2.transitions == 6
+    batch = buf2.sample(100)
+    assert np.all(batch.reward == 2.0) and np.all(batch.next_obs["state"][:, 1] - batch.obs["state"][:, 1] == 2)
+
+
+def test_errors_say_what():
+    buf = ReplayBuffer(capacity=10, frame_stack=1, n_step=1, seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        buf.sample(4)
+    with pytest.raises(RuntimeError, match="add_first"):
+        buf.add(np.zeros(1), 0.0, {"state": np.zeros(2)}, False, False)
+    buf.add_first({"state": np.zeros(2)})
+    with pytest.raises(KeyError, match="keys"):
+        buf.add(np.zeros(1), 0.0, {"other": np.zeros(2)}, False, False)

@@ -1,0 +1,205 @@
+"""The training loop end to end on the sim twin with the real DrQ-v2 agent (tiny CPU config):
+exact resume, kill -9 robustness, the CLI's error handling, evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from se_robot import checkpoint  # noqa: E402
+from se_robot.agents.replay import ReplayBuffer  # noqa: E402
+from se_robot.logger import Logger  # noqa: E402
+from se_robot.train import build_trainer, load_config  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+# Reach episodes are 50 control ticks = 25 agent steps at action repeat 2.
+TINY = {
+    "task": "reach", "algo": "drqv2", "obs_mode": "pixels", "image_size": 32, "frame_stack": 2,
+    "action_repeat": 2, "steps": 100, "seed": 3, "learning_starts": 20, "eval_every": 50,
+    "eval_episodes": 1, "eval_video": False, "checkpoint_every": 25, "keep_checkpoints": 2,
+    "log_every": 10, "tensorboard": False, "progress": False, "device": "cpu", "threads": 1,
+    "replay": {"capacity": 500, "frame_stack": 2, "n_step": 3, "discount": 0.99},
+    "agent": {"batch_size": 16, "hidden_dim": 32, "feature_dim": 16, "num_expl_steps": 20,
+              "update_every_steps": 2, "stddev_schedule": "linear(1.0,0.1,1000)"},
+}
+COMPARED = {"eval": ("step", "eval/success", "eval/return", "eval/episode_length"),
+            "train": ("step", "train/episode_return", "train/episode_length", "train/success")}
+
+
+def _write_config(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def _rows(run_dir: Path, ns: str) -> list[tuple]:
+    return [tuple(r[k] for k in COMPARED[ns]) for r in Logger.read(run_dir / f"{ns}.csv")]
+
+
+def _loss_rows(run_dir: Path) -> list[dict]:
+    out = []
+    for path in sorted(run_dir.glob("*.csv")):
+        if path.stem not in COMPARED:
+            out += [{k: v for k, v in r.items()} for r in Logger.read(path)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """An uninterrupted run, the baseline for the resume and kill tests."""
+    root = tmp_path_factory.mktemp("ref")
+    cfg = load_config(_write_config(root / "tiny.yaml"))
+    trainer = build_trainer(cfg, root / "run")
+    trainer.train()
+    trainer.logger.close()
+    return root / "run"
+
+
+def test_uninterrupted_run_logs_and_checkpoints(reference_run):
+    evals = _rows(reference_run, "eval")
+    assert [r[0] for r in evals] == ["0", "50", "100"]
+    assert len(_rows(reference_run, "train")) >= 4            # episodes of at most 25 steps
+    assert _loss_rows(reference_run), "the agent's update metrics were logged"
+    names = [p.name for p in checkpoint.list_checkpoints(reference_run)]
+    assert len(names) == 2 and names[-1] == "step_000000100"    # keep_checkpoints: 2
+
+
+def test_resume_matches_uninterrupted_run(reference_run, tmp_path):
+    cfg = load_config(_write_config(tmp_path / "tiny.yaml"))
+    first = build_trainer(cfg, tmp_path / "run")
+    first.train(stop_at=60)          # stops mid-episode: its final checkpoint is not a resume point
+    first.logger.close()
+    del first
+    periodic = [c for c in checkpoint.list_checkpoints(tmp_path / "run")
+                if not checkpoint.load(c)["trainer"]["mid_episode"]]
+    second = build_trainer(cfg, tmp_path / "run", resume=periodic[-1])
+    assert 25 <= second.step <= 60
+    second.train()
+    second.logger.close()
+    for ns in COMPARED:
+        assert _rows(tmp_path / "run", ns) == _rows(reference_run, ns)
+    assert _loss_rows(tmp_path / "run") == _loss_rows(reference_run)
+    a = checkpoint.load(reference_run)["agent"]
+    b = checkpoint.load(tmp_path / "run")["agent"]
+    for key in ("actor", "critic", "encoder"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+
+
+TINY_SAC = {**TINY, "algo": "sac", "obs_mode": "state", "steps": 80, "eval_every": 40,
+            "replay": {**TINY["replay"], "prioritized": True},
+            "agent": {"batch_size": 16, "hidden_dim": 32, "min_replay": 16}}
+
+
+def test_resume_is_exact_for_sac_on_state_with_prioritized_replay(tmp_path):
+    config = load_config(_write_config(tmp_path / "sac.yaml", **TINY_SAC))
+    ref = build_trainer(config, tmp_path / "ref")
+    ref.train()
+    ref.logger.close()
+    first = build_trainer(config, tmp_path / "run")
+    first.train(stop_at=45)
+    first.logger.close()
+    periodic = [c for c in checkpoint.list_checkpoints(tmp_path / "run")
+                if not checkpoint.load(c)["trainer"]["mid_episode"]]
+    second = build_trainer(config, tmp_path / "run", resume=periodic[-1])
+    second.train()
+    second.logger.close()
+    for ns in COMPARED:
+        assert _rows(tmp_path / "run", ns) == _rows(tmp_path / "ref", ns)
+    assert _loss_rows(tmp_path / "run") == _loss_rows(tmp_path / "ref")
+    assert _loss_rows(tmp_path / "ref"), "SAC updated"
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "MUJOCO_GL": "egl", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "se_robot.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_9_leaves_readable_run_and_resumes_exactly(reference_run, tmp_path):
+    config = _write_config(tmp_path / "tiny.yaml")
+    run_dir = tmp_path / "run"
+    proc = _cli("train", "--config", str(config), "--out", str(run_dir))
+    deadline = time.monotonic() + 240
+    while not checkpoint.list_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, out      # killed while training, not after it
+    assert checkpoint.list_checkpoints(run_dir), out
+    # Whatever moment the kill hit, every listed checkpoint loads and every CSV parses.
+    for ckpt in checkpoint.list_checkpoints(run_dir):
+        state = checkpoint.load(ckpt)
+        assert state["trainer"]["step"] == int(ckpt.name.split("_")[1])
+        ReplayBuffer.load(ckpt / "replay").sample(4)
+    for path in run_dir.glob("*.csv"):
+        Logger.read(path)
+    resumed = _cli("train", "--resume", str(run_dir))
+    out, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, out
+    assert "resumed at step" in out and "resumed at step 100" not in out
+    for ns in COMPARED:
+        assert _rows(run_dir, ns) == _rows(reference_run, ns)
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    class Buf:
+        def save(self, directory):
+            raise OSError("disk full")             # a failure half way through a checkpoint
+
+    checkpoint.save(tmp_path, 10, {"w": torch.ones(2)}, {"step": 10}, {"a": 1})
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, 20, {"w": torch.zeros(2)}, {"step": 20}, {"a": 1}, buffers={"replay": Buf()})
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000010"]
+    assert torch.equal(checkpoint.load(tmp_path)["agent"]["w"], torch.ones(2))
+    checkpoint.save(tmp_path, 30, {"w": torch.zeros(2)}, {"step": 30}, {"a": 1}, keep_last=1)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_000000030"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))   # the failed write's temp dir is gone
+
+
+def test_cli_rejects_bad_flags_before_starting(tmp_path, capsys):
+    from se_robot.cli import main
+
+    out = tmp_path / "never"
+    cases = [(["--set", "replay.capacity=-5"], "replay.capacity"),
+             (["--algo", "ppo"], "algo"),
+             (["--set", "agent_lr=1"], "agent_lr"),
+             (["--set", "frame_stack=4"], "replay.frame_stack"),
+             (["--algo", "mbpo"], "replay.n_step"),
+             (["--set", "nonsense"], "key=value"),
+             (["--demos", str(tmp_path)], "dataset.json"),
+             (["--config", str(tmp_path / "missing.yaml")], "does not exist")]
+    for extra, needle in cases:
+        assert main(["train", "--out", str(out), *extra]) == 2, extra
+        assert needle in capsys.readouterr().err, extra
+    assert not out.exists()
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_command_writes_video_and_json(reference_run, tmp_path, capsys):
+    from se_robot.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(reference_run), "--episodes", "2", "--video",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["step"] == 100 and 0.0 <= result["eval/success"] <= 1.0
+    videos = list((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+    import imageio.v2 as imageio
+    frames = imageio.mimread(videos[0])
+    assert len(frames) == 26 and frames[0].shape[-1] == 3
