@@ -69,6 +69,8 @@ class SafetySpec:
     floor_clearance_m: float = option(0.005, help="every link stays this far above the floor", range=(0.0, 0.1))
     watchdog_timeout_s: float = option(0.25, help="hold when no command came for this long", range=(0.01, 10.0))
     watchdog_action: Literal["hold", "disable_torque"] = option("hold", help="what the watchdog does")
+    disconnect_action: Literal["hold", "disable_torque"] = option(
+        "hold", help="on disconnect: keep torque and hold the last pose, or let the arm go limp")
 
     def __post_init__(self) -> None:
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):
@@ -142,6 +144,13 @@ class ArmDescription:
     def gripper_index(self) -> int | None:
         return None if self.gripper is None else self.joint_names.index(self.gripper.joint)
 
+    def gripper_fraction(self, q: np.ndarray) -> float:
+        """Gripper opening from a joint vector: 0 closed .. 1 open (0 for an arm without one)."""
+        if self.gripper is None:
+            return 0.0
+        g = self.gripper
+        return float((q[self.gripper_index] - g.closed_position) / (g.open_position - g.closed_position))
+
     @property
     def arm_indices(self) -> list[int]:
         """Indices of the joints that move the gripper (all but the gripper jaw)."""
@@ -156,5 +165,5 @@ def load_arm(name_or_path: str | Path = "so101") -> ArmDescription:
         path = config_path("arms", f"{name_or_path}.yaml")
         if not path.exists():
             raise ConfigError(str(path), "<file>", f"no arm named {name_or_path!r}; "
-                              f"available: {sorted(p.stem for p in path.parent.glob('*.yaml'))}")
+                              f"available: {sorted(p.stem for p in path.parent.glob('*.yaml') if not p.stem.endswith('_calibration'))}")
     return from_dict(ArmDescription, read_yaml(path), str(path))

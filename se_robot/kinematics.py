@@ -38,19 +38,35 @@ class Kinematics:
         self._gripper_i = arm.gripper_index
         # Geoms that move with the arm (not the base fixed to the table): floor checks use them.
         self._geoms = np.array([g for g in range(m.ngeom) if m.body_weldid[m.geom_bodyid[g]] != 0], dtype=int)
-        t = m.geom_type[self._geoms]
-        self._geom_size = m.geom_size[self._geoms]
-        self._is_box = t == mujoco.mjtGeom.mjGEOM_BOX
-        self._is_capsule = t == mujoco.mjtGeom.mjGEOM_CAPSULE
-        self._is_cylinder = t == mujoco.mjtGeom.mjGEOM_CYLINDER
-        self._is_sphere = t == mujoco.mjtGeom.mjGEOM_SPHERE
+        # Lowest point of a geom below its centre, as coefficients on |z-row of its rotation|:
+        # drop = sum(|R_z| * a) + b + c * sqrt(1 - R_zz^2)  (box: a = half sizes; capsule:
+        # a = (0, 0, half length), b = radius; cylinder: c = radius; sphere: b = radius).
+        k = len(self._geoms)
+        self._drop_a, self._drop_b, self._drop_c = np.zeros((k, 3)), np.zeros(k), np.zeros(k)
+        for i, g in enumerate(self._geoms):
+            t, size = m.geom_type[g], m.geom_size[g]
+            if t == mujoco.mjtGeom.mjGEOM_BOX:
+                self._drop_a[i] = size
+            elif t == mujoco.mjtGeom.mjGEOM_CAPSULE:
+                self._drop_a[i, 2], self._drop_b[i] = size[1], size[0]
+            elif t == mujoco.mjtGeom.mjGEOM_CYLINDER:
+                self._drop_a[i, 2], self._drop_c[i] = size[1], size[0]
+            else:  # sphere, and a bounding sphere for anything else
+                self._drop_b[i] = m.geom_rbound[g]
+        self._has_cyl = bool(self._drop_c.any())
         # IK moves the joints that position and point the gripper; roll and the jaw stay put.
         self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
+        self._last_q: np.ndarray | None = None
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
 
     # ------------------------------------------------------------------ forward
     def _set(self, q: np.ndarray) -> None:
+        # fk(q) then link_points(q) of the same q is the safety filter's common pattern: skip the
+        # second forward pass when nothing changed.
+        if self._last_q is not None and np.array_equal(q, self._last_q):
+            return
+        self._last_q = np.array(q, dtype=np.float64)
         d = self.data
         d.qpos[self._qadr] = q
         if self._gripper_i is not None:
@@ -73,17 +89,11 @@ class Kinematics:
         """The lowest point of every moving link geometry, (k, 3); floor checks use their z."""
         self._set(np.asarray(q, dtype=np.float64))
         d = self.data
-        c = d.geom_xpos[self._geoms]
+        pts = d.geom_xpos[self._geoms]  # fancy indexing: already a copy
         rz = np.abs(d.geom_xmat[self._geoms, 6:9])  # |z-row| of each geom's rotation
-        s = self._geom_size
-        drop = np.zeros(len(self._geoms))
-        drop[self._is_box] = (rz[self._is_box] * s[self._is_box]).sum(axis=1)
-        cap = self._is_capsule
-        drop[cap] = rz[cap, 2] * s[cap, 1] + s[cap, 0]
-        cyl = self._is_cylinder
-        drop[cyl] = rz[cyl, 2] * s[cyl, 1] + s[cyl, 0] * np.sqrt(np.clip(1 - rz[cyl, 2] ** 2, 0, 1))
-        drop[self._is_sphere] = s[self._is_sphere, 0]
-        pts = c.copy()
+        drop = (rz * self._drop_a).sum(axis=1) + self._drop_b
+        if self._has_cyl:
+            drop += self._drop_c * np.sqrt(np.clip(1.0 - rz[:, 2] ** 2, 0.0, 1.0))
         pts[:, 2] -= drop
         return pts
 

@@ -23,6 +23,7 @@ class Logger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._writer = None
+        self._headers: dict[Path, list[str]] = {}
         if resume_step is not None:
             self.truncate_after(resume_step)
         if tensorboard:
@@ -49,8 +50,8 @@ class Logger:
             self._append(self._csv_path(ns), {"step": step, **row})
 
     def _append(self, path: Path, row: dict[str, float]) -> None:
-        header = None
-        if path.exists():
+        header = self._headers.get(path)
+        if header is None and path.exists():
             with open(path, newline="") as f:
                 header = next(csv.reader(f), None)
         keys = list(row)
@@ -62,6 +63,7 @@ class Logger:
         if header is None:
             header = keys
             self._rewrite(path, header, [])
+        self._headers[path] = header
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=header, restval="").writerow({k: _fmt(v) for k, v in row.items()})
         with open(path, "a", newline="") as f:

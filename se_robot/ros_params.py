@@ -303,9 +303,11 @@ class TeleopParams:
     """teleop_node: a teleoperation device publishing joint commands."""
 
     device: str = option("keyboard", help="teleop device", choices=("keyboard", "gamepad", "spacemouse", "leader"))
+    device_path: str = option("", help="evdev node (gamepad, spacemouse), serial port (leader) or tty (keyboard)")
     arm: str = option("so101", help="arm description name or YAML path")
     rate_hz: float = option(30.0, help="command rate (Hz)", range=(1.0, 500.0))
-    leader_port: str = option("", help="serial port of the leader arm (device=leader)")
+    speed: float = option(0.5, help="device deflection scale", range=(0.01, 1.0))
+    ee_step_m: float = option(0.01, help="gripper move per tick at full deflection (m)", range=(1e-4, 0.05))
 
 
 #: node name -> the parameter dataclasses it declares (names never collide between them).

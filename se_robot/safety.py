@@ -260,13 +260,35 @@ class SafeCommand:
     reasons: tuple[str, ...] = ()  # which rules acted (see REASONS)
 
 
+class _Baseline:
+    """The current configuration's FK and violations, its floor check computed only if needed."""
+
+    __slots__ = ("q", "ee", "box", "_floor")
+
+    def __init__(self, q: np.ndarray, ee: np.ndarray, box: np.ndarray):
+        self.q, self.ee, self.box = q, ee, box
+        self._floor: np.ndarray | None = None
+
+    def floor(self, f: "SafetyFilter") -> np.ndarray:
+        if self._floor is None:
+            self._floor = f._floor_violation(self.q)
+        return self._floor
+
+    @property
+    def unsafe(self) -> bool:
+        """Known to be outside (the floor part counts only once it was computed)."""
+        return bool(self.box.any() or (self._floor is not None and self._floor.any()))
+
+
 class SafetyFilter:
     """Applies every rule above to one command per tick; see the module docstring for the policy.
 
     ``current`` is the configuration the caps are measured from (the measured state on hardware).
-    Cost: fk + link_points for the current configuration and for the candidate when the command is
-    fine; when it has to be projected, one fk per bisection step plus link_points only for steps
-    that fk alone does not reject (link_points is the expensive call).
+    Cost: fk of the current configuration, fk + link_points of the candidate when the command is
+    fine (link_points of the current one only when the candidate has a link under the floor);
+    when it has to be projected, one fk per bisection step plus link_points only for steps that
+    fk alone does not reject (link_points is by far the expensive call). ``current_unsafe`` is
+    reported when the current configuration is seen to be outside, i.e. whenever it matters.
     """
 
     def __init__(self, arm: ArmDescription, kinematics: KinematicsLike, estop: EStop | None = None, *,
@@ -329,27 +351,28 @@ class SafetyFilter:
         return cur
 
     # -- workspace -------------------------------------------------------------------------------
-    def _violations(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ee = np.asarray(self.kinematics.fk(q), dtype=np.float64)
-        pts = self.kinematics.link_points(q)
-        return ee, workspace_violations(ee, pts, self.box_min, self.box_max, self.floor_min_z)
+    def _box_violation(self, ee: np.ndarray) -> np.ndarray:
+        return np.concatenate((np.maximum(self.box_min - ee, 0.0), np.maximum(ee - self.box_max, 0.0)))
 
-    def _acceptable(self, q: np.ndarray, ee0: np.ndarray, viol0: np.ndarray,
-                    lazy: bool = True) -> tuple[bool, bool, bool, bool]:
-        """(ok, ee_step_ok, box_ok, floor_ok) of q against the current configuration.
+    def _floor_violation(self, q: np.ndarray) -> np.ndarray:
+        return np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
+
+    def _acceptable(self, q: np.ndarray, base: _Baseline, lazy: bool = True) -> tuple[bool, bool, bool, bool]:
+        """(ok, ee_step_ok, box_ok, floor_ok) of q against the current configuration ``base``.
 
         link_points costs far more than fk, so with ``lazy`` it is skipped once fk alone rejects q
-        (floor_ok is then reported True, unknown).
+        (floor_ok is then reported True, unknown). The current configuration's own floor check is
+        needed only when q has a link under the floor (a zero violation is never worse).
         """
         ee = np.asarray(self.kinematics.fk(q), dtype=np.float64)
-        d = ee - ee0
+        d = ee - base.ee
         ee_ok = float(d @ d) <= self.max_ee_step_m ** 2 * (1 + 1e-9)
-        box = np.concatenate((np.maximum(self.box_min - ee, 0.0), np.maximum(ee - self.box_max, 0.0)))
-        box_ok = not (box > viol0[:6] + _TOL).any()
+        box = self._box_violation(ee)
+        box_ok = not (box > base.box + _TOL).any()
         if lazy and not (ee_ok and box_ok):
             return False, ee_ok, box_ok, True
-        under = np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
-        floor_ok = not (under > viol0[6:] + _TOL).any()
+        under = self._floor_violation(q)
+        floor_ok = not under.any() or not (under > base.floor(self) + _TOL).any()
         return ee_ok and box_ok and floor_ok, ee_ok, box_ok, floor_ok
 
     # -- the filter ----------------------------------------------------------------------------
@@ -374,10 +397,9 @@ class SafetyFilter:
             reasons.append("joint_step")
         q = capped
 
-        ee0, viol0 = self._violations(cur)
-        if viol0.any():
-            reasons.append("current_unsafe")
-        ok, ee_ok, box_ok, floor_ok = self._acceptable(q, ee0, viol0, lazy=False)
+        ee0 = np.asarray(self.kinematics.fk(cur), dtype=np.float64)
+        base = _Baseline(cur, ee0, self._box_violation(ee0))
+        ok, ee_ok, box_ok, floor_ok = self._acceptable(q, base, lazy=False)
         if not ok:
             if not ee_ok:
                 reasons.append("ee_step")
@@ -385,51 +407,50 @@ class SafetyFilter:
                 reasons.append("workspace")
             if not floor_ok:
                 reasons.append("floor")
-            q = self._project(cur, q, ee0, viol0, only_arm=box_ok and floor_ok)
+            q = self._project(cur, q, base, only_arm=box_ok and floor_ok)
+        if base.unsafe:
+            reasons.append("current_unsafe")
         changed = any(r != "current_unsafe" for r in reasons)
         if changed and np.array_equal(q, cur):
             return self._record(SafeCommand(cur.copy(), False, True, tuple(reasons)))
         return self._record(SafeCommand(q, changed, False, tuple(reasons)))
 
-    def _project(self, cur: np.ndarray, cand: np.ndarray, ee0: np.ndarray, viol0: np.ndarray,
-                 only_arm: bool) -> np.ndarray:
+    def _project(self, cur: np.ndarray, cand: np.ndarray, base: _Baseline, only_arm: bool) -> np.ndarray:
         """Largest verified fraction of the step cur -> cand (bisection; fraction 0 always passes).
 
         When only the Cartesian step is too long, only the arm joints are scaled (the jaw keeps its
         step); when the workspace or floor is at stake every joint is scaled.
         """
         step = cand - cur
+        start = np.where(self._arm_mask, cur, cand) if only_arm else cur
         if only_arm:
             step = np.where(self._arm_mask, step, 0.0)
-            base = np.where(self._arm_mask, cur, cand)
-        else:
-            base = cur
         lo_lim = np.minimum(self.lower, cur)
         hi_lim = np.maximum(self.upper, cur)
 
         def at(frac: float) -> np.ndarray:
-            return np.minimum(np.maximum(base + frac * step, lo_lim), hi_lim)
+            return np.minimum(np.maximum(start + frac * step, lo_lim), hi_lim)
 
         good, bad = 0.0, 1.0
         if only_arm:
             # A first guess from the Cartesian overshoot usually lands within a few percent of the
             # largest step, saving the bisection.
             ee1 = np.asarray(self.kinematics.fk(cand), dtype=np.float64)
-            dist = float(np.linalg.norm(ee1 - ee0))
+            dist = float(np.linalg.norm(ee1 - base.ee))
             guess = 0.98 * self.max_ee_step_m / dist if dist > 0 else 0.0
             if 0.0 < guess < 1.0:
-                if self._acceptable(at(guess), ee0, viol0)[0]:
+                if self._acceptable(at(guess), base)[0]:
                     return at(guess)
                 bad = guess
         for _ in range(self.bisect_iters):
             mid = 0.5 * (good + bad)
-            if self._acceptable(at(mid), ee0, viol0)[0]:
+            if self._acceptable(at(mid), base)[0]:
                 good = mid
             else:
                 bad = mid
         if good > 0.0:
             return at(good)
         # Fraction 0: with only_arm the jaw still moves, which must be verified on its own.
-        if only_arm and self._acceptable(at(0.0), ee0, viol0)[0]:
+        if only_arm and self._acceptable(at(0.0), base)[0]:
             return at(0.0)
         return cur.copy()

@@ -201,8 +201,9 @@ class Trainer:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp.mp4")
         # macro_block_size=1: small robot images (84x84) are not multiples of 16.
-        imageio.mimsave(tmp, frames, fps=max(1, int(self.cfg.env.get("control_hz", 20)) // self.cfg.action_repeat),
-                        macro_block_size=1)
+        fps = getattr(self.eval_env, "metadata", {}).get("render_fps") or \
+            float(self.cfg.env.get("control_hz", 10)) / self.cfg.action_repeat
+        imageio.mimsave(tmp, frames, fps=max(1.0, float(fps)), macro_block_size=1)
         os.replace(tmp, out)
 
     # ------------------------------------------------------------------ the loop

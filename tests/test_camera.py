@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from se_robot.hardware.camera import CameraConfig, CameraError, CameraTimeout, OpenCVCamera
-from se_robot.hardware.mjpeg_server import MjpegServer, RealityGap
+from se_robot.hardware.mjpeg_server import MjpegServer, CameraGap
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -133,7 +133,7 @@ def test_stream_has_multipart_content_type(server):
 
 def test_reality_gap_shifts_brightness():
     frames = CountingFrames(color=(100, 100, 100))
-    with MjpegServer(frames, fps=30, gap=RealityGap(brightness=50, color_gain=(1.0, 1.0, 1.2))) as srv:
+    with MjpegServer(frames, fps=30, gap=CameraGap(brightness=50, color_gain=(1.0, 1.0, 1.2))) as srv:
         with OpenCVCamera(srv.url) as cam:
             frame, _ = cam.read(timeout_s=5.0)
     assert np.allclose(frame[60, 60], (150, 150, 170), atol=12)

@@ -120,3 +120,19 @@ def test_bad_calibration_yaml_names_the_key(tmp_path):
     path.write_text("detector:\n  image_width: 320\n  image_height: 240\n")
     with pytest.raises(ConfigError, match="homography"):
         load_calibration(path)
+
+
+def test_detector_through_an_mjpeg_stream_with_a_camera_gap(push_twin, detector):
+    """JPEG artefacts, a brightness offset and sensor noise between the render and the detector."""
+    from se_robot.hardware.camera import OpenCVCamera
+    from se_robot.hardware.mjpeg_server import CameraGap, MjpegServer
+
+    push_twin.reset(np.random.default_rng(5))
+    frame = push_twin.render("scene", width=W, height=H).copy()
+    gap = CameraGap(brightness=15, color_gain=(1.05, 1.0, 0.95), noise_std=4.0, jpeg_quality=70)
+    with MjpegServer(lambda: frame, fps=30, gap=gap, seed=0) as srv, OpenCVCamera(srv.url) as cam:
+        received, _ = cam.read(timeout_s=5.0)
+    det = detector.detect(received)
+    assert det.cube is not None and det.target is not None
+    assert np.linalg.norm(np.array(det.cube.table_xy_m) - push_twin.cube_position()[:2]) < 0.01
+    assert np.linalg.norm(np.array(det.target.table_xy_m) - push_twin.target_position()[:2]) < 0.01

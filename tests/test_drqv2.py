@@ -226,10 +226,11 @@ def test_load_rejects_other_shapes():
 
 
 def test_critic_overfits_fixed_batch():
-    agent = small_agent(seed=0, hidden_dim=64, lr=1e-3)
+    """Pixels, augmentation on: 30 steps at lr 3e-3 take the loss to ~10% of its start (seen 0.08)."""
+    agent = small_agent(seed=0, hidden_dim=64, lr=3e-3)
     batch = filled_replay(0).sample(16)
-    losses = [agent.update_batch(batch, step=10_000)["loss/critic"] for _ in range(60)]
-    assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5])
+    losses = [agent.update_batch(batch, step=10_000)["loss/critic"] for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5])
 
 
 def test_frozen_encoder_uses_replay_feature_cache():
@@ -244,11 +245,9 @@ def test_frozen_encoder_uses_replay_feature_cache():
     assert np.isfinite(metrics["loss/critic"]) and agent.encoder_opt is None
     assert all(torch.equal(x, y) for x, y in zip(before, agent.encoder.parameters()))
     # the cache and the on-line path see the same features
-    pix = ReplayBuffer(capacity=500, frame_stack=STACK)
-    pix._arrays, pix._image_keys = replay._arrays, replay._image_keys
+    sample_pixels = filled_replay(0).sample(2).obs["pixels"]
     with torch.no_grad():
-        stacked = torch.as_tensor(sample_pixels := filled_replay(0).sample(2).obs["pixels"]).float()
-        direct = agent.encoder(stacked).numpy()
+        direct = agent.encoder(torch.as_tensor(sample_pixels).float()).numpy()
     frames = sample_pixels.reshape(2 * STACK, 3, SIZE, SIZE)
     np.testing.assert_allclose(agent.encode_frames(frames).reshape(2, -1), direct, rtol=1e-5, atol=1e-5)
 
@@ -272,6 +271,6 @@ def test_bench_learner_command(capsys):
     from se_robot.cli import main
 
     assert main(["bench", "learner", "--rows", "cpu,frozen512", "--cpu-image", "24", "--cpu-batch", "4",
-                 "--seconds", "0", "--min-updates", "1"]) == 0
+                 "--frozen-batch", "4", "--hidden-dim", "32", "--seconds", "0", "--min-updates", "1"]) == 0
     out = capsys.readouterr().out
     assert "cpu " in out and "frozen512" in out and "updates/s" in out

@@ -41,6 +41,11 @@ def _robot(virtual: VirtualArm, kinematics, arm=None, **kwargs) -> SerialArm:
                      safety_filter=SafetyFilter(arm, kinematics, EStop()), **kwargs)
 
 
+def _settle(robot: SerialArm) -> None:
+    """A round trip after a sync write (which has no reply), so the emulator has processed it."""
+    robot.bus.ping(robot.arm.servo_ids[0])
+
+
 def _wait(cond, timeout_s: float = 3.0) -> None:
     end = time.monotonic() + timeout_s
     while not cond():
@@ -73,6 +78,7 @@ def test_every_goal_passes_the_safety_filter(kinematics):
         robot.torque_on()
         present = robot.read_state().positions
         cmd = robot.send_joint_targets(present + np.array([1.5, 0, 0, 0, 0, 0]))
+        _settle(robot)
         assert cmd.clipped and "joint_step" in cmd.reasons
         step_ticks = ARM.safety.max_joint_step_rad / (2 * np.pi / 4096)
         present_ticks = virtual.calibration.rad_to_ticks(present, ARM.joint_names)
@@ -125,6 +131,7 @@ def test_retries_exhausted_latch_the_estop_and_stop_writing(kinematics):
         assert robot.estop.latched
         cmd = robot.send_joint_targets(ARM.home + 0.1)  # no crash loop: a held command, no bytes
         assert cmd.held and "estop" in cmd.reasons
+        _settle(robot)
         assert len(virtual.emulator.goal_log) == n_goals
         with pytest.raises(SafetyFault):
             robot.torque_on()
@@ -182,7 +189,7 @@ def test_watchdog_holds_when_commands_stop(kinematics):
         n = len(virtual.emulator.goal_log)
         robot.start_watchdog()
         _wait(lambda: robot.counters["watchdog_trips"] >= 1)
-        assert len(virtual.emulator.goal_log) >= n + ARM.n_joints
+        _wait(lambda: len(virtual.emulator.goal_log) >= n + ARM.n_joints)
         robot.stop_watchdog()
         assert robot.counters["watchdog_trips"] == 1  # once, until commands resume
 
@@ -194,7 +201,16 @@ def test_watchdog_can_disable_torque(kinematics):
         robot.torque_on()
         robot.start_watchdog()
         _wait(lambda: all(virtual.emulator.register(s, "Torque_Enable") == 0 for s in arm.servo_ids))
-        assert robot.disconnect_torque == "off"
+        assert robot.disconnect_torque == "hold"  # the disconnect policy is its own setting
+
+
+def test_disconnect_policy_from_config(kinematics):
+    arm = dataclasses.replace(ARM, safety=dataclasses.replace(ARM.safety, disconnect_action="disable_torque"))
+    with VirtualArm(arm) as virtual:
+        with _robot(virtual, kinematics, arm) as robot:
+            robot.torque_on()
+            assert robot.disconnect_torque == "off"
+        assert all(virtual.emulator.register(s, "Torque_Enable") == 0 for s in arm.servo_ids)
 
 
 def test_reality_gap_knobs(kinematics):
@@ -259,3 +275,21 @@ def test_twin_physics_and_camera_stream(kinematics):
                 assert time.monotonic() < end
                 time.sleep(0.1)
         assert body[:2] == b"\xff\xd8"
+
+
+def test_external_estop_blocks_every_write_until_reset(kinematics):
+    with VirtualArm(ARM) as virtual, _robot(virtual, kinematics) as robot:
+        robot.torque_on()
+        robot.send_joint_targets(robot.read_state().positions + np.array([0.1, 0, 0, 0, 0, 0]))
+        _settle(robot)
+        n = len(virtual.emulator.goal_log)
+        robot.estop.latch("operator pressed stop")
+        assert robot.send_joint_targets(ARM.home).held
+        robot.start_watchdog()  # not even the watchdog writes under a latched e-stop
+        time.sleep(0.3)
+        robot.stop_watchdog()
+        _settle(robot)
+        assert len(virtual.emulator.goal_log) == n
+        robot.estop.reset()
+        robot.read_state()
+        assert not robot.send_joint_targets(robot.read_state().positions).held

@@ -100,3 +100,29 @@ def test_emulate_serves_a_pty_and_a_stable_link(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert not link.is_symlink()  # SIGTERM still cleans up
+
+
+def test_calibrate_interactive(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cal.yaml"
+    with VirtualArm(ARM) as virtual:
+        home = {s: virtual.emulator.register(s, "Present_Position") for s in ARM.servo_ids}
+        prompts = []
+
+        def operator(prompt: str) -> str:
+            prompts.append(prompt)
+            if len(prompts) == 2:  # "move every joint": do so while the command samples
+                for k in range(6):
+                    for s in ARM.servo_ids:
+                        virtual.physics.move_to(s, home[s] + (100 if k % 2 else -100))
+                    seen = virtual.emulator.instructions_seen
+                    while virtual.emulator.instructions_seen < seen + 2:  # sampled at least once
+                        time.sleep(0.002)
+            return ""
+
+        monkeypatch.setattr("builtins.input", operator)
+        assert main(["calibrate", "--port", virtual.port, "--out", str(out), "--invert", "wrist_roll"]) == 0
+    assert "home pose" in prompts[0]
+    cal = load_calibration(out, ARM)
+    assert cal.joints["wrist_roll"].direction == -1
+    assert cal.joints["shoulder_pan"].min_ticks == home[1] - 100
+    assert cal.joints["shoulder_pan"].max_ticks == home[1] + 100

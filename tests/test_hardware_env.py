@@ -141,3 +141,19 @@ def test_tasks_that_need_the_camera_refuse_to_build_without_it():
         HardwareArmEnv("push", port="/dev/null", scene_camera=None)
     with pytest.raises(ValueError, match="wrist_camera"):
         HardwareArmEnv("reach", port="/dev/null", scene_camera="twin_scene", obs_mode="pixels", camera="wrist")
+
+
+def test_make_env_composes_the_hardware_backend_with_wrappers():
+    from se_robot.envs import make_env
+
+    with _virtual_arm("reach") as vm:
+        env = make_env("reach", backend="hardware", frame_stack=2, port=vm.port, scene_camera="twin_scene",
+                       camera_source=vm.camera_url, obs_mode="both", image_size=64)
+        try:
+            obs, _ = env.reset(seed=0)
+            assert obs["pixels"].shape == (6, 64, 64) and env.observation_space.contains(obs)
+            obs, *_ = env.step(env.action_space.sample())
+            assert env.observation_space.contains(obs)
+            assert env.unwrapped.robot.diagnostics()["arm/ticks"] >= 1
+        finally:
+            env.close()

@@ -23,6 +23,14 @@ dxl = pytest.importorskip("dynamixel_sdk", reason="pip install dynamixel-sdk")
 IDS = [1, 2, 3, 4, 5, 6]
 
 
+@pytest.fixture
+def patient_sdks(monkeypatch):
+    """The SDKs wait 2 x 16 ms + 2 ms for a reply, tuned for USB adapters; the emulator runs in a
+    Python thread on a shared CI machine, so give it more (the bytes are what is under test)."""
+    monkeypatch.setattr(scs.port_handler, "LATENCY_TIMER", 100)
+    monkeypatch.setattr(dxl.port_handler, "LATENCY_TIMER", 100)
+
+
 class Capture:
     """A bare pty: whatever a client writes to it can be read back, and nothing ever answers."""
 
@@ -121,7 +129,7 @@ def test_dynamixel_packets_byte_equal_sdk():
 
 # ---- SDKs as clients of the emulator ------------------------------------------------------------
 
-def test_feetech_sdk_drives_the_emulator():
+def test_feetech_sdk_drives_the_emulator(patient_sdks):
     with ServoEmulator("feetech", STS3215, IDS, initial_ticks={i: 2000 + i for i in IDS}) as emu:
         port, ph = _feetech_sdk(emu.port)
         model, result, error = ph.ping(port, 3)
@@ -149,7 +157,7 @@ def test_feetech_sdk_drives_the_emulator():
         port.closePort()
 
 
-def test_dynamixel_sdk_drives_the_emulator():
+def test_dynamixel_sdk_drives_the_emulator(patient_sdks):
     with ServoEmulator("dynamixel", XL430, IDS, initial_ticks={i: 2000 + i for i in IDS}) as emu:
         port, ph = _dxl_sdk(emu.port)
         assert ph.ping(port, 2) == (1060, dxl.COMM_SUCCESS, 0)

@@ -203,3 +203,26 @@ def test_evaluate_command_writes_video_and_json(reference_run, tmp_path, capsys)
     import imageio.v2 as imageio
     frames = imageio.mimread(videos[0])
     assert len(frames) == 26 and frames[0].shape[-1] == 3
+
+
+def test_demos_and_frozen_encoder_feature_cache(tmp_path):
+    import gymnasium
+
+    from se_robot.data.recording import dataset_meta_for, record_scripted
+    from se_robot.envs.experts import expert_for
+
+    env = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=32)
+    record_scripted(env, expert_for(env), tmp_path / "demos", dataset_meta_for(env, "reach"), 3, seed=7,
+                    log=lambda s: None)
+    env.close()
+    cfg = load_config(_write_config(tmp_path / "tiny.yaml", steps=40, eval_every=40,
+                                    demos=str(tmp_path / "demos"),
+                                    agent={**TINY["agent"], "freeze_encoder": True}))
+    trainer = build_trainer(cfg, tmp_path / "run")
+    assert trainer.demos is not None and trainer.demos.episodes == 3
+    trainer.train()
+    trainer.logger.close()
+    batch = trainer.replay.sample(4)
+    assert "features" in batch.obs and "pixels" not in batch.obs
+    assert "features" in trainer.demos.sample(4).obs
+    assert (checkpoint.list_checkpoints(tmp_path / "run")[-1] / "demos" / "meta.json").is_file()

@@ -139,7 +139,9 @@ class MBPOAgent:
         self.cfg, self.device = cfg, torch.device(device)
         self.sac = SACAgent(obs_key, obs_dim, action_dim, cfg.sac, self.device, seed)
         self.obs_key = obs_key
-        self.model = ProbabilisticEnsemble(obs_dim, action_dim, cfg.model).to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 2)
+            self.model = ProbabilisticEnsemble(obs_dim, action_dim, cfg.model).to(self.device)
         self.trainer = EnsembleTrainer(self.model, self.device)
         self.buffer = ModelBuffer(obs_dim, action_dim, self._buffer_capacity(0), self.device)
         self.rng = np.random.default_rng(seed + 1)

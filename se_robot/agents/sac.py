@@ -110,11 +110,12 @@ class SACAgent:
     def __init__(self, obs_key: str, obs_dim: int, action_dim: int, cfg: SACConfig, device: torch.device, seed: int):
         self.cfg, self.device = cfg, torch.device(device)
         self.obs_key, self.obs_dim, self.action_dim = obs_key, obs_dim, action_dim
-        torch.manual_seed(seed)  # initial weights; every later draw uses self.generator
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.actor = Actor(obs_dim, action_dim, cfg).to(self.device)
-        self.critic = EnsembleMLP(2, obs_dim + action_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu").to(self.device)
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global stream untouched
+            torch.manual_seed(seed)
+            self.actor = Actor(obs_dim, action_dim, cfg).to(self.device)
+            self.critic = EnsembleMLP(2, obs_dim + action_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu").to(self.device)
         self.critic_target = EnsembleMLP(2, obs_dim + action_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu").to(self.device)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cpu-image", type=int, default=64, help="image size of the CPU-sized rows")
     p.add_argument("--cpu-batch", type=int, default=128, help="batch size of the CPU-sized rows")
+    p.add_argument("--frozen-batch", type=int, default=256, help="batch size of the frozen-encoder rows")
+    p.add_argument("--hidden-dim", type=int, default=1024, help="actor/critic hidden units (the paper's 1024)")
     p.add_argument("--rows", default="all",
                    help="comma list of rows to run (paper, paper+cl, paper+bf16, paper+cl+bf16, cpu, cpu+cl, "
                         "cpu+bf16, cpu+cl+bf16, frozen, frozen512) or 'all'")
@@ -41,8 +43,8 @@ def _rows(args: argparse.Namespace) -> list[dict]:
         for suffix, cl, amp in (("", False, "none"), ("+cl", True, "none"), ("+bf16", False, "bf16"),
                                 ("+cl+bf16", True, "bf16")):
             rows.append({"name": name + suffix, "image": image, "batch": batch, "channels_last": cl, "amp": amp})
-    rows.append({"name": "frozen", "image": 84, "batch": 256, "frozen": "drqv2"})
-    rows.append({"name": "frozen512", "image": 84, "batch": 256, "frozen": 512})
+    rows.append({"name": "frozen", "image": 84, "batch": args.frozen_batch, "frozen": "drqv2"})
+    rows.append({"name": "frozen512", "image": 84, "batch": args.frozen_batch, "frozen": 512})
     if args.rows != "all":
         wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
         known = {r["name"] for r in rows}
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     action_dim, stack = 6, 3
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"measure>={args.seconds:.0f}s and >={args.min_updates} updates per row; hidden 1024, feature 50")
+          f"measure>={args.seconds:.0f}s and >={args.min_updates} updates per row; hidden {args.hidden_dim}, feature 50")
     print(f"{'row':<14} {'image':>5} {'batch':>5} {'updates/s':>10} {'ms/update':>10} {'n':>4}  encoder")
     with tempfile.TemporaryDirectory() as tmp:
         for row in _rows(args):
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             pix = SimpleNamespace(shape=(3 * stack, size, size))
             space = SimpleNamespace(spaces={"pixels": pix})
             act = SimpleNamespace(shape=(action_dim,), low=-np.ones(action_dim), high=np.ones(action_dim))
-            over = {"batch_size": row["batch"], "channels_last": row.get("channels_last", False),
+            over = {"batch_size": row["batch"], "hidden_dim": args.hidden_dim, "channels_last": row.get("channels_last", False),
                     "amp": row.get("amp", "none")}
             frozen = row.get("frozen")
             if frozen == 512:  # only its output size matters: features come from the cache

@@ -30,14 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sample(bus, ids, model, duration_s: float, hz: float, stop=None) -> list[dict[int, int]]:
+def _sample_once(bus, ids) -> dict[int, int]:
+    raw = bus.sync_read(ids, ("Present_Position",))
+    return {s: raw[s]["Present_Position"] for s in ids}
+
+
+def _sample(bus, ids, duration_s: float, hz: float, stop=None) -> list[dict[int, int]]:
+    """Present positions at ``hz`` for ``duration_s`` (or until ``stop`` is set)."""
     import time
 
     samples = []
     end = time.monotonic() + duration_s
     while (stop is None or not stop.is_set()) and (stop is not None or time.monotonic() < end):
-        raw = bus.sync_read(ids, ("Present_Position",))
-        samples.append({s: raw[s]["Present_Position"] for s in ids})
+        samples.append(_sample_once(bus, ids))
         time.sleep(1.0 / hz)
     return samples
 
@@ -74,19 +79,21 @@ def run(args: argparse.Namespace) -> int:
             hi = {s: bus.read(s, "Max_Position_Limit") for s in ids}
         else:
             if args.non_interactive:
-                samples = _sample(bus, ids, model, args.duration, args.hz)
+                samples = _sample(bus, ids, args.duration, args.hz)
             else:
                 input(f"Torque is off. Put the {arm.name} arm in its home pose "
                       f"({dict(zip(arm.joint_names, arm.home.round(2)))} rad) and press Enter... ")
-                first = _sample(bus, ids, model, 0.0, args.hz) or _sample(bus, ids, model, 0.05, args.hz)
+                first = _sample_once(bus, ids)
                 stop = threading.Event()
                 box: list = []
-                worker = threading.Thread(target=lambda: box.extend(_sample(bus, ids, model, 0, args.hz, stop)))
+                worker = threading.Thread(target=lambda: box.extend(_sample(bus, ids, 0.0, args.hz, stop)))
                 worker.start()
-                input("Now move every joint slowly through its whole range, then press Enter... ")
-                stop.set()
-                worker.join()
-                samples = first[:1] + box
+                try:
+                    input("Now move every joint slowly through its whole range, then press Enter... ")
+                finally:
+                    stop.set()
+                    worker.join()
+                samples = [first] + box
             if not samples:
                 print("se-robot calibrate: no samples recorded (duration too short?)", file=sys.stderr)
                 return 2

@@ -115,13 +115,24 @@ def split_by_episode(data: LabelledFrames, successes: list[bool], holdout: float
 # --------------------------------------------------------------------------------------------
 
 def _random_shift(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """DrQ's augmentation on uint8 (B, H, W, 3): pad by replication and crop back at a random offset."""
+    """DrQ's augmentation on uint8 (B, H, W, 3): pad by replication, crop back at a random offset."""
     b, h, w, _ = x.shape
-    padded = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-    return out.permute(0, 2, 3, 1).to(torch.uint8)
+    padded = F.pad(x.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate").permute(0, 2, 3, 1)
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen) + torch.arange(h)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=gen) + torch.arange(w)
+    out = padded[torch.arange(b)[:, None, None], dy[:, :, None], dx[:, None, :]]
+    return out.to(torch.uint8)
+
+
+def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, size, size, 3) by area averaging, once, before training."""
+    out = []
+    for i in range(0, len(frames), 512):
+        x = torch.as_tensor(frames[i:i + 512]).permute(0, 3, 1, 2).float()
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="area")
+        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+    return torch.cat(out) if out else torch.zeros((0, size, size, 3), dtype=torch.uint8)
 
 
 @torch.no_grad()
@@ -158,41 +169,48 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, target_fpr: float) 
 
 @dataclasses.dataclass
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     input_size: int = 64
-    shift_pad: int = 4
+    shift_pad: int = 3
+    positive_fraction: float = 0.25  # share of positives in each batch (oversampled)
     seed: int = 0
 
 
 def train_classifier(train: LabelledFrames, cfg: TrainConfig = TrainConfig(),
                      log: Any = print) -> SuccessClassifier:
-    """Weighted BCE (positives weighted by the class ratio) with random-shift augmentation."""
+    """BCE on batches with ``positive_fraction`` positives (the rare class is oversampled, so
+    every batch sees some) and random-shift augmentation against memorising the few positives."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = SuccessClassifier(input_size=cfg.input_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pos = max(train.positives, 1)
-    pos_weight = torch.tensor((len(train) - pos) / pos)
-    frames = torch.as_tensor(train.frames)
+    frames = resize_frames(train.frames, cfg.input_size)
     labels = torch.as_tensor(train.labels)
+    pos_idx = torch.nonzero(labels > 0.5).squeeze(-1)
+    neg_idx = torch.nonzero(labels <= 0.5).squeeze(-1)
+    n_pos_batch = max(1, int(round(cfg.positive_fraction * cfg.batch_size))) if len(pos_idx) else 0
+    n_neg_batch = cfg.batch_size - n_pos_batch
+    steps_per_epoch = max(1, len(neg_idx) // max(n_neg_batch, 1))
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=gen)
+        neg_order = neg_idx[torch.randperm(len(neg_idx), generator=gen)]
         total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+        for step in range(steps_per_epoch):
+            negs = neg_order[step * n_neg_batch:(step + 1) * n_neg_batch]
+            poss = pos_idx[torch.randint(0, len(pos_idx), (n_pos_batch,), generator=gen)] if n_pos_batch else negs[:0]
+            idx = torch.cat([negs, poss])
             x = frames[idx]
             if cfg.shift_pad > 0:
                 x = _random_shift(x, cfg.shift_pad, gen)
-            loss = F.binary_cross_entropy_with_logits(model(x), labels[idx], pos_weight=pos_weight)
+            loss = F.binary_cross_entropy_with_logits(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / len(train):.4f}")
+            total += loss.item()
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f}")
     model.eval()
     return model
 

@@ -31,8 +31,9 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
              seed: int | None = None, **options: Any) -> gym.Env:
     """One place where an env is built and wrapped, whatever the backend.
 
-    ``backend``: ``sim`` (MuJoCo twin), ``hardware`` (SerialArm + camera; pass ``port=`` and
-    ``camera=``) or ``ros`` (topics of arm_node/sim_node). Options are those of ``EnvConfig``.
+    ``backend``: ``sim`` (MuJoCo twin), ``hardware`` (SerialArm + OpenCV camera; see
+    ``make_hardware_env`` for ``port=``, ``scene_camera=``, ``camera_source=``) or ``ros`` (topics
+    of arm_node/sim_node; see ``make_ros_env``). Options are those of ``EnvConfig``.
     """
     from se_robot.envs.wrappers import ActionRepeat, PixelFrameStack
 

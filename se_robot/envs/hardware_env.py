@@ -95,6 +95,8 @@ class HardwareArmEnv(gym.Env):
     pixels, as in the sim env). ``camera_source`` overrides the
     YAML's source (the emulator's URL). ``detector``: calibration (name/path/object); by default
     the ``detector`` section of the camera's YAML. ``calibration``: the arm's servo calibration.
+    ``watchdog``: run ``SerialArm``'s watchdog (hold when commands stop for the arm's
+    ``safety.watchdog_timeout_s``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -104,7 +106,8 @@ class HardwareArmEnv(gym.Env):
                  scene_camera: str | OpenCVCamera | None = "usb_scene", camera_source: int | str | None = None,
                  detector: str | DetectorCalibration | None = None, wrist_camera: OpenCVCamera | str | None = None,
                  home_tolerance_rad: float = 0.05, home_timeout_s: float = 8.0, frame_timeout_s: float = 0.5,
-                 object_timeout_s: float = 5.0, render_mode: str | None = None, **options: Any):
+                 object_timeout_s: float = 5.0, watchdog: bool = True, render_mode: str | None = None,
+                 **options: Any):
         from se_robot.hardware.serial_arm import SerialArm
         from se_robot.kinematics import Kinematics
 
@@ -128,6 +131,7 @@ class HardwareArmEnv(gym.Env):
         self.home_timeout_s = home_timeout_s
         self.frame_timeout_s = frame_timeout_s
         self.object_timeout_s = object_timeout_s
+        self.watchdog = watchdog
         self.held_max_gripper = 0.6  # gripper opening (0 closed .. 1 open) below which a lift may hold
         self.clock = ControlClock(1.0 / self.cfg.control_hz)
         self._q_cmd = self.arm.home.copy()
@@ -184,6 +188,8 @@ class HardwareArmEnv(gym.Env):
         """Open the bus and the cameras (done by the first reset if not called)."""
         if not self.robot.is_connected:
             self.robot.connect()
+            if self.watchdog:  # if this process stalls mid-episode, the arm holds (or goes limp)
+                self.robot.start_watchdog()
         for cam in (self.camera, self.wrist_camera):
             if cam is not None and not cam.is_connected:
                 cam.connect()
@@ -261,7 +267,7 @@ class HardwareArmEnv(gym.Env):
         if det.cube is not None:
             # Only a lift can raise the cube, and only with the jaws closing on it; otherwise the
             # cube is on the table (a gripper hovering near the viewing ray must not lift it).
-            may_hold = self.task.name == "lift" and self._gripper_fraction(self._q) < self.held_max_gripper
+            may_hold = self.task.name == "lift" and self.arm.gripper_fraction(self._q) < self.held_max_gripper
             ee = self.kin.fk(self._q) if may_hold else None
             self._cube, self._cube_held = self.detector.cube_position(det.cube, self._frame.shape, ee)
         if self.task.name == "push" and det.target is not None:
@@ -298,15 +304,9 @@ class HardwareArmEnv(gym.Env):
             clock.wait()
 
     # ------------------------------------------------------------------ observations
-    def _gripper_fraction(self, q: np.ndarray) -> float:
-        g = self.arm.gripper
-        if g is None:
-            return 0.0
-        return float((q[self.arm.gripper_index] - g.closed_position) / (g.open_position - g.closed_position))
-
     def object_state(self) -> TaskState:
         """What the task sees: FK of the measured joints, detected (or virtual) objects."""
-        return TaskState(self.kin.fk(self._q), np.float64(self._gripper_fraction(self._q)),
+        return TaskState(self.kin.fk(self._q), np.float64(self.arm.gripper_fraction(self._q)),
                          self._cube.copy(), self._target.copy())
 
     def _observe(self, s: TaskState):

@@ -113,6 +113,9 @@ class RosArmEnv(gym.Env):
         self._tick_t = time.monotonic()
         self._steps = 0
         self.overruns = 0
+        #: seconds of the last step: ``work_s`` (decode, filter, publish, convert), ``sleep_s``
+        #: (pacing to the tick), ``wait_s`` (fresh messages still missing after the tick)
+        self.last_timing = {"work_s": 0.0, "sleep_s": 0.0, "wait_s": 0.0}
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -138,10 +141,12 @@ class RosArmEnv(gym.Env):
         return self._observe(obs), self._info(obs, None)
 
     def step(self, action):
+        t0 = time.perf_counter()
         target = self.decoder.decode(action, self._q_cmd)
         cmd = self.safety.filter(target, self._last.q if self._last is not None else self._q_cmd)
         self._q_cmd = cmd.positions
         t_cmd = self.link.send_command(cmd.positions)
+        t1 = time.perf_counter()
         # pace: the tick ends one period after the previous one
         self._tick_t += self.period_s
         delay = self._tick_t - time.monotonic()
@@ -151,6 +156,7 @@ class RosArmEnv(gym.Env):
             self.overruns += 1
             self._tick_t = time.monotonic()
         self._steps += 1
+        t2 = time.perf_counter()
         try:
             obs = self._wait(t_cmd, self.stale_timeout_s)
         except StaleObservationError as e:
@@ -169,7 +175,11 @@ class RosArmEnv(gym.Env):
         info = self._info(obs, cmd)
         if truncated:
             info["truncation_reason"] = f"time limit ({self.max_episode_steps} steps)"
-        return self._observe(obs), reward, terminated, truncated, info
+        t3 = time.perf_counter()
+        out = self._observe(obs)
+        t4 = time.perf_counter()
+        self.last_timing = {"work_s": (t1 - t0) + (t4 - t3), "sleep_s": t2 - t1, "wait_s": t3 - t2}
+        return out, reward, terminated, truncated, info
 
     def close(self):
         self.link.close()

@@ -37,8 +37,6 @@ class ArmTwin:
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self.cube_start = np.zeros(3)
         self.time_s = 0.0
-        g = arm.gripper
-        self._grip = (arm.gripper_index, g.closed_position, g.open_position) if g else None
         self._style_target()
 
     def _style_target(self) -> None:
@@ -58,9 +56,9 @@ class ArmTwin:
         mujoco.mj_resetData(m, d)
         q0 = self.arm.home if q is None else np.asarray(q, dtype=np.float64)
         d.qpos[self._qadr] = q0
-        if self._grip is not None:
+        if self.arm.gripper is not None:
             for adr, coef in self._coupled:
-                d.qpos[adr] = coef * q0[self._grip[0]]
+                d.qpos[adr] = coef * q0[self.arm.gripper_index]
         d.ctrl[self._act] = q0
         c = self._cube_q
         d.qpos[c:c + 3] = sample.cube_pos
@@ -104,11 +102,7 @@ class ArmTwin:
 
     def gripper_fraction(self, q: np.ndarray | None = None) -> float:
         """Gripper opening as 0 (closed) .. 1 (open), from the jaw joint."""
-        if self._grip is None:
-            return 0.0
-        i, closed, opened = self._grip
-        q = self.joint_positions() if q is None else q
-        return float((q[i] - closed) / (opened - closed))
+        return self.arm.gripper_fraction(self.joint_positions() if q is None else q)
 
     def task_state(self) -> TaskState:
         return TaskState(self.ee_position(), np.float64(self.gripper_fraction()),

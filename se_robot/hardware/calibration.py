@@ -72,10 +72,20 @@ class ArmCalibration:
         offset, direction, _, _ = self._vectors(names)
         return direction * (np.asarray(ticks, dtype=np.float64) - offset) * self.rad_per_tick
 
-    def rad_to_ticks(self, q_rad: np.ndarray, names: list[str], clamp: bool = True) -> np.ndarray:
-        """Integer goal ticks, clamped to each joint's recorded range."""
+    def rad_to_ticks(self, q_rad: np.ndarray, names: list[str], clamp: bool = True,
+                     toward_rad: np.ndarray | None = None) -> np.ndarray:
+        """Integer goal ticks, clamped to each joint's recorded range.
+
+        With ``toward_rad`` (the present position) ticks round towards it rather than to the
+        nearest tick, so quantisation never makes a step longer than the safety filter allowed.
+        """
         offset, direction, lo, hi = self._vectors(names)
-        ticks = np.rint(offset + direction * np.asarray(q_rad, dtype=np.float64) / self.rad_per_tick)
+        exact = offset + direction * np.asarray(q_rad, dtype=np.float64) / self.rad_per_tick
+        if toward_rad is None:
+            ticks = np.rint(exact)
+        else:
+            ref = offset + direction * np.asarray(toward_rad, dtype=np.float64) / self.rad_per_tick
+            ticks = np.where(exact > ref, np.floor(exact + 1e-9), np.ceil(exact - 1e-9))
         if clamp:
             ticks = np.clip(ticks, lo, hi)
         return ticks.astype(np.int64)

@@ -43,6 +43,8 @@ class TwinServos:
         self._targets = arm.home.copy()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renderer = None
+        self._renderer_size = (0, 0)
         self._max_effort = np.array([max(arm.joint_limits[n].max_effort, 1e-3) for n in self._names])
 
     def reset(self, positions_ticks: dict[int, float]) -> None:
@@ -90,11 +92,24 @@ class TwinServos:
         return {sid: (float(ticks[i]), float(vel[i]), float(load[i])) for sid, i in self._index.items()}
 
     def render(self, camera: str = "scene", width: int = 640, height: int = 480) -> np.ndarray:
+        """Only the scene update holds the physics lock; the (slow, software GL) drawing does not,
+        so a camera stream never delays a servo reply."""
+        import mujoco
+
+        if self._renderer is None or self._renderer_size != (width, height):
+            if self._renderer is not None:
+                self._renderer.close()
+            self._renderer = mujoco.Renderer(self.twin.model, height=height, width=width)
+            self._renderer_size = (width, height)
         with self.lock:
-            return self.twin.render(camera, width, height)
+            self._renderer.update_scene(self.twin.data, camera=camera)
+        return self._renderer.render()
 
     def close_renderers(self) -> None:
         """Free GL contexts; must run in the thread that rendered (EGL contexts are per thread)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
         with self.lock:
             self.twin.close()
 

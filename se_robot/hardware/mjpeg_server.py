@@ -33,7 +33,7 @@ BOUNDARY = "frame"
 
 
 @dataclass(frozen=True)
-class RealityGap:
+class CameraGap:
     """Ways a real camera differs from a rendered frame; all off by default.
 
     brightness: added to every channel (0..255 scale) before clipping.
@@ -51,12 +51,12 @@ class RealityGap:
 
     def __post_init__(self) -> None:
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"RealityGap.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+            raise ValueError(f"CameraGap.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.noise_std < 0 or self.latency_s < 0:
-            raise ValueError(f"RealityGap.noise_std and latency_s must be >= 0, got "
+            raise ValueError(f"CameraGap.noise_std and latency_s must be >= 0, got "
                              f"{self.noise_std}, {self.latency_s}")
         if len(self.color_gain) != 3:
-            raise ValueError(f"RealityGap.color_gain needs 3 values (R, G, B), got {self.color_gain}")
+            raise ValueError(f"CameraGap.color_gain needs 3 values (R, G, B), got {self.color_gain}")
 
     def apply(self, frame_rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.brightness == 0 and self.color_gain == (1.0, 1.0, 1.0) and self.noise_std == 0:
@@ -73,7 +73,7 @@ class MjpegServer:
     """Serve frames from ``get_frame()`` (RGB uint8 HxWx3) as an MJPEG stream on loopback."""
 
     def __init__(self, get_frame: Callable[[], np.ndarray], host: str = "127.0.0.1", port: int = 0,
-                 fps: float = 30.0, gap: RealityGap | None = None, seed: int | None = None,
+                 fps: float = 30.0, gap: CameraGap | None = None, seed: int | None = None,
                  on_producer_exit: Callable[[], None] | None = None):
         """``on_producer_exit`` runs in the producer thread as it ends: close a renderer there."""
         if fps <= 0:
@@ -83,7 +83,7 @@ class MjpegServer:
         self._host = host
         self._requested_port = port
         self.fps = float(fps)
-        self.gap = gap or RealityGap()
+        self.gap = gap or CameraGap()
         self._rng = np.random.default_rng(seed)
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None

@@ -52,7 +52,7 @@ class SerialArm:
         self.watchdog = Watchdog(arm.safety.watchdog_timeout_s)
         # What disconnect() leaves the servos doing; the arm's watchdog action unless overridden.
         self.disconnect_torque = disconnect_torque or (
-            "off" if arm.safety.watchdog_action == "disable_torque" else "hold")
+            "off" if arm.safety.disconnect_action == "disable_torque" else "hold")
         self.timeout_s = timeout_s
         self.retries = retries
         self.bus: ServoBus | None = None
@@ -139,6 +139,7 @@ class SerialArm:
         self.estop.latch(fault)
         return fault
 
+
     def _require_bus(self) -> ServoBus:
         if self.bus is None:
             raise RuntimeError(f"SerialArm on {self.port} is not connected; call connect() first")
@@ -185,8 +186,12 @@ class SerialArm:
                 cmd = self.safety_filter.filter(q_rad, current)
                 self.counters["held"] += 1
                 return cmd
-            cmd = self.safety_filter.filter(q_rad, self._current())
-            self._write_goals(cmd.positions)
+            current = self._current()
+            cmd = self.safety_filter.filter(q_rad, current)
+            if self.estop.latched and not cmd.held:  # latched while the filter ran: send nothing
+                self.counters["held"] += 1
+                return self.safety_filter.hold(current, "estop")
+            self._write_goals(cmd.positions, toward_rad=current)
             self.counters["ticks"] += 1
             self.counters["clipped"] += int(cmd.clipped)
             self.counters["held"] += int(cmd.held)
@@ -194,9 +199,9 @@ class SerialArm:
             self._wd_tripped = False
             return cmd
 
-    def _write_goals(self, q_rad: np.ndarray, clamp: bool = True) -> None:
+    def _write_goals(self, q_rad: np.ndarray, clamp: bool = True, toward_rad: np.ndarray | None = None) -> None:
         cal = self.calibration
-        ticks = cal.rad_to_ticks(q_rad, self._names, clamp=clamp)
+        ticks = cal.rad_to_ticks(q_rad, self._names, clamp=clamp, toward_rad=toward_rad)
         if clamp and not np.array_equal(ticks, cal.rad_to_ticks(q_rad, self._names, clamp=False)):
             self.counters["calibration_clamped"] += 1
         try:

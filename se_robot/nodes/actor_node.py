@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import String
 

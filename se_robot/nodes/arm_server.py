@@ -221,9 +221,8 @@ class ArmServerNode(LifecycleNode):
         with self._lock:
             if not self.active or self._mode == "idle":
                 return
-            if backend.estop.latched:
+            if backend.estop.latched:  # latched elsewhere (bus fault): SerialArm already refuses to move
                 self._mode = "idle"
-                self._safe_hold("estop")
                 return
             if self._mode == "stream" and self._watchdog.expired(now):
                 self._counters["watchdog_holds"] += 1
@@ -261,6 +260,9 @@ class ArmServerNode(LifecycleNode):
         except conv.ConversionError as e:
             self._reject(f"{names.JOINT_COMMANDS}: {e}")
             return
+        if self.backend.estop.latched:
+            self._reject(f"{names.JOINT_COMMANDS}: ignored, e-stop latched ({self.backend.estop.reason})")
+            return
         with self._lock:
             if not self.active or self._mode == "home":
                 return
@@ -294,7 +296,7 @@ class ArmServerNode(LifecycleNode):
             self._reject(f"{names.JOINT_TRAJECTORY}: {e}")
             return
         with self._lock:
-            if self.active and self._mode != "home":
+            if self.active and self._mode != "home" and not self.backend.estop.latched:
                 self._trajectory, self._mode = traj, "trajectory"
 
     # ------------------------------------------------------------------ services

@@ -41,8 +41,8 @@ class SerialBackend:
         self.device.start_watchdog()
 
     def hold(self, reason: str) -> None:
-        if not self.estop.latched:
-            self.device.hold()
+        """Goal = present position (also while e-stopped: the stop must not coast to the last goal)."""
+        self.device.hold()
 
     def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         st = self.device.read_state()

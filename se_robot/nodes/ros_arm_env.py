@@ -19,6 +19,7 @@ from geometry_msgs.msg import PoseArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -38,13 +39,14 @@ class RclpyLink:
     """RobotLink over ROS 2. ``task_state``: True/False, or None to detect ``sim/reset_task``."""
 
     def __init__(self, joint_names: list[str], *, namespace: str = "", sim_node_name: str = "sim_node",
-                 task_state: bool | None = None, node_name: str = "ros_arm_env", discovery_timeout_s: float = 5.0):
+                 task_state: bool | None = None, node_name: str = "ros_arm_env", discovery_timeout_s: float = 5.0,
+                 domain_id: int | None = None):
         ensure_ament_prefix()
-        self._owns_rclpy = not rclpy.ok()
-        if self._owns_rclpy:
-            rclpy.init()
+        # Its own context: the env works the same inside a node process or a plain script.
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
         self.joint_names = list(joint_names)
-        self.node = Node(node_name, namespace=namespace)
+        self.node = Node(node_name, namespace=namespace, context=self.context)
         self._cond = threading.Condition()
         self._latest: dict[str, Any] = {}
         self._stamp: dict[str, int] = {}
@@ -58,7 +60,7 @@ class RclpyLink:
         self._reset_task = n.create_client(Trigger, names.TASK_RESET_SERVICE)
         ns = namespace.rstrip("/")
         self._sim_params = n.create_client(SetParameters, f"{ns}/{sim_node_name}/set_parameters")
-        self._executor = SingleThreadedExecutor()
+        self._executor = SingleThreadedExecutor(context=self.context)
         self._executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, name="ros-arm-env", daemon=True)
         self._thread.start()
@@ -157,12 +159,11 @@ class RclpyLink:
         self._executor.shutdown(timeout_sec=1.0)
         self._executor = None
         self.node.destroy_node()
-        if self._owns_rclpy and rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
 
 
-_LINK_KEYS = ("namespace", "sim_node_name", "task_state", "discovery_timeout_s", "node_name")
+_LINK_KEYS = ("namespace", "sim_node_name", "task_state", "discovery_timeout_s", "node_name", "domain_id")
 _ENV_KEYS = ("max_episode_steps", "stale_timeout_s", "strict_freshness", "home_tolerance_rad")
 
 

@@ -1,0 +1,50 @@
+"""The arm and its camera, or the MuJoCo twin in their place (use_sim:=true).
+
+    ros2 launch se_robot robot.launch.py port:=/dev/ttyACM0 camera_source:=0
+    ros2 launch se_robot robot.launch.py use_sim:=true task:=push
+
+Both branches serve the same topics (joint_states, arm/joint_commands, arm/joint_trajectory,
+camera/image_raw, ...), services (arm/estop, arm/reset, arm/home) and parameter names, so
+everything above this file is the same for the real arm and the twin.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition, UnlessCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+CONFIG = os.path.join(get_package_share_directory("se_robot"), "config", "ros")
+
+
+def generate_launch_description():
+    arm = LaunchConfiguration("arm")
+    use_sim = LaunchConfiguration("use_sim")
+    return LaunchDescription([
+        DeclareLaunchArgument("arm", default_value="so101", description="config/arms/<arm>.yaml"),
+        DeclareLaunchArgument("use_sim", default_value="false", description="the MuJoCo twin instead of hardware"),
+        DeclareLaunchArgument("port", default_value="/dev/ttyUSB0", description="servo bus serial port"),
+        DeclareLaunchArgument("camera_source", default_value="0", description="OpenCV camera source"),
+        DeclareLaunchArgument("task", default_value="reach", description="task scene of the twin"),
+        Node(
+            package="se_robot", executable="arm_node", name="arm_node", output="screen",
+            condition=UnlessCondition(use_sim),
+            parameters=[os.path.join(CONFIG, "robot.yaml"),
+                        {"arm": arm, "port": LaunchConfiguration("port")}],
+        ),
+        Node(
+            package="se_robot", executable="camera_node", name="camera_node", output="screen",
+            condition=UnlessCondition(use_sim),
+            parameters=[os.path.join(CONFIG, "robot.yaml"),
+                        {"camera_source": LaunchConfiguration("camera_source")}],
+        ),
+        Node(
+            package="se_robot", executable="sim_node", name="sim_node", output="screen",
+            condition=IfCondition(use_sim),
+            parameters=[os.path.join(CONFIG, "sim.yaml"),
+                        {"arm": arm, "task": LaunchConfiguration("task")}],
+        ),
+    ])

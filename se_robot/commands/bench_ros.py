@@ -1,0 +1,152 @@
+"""`se-robot bench ros`: the control loop through RosArmEnv on the twin, and image latency.
+
+Starts sim_node (and, for the camera figure, camera_node reading an in-process MJPEG stream)
+on a private ROS_DOMAIN_ID and reports:
+- control loop at each ``--rates`` Hz through RosArmEnv: step period p50 / p99 and jitter
+  (p99 - p50 of the period, and the std), overruns;
+- the step overhead of RosArmEnv (time not spent pacing: decode, filter, publish, waiting for a
+  fresh joint state/image after the tick, conversion) next to the direct sim env's step time;
+- image latency, capture stamp to subscriber callback, at 84x84 and 640x480, for sim_node (stamp
+  taken before rendering, so render time is included) and camera_node (stamp at OpenCV grab).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+GROUP = "bench"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ros", help="RosArmEnv loop timing and image latency over DDS",
+                              description=__doc__)
+    p.add_argument("--rates", type=float, nargs="+", default=[20.0, 50.0], help="control rates (Hz)")
+    p.add_argument("--steps", type=int, default=200, help="env steps per rate")
+    p.add_argument("--obs-mode", default="both", choices=("state", "pixels", "both"))
+    p.add_argument("--image-seconds", type=float, default=4.0, help="sampling time per image size")
+    p.add_argument("--sizes", default="84x84,640x480", help="image sizes WxH, comma separated")
+    p.add_argument("--no-camera-node", action="store_true", help="skip the camera_node latency figures")
+    p.set_defaults(func=run)
+
+
+def _pct(values, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q)) if len(values) else float("nan")
+
+
+def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[str, float]:
+    import time
+
+    import numpy as np
+
+    from se_robot.nodes.ros_arm_env import make_ros_env
+
+    env = make_ros_env("reach", obs_mode=obs_mode, control_hz=rate, domain_id=domain, discovery_timeout_s=60.0,
+                       max_episode_steps=10**6, stale_timeout_s=0.5)
+    try:
+        env.reset(seed=0)
+        ends, work, wait, stale = [], [], [], 0
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            _, _, _, truncated, info = env.step(rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32))
+            ends.append(time.perf_counter())
+            work.append(env.last_timing["work_s"])
+            wait.append(env.last_timing["wait_s"])
+            if truncated:
+                stale += 1
+                env.reset()
+                ends.append(float("nan"))
+        periods = np.diff(np.asarray(ends))
+        periods = periods[np.isfinite(periods)][1:] * 1e3
+        overhead = (np.asarray(work) + np.asarray(wait)) * 1e3
+        return {"period_p50_ms": _pct(periods, 50), "period_p99_ms": _pct(periods, 99),
+                "jitter_p99_p50_ms": _pct(periods, 99) - _pct(periods, 50), "jitter_std_ms": float(np.std(periods)),
+                "overhead_p50_ms": _pct(overhead, 50), "overhead_p99_ms": _pct(overhead, 99),
+                "wait_p50_ms": _pct(np.asarray(wait) * 1e3, 50), "overruns": float(env.overruns),
+                "stale_truncations": float(stale)}
+    finally:
+        env.close()
+
+
+def _direct_sim_step_ms(obs_mode: str, steps: int = 200) -> tuple[float, float]:
+    import time
+
+    import gymnasium as gym
+    import numpy as np
+
+    import se_robot.envs  # noqa: F401 - registers the ids
+
+    env = gym.make("se_robot/SimReach-v0", obs_mode=obs_mode, control_hz=20.0, max_episode_steps=10**6)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(steps):
+        a = rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32)
+        t = time.perf_counter()
+        env.step(a)
+        times.append((time.perf_counter() - t) * 1e3)
+    env.close()
+    return _pct(times, 50), _pct(times, 99)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    from se_robot.nodes.harness import image_latency_ms, pick_domain_id, start_node, stop_node
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    domain = pick_domain_id(11)
+    log = os.path.join(tempfile.gettempdir(), f"se_robot_bench_sim_{os.getpid()}.log")
+    print(f"ROS_DOMAIN_ID={domain}; node logs in {tempfile.gettempdir()}")
+    camera_hz = max(60.0, 1.2 * max(args.rates))
+    sim = start_node("sim_node", domain, {"image_width": 84, "image_height": 84, "camera_rate_hz": camera_hz,
+                                           "state_rate_hz": 200.0}, log_path=log)
+    try:
+        print(f"\ncontrol loop through RosArmEnv on sim_node (obs_mode={args.obs_mode}, joint states 200 Hz, "
+              f"images 84x84 at {camera_hz:.0f} Hz), {args.steps} steps per rate")
+        print(f"{'rate':>6} {'p50 ms':>8} {'p99 ms':>8} {'jit99-50':>9} {'std ms':>7} {'ovh p50':>8} "
+              f"{'ovh p99':>8} {'wait p50':>9} {'overruns':>8} {'stale':>6}")
+        for rate in args.rates:
+            f = _loop_figures(domain, rate, args.steps, args.obs_mode)
+            print(f"{rate:6.0f} {f['period_p50_ms']:8.2f} {f['period_p99_ms']:8.2f} {f['jitter_p99_p50_ms']:9.2f} "
+                  f"{f['jitter_std_ms']:7.2f} {f['overhead_p50_ms']:8.2f} {f['overhead_p99_ms']:8.2f} "
+                  f"{f['wait_p50_ms']:9.2f} {f['overruns']:8.0f} {f['stale_truncations']:6.0f}")
+    finally:
+        stop_node(sim)
+    p50, p99 = _direct_sim_step_ms(args.obs_mode)
+    print(f"\ndirect SimArmEnv.step (obs_mode={args.obs_mode}, compute incl. physics and render): "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    print("RosArmEnv overhead above = step time minus pacing sleep (decode, filter, publish, wait, convert)")
+
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    print(f"\nimage latency, capture stamp -> subscriber callback ({args.image_seconds:.0f} s per size)")
+    print(f"{'source':>12} {'size':>9} {'frames':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for w, h in sizes:
+        sim = start_node("sim_node", domain, {"image_width": w, "image_height": h, "camera_rate_hz": 30.0},
+                         log_path=log)
+        try:
+            lat = image_latency_ms(domain, args.image_seconds)
+        finally:
+            stop_node(sim)
+        print(f"{'sim_node':>12} {f'{w}x{h}':>9} {len(lat):7d} {_pct(lat, 50):8.2f} {_pct(lat, 99):8.2f} "
+              f"{max(lat) if lat else float('nan'):8.2f}")
+    if not args.no_camera_node:
+        import numpy as np
+
+        from se_robot.hardware.mjpeg_server import MjpegServer
+
+        for w, h in sizes:
+            frame = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+            with MjpegServer(lambda: frame, fps=30.0) as server:
+                cam = start_node("camera_node", domain, {"camera_source": server.url, "image_width": w,
+                                                          "image_height": h, "camera_rate_hz": 30.0},
+                                 log_path=log.replace("sim", "camera"))
+                try:
+                    lat = image_latency_ms(domain, args.image_seconds)
+                finally:
+                    stop_node(cam)
+            print(f"{'camera_node':>12} {f'{w}x{h}':>9} {len(lat):7d} {_pct(lat, 50):8.2f} {_pct(lat, 99):8.2f} "
+                  f"{max(lat) if lat else float('nan'):8.2f}")
+    return 0
