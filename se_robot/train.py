@@ -35,7 +35,8 @@ EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same st
 class TrainConfig:
     task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
     algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
-    backend: str = option("sim", choices=("sim",), help="sim: the MuJoCo twin (hardware/ros: later)")
+    backend: str = option("sim", choices=("sim", "hardware", "ros"),
+                          help="sim: the MuJoCo twin; hardware: SerialArm + camera; ros: arm_node/sim_node topics")
     obs_mode: str = option("pixels", choices=("pixels", "state", "both"), help="what the agent observes")
     image_size: int = option(84, range=(16, 512), help="square camera image side (px)")
     frame_stack: int = option(3, range=(1, 16), help="frames per observation (assembled by replay at sampling)")
@@ -56,6 +57,10 @@ class TrainConfig:
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
     threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
     env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
+    teleop: str = option("", choices=("", "keyboard", "gamepad", "spacemouse", "leader"),
+                         help="attach a teleop device that can take over ('' : none); its steps also go to the demo buffer")
+    teleop_device: str = option("", help="evdev node, leader-arm port or tty of the teleop device ('' : default)")
+    intervention_demo_capacity: int = option(50_000, range=(16, None), help="demo slots for interventions when no --demos")
     replay: ReplayConfig = option(default_factory=ReplayConfig, help="replay buffer (see agents/replay.py)")
     agent: dict = option(default_factory=dict, help="the algo's own config (validated by the agent)")
 
@@ -79,6 +84,11 @@ def parse_set(pairs: list[str], source: str = "--set") -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(source, key, f"value {text!r} is not valid YAML: {e}") from None
+        if isinstance(value, str):
+            try:      # YAML 1.1 reads 3e-4 (no dot) as a string; a number is what was meant
+                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
+            except ValueError:
+                pass
         node = out
         parts = key.split(".")
         for part in parts[:-1]:
@@ -107,7 +117,10 @@ def make_envs(cfg: TrainConfig):
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                   obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
-    return make_env(cfg.task, **kwargs), make_env(cfg.task, **kwargs)
+    env = make_env(cfg.task, **kwargs)
+    if cfg.backend != "sim":  # one real arm: evaluation episodes run on the same env
+        return env, env
+    return env, make_env(cfg.task, **kwargs)
 
 
 def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:
@@ -137,12 +150,15 @@ class Trainer:
         self.next_checkpoint = cfg.checkpoint_every
         self.last_eval: dict[str, float] = {}
         self.train_seconds = 0.0
+        self.interventions = 0
+        self._in_takeover = False
 
     # ------------------------------------------------------------------ state
     def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
         env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
         return {"step": self.step, "episode": self.episode, "next_checkpoint": self.next_checkpoint,
                 "last_eval": self.last_eval, "train_seconds": self.train_seconds, "mid_episode": mid_episode,
+                "interventions": self.interventions,
                 "rng": checkpoint.rng_state(),
                 "env_rng": env_rng.bit_generator.state if env_rng is not None else None}
 
@@ -150,7 +166,11 @@ class Trainer:
         self.step, self.episode = int(state["step"]), int(state["episode"])
         self.next_checkpoint = int(state["next_checkpoint"])
         self.last_eval, self.train_seconds = dict(state["last_eval"]), float(state["train_seconds"])
+        self.interventions = int(state.get("interventions", 0))
         checkpoint.set_rng_state(state["rng"])
+        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
+        if state.get("env_rng") is not None and env_rng is not None:
+            env_rng.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
 
     def save_checkpoint(self, mid_episode: bool = False) -> Path:
         buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
@@ -230,8 +250,12 @@ class Trainer:
         tick = time.perf_counter()
         while self.step < end:
             action = self.agent.act(obs, self.step, eval_mode=False)
+            prev_obs = obs
             obs, reward, terminated, truncated, info = self.env.step(action)
-            self.replay.add(action, float(reward), as_obs_dict(obs), terminated, truncated)
+            # With a teleop device attached, what the arm did may be the operator's action.
+            executed = info.get("executed_action", action)
+            self.replay.add(executed, float(reward), as_obs_dict(obs), terminated, truncated)
+            self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
             self.step += 1
             ep_return += float(reward)
             ep_len += 1
@@ -272,6 +296,24 @@ class Trainer:
                 checkpoint.list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:09d}":
             self.save_checkpoint()
         return self.last_eval
+
+    def _record_intervention(self, info: dict, prev_obs: Any, action: Any, reward: float, obs: Any,
+                             terminated: bool, truncated: bool) -> None:
+        """Operator steps go to the demo buffer too (HIL-SERL): each takeover is one demo episode."""
+        if "intervention" not in info or self.demos is None:
+            return
+        if info["intervention"]:
+            if not self._in_takeover:
+                self.demos.add_first(as_obs_dict(prev_obs))  # closes the previous takeover as truncated
+                self._in_takeover = True
+            self.demos.add(action, reward, as_obs_dict(obs), terminated, truncated)
+            self._in_takeover = not (terminated or truncated)
+        else:
+            self._in_takeover = False
+        self.interventions += int(bool(info["intervention"]))
+        if terminated or truncated:
+            self.logger.log({"train/intervention_rate": float(info.get("intervention_rate", 0.0)),
+                             "train/intervention_steps": float(self.interventions)}, self.step)
 
     def _log_eval(self) -> None:
         metrics = self.evaluate()
@@ -317,6 +359,13 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
         load_demos(cfg.demos, demos, obs_keys=keys, image_size=cfg.image_size,
                    action_repeat=cfg.action_repeat)
+    if demos is not None and demos.transitions:
+        _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
+    if cfg.teleop:
+        env = attach_teleop(env, cfg)
+        if demos is None:  # takeovers become demonstrations (HIL-SERL)
+            demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
+                                 seed=cfg.seed + 1)
     agent_cfg = getattr(agent, "cfg", None)
     if getattr(agent_cfg, "freeze_encoder", False) and hasattr(agent, "encode_frames"):
         for buf in (replay, demos):
@@ -333,6 +382,16 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     return trainer
 
 
+def attach_teleop(env: Any, cfg: TrainConfig) -> Any:
+    """Wraps the training env so an operator can take over (the outermost wrapper)."""
+    from se_robot.envs.intervention import InterventionWrapper, find_estop
+    from se_robot.teleop.devices import make_teleop
+
+    device = make_teleop(cfg.teleop, device=cfg.teleop_device or None, estop=find_estop(env))
+    device.connect()
+    return InterventionWrapper(env, device)
+
+
 def _dataset_steps(directory: Path) -> int:
     """Slots a demo buffer needs: T+1 per episode (read from the arrays' headers only)."""
     total = 0
@@ -342,3 +401,17 @@ def _dataset_steps(directory: Path) -> int:
     if total == 0:
         raise ConfigError("demos", str(directory), "no episode_*.npz files in the demo dataset")
     return total
+
+
+def _check_demo_shapes(demos: ReplayBuffer, space: Any, source: str) -> None:
+    """Demos recorded with another obs mode or camera size fail here, not at the first update."""
+    from se_robot.agents.replay import to_chw_frame
+
+    sample = as_obs_dict(space.sample())
+    for key, value in sample.items():
+        stored = demos._arrays.get(key)
+        want = to_chw_frame(value).shape if value.dtype == np.uint8 and value.ndim == 3 else value.shape
+        if stored is None or stored.shape[1:] != want:
+            have = None if stored is None else stored.shape[1:]
+            raise ConfigError(source, key, f"demo observations have shape {have}, the env gives {want} "
+                                           "(record the demos with the same obs mode and image size)")

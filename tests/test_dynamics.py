@@ -12,6 +12,15 @@ from se_robot.config import ConfigError, from_dict
 
 pytestmark = pytest.mark.timeout(120)
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small networks: one thread avoids OpenMP spin-waits on a shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 NOISE_STD = 0.1
 
 
@@ -95,3 +104,16 @@ def test_logvar_stays_within_learned_bounds(fitted):
 def test_config_rejects_more_elites_than_members():
     with pytest.raises(ConfigError, match="num_elites"):
         from_dict(DynamicsConfig, {"ensemble_size": 3, "num_elites": 5}, "mbpo.yaml", "model")
+
+
+def test_outputs_constant_in_the_data_are_predicted_exactly():
+    """A goal position in the state never changes: rollouts must not let it drift."""
+    rng = np.random.default_rng(3)
+    s, a, r, ns = linear_gaussian(400, rng)
+    s = np.concatenate([s, np.full((400, 1), 0.7, np.float32)], 1)
+    ns = np.concatenate([ns, np.full((400, 1), 0.7, np.float32)], 1)
+    model = ProbabilisticEnsemble(4, 2, small_cfg(max_grad_steps=50))
+    EnsembleTrainer(model, torch.device("cpu")).fit(s, a, r, ns, rng=rng)
+    mean, var = model.predict(torch.as_tensor(s), torch.as_tensor(a))
+    assert torch.all(mean[..., 3] == 0) and torch.all(var[..., 3] == 0)
+    assert torch.all(var[..., :3] > 0)

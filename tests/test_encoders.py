@@ -7,11 +7,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from se_robot.agents.augment import RandomShift, draw_shifts, shift_images
+from se_robot.agents.augment import RandomShift, draw_shifts, shift_images, shift_images_gather
 from se_robot.agents.encoders import (DrQV2Encoder, FrameWise, SmallResNet, build_encoder, load_encoder,
                                       make_pixel_encoder, save_encoder)
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: a second OpenMP thread only adds barrier waits (ruinous on a loaded 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _crop(padded: torch.Tensor, pad: int, dx: int, dy: int, h: int, w: int) -> torch.Tensor:
@@ -144,3 +153,12 @@ def test_channels_last_matches_contiguous():
     enc_cl = enc.to(memory_format=torch.channels_last)
     out = enc_cl(x.contiguous(memory_format=torch.channels_last))
     np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), atol=1e-4)
+
+
+def test_gather_shift_equals_grid_sample_shift():
+    x = torch.randint(0, 256, (6, 9, 14, 12), dtype=torch.uint8)
+    shifts = draw_shifts(6, 4, generator=torch.Generator().manual_seed(3))
+    ref = shift_images(x.float(), 4, shifts)
+    out = shift_images_gather(x, 4, shifts)
+    assert out.dtype == torch.uint8
+    torch.testing.assert_close(out.float(), ref, atol=0.01, rtol=0)

@@ -17,8 +17,8 @@ from se_robot.hardware.servo_emulator import ServoEmulator
 
 pytestmark = pytest.mark.timeout(120)
 
-scs = pytest.importorskip("scservo_sdk", reason="pip install feetech-servo-sdk")
-dxl = pytest.importorskip("dynamixel_sdk", reason="pip install dynamixel-sdk")
+import scservo_sdk as scs
+import dynamixel_sdk as dxl
 
 IDS = [1, 2, 3, 4, 5, 6]
 

@@ -14,6 +14,16 @@ from se_robot.commands.bench_sample_efficiency import steps_to_threshold, task_r
 pytestmark = pytest.mark.timeout(240)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_torch_threads():
+    """The bench sets torch's (process-wide) thread count; give the rest of the suite its own back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_task_reward_fn_reproduces_env_reward_and_termination(task):
     from se_robot.envs import make_env
@@ -48,7 +58,7 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
                  "--eval-every", "100", "--eval-episodes", "1", "--learning-starts", "100",
                  "--mbpo-set", "utd_ratio=1", "--mbpo-set", "model_min_transitions=100",
                  "--mbpo-set", "rollout_batch_size=100", "--mbpo-set", "model.max_grad_steps=20",
-                 "--mbpo-set", "sac.min_replay=64", "--sac-set", "min_replay=64", "--sac-set", "batch_size=32", "--out", str(out)])
+                 "--mbpo-set", "sac.min_replay=64", "--sac-set", "min_replay=64", "--sac-set", "batch_size=32", "--threads", "1", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "vs sb3" in printed and "mbpo" in printed and "sb3" in printed

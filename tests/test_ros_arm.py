@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")
+import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 
 from builtin_interfaces.msg import Duration  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402

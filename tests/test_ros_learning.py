@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-pytest.importorskip("rclpy")
+import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 
 from std_msgs.msg import String  # noqa: E402
 

@@ -145,7 +145,7 @@ def test_arrays_and_weights_round_trip():
     back = wire.decode_arrays(wire.encode_arrays(tree))
     np.testing.assert_array_equal(back["next_obs"]["pixels"], tree["next_obs"]["pixels"])
     assert back["start"].dtype == bool
-    torch = pytest.importorskip("torch")
+    import torch as torch
     state = {"actor": {"w": torch.arange(6.0).reshape(2, 3)}, "steps": 4}
     out = wire.decode_weights(wire.encode_weights(state))
     assert torch.equal(out["actor"]["w"], state["actor"]["w"]) and out["steps"] == 4

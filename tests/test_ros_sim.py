@@ -6,7 +6,7 @@ import tempfile
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy")
+import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402

@@ -226,3 +226,15 @@ def test_demos_and_frozen_encoder_feature_cache(tmp_path):
     assert "features" in batch.obs and "pixels" not in batch.obs
     assert "features" in trainer.demos.sample(4).obs
     assert (checkpoint.list_checkpoints(tmp_path / "run")[-1] / "demos" / "meta.json").is_file()
+
+
+def test_set_parsing_and_bench_table():
+    from se_robot.commands.bench_drq_demos import format_table, steps_to
+    from se_robot.train import parse_set
+
+    assert parse_set(["agent.lr=3e-4", "replay.capacity=50", "demos=", "agent.stddev_schedule=linear(1,0.1,5)"]) == {
+        "agent": {"lr": 3e-4, "stddev_schedule": "linear(1,0.1,5)"}, "replay": {"capacity": 50}, "demos": None}
+    rows = [{"step": 0, "success": 0.0}, {"step": 10, "success": 0.95}, {"step": 20, "success": 0.8}]
+    assert steps_to(rows) == 10 and steps_to(rows[:1]) is None
+    table = format_table({"a": {"rows": rows, "wall_s": 1.0}, "b": {"rows": rows[:1], "wall_s": 2.0}})
+    assert "not reached" in table and "0.95" in table

@@ -9,26 +9,115 @@ Added knobs, each independent and off by default (see :class:`DrQV2Config`): sym
 demo and online data, critic LayerNorm, an N-critic ensemble with a random M-subset target min
 (REDQ), several critic steps per update round (UTD), a BC term on demo rows, a frozen encoder
 whose per-frame features the replay caches, and proprioceptive state appended to the features.
+
+Defaults are the paper's (table 1); the demo knobs default to "off" or to the value that changes
+nothing, so the defaults train exactly the published agent. ``config/agents/drqv2.yaml`` spells the
+same values out. The discount and n-step horizon are not agent settings: the replay buffer builds
+n-step targets and returns ``discount = gamma^n`` (0 after termination), so they live in
+``ReplayConfig``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from se_robot.agents.augment import draw_shifts, shift_images
+from se_robot.agents.augment import draw_shifts, shift_images, shift_images_gather
 from se_robot.agents.base import pick_device
-from se_robot.agents.drqv2_config import DrQV2Config, parse_schedule
 from se_robot.agents.encoders import make_pixel_encoder
 from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
-from se_robot.config import from_dict, to_dict
+from se_robot.config import config_path, from_dict, load, option, to_dict
 
-__all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target"]
+__all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target", "parse_schedule"]
+
+
+@dataclass(frozen=True)
+class DrQV2Config:
+    # --- the paper's agent
+    encoder: str = option("drqv2", choices=("drqv2", "resnet", "checkpoint"),
+                          help="pixel encoder: the paper's 4-layer conv net, a small ResNet, or a checkpoint file")
+    encoder_checkpoint: str = option("", help="torch.save file for encoder=checkpoint "
+                                              "(format: se_robot.agents.encoders)")
+    trust_pickle: bool = option(False, help="allow encoder_checkpoint to be a whole pickled module "
+                                            "(runs code from the file)")
+    freeze_encoder: bool = option(False, help="no encoder gradients; replay caches each frame's features once")
+    feature_dim: int = option(50, range=(1, None), help="trunk output size (Linear -> LayerNorm -> Tanh)")
+    hidden_dim: int = option(1024, range=(1, None), help="hidden units of the actor and critic MLPs")
+    lr: float = option(1e-4, range=(0.0, 1.0), help="Adam learning rate of encoder, actor and critic")
+    batch_size: int = option(256, range=(1, None), help="transitions per gradient step")
+    critic_target_tau: float = option(0.01, range=(0.0, 1.0), help="Polyak rate of the target critic")
+    update_every_steps: int = option(2, range=(1, None), help="env steps between update rounds")
+    num_expl_steps: int = option(2000, range=(0, None), help="steps of uniform random actions at the start")
+    stddev_schedule: str = option("linear(1.0,0.1,500000)",
+                                  help="exploration std: a number, linear(init,final,steps) "
+                                       "or step_linear(i,m,s1,f,s2)")
+    stddev_clip: float = option(0.3, range=(0.0, None), help="clip of the target/actor-loss action noise")
+    aug_pad: int = option(4, range=(0, 32), help="random-shift padding in pixels (0: no augmentation)")
+    aug_method: str = option("grid_sample", choices=("grid_sample", "gather"),
+                             help="random shift by bilinear grid_sample (the paper) "
+                                  "or the equal integer gather (faster)")
+    # --- learning from demonstrations and sample efficiency (each independent)
+    demo_fraction: float = option(0.5, range=(0.0, 1.0),
+                                  help="share of each batch drawn from the demo buffer when one is given (RLPD/SERL)")
+    critic_layer_norm: bool = option(False, help="LayerNorm after each hidden layer of the critic (RLPD)")
+    num_critics: int = option(2, range=(1, 32), help="critic ensemble size N")
+    num_target_critics: int = option(2, range=(1, 32), help="random subset M of the ensemble for the target min (REDQ)")
+    utd: int = option(1, range=(1, 64), help="critic gradient steps per update round (update-to-data ratio)")
+    bc_weight: float = option(0.0, range=(0.0, None), help="weight of MSE(actor mean, demo action) on demo rows")
+    # --- where and how fast
+    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
+    num_threads: int = option(0, range=(0, 256), help="torch CPU threads (0: leave torch's default)")
+    channels_last: bool = option(True, help="channels-last memory format for the conv encoder (same numbers, "
+                                            "1.3-1.4x less CPU time per update measured at the paper size)")
+    amp: str = option("none", choices=("none", "bf16"), help="autocast mixed precision for forward passes")
+
+    def __post_init__(self) -> None:
+        if self.num_target_critics > self.num_critics:
+            raise ValueError(f"num_target_critics ({self.num_target_critics}) must be "
+                             f"<= num_critics ({self.num_critics})")
+        if self.encoder == "checkpoint" and not self.encoder_checkpoint:
+            raise ValueError("encoder=checkpoint needs encoder_checkpoint (a path)")
+        parse_schedule(self.stddev_schedule)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "DrQV2Config":
+        """From ``path`` (default: the packaged config/agents/drqv2.yaml), validated."""
+        return load(cls, path or config_path("agents", "drqv2.yaml"), overrides)
+
+
+_NUM = r"\s*([-+0-9.eE]+)\s*"
+
+
+def parse_schedule(spec: str | float) -> Callable[[int], float]:
+    """``"0.2"``, ``"linear(init,final,duration)"`` or ``"step_linear(init,mid,d1,final,d2)"`` -> f(step)."""
+    try:
+        value = float(spec)
+        return lambda step: value
+    except ValueError:
+        pass
+    m = re.fullmatch(rf"linear\({_NUM},{_NUM},{_NUM}\)", str(spec).strip())
+    if m:
+        init, final, duration = map(float, m.groups())
+        return lambda step: init + (final - init) * min(max(step / duration, 0.0), 1.0)
+    m = re.fullmatch(rf"step_linear\({_NUM},{_NUM},{_NUM},{_NUM},{_NUM}\)", str(spec).strip())
+    if m:
+        init, mid, d1, final, d2 = map(float, m.groups())
+
+        def step_linear(step: int) -> float:
+            if step <= d1:
+                return init + (mid - init) * min(max(step / d1, 0.0), 1.0)
+            return mid + (final - mid) * min((step - d1) / d2, 1.0)
+        return step_linear
+    raise ValueError(f"stddev_schedule {spec!r}: expected a number, linear(init,final,steps) "
+                     "or step_linear(init,mid,steps1,final,steps2)")
 
 
 def _space_shapes(obs_space: Any) -> dict[str, tuple[int, ...]]:
@@ -74,11 +163,19 @@ class DrQV2Agent:
         self.obs_shapes = dict(obs_shapes)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        torch.manual_seed(seed)  # network initialisation
-        self.gen = torch.Generator(device=device)
+        self.gen = torch.Generator(device=device)  # augmentation, noise, ensemble subsets
         self.gen.manual_seed(seed)
-        self.np_rng = np.random.default_rng(seed)
+        self.np_rng = np.random.default_rng(seed)  # uniform exploration actions
         self.std_schedule = parse_schedule(cfg.stddev_schedule)
+        # Initialise from ``seed`` without disturbing anyone else's use of the global generator.
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            self._build_networks(obs_shapes, action_dim, cfg, device)
+        self.num_updates = 0
+
+    def _build_networks(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, cfg: DrQV2Config,
+                        device: torch.device) -> None:
         self.encoder: torch.nn.Module | None = None
         self.pixels_hwc = False
         repr_dim = 0
@@ -108,7 +205,6 @@ class DrQV2Agent:
             self.encoder.requires_grad_(False).eval()
         elif self.encoder is not None:
             self.encoder_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr)
-        self.num_updates = 0
 
     @classmethod
     def create(cls, obs_space: Any, action_space: Any, cfg: DrQV2Config | dict | None = None,
@@ -136,7 +232,8 @@ class DrQV2Agent:
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (N, 3, H, W) frames -> float32 (N, F): the replay's feature-cache function.
 
-        Use with ``replay.set_feature_fn(agent.encode_frames)`` when ``freeze_encoder`` is set.
+        Use with ``replay.set_feature_fn(agent.encode_frames)`` (and the same on the demo buffer,
+        whose batches must carry the same keys) when ``freeze_encoder`` is set.
         """
         if self.encoder is None or not hasattr(self.encoder, "encode_frames"):
             raise RuntimeError("encode_frames needs a frozen frame-wise encoder (freeze_encoder: true)")
@@ -158,7 +255,10 @@ class DrQV2Agent:
         x = obs["pixels"]
         if augment and self.cfg.aug_pad > 0:
             shifts = draw_shifts(x.shape[0], self.cfg.aug_pad, self.device, self.gen)
-            x = shift_images(x.float(), self.cfg.aug_pad, shifts)
+            if self.cfg.aug_method == "gather":
+                x = shift_images_gather(x, self.cfg.aug_pad, shifts).float()
+            else:
+                x = shift_images(x.float(), self.cfg.aug_pad, shifts)
         else:
             x = x.float()
         if self.cfg.channels_last:
@@ -314,7 +414,8 @@ class DrQV2Agent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("obs_shapes") != self.obs_shapes or state.get("action_dim") != self.action_dim:
             raise ValueError(f"DrQV2Agent.load_state_dict: checkpoint is for observations {state.get('obs_shapes')} "
-                             f"and {state.get('action_dim')} actions; this agent has {self.obs_shapes} and {self.action_dim}")
+                             f"and {state.get('action_dim')} actions; "
+                             f"this agent has {self.obs_shapes} and {self.action_dim}")
         for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "encoder", "encoder_opt"):
             target = getattr(self, name)
             if target is None:
@@ -325,3 +426,9 @@ class DrQV2Agent:
         self.gen.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = state["numpy_rng"]
         self.num_updates = int(state["num_updates"])
+
+
+def create(obs_space: Any, action_space: Any, cfg: DrQV2Config | dict | None = None,
+           device: str | torch.device | None = None, seed: int = 0) -> DrQV2Agent:
+    """Module-level constructor for ``se_robot.agents.registry.make_agent("drqv2", ...)``."""
+    return DrQV2Agent.create(obs_space, action_space, cfg, device, seed)

@@ -41,6 +41,8 @@ class DynamicsConfig:
     patience_epochs: int = option(5, range=(1, 1000), help="epochs without a 1% improvement before stopping")
     improvement: float = option(0.01, range=(0.0, 1.0), help="relative held-out improvement that counts")
     max_epochs: int = option(200, range=(1, 100000), help="hard cap on epochs per fit (MBPO: unbounded)")
+    min_grad_steps: int = option(200, range=(0, 10_000_000),
+                                 help="no early stop before this many gradient steps (small data: epochs are a few steps)")
     max_grad_steps: int = option(5000, range=(1, 10_000_000), help="hard cap on gradient steps per fit (CPU budget)")
     logvar_bound_coef: float = option(0.01, range=(0.0, 10.0), help="weight on (max_logvar - min_logvar) to keep the bounds tight")
 
@@ -107,6 +109,8 @@ class ProbabilisticEnsemble(nn.Module):
         self.register_buffer("in_std", torch.ones(self.in_dim))
         self.register_buffer("out_mean", torch.zeros(self.out_dim))
         self.register_buffer("out_std", torch.ones(self.out_dim))
+        # 0 for outputs constant in the data (e.g. a goal position in the state): predicted exactly.
+        self.register_buffer("out_active", torch.ones(self.out_dim))
         self.register_buffer("elites", torch.arange(cfg.num_elites))
         self.register_buffer("holdout_mse", torch.full((cfg.ensemble_size,), float("nan")))
 
@@ -123,7 +127,8 @@ class ProbabilisticEnsemble(nn.Module):
         """Raw-unit mean and variance of ``[delta_state, reward]`` for every member: (E, B, out)."""
         x = (torch.cat([state, action], dim=-1) - self.in_mean) / self.in_std
         mean, logvar = self._forward_normalized(x)
-        return mean * self.out_std + self.out_mean, logvar.exp() * self.out_std.square()
+        scale = self.out_std * self.out_active
+        return mean * scale + self.out_mean, logvar.exp() * scale.square()
 
     def _weight_decay(self) -> torch.Tensor:
         decays = self.cfg.weight_decays
@@ -150,6 +155,7 @@ class EnsembleTrainer:
             mean_buf.copy_(torch.as_tensor(data.mean(0), dtype=torch.float32))
             std = data.std(0)
             std_buf.copy_(torch.as_tensor(np.where(std < 1e-6, 1.0, std), dtype=torch.float32))
+        m.out_active.copy_(torch.as_tensor(targets.std(0) >= 1e-6, dtype=torch.float32))
 
     @torch.no_grad()
     def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -210,7 +216,7 @@ class EnsembleTrainer:
                 best = torch.where(improved, mse, best)
             else:
                 since_improved += 1
-                if since_improved >= cfg.patience_epochs:
+                if since_improved >= cfg.patience_epochs and grad_steps >= cfg.min_grad_steps:
                     break
         with torch.no_grad():  # every member keeps its best weights
             for p, saved in zip(m.net.parameters(), best_state):

@@ -7,9 +7,11 @@ buffer sized to hold ``model_retain_epochs`` epochs of rollouts. SAC then takes 
 gradient steps per env step on batches that are ``real_ratio`` real and the rest model data.
 
 Two guards against the policy exploiting model errors (both off by default, as in the paper):
-a MOPO-style penalty ``r - lambda * u`` with ``u`` the largest predicted std of any elite
-(``aleatoric``) or the spread of the elites' means (``epistemic``), and cutting a rollout where
-the elites disagree by more than ``disagreement_cut`` output standard deviations.
+a MOPO-style penalty ``r - lambda * u`` with ``u`` the norm of the largest predicted std of any
+elite (``aleatoric``) or of the spread of the elites' means (``epistemic``), both measured in
+units of each output's standard deviation in the data (so radians, rad/s and metres weigh alike),
+and cutting a rollout where the elites' means differ by more than ``disagreement_cut`` output
+standard deviations in any output.
 
 Where the task defines reward and termination on state vectors the loop passes
 ``reward_fn(state, action, next_state) -> (reward, terminated)`` (numpy, batched) and those
@@ -50,7 +52,7 @@ class MBPOConfig:
     model_retain_epochs: int = option(1, range=(1, 1000), help="epochs of rollouts the model buffer keeps")
     uncertainty_penalty: float = option(0.0, range=(0.0, None), help="lambda in r - lambda*u (MOPO); 0 = off")
     penalty_kind: str = option("aleatoric", choices=("aleatoric", "epistemic"),
-                               help="u: max_i ||sigma_i|| of elites, or ||std of elite means||")
+                               help="u: max_i ||sigma_i|| of elites, or ||std of elite means||, in output stds")
     disagreement_cut: float | None = option(None, range=(0.0, None),
                                             help="stop a rollout where elites disagree by more (output stds); null = never")
 
@@ -206,11 +208,13 @@ class MBPOAgent:
                 r_np, t_np = self.reward_fn(s.cpu().numpy(), a.cpu().numpy(), next_s.cpu().numpy())
                 reward = torch.as_tensor(np.asarray(r_np, np.float32), device=self.device).reshape(-1)
                 terminated = torch.as_tensor(np.asarray(t_np, bool), device=self.device).reshape(-1)
+            # In units of each output's spread in the data, so rad, rad/s and m weigh alike.
+            mean_n, std_n = mean / m.out_std, std / m.out_std
             if cfg.penalty_kind == "aleatoric":
-                u = std.norm(dim=-1).max(0).values
+                u = std_n.norm(dim=-1).max(0).values
             else:
-                u = mean.std(0).norm(dim=-1) if len(elites) > 1 else torch.zeros(len(s), device=self.device)
-            disagreement = ((mean / m.out_std).std(0).max(-1).values if len(elites) > 1
+                u = mean_n.std(0).norm(dim=-1) if len(elites) > 1 else torch.zeros(len(s), device=self.device)
+            disagreement = (mean_n.std(0).max(-1).values if len(elites) > 1
                             else torch.zeros(len(s), device=self.device))
             keep = (torch.ones_like(terminated) if cfg.disagreement_cut is None
                     else disagreement <= cfg.disagreement_cut)

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
@@ -94,6 +92,20 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias.to(x.dtype), x, self.weight.to(x.dtype))
 
 
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over the last axis of (n, B, dim) with a separate gain and bias per member."""
+
+    def __init__(self, n: int, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(n, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(n, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.layer_norm(x, (self.dim,), eps=self.eps)
+        return y * self.weight.to(y.dtype) + self.bias.to(y.dtype)
+
+
 class EnsembleCritic(nn.Module):
     """``num_critics`` Q-functions over (trunk features, action); returns Q of shape (N, B, 1).
 
@@ -110,7 +122,7 @@ class EnsembleCritic(nn.Module):
         for dim_in in (in_dim, hidden_dim):
             layers.append(EnsembleLinear(num_critics, dim_in, hidden_dim))
             if layer_norm:
-                layers.append(nn.LayerNorm(hidden_dim))  # shared affine over members: cheap and enough
+                layers.append(EnsembleLayerNorm(num_critics, hidden_dim))
             layers.append(nn.ReLU(inplace=True))
         layers.append(EnsembleLinear(num_critics, hidden_dim, 1))
         self.heads = nn.Sequential(*layers)
@@ -154,12 +166,3 @@ def soft_update(net: nn.Module, target: nn.Module, tau: float) -> None:
         dst = list(target.parameters())
         torch._foreach_mul_(dst, 1.0 - tau)
         torch._foreach_add_(dst, src, alpha=tau)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def gaussian_entropy(std: float, action_dim: int) -> float:
-    """Entropy of an isotropic Gaussian with this std (before clipping), for logging."""
-    return action_dim * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(max(std, 1e-8)))

@@ -236,26 +236,47 @@ class ReplayBuffer:
         discount = np.where(ended, 0.0, boot)
         return ret.astype(np.float32), discount.astype(np.float32), cur, ok
 
-    def _obs_at(self, absolute: np.ndarray) -> dict[str, np.ndarray]:
-        cap, k = self.capacity, self.cfg.frame_stack
+    def _obs_shapes(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Per-row shape and dtype of each sampled observation entry."""
+        k = self.cfg.frame_stack
+        shapes = {}
+        for key, array in self._arrays.items():
+            if key in self._image_keys and self._features is not None and key == self._feature_key:
+                shapes["features"] = ((k * self._features.shape[1],), np.float32)
+            elif key in self._image_keys:
+                c, h, w = array.shape[1:]
+                shapes[key] = ((k * c, h, w), np.uint8)
+            else:
+                shapes[key] = (array.shape[1:], array.dtype)
+        return shapes
+
+    def _empty_batch(self, batch_size: int) -> Batch:
+        def obs() -> dict[str, np.ndarray]:
+            return {key: np.empty((batch_size, *shape), dtype) for key, (shape, dtype) in self._obs_shapes().items()}
+        return Batch(obs=obs(), action=np.empty((batch_size, self._action.shape[1]), np.float32),
+                     reward=np.empty(batch_size, np.float32), discount=np.empty(batch_size, np.float32),
+                     next_obs=obs(), weights=np.ones(batch_size, np.float32),
+                     indices=np.empty(batch_size, np.int64), is_demo=np.zeros(batch_size, bool))
+
+    def _obs_into(self, out: dict[str, np.ndarray], rows: slice, absolute: np.ndarray) -> None:
+        """Gather stacks straight into the batch arrays (no intermediate copies)."""
+        cap, k, b = self.capacity, self.cfg.frame_stack, len(absolute)
         slots = absolute % cap
         back = np.arange(k - 1, -1, -1)                                   # oldest frame first
-        stack_abs = absolute[:, None] - np.minimum(back[None, :], self._ep_step[slots][:, None])
-        stack_slots = stack_abs % cap
-        out: dict[str, np.ndarray] = {}
+        stack_slots = (absolute[:, None] - np.minimum(back[None, :], self._ep_step[slots][:, None])) % cap
         for key, array in self._arrays.items():
             if key in self._image_keys:
                 if self._features is not None and key == self._feature_key:
-                    out["features"] = self._features[stack_slots].reshape(len(absolute), -1)
+                    dest = out["features"][rows].reshape(b, k, -1)
+                    np.take(self._features, stack_slots, axis=0, out=dest, mode="clip")
                     continue
-                frames = array[stack_slots]                               # (B, k, C, H, W)
-                out[key] = frames.reshape(len(absolute), -1, *frames.shape[3:])
+                dest = out[key][rows].reshape(b, k, *array.shape[1:])    # (B, k, C, H, W) view
+                np.take(array, stack_slots, axis=0, out=dest, mode="clip")
             else:
-                out[key] = array[slots]
-        return out
+                np.take(array, slots, axis=0, out=out[key][rows], mode="clip")
 
-    def sample(self, batch_size: int, max_rounds: int = 64) -> Batch:
-        """``batch_size`` transitions (uniform, or proportional to priority with PER)."""
+    def _draw(self, batch_size: int, max_rounds: int = 64) -> np.ndarray:
+        """Absolute indices of sampleable transitions (uniform, or by priority with PER)."""
         if self.transitions == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         lo = max(0, self.written - self.capacity)
@@ -272,18 +293,27 @@ class ReplayBuffer:
         if chosen.size < batch_size:
             raise ValueError(f"replay buffer has too few sampleable transitions ({self.transitions} added, "
                              f"n_step={self.cfg.n_step}, frame_stack={self.cfg.frame_stack})")
-        chosen = chosen[:batch_size]
+        return chosen[:batch_size]
+
+    def _fill(self, batch: Batch, rows: slice, chosen: np.ndarray) -> None:
         reward, discount, boot_abs, _ = self._targets(chosen)
         slots = chosen % self.capacity
-        weights = np.ones(batch_size, np.float32)
+        batch.reward[rows], batch.discount[rows], batch.indices[rows] = reward, discount, slots
+        np.take(self._action, slots, axis=0, out=batch.action[rows], mode="clip")
         if self._tree is not None:
             prob = self._tree.get(slots) / self._tree.total
             stored = np.count_nonzero(self._has_next[:len(self)])
             w = (stored * prob) ** (-self.cfg.beta)
-            weights = (w / w.max()).astype(np.float32)
-        return Batch(obs=self._obs_at(chosen), action=self._action[slots].copy(), reward=reward,
-                     discount=discount, next_obs=self._obs_at(boot_abs), weights=weights,
-                     indices=slots.astype(np.int64), is_demo=np.zeros(batch_size, bool))
+            batch.weights[rows] = w / w.max()       # normalised within this buffer's rows
+        self._obs_into(batch.obs, rows, chosen)
+        self._obs_into(batch.next_obs, rows, boot_abs)
+
+    def sample(self, batch_size: int) -> Batch:
+        """``batch_size`` transitions (uniform, or proportional to priority with PER)."""
+        chosen = self._draw(batch_size)
+        batch = self._empty_batch(batch_size)
+        self._fill(batch, slice(0, batch_size), chosen)
+        return batch
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """PER: new priorities (|td| + eps)^alpha for sampled slots; a no-op without PER."""
@@ -368,25 +398,20 @@ def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: i
         raise ValueError(f"demo_fraction must be in [0, 1], got {demo_fraction}")
     n_demo = int(round(batch_size * demo_fraction)) if demos is not None and demos.transitions else 0
     n_online = batch_size - n_demo
-    parts = []
-    if n_demo:
-        part = demos.sample(n_demo)
-        part.is_demo[:] = True
-        parts.append(part)
-    if n_online:
-        parts.append(online.sample(n_online))
-    if len(parts) == 1:
-        return parts[0]
-    a, b = parts
-    if set(a.obs) != set(b.obs):
-        raise KeyError(f"demo observations {sorted(a.obs)} differ from online ones {sorted(b.obs)}")
-    cat = np.concatenate
-    return Batch(obs={k: cat([a.obs[k], b.obs[k]]) for k in a.obs},
-                 action=cat([a.action, b.action]), reward=cat([a.reward, b.reward]),
-                 discount=cat([a.discount, b.discount]),
-                 next_obs={k: cat([a.next_obs[k], b.next_obs[k]]) for k in a.next_obs},
-                 weights=cat([a.weights, b.weights]), indices=cat([a.indices, b.indices]),
-                 is_demo=cat([a.is_demo, b.is_demo]))
+    if n_demo == 0:
+        return online.sample(batch_size)
+    if n_online == 0:
+        batch = demos.sample(batch_size)
+        batch.is_demo[:] = True
+        return batch
+    if online._obs_shapes() != demos._obs_shapes() or online._action.shape[1] != demos._action.shape[1]:
+        raise KeyError(f"demo observations {demos._obs_shapes()} differ from online ones {online._obs_shapes()}")
+    demo_rows, online_rows = demos._draw(n_demo), online._draw(n_online)
+    batch = online._empty_batch(batch_size)
+    demos._fill(batch, slice(0, n_demo), demo_rows)
+    online._fill(batch, slice(n_demo, batch_size), online_rows)
+    batch.is_demo[:n_demo] = True
+    return batch
 
 
 def load_demos(dataset_dir: str | Path, buffer: ReplayBuffer, obs_keys: tuple[str, ...] | None = None,

@@ -167,7 +167,7 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
 
     lines = [f"env steps to {args.threshold:.0%} eval success ({args.eval_episodes} episodes every "
              f"{args.eval_every} steps; '>{args.steps}' = not reached; median over seeds)",
-             f"{'task':<8}{'algo':<7}{'median':>10}{'per seed':>34}{'vs sb3':>10}{'wall s/run':>12}"]
+             f"{'task':<8}{'algo':<7}{'median':>10}{'per seed':>34}{'vs sb3':>10}{'final':>8}{'best':>7}{'wall s/run':>12}"]
     for task in dict.fromkeys(r["task"] for r in results):
         medians: dict[str, float] = {}
         rows = []
@@ -176,16 +176,19 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
             hits = [r["steps_to_threshold"] for r in runs]
             medians[algo] = float(np.median([h if h is not None else np.inf for h in hits]))
             wall = float(np.mean([r["wall_s"] for r in runs]))
-            rows.append((algo, hits, wall))
-        for algo, hits, wall in rows:
+            final = float(np.mean([r["curve"][-1][1] for r in runs]))
+            best = float(np.mean([max(v for _, v in r["curve"]) for r in runs]))
+            rows.append((algo, hits, wall, final, best))
+        for algo, hits, wall, final, best in rows:
             med = medians[algo]
             med_text = f">{args.steps}" if med == float("inf") else f"{med:.0f}"
             per_seed = ",".join(str(h) if h is not None else f">{args.steps}" for h in hits)
             base = medians.get("sb3")
             ratio = ("-" if base is None or algo == "sb3" else
                      "n/a" if med == float("inf") or base == float("inf") else f"{base / med:.2f}x")
-            lines.append(f"{task:<8}{algo:<7}{med_text:>10}{per_seed:>34}{ratio:>10}{wall:>12.0f}")
-    lines.append("vs sb3: SB3 SAC's median steps divided by this algo's ('2.00x' = half the env steps)")
+            lines.append(f"{task:<8}{algo:<7}{med_text:>10}{per_seed:>34}{ratio:>10}{final:>8.2f}{best:>7.2f}{wall:>12.0f}")
+    lines.append("vs sb3: SB3 SAC's median steps divided by this algo's ('2.00x' = half the env steps); "
+                 "final/best: eval success at the last/best evaluation, mean over seeds")
     return lines
 
 

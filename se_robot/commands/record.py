@@ -47,15 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def find_estop(env: Any) -> Any | None:
-    """The EStop that guards ``env``'s arm (hardware driver first, then the twin's safety filter)."""
-    base = getattr(env, "unwrapped", env)
-    for path in (("robot", "estop"), ("safety", "estop"), ("estop",)):
-        obj = base
-        for name in path:
-            obj = getattr(obj, name, None)
-        if obj is not None:
-            return obj
-    return None
+    """The EStop that guards ``env``'s arm (see se_robot.envs.intervention.find_estop)."""
+    from se_robot.envs.intervention import find_estop as find
+
+    return find(env)
 
 
 def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:

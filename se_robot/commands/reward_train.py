@@ -22,10 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", required=True,
                    help="dataset directory (repeatable: e.g. expert demos and failed/random episodes)")
     p.add_argument("--out", required=True, help="classifier file to write (.pt); metrics go beside it as .json")
-    p.add_argument("--positive-frames", type=int, default=2, help="final frames of a success labelled 1 (default 2)")
+    p.add_argument("--positive-frames", type=int, default=1,
+                   help="final frames of a success labelled 1 (default 1: when the task terminates on "
+                        "success only the last frame shows it)")
     p.add_argument("--holdout", type=float, default=0.25, help="fraction of episodes held out (default 0.25)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate the threshold aims for")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--input-size", type=int, default=64, help="frames are resized to this square size")

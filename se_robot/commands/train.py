@@ -1,4 +1,4 @@
-"""``se-robot train``: train an agent on the sim twin (hardware and ROS backends later)."""
+"""``se-robot train``: train an agent on the sim twin, the real arm or over ROS."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
     p.add_argument("--steps", type=int, metavar="N", help="agent steps to train (total, also when resuming)")
     p.add_argument("--obs-mode", dest="obs_mode", help="pixels | state | both")
-    p.add_argument("--backend", help="sim (the MuJoCo twin)")
+    p.add_argument("--backend", help="sim (the MuJoCo twin) | hardware (SerialArm + camera; env options via "
+                   "--set env.port=/dev/ttyACM0) | ros (topics of arm_node or sim_node)")
+    p.add_argument("--teleop", help="keyboard | gamepad | spacemouse | leader: an operator can take over; "
+                   "takeovers also go to the demo buffer")
+    p.add_argument("--teleop-device", dest="teleop_device", metavar="PATH",
+                   help="evdev node, leader-arm serial port or tty of the teleop device")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue exactly")
     p.add_argument("--seed", type=int)
@@ -32,7 +37,8 @@ def resolve_config(args: argparse.Namespace):
     from se_robot.config import ConfigError, from_dict
     from se_robot.train import TrainConfig, load_config, merge, parse_set
 
-    overrides = {k: getattr(args, k) for k in ("task", "algo", "demos", "steps", "obs_mode", "backend", "seed")
+    overrides = {k: getattr(args, k) for k in ("task", "algo", "demos", "steps", "obs_mode", "backend", "seed",
+                                                 "teleop", "teleop_device")
                  if getattr(args, k, None) is not None}
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
@@ -69,5 +75,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = trainer.train()
     finally:
         trainer.logger.close()
+        trainer.env.close()  # hardware: torque policy on disconnect; teleop: release the device
+        if trainer.eval_env is not trainer.env:
+            trainer.eval_env.close()
     print(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
     return 0

@@ -191,7 +191,8 @@ class EpisodeWriter:
                  compress: bool = True):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        meta = dataset_meta if isinstance(dataset_meta, DatasetMeta) else DatasetMeta.from_json(dataset_meta, "<dataset_meta>")
+        meta = (dataset_meta if isinstance(dataset_meta, DatasetMeta)
+                else DatasetMeta.from_json(dataset_meta, "<dataset_meta>"))
         if not meta.created:
             meta = dataclasses.replace(meta, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
         existing = self.directory / DATASET_FILE
@@ -218,7 +219,8 @@ class EpisodeWriter:
     def num_steps(self) -> int:
         return 0 if self._steps is None else len(self._steps["action"])
 
-    def start_episode(self, obs: Any, timestamp: float | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    def start_episode(self, obs: Any, timestamp: float | None = None,
+                      metadata: Mapping[str, Any] | None = None) -> None:
         """Begin an episode with the observation from ``env.reset``; drops any unfinished one."""
         first = _split_obs(obs)
         self._steps = {k: [v.copy()] for k, v in first.items()}
@@ -259,7 +261,10 @@ class EpisodeWriter:
         arrays: dict[str, np.ndarray] = {}
         for k in self._obs_keys:
             stacked = np.stack(s[k])
-            arrays[k] = stacked.astype(np.uint8) if is_pixel_key(k) else stacked.astype(np.float32).reshape(len(stacked), -1)
+            if is_pixel_key(k):
+                arrays[k] = stacked.astype(np.uint8)
+            else:
+                arrays[k] = stacked.astype(np.float32).reshape(len(stacked), -1)
         arrays["action"] = np.stack(s["action"]).astype(np.float32)
         arrays["reward"] = np.asarray(s["reward"], dtype=np.float32)
         for k in ("terminated", "truncated", "intervention"):
@@ -356,7 +361,8 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple
             raise DatasetError(path, key, f"length {px.shape[0]} does not match T+1 = {T + 1}")
     meta = arrays["metadata"]
     if meta.dtype.kind != "U" or meta.ndim != 0:
-        raise DatasetError(path, "metadata", f"expected a JSON string scalar, got dtype {meta.dtype} shape {meta.shape}")
+        raise DatasetError(path, "metadata",
+                           f"expected a JSON string scalar, got dtype {meta.dtype} shape {meta.shape}")
     try:
         metadata = json.loads(str(meta))
     except json.JSONDecodeError as e:
@@ -480,14 +486,16 @@ class DatasetInfo:
     def summary(self) -> str:
         lines = [f"dataset      {self.directory}",
                  f"task         {self.meta.task}   arm {self.meta.arm}   camera {self.meta.camera}",
-                 f"control rate {self.meta.control_hz:g} Hz   format v{self.meta.format_version}   created {self.meta.created}",
+                 f"control rate {self.meta.control_hz:g} Hz   format v{self.meta.format_version}   "
+                 f"created {self.meta.created}",
                  f"episodes     {self.num_episodes}   steps {self.num_steps}"]
         if self.lengths:
             lens = np.asarray(self.lengths)
             lines.append(f"length       min {lens.min()}  mean {lens.mean():.1f}  max {lens.max()} steps "
                          f"({lens.mean() / self.meta.control_hz:.1f} s mean)")
             lines.append(f"success      {sum(self.successes)}/{self.num_episodes} ({100 * self.success_rate:.1f}%)")
-            lines.append(f"intervention {self.interventions} steps ({100 * self.interventions / max(self.num_steps, 1):.1f}%)")
+            share = 100 * self.interventions / max(self.num_steps, 1)
+            lines.append(f"intervention {self.interventions} steps ({share:.1f}%)")
         lines.append(f"size         {self.size_bytes / 1e6:.2f} MB on disk")
         for k, (shape, dtype) in sorted(self.keys.items()):
             lines.append(f"  {k:<14s} {dtype:<8s} per step {shape}")

@@ -1,5 +1,8 @@
 """Task definitions shared by the sim twin, the hardware env and the ROS env.
 
+Dense rewards are never positive (0 only at the goal): episodes end on success, and a positive
+per-step reward would pay an agent to hover next to the goal instead of finishing the task.
+
 A task sees only what a real arm can measure: the gripper position (forward kinematics), the
 gripper opening, and object positions (from the twin, or a camera detector on hardware). Reward,
 success and reset distributions are plain numpy on those quantities, vectorised over leading
@@ -102,7 +105,7 @@ class ReachTask(Task):
         return _dist(s.ee_pos, s.target_pos) < self.cfg.success_threshold_m
 
     def dense_reward(self, s: TaskState) -> np.ndarray:
-        return 1.0 - np.tanh(10.0 * _dist(s.ee_pos, s.target_pos))
+        return -np.tanh(10.0 * _dist(s.ee_pos, s.target_pos))
 
 
 class PushTask(Task):
@@ -131,7 +134,7 @@ class PushTask(Task):
     def dense_reward(self, s: TaskState) -> np.ndarray:
         to_cube = _dist(s.ee_pos, s.cube_pos)
         to_goal = _dist(s.cube_pos[..., :2], s.target_pos[..., :2])
-        return 0.3 * (1.0 - np.tanh(10.0 * to_cube)) + 0.7 * (1.0 - np.tanh(10.0 * to_goal))
+        return -(0.3 * np.tanh(10.0 * to_cube) + 0.7 * np.tanh(10.0 * to_goal))
 
 
 class LiftTask(Task):
@@ -154,7 +157,7 @@ class LiftTask(Task):
         closed = np.clip(1.0 - s.gripper, 0.0, 1.0)
         grasp = near * closed
         lift = np.clip(self.height(s) / self.cfg.lift_height_m, 0.0, 1.0)
-        return 0.25 * near + 0.25 * grasp + 0.5 * lift * (_dist(s.ee_pos, s.cube_pos) < 0.04)
+        return 0.25 * near + 0.25 * grasp + 0.5 * lift * (_dist(s.ee_pos, s.cube_pos) < 0.04) - 1.0
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (ReachTask, PushTask, LiftTask)}
