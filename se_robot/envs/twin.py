@@ -43,8 +43,9 @@ class ArmTwin:
         """Reach shows a floating sphere; push shows a goal disc on the table; lift shows none."""
         m = self.model
         name = self.task.name
-        m.geom_rgba[self._target_geom, 3] = 0.6 if name == "reach" else 0.0
-        m.geom_rgba[self._goal_geom] = (0.15, 0.3, 0.95, 0.8 if name == "push" else 0.0)
+        # A geom's own rgba overrides its material's, so set whole colours, not only alpha.
+        m.geom_rgba[self._target_geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
+        m.geom_rgba[self._goal_geom] = (0.15, 0.3, 0.95, 1.0 if name == "push" else 0.0)
 
     # ------------------------------------------------------------------ control
     def reset(self, rng: np.random.Generator | None = None, sample: ResetSample | None = None,
