@@ -145,3 +145,18 @@ def test_pixels_are_fresh_and_a_silent_camera_truncates_with_the_reason(sim, env
         assert "camera/image_raw" in info["truncation_reason"]
     finally:
         assert set_param(ros, "camera_rate_hz", 30.0).successful
+
+
+def test_env_estop_latches_the_node(sim, env):
+    """A latch in RosArmEnv (a teleop e-stop button, say) latches the node that drives the bus."""
+    _, ros = sim
+    seen = []
+    sub = ros.node.create_subscription(Bool, "arm/estopped", lambda m: seen.append(m.data), LATCHED_QOS)
+    try:
+        assert ros.spin_until(lambda: bool(seen), 20.0)
+        env.unwrapped.safety.estop.latch("operator pressed e-stop")
+        assert ros.spin_until(lambda: seen[-1] is True, 10.0), "the node never latched"
+    finally:
+        env.unwrapped.safety.estop.reset()
+        assert trigger(ros, "/arm/reset").success
+        ros.node.destroy_subscription(sub)

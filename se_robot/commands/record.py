@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "e-stop. With a SpaceMouse, gamepad or leader arm the terminal keyboard still gives "
                     "these buttons.")
     p.add_argument("--task", choices=TASKS, default="push")
-    p.add_argument("--backend", choices=("sim", "hardware"), default="sim")
+    p.add_argument("--backend", choices=("sim", "hardware", "ros"), default="sim",
+                   help="sim: the twin in-process; hardware: SerialArm + camera; ros: a running arm_node "
+                        "(+ camera_node) or sim_node, e.g. from robot.launch.py")
     p.add_argument("--teleop", choices=TELEOP, default="keyboard")
     p.add_argument("--device", default=None,
                    help="evdev node for gamepad/spacemouse (/dev/input/eventN), serial port of the leader "
@@ -65,6 +67,10 @@ def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
         from se_robot.envs.hardware_env import make_hardware_env
 
         return make_hardware_env(args.task, **options)
+    if args.backend == "ros":
+        from se_robot.nodes.ros_arm_env import make_ros_env
+
+        return make_ros_env(args.task, **options)
     from se_robot.commands.demos import make_sim_env
 
     return make_sim_env(args.task, **options)

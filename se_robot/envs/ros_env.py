@@ -79,6 +79,9 @@ class RobotLink(Protocol):
 
     def home(self, timeout_s: float) -> tuple[bool, str]: ...
 
+    def estop(self, reason: str) -> None:
+        """Latch the e-stop where it stops the bus (arm_node / sim_node)."""
+
     def close(self) -> None: ...
 
 
@@ -100,6 +103,9 @@ class RosArmEnv(gym.Env):
                              "detector); use obs_mode='pixels' or 'both' on hardware")
         self.kin = Kinematics(self.arm)
         self.safety = SafetyFilter(self.arm, self.kin)
+        # A latch here (a teleop e-stop button, a fault) must also stop the arm at the node.
+        if hasattr(link, "estop"):
+            self.safety.estop.add_listener(link.estop)
         self.decoder = ActionDecoder(self.arm, self.kin, self.cfg)
         self.observation_space = observation_space(self.arm, self.task, self.cfg)
         self.action_space = action_space(self.arm, self.cfg)

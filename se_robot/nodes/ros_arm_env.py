@@ -57,6 +57,7 @@ class RclpyLink:
         n.create_subscription(PoseArray, names.TASK_STATE, lambda m: self._store("task", m), SENSOR_QOS)
         self._cmd_pub = n.create_publisher(Float64MultiArray, names.JOINT_COMMANDS, COMMAND_QOS)
         self._home = n.create_client(Trigger, names.HOME_SERVICE)
+        self._estop = n.create_client(Trigger, names.ESTOP_SERVICE)
         self._reset_task = n.create_client(Trigger, names.TASK_RESET_SERVICE)
         ns = namespace.rstrip("/")
         self._sim_params = n.create_client(SetParameters, f"{ns}/{sim_node_name}/set_parameters")
@@ -152,6 +153,11 @@ class RclpyLink:
     def home(self, timeout_s: float) -> tuple[bool, str]:
         res = self._call(self._home, Trigger.Request(), timeout_s)
         return res.success, res.message
+
+    def estop(self, reason: str) -> None:
+        """Latch the arm node's e-stop (fire and forget: called from the EStop's listener)."""
+        self.node.get_logger().error(f"e-stop: {reason}")
+        self._estop.call_async(Trigger.Request())
 
     def close(self) -> None:
         if self._executor is None:
