@@ -51,7 +51,8 @@ class SimArmEnv(gym.Env):
         self.twin.reset(self.np_random)
         self.twin.step(0.2)  # let the servos settle under gravity before the first observation
         self._q_cmd = self.arm.home.copy()
-        return self._observe(), self._info(TaskState(*self._task_arrays()), None)
+        s = TaskState(*self._task_arrays())
+        return self._observe(s), self._info(s, None)
 
     def step(self, action):
         q_now = self.twin.joint_positions()
@@ -64,7 +65,7 @@ class SimArmEnv(gym.Env):
         success = bool(self.task.success(s))
         reward = float(self.task.reward(s, self.cfg.reward_type))
         terminated = success and self.task.cfg.terminate_on_success
-        return self._observe(), reward, terminated, False, self._info(s, cmd)
+        return self._observe(s), reward, terminated, False, self._info(s, cmd, success)
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -79,20 +80,18 @@ class SimArmEnv(gym.Env):
         t = self.twin
         return t.ee_position(), np.float64(t.gripper_fraction()), t.cube_position(), t.target_position()
 
-    def _observe(self):
+    def _observe(self, s: TaskState):
         t, cfg = self.twin, self.cfg
-        pixels = None
+        pixels = state = None
         if cfg.obs_mode != "state":
             pixels = t.render(cfg.camera, cfg.image_size, cfg.image_size)
-        features = None
-        if cfg.obs_mode == "state":
-            features = self.task.features(TaskState(*self._task_arrays()))
-        q = t.joint_positions()
-        state = build_state(q, t.joint_velocities(), t.gripper_fraction(q), t.ee_position(), features)
+        if cfg.obs_mode != "pixels":
+            features = self.task.features(s) if cfg.obs_mode == "state" else None
+            state = build_state(t.joint_positions(), t.joint_velocities(), float(s.gripper), s.ee_pos, features)
         return build_obs(cfg, state, pixels)
 
-    def _info(self, s: TaskState, cmd) -> dict:
-        info = {"is_success": bool(self.task.success(s)),
+    def _info(self, s: TaskState, cmd, success: bool | None = None) -> dict:
+        info = {"is_success": bool(self.task.success(s)) if success is None else success,
                 "safety/clipped": bool(cmd.clipped) if cmd else False,
                 "safety/held": bool(cmd.held) if cmd else False,
                 "safety/reasons": ",".join(cmd.reasons) if cmd else ""}
