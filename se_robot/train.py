@@ -366,6 +366,12 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
         if demos is None:  # takeovers become demonstrations (HIL-SERL)
             demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
                                  seed=cfg.seed + 1)
+    if hasattr(agent, "set_reward_fn"):
+        # MBPO scores model rollouts with the task's own reward and termination when the state
+        # vector carries the task (state obs) and one agent step is one control tick.
+        from se_robot.envs.spaces import state_reward_fn
+
+        agent.set_reward_fn(state_reward_fn(env) if cfg.action_repeat == 1 else None)
     agent_cfg = getattr(agent, "cfg", None)
     if getattr(agent_cfg, "freeze_encoder", False) and hasattr(agent, "encode_frames"):
         for buf in (replay, demos):

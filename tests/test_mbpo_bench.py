@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from se_robot.cli import main
-from se_robot.commands.bench_sample_efficiency import steps_to_threshold, task_reward_fn
+from se_robot.commands.bench_sample_efficiency import steps_to_threshold
+from se_robot.envs.spaces import state_reward_fn as task_reward_fn
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,3 +69,14 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
     assert (out / "learning_curves.png").stat().st_size > 1000
     logged = (out / "reach_mbpo_seed0" / "model.csv").read_text()  # MBPO refitted its model inside the loop
     assert "model/holdout_loss/member_6" in logged and "model/rollout_length" in logged
+
+
+def test_the_loop_gives_mbpo_the_task_reward(tmp_path):
+    from se_robot.train import build_trainer, load_config
+
+    base = {"task": "reach", "algo": "mbpo", "obs_mode": "state", "frame_stack": 1, "action_repeat": 1,
+            "tensorboard": False, "progress": False, "replay": {"capacity": 100, "frame_stack": 1, "n_step": 1}}
+    trainer = build_trainer(load_config(None, base), tmp_path / "a")
+    assert trainer.agent.reward_fn is not None
+    trainer = build_trainer(load_config(None, {**base, "action_repeat": 2}), tmp_path / "b")
+    assert trainer.agent.reward_fn is None  # a repeated action's reward is a sum: learned instead

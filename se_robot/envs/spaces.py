@@ -12,14 +12,14 @@ proprioceptive only: the camera carries the task, as on a real arm.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
 
 from se_robot.arm import ArmDescription
 from se_robot.config import option
-from se_robot.envs.tasks import Task
+from se_robot.envs.tasks import Task, TaskState
 
 ObsMode = Literal["state", "pixels", "both"]
 ActionMode = Literal["ee_delta", "joint_delta"]
@@ -112,3 +112,36 @@ class ActionDecoder:
             i, closed, opened = self._grip
             q[i] = closed + (a[3] + 1.0) * 0.5 * (opened - closed)
         return q
+
+
+def state_reward_fn(env: Any) -> Callable | None:
+    """``reward_fn(state, action, next_state) -> (reward, terminated)`` from the env's task, batched.
+
+    Reads the state layout of ``se_robot.envs.spaces`` (proprio, then the task's features) and
+    scores ``next_state`` with the task's own reward and success, so model rollouts see exactly
+    the env's reward. None when the layout has no task features (pixels/both modes).
+    """
+    base = env.unwrapped
+    task, arm, reward_type = base.task, base.arm, base.cfg.reward_type
+    if base.cfg.obs_mode != "state":
+        return None
+    p = proprio_dim(arm)
+    names = task.feature_names
+    column = {name: p + i for i, name in enumerate(names)}
+
+    def gather(ns: np.ndarray, keys: tuple[str, ...]) -> np.ndarray:
+        out = np.zeros((len(ns), 3), np.float64)
+        for j, key in enumerate(keys):
+            if key in column:
+                out[:, j] = ns[:, column[key]]
+        return out
+
+    def reward_fn(state, action, next_state):
+        ns = np.asarray(next_state, np.float64)
+        target_keys = ("goal_x", "goal_y") if "goal_x" in column else ("target_x", "target_y", "target_z")
+        s = TaskState(ee_pos=ns[:, p - 3:p], gripper=ns[:, p - 4], cube_pos=gather(ns, ("cube_x", "cube_y", "cube_z")),
+                      target_pos=gather(ns, target_keys))
+        terminated = task.success(s) & bool(task.cfg.terminate_on_success)
+        return task.reward(s, reward_type), terminated
+
+    return reward_fn
