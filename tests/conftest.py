@@ -1,7 +1,22 @@
-"""Shared test setup: headless MuJoCo rendering and a ROS domain of our own per test run."""
+"""Shared test setup: headless MuJoCo rendering, a ROS domain of our own per test run, and one
+torch thread."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The networks in tests are tiny: a second OpenMP thread only adds barrier waits (ruinous on a
+    loaded 2-core CI machine). Restored after each test, since some code under test sets it too."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,13 +21,6 @@ from se_robot.config import ConfigError, config_path, from_dict, load
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds barrier waits (ruinous on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 SIZE, STACK, STATE, ACT = 24, 3, 5, 4
 

@@ -13,13 +13,6 @@ from se_robot.config import ConfigError, from_dict
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small networks: one thread avoids OpenMP spin-waits on a shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 NOISE_STD = 0.1
 

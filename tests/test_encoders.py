@@ -14,13 +14,6 @@ from se_robot.agents.encoders import (DrQV2Encoder, FrameWise, SmallResNet, buil
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: a second OpenMP thread only adds barrier waits (ruinous on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _crop(padded: torch.Tensor, pad: int, dx: int, dy: int, h: int, w: int) -> torch.Tensor:

@@ -17,13 +17,6 @@ from se_robot.config import ConfigError, config_path, from_dict, load
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small networks: one thread avoids OpenMP spin-waits on a shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (3,), np.float32)})
 ACT = spaces.Box(-1.0, 1.0, (2,), np.float32)

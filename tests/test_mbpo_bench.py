@@ -15,16 +15,6 @@ from se_robot.envs.spaces import state_reward_fn as task_reward_fn
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_torch_threads():
-    """The bench sets torch's (process-wide) thread count; give the rest of the suite its own back."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_task_reward_fn_reproduces_env_reward_and_termination(task):
     from se_robot.envs import make_env

@@ -60,7 +60,6 @@ def test_threshold_meets_the_target_false_positive_rate():
 
 
 def test_training_learns_a_visible_success_and_round_trips(tmp_path):
-    torch.set_num_threads(1)
     successes = [True] * 16 + [False] * 8
     eps = [_episode(i, 6, s) for i, s in enumerate(successes)]
     data = label_frames(eps, positive_frames=1)
