@@ -62,6 +62,7 @@ def rig():
                 ros.node.create_subscription(JointState, "joint_states", states.append, SENSOR_QOS)
                 assert ros.spin_until(lambda: bool(states), 30.0), open(log).read()
                 pub = ros.node.create_publisher(Float64MultiArray, "arm/joint_commands", COMMAND_QOS)
+                assert ros.spin_until(lambda: pub.get_subscription_count() > 0, 30.0), "arm_node never matched"
                 yield varm, ros, pub, states
         finally:
             harness.stop_node(proc)
@@ -107,7 +108,9 @@ def test_commands_and_trajectories_move_the_emulated_servos(rig):
     traj_pub = ros.node.create_publisher(JointTrajectory, "arm/joint_trajectory", 10)
     msg = JointTrajectory(joint_names=["shoulder_pan"])
     msg.points = [JointTrajectoryPoint(positions=[float(q0[PAN] - 0.1)], time_from_start=Duration(sec=0, nanosec=500_000_000))]
-    ros.spin_for(0.3)
+    # DDS discovery of a new publisher takes a moment (longer on a loaded machine): a message sent
+    # before the node's subscription matches is dropped, not queued.
+    assert ros.spin_until(lambda: traj_pub.get_subscription_count() > 0, 10.0), "arm_node never matched"
     traj_pub.publish(msg)
     ros.spin_until(lambda: abs(varm.joint_positions_rad()[PAN] - (q0[PAN] - 0.1)) < 0.03, 10.0)
     assert abs(varm.joint_positions_rad()[PAN] - (q0[PAN] - 0.1)) < 0.03

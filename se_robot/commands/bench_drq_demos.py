@@ -10,13 +10,12 @@ from fixed start seeds, success = ``info["is_success"]`` at any step of the epis
                    (an upper reference: it sees the target position directly).
 
 All three act through the same ``make_env`` (action repeat 2; 50 control ticks = 25 agent steps per
-episode) with the sparse reward (1 on the step that reaches the target, which ends the episode):
-the task's dense reward (1 - tanh(10 d) every step) combined with termination on success pays an
-agent to hover near the target instead of reaching it, so success-rate curves on it mislead. It prints eval success against agent steps and control ticks, and the first evaluation
-at which success reached 90%.
+episode) with the task's dense reward (-tanh(10 d), never positive, so ending the episode on
+success is what pays; ``--reward-type sparse`` for 1 on success). It prints eval success against
+agent steps and control ticks, and the first evaluation at which success reached 90%.
 
 CPU-sized DrQ-v2 (the paper's 84x84 / batch 256 / hidden 1024 runs at ~0.5 updates/s on the
-project's 2-core CPU): 32x32 images, frame stack 3, batch 64, hidden 256, lr 3e-4, exploration
+project's 2-core CPU): 64x64 images, frame stack 3, batch 64, hidden 256, lr 3e-4, exploration
 std linear(1.0, 0.1, steps/2), one torch thread. ``--set`` changes any of it
 (``--set agent.hidden_dim=1024 --set image_size=84`` on a GPU).
 """
@@ -40,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--demo-episodes", type=int, default=10, help="scripted demos to record")
     p.add_argument("--demos", metavar="DIR", help="use this episode dataset instead of recording one")
-    p.add_argument("--image-size", type=int, default=32, help="camera image side for DrQ-v2 (px)")
-    p.add_argument("--reward-type", choices=("sparse", "dense"), default="sparse",
+    p.add_argument("--image-size", type=int, default=64, help="camera image side for DrQ-v2 (px)")
+    p.add_argument("--reward-type", choices=("sparse", "dense"), default="dense",
                    help="reward of all three learners and of the demos (default sparse; see above)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
