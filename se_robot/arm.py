@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml
+from se_robot.config import from_dict, named_config, option, read_yaml
 
 
 @dataclass(frozen=True)
@@ -160,10 +160,5 @@ class ArmDescription:
 
 def load_arm(name_or_path: str | Path = "so101") -> ArmDescription:
     """Load an arm by name (``config/arms/NAME.yaml``) or by path to a YAML file."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = config_path("arms", f"{name_or_path}.yaml")
-        if not path.exists():
-            raise ConfigError(str(path), "<file>", f"no arm named {name_or_path!r}; "
-                              f"available: {sorted(p.stem for p in path.parent.glob('*.yaml') if not p.stem.endswith('_calibration'))}")
+    path = named_config("arms", name_or_path, hide_suffix="_calibration")
     return from_dict(ArmDescription, read_yaml(path), str(path))

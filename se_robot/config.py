@@ -74,6 +74,21 @@ def sim_path(*parts: str) -> Path:
     return share_dir().joinpath("sim", *parts)
 
 
+def named_config(kind: str, name_or_path: str | Path, hide_suffix: str = "") -> Path:
+    """``config/<kind>/<name>.yaml`` for a bare name, or the given YAML path as is.
+
+    An unknown name fails listing the names there are (without those ending in ``hide_suffix``).
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    path = config_path(kind, f"{name_or_path}.yaml")
+    if not path.exists():
+        names = sorted(p.stem for p in path.parent.glob("*.yaml") if not (hide_suffix and p.stem.endswith(hide_suffix)))
+        raise ConfigError(str(path), "<file>", f"no {kind.rstrip('s')} named {str(name_or_path)!r}; available: {names}")
+    return path
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 
 from se_robot.arm import ArmDescription, load_arm
-from se_robot.config import ConfigError, from_dict, load, option, read_yaml
+from se_robot.config import ConfigError, config_path, from_dict, load, option, read_yaml
 from se_robot.envs.tasks import load_task
 
 
@@ -49,13 +49,13 @@ def test_arm_description_is_consistent():
 def test_bad_arm_file_names_the_problem(tmp_path):
     import yaml
 
-    data = read_yaml(load_arm.__globals__["config_path"]("arms", "so101.yaml"))
+    data = read_yaml(config_path("arms", "so101.yaml"))
     data["joint_limits"]["elbow_flex"]["min_position"] = 5.0
     path = tmp_path / "arm.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="min_position"):
         load_arm(path)
-    data = read_yaml(load_arm.__globals__["config_path"]("arms", "so101.yaml"))
+    data = read_yaml(config_path("arms", "so101.yaml"))
     data["joints"][1]["servo_id"] = 1
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="duplicate servo ids"):
@@ -81,3 +81,9 @@ def test_env_options_are_validated():
     with pytest.raises(ConfigError, match="image_size"):
         gym.make("se_robot/SimReach-v0", image_size=4)
     assert isinstance(ArmDescription, type)
+
+
+def test_unknown_arm_name_lists_the_arms():
+    with pytest.raises(ConfigError) as e:
+        load_arm("so100")
+    assert "so101" in str(e.value) and "so101_calibration" not in str(e.value)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from se_robot.data.episodes import Episode
-from se_robot.data.reward_model import (LabelledFrames, RewardModel, TrainConfig, choose_threshold, label_frames,
+from se_robot.data.reward_model import (RewardModel, TrainConfig, choose_threshold, label_frames,
                                         load_reward_model, predict_proba, rates, split_by_episode, train_classifier)
 
 pytestmark = pytest.mark.timeout(180)

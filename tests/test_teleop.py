@@ -4,7 +4,6 @@ a leader arm on the servo emulator's pty."""
 from __future__ import annotations
 
 import os
-import struct
 
 import numpy as np
 import pytest

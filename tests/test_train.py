@@ -3,7 +3,6 @@ exact resume, kill -9 robustness, the CLI's error handling, evaluate."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml

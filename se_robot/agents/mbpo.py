@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from se_robot.agents.dynamics import DynamicsConfig, EnsembleTrainer, ProbabilisticEnsemble
-from se_robot.agents.sac import SACAgent, SACConfig, _size, obs_vector, select_obs_key
+from se_robot.agents.sac import SACAgent, SACConfig, _size, obs_vector
 from se_robot.config import from_dict, option
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]

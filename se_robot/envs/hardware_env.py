@@ -39,12 +39,12 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
-from se_robot.arm import ArmDescription, load_arm
-from se_robot.config import config_path, from_dict
+from se_robot.arm import ArmDescription
+from se_robot.config import config_path
 from se_robot.envs.detector import ColorDetector, DetectorCalibration, Detections, load_calibration
-from se_robot.envs.spaces import (ActionDecoder, EnvConfig, action_space, build_obs, build_state,
-                                  observation_space)
-from se_robot.envs.tasks import Task, TaskState, load_task
+from se_robot.envs.spaces import (ActionDecoder, action_space, build_obs, build_state, observation_space,
+                                  resolve_env_parts)
+from se_robot.envs.tasks import Task, TaskState
 from se_robot.hardware.camera import CameraError, CameraTimeout, OpenCVCamera, load_camera_config
 
 
@@ -111,11 +111,7 @@ class HardwareArmEnv(gym.Env):
         from se_robot.hardware.serial_arm import SerialArm
         from se_robot.kinematics import Kinematics
 
-        self.cfg = from_dict(EnvConfig, options, source="env options")
-        self.arm = load_arm(arm) if isinstance(arm, str) else arm
-        self.task = load_task(task) if isinstance(task, str) else task
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+        self.cfg, self.arm, self.task = resolve_env_parts(task, arm, render_mode, options)
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.cfg.control_hz}
         self.kin = Kinematics(self.arm)

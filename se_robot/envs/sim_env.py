@@ -12,11 +12,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from se_robot.arm import ArmDescription, load_arm
-from se_robot.config import from_dict
-from se_robot.envs.spaces import (ActionDecoder, EnvConfig, action_space, build_obs, build_state,
-                                  observation_space)
-from se_robot.envs.tasks import Task, TaskState, load_task
+from se_robot.arm import ArmDescription
+from se_robot.envs.spaces import (ActionDecoder, action_space, build_obs, build_state, observation_space,
+                                  resolve_env_parts)
+from se_robot.envs.tasks import Task, TaskState
 
 
 class SimArmEnv(gym.Env):
@@ -28,11 +27,7 @@ class SimArmEnv(gym.Env):
         from se_robot.kinematics import Kinematics
         from se_robot.safety import SafetyFilter
 
-        self.cfg = from_dict(EnvConfig, options, source="env options")
-        self.arm = load_arm(arm) if isinstance(arm, str) else arm
-        self.task = load_task(task) if isinstance(task, str) else task
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+        self.cfg, self.arm, self.task = resolve_env_parts(task, arm, render_mode, options)
         self.render_mode = render_mode
         self.render_size = render_size
         self.metadata = {**self.metadata, "render_fps": self.cfg.control_hz}

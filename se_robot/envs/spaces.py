@@ -40,6 +40,20 @@ class EnvConfig:
     point_down: bool = option(True, help="ee_delta IK keeps the gripper pointing down")
 
 
+def resolve_env_parts(task: "str | Task", arm: "str | ArmDescription", render_mode: str | None,
+                      options: dict[str, Any], source: str = "env options") -> tuple[EnvConfig, ArmDescription, Task]:
+    """The validated options, arm and task every backend's env starts from."""
+    from se_robot.arm import load_arm
+    from se_robot.config import from_dict
+    from se_robot.envs.tasks import load_task
+
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
+    cfg = from_dict(EnvConfig, options, source=source)
+    return (cfg, load_arm(arm) if isinstance(arm, str) else arm,
+            load_task(task) if isinstance(task, str) else task)
+
+
 def proprio_dim(arm: ArmDescription) -> int:
     return 2 * arm.n_joints + 4
 

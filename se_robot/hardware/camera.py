@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml
+from se_robot.config import ConfigError, from_dict, named_config, option, read_yaml
 
 
 class CameraError(RuntimeError):
@@ -52,12 +52,7 @@ class CameraConfig:
 
 def load_camera_config(name_or_path: str | Path) -> CameraConfig:
     """The ``camera`` section of ``config/cameras/NAME.yaml`` (by name) or of a YAML file (by path)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = config_path("cameras", f"{name_or_path}.yaml")
-        if not path.exists():
-            raise ConfigError(str(path), "<file>", f"no camera named {name_or_path!r}; available: "
-                              f"{sorted(p.stem for p in path.parent.glob('*.yaml'))}")
+    path = named_config("cameras", name_or_path)
     data = read_yaml(path)
     if "camera" not in data:
         raise ConfigError(str(path), "camera", "missing required section (source, width, height, fps, ...)")
