@@ -120,6 +120,8 @@ def make_envs(cfg: TrainConfig):
     env = make_env(cfg.task, **kwargs)
     if cfg.backend != "sim":  # one real arm: evaluation episodes run on the same env
         return env, env
+    if cfg.eval_video:  # film the scene camera, whatever the agent observes
+        kwargs.update(render_mode="rgb_array", render_size=256)
     return env, make_env(cfg.task, **kwargs)
 
 
