@@ -203,6 +203,8 @@ class ArmParams:
     arm: str = option("so101", help="arm description name (config/arms/NAME.yaml) or a YAML path")
     port: str = option("/dev/ttyUSB0", help="serial port of the servo bus")
     calibration: str = option("", help="calibration file; empty: the arm's default")
+    bus_timeout_s: float = option(0.05, help="wait for a servo's reply before a retry (s)", range=(0.001, 2.0))
+    bus_retries: int = option(3, help="retries of a bus transaction before the e-stop latches", range=(0, 20))
     state_rate_hz: float = option(100.0, help="joint state publish and control loop rate (Hz)",
                                   range=(1.0, 1000.0))
     command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
@@ -221,6 +223,10 @@ class SimParams:
 
     # the arm side (names as ArmParams)
     arm: str = option("so101", help="arm description name (config/arms/NAME.yaml) or a YAML path")
+    bus_timeout_s: float = option(0.05, help="unused by the twin (no bus); accepted so launch files can swap nodes",
+                                  range=(0.001, 2.0))
+    bus_retries: int = option(3, help="unused by the twin (no bus); accepted so launch files can swap nodes",
+                              range=(0, 20))
     state_rate_hz: float = option(100.0, help="physics, control and joint state rate (Hz)", range=(1.0, 1000.0))
     command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
                                       range=(0.01, 10.0))

@@ -24,7 +24,8 @@ class SerialBackend:
         from se_robot.hardware.serial_arm import SerialArm
 
         self.arm: ArmDescription = load_arm(cfg.arm)
-        self.device = SerialArm(self.arm, cfg.port, cfg.calibration or None)
+        self.device = SerialArm(self.arm, cfg.port, cfg.calibration or None,
+                                timeout_s=cfg.bus_timeout_s, retries=cfg.bus_retries)
         self.joint_names = self.arm.joint_names
         self.home = self.arm.home
         self.estop: EStop = self.device.estop
