@@ -38,7 +38,10 @@ def sim():
 def env(sim):
     from se_robot.nodes.ros_arm_env import make_ros_env
 
-    e = make_ros_env("reach", obs_mode="state", control_hz=10.0, domain_id=DOMAIN, discovery_timeout_s=60.0)
+    # sim_node is a separate Python process: on a loaded CI machine it can pause for longer than
+    # the default 0.5 s freshness wait without anything being wrong with it.
+    e = make_ros_env("reach", obs_mode="state", control_hz=10.0, domain_id=DOMAIN, discovery_timeout_s=60.0,
+                     stale_timeout_s=2.0)
     yield e
     e.close()
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from se_robot.nodes.arm_server import ArmServerNode
+from se_robot.nodes.arm_server import ArmServerNode, run_arm_server
 from se_robot.nodes.backends import SerialBackend
-from se_robot.nodes.runtime import run_node
 from se_robot.ros_params import ArmParams
 
 
@@ -26,13 +25,7 @@ class ArmNode(ArmServerNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    def make() -> ArmNode:
-        node = ArmNode()
-        if node.cfg.autostart:
-            node.autostart()
-        return node
-
-    return run_node(make, args)
+    return run_arm_server(ArmNode, args)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from trajectory_msgs.msg import JointTrajectory
 from se_robot import ros_params as names
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.params import NodeParams
-from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
+from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS, run_node
 from se_robot.safety import EStop, SafeCommand, Watchdog
 
 
@@ -397,3 +397,14 @@ class ArmServerNode(LifecycleNode):
                    {k: v for k, v in stats.items() if not k.startswith("bus/")}),
         ]
         self._diag_pub.publish(msg)
+
+
+def run_arm_server(node_cls: type[ArmServerNode], args: list[str] | None = None) -> int:
+    """``main`` of arm_node and sim_node: build the node, autostart it if asked, spin."""
+    def make() -> ArmServerNode:
+        node = node_cls()
+        if node.cfg.autostart:
+            node.autostart()
+        return node
+
+    return run_node(make, args)

@@ -20,9 +20,9 @@ from std_srvs.srv import Trigger
 
 from se_robot import ros_params as names
 from se_robot.nodes import conversions as conv
-from se_robot.nodes.arm_server import ArmServerNode
+from se_robot.nodes.arm_server import ArmServerNode, run_arm_server
 from se_robot.nodes.backends import TwinBackend
-from se_robot.nodes.runtime import IMAGE_QOS, SENSOR_QOS, run_node
+from se_robot.nodes.runtime import IMAGE_QOS, SENSOR_QOS
 from se_robot.ros_params import SimParams
 
 
@@ -123,13 +123,7 @@ class SimNode(ArmServerNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    def make() -> SimNode:
-        node = SimNode()
-        if node.cfg.autostart:
-            node.autostart()
-        return node
-
-    return run_node(make, args)
+    return run_arm_server(SimNode, args)
 
 
 if __name__ == "__main__":
