@@ -48,6 +48,8 @@ class TrainConfig:
     eval_every: int = option(5000, range=(1, None), help="agent steps between evaluations")
     eval_episodes: int = option(10, range=(1, None), help="episodes per evaluation")
     eval_video: bool = option(True, help="write the first episode of each evaluation as mp4")
+    stop_at_success: float = option(0.0, range=(0.0, 1.0),
+                                    help="end training at the first evaluation with success >= this (0: never)")
     checkpoint_every: int = option(10_000, range=(1, None), help="agent steps between checkpoints (at episode ends)")
     keep_checkpoints: int = option(3, range=(1, None), help="newest checkpoints kept")
     save_replay: bool = option(True, help="store the replay buffer in checkpoints (needed for exact resume)")
@@ -270,6 +272,8 @@ class Trainer:
                 self.train_seconds += time.perf_counter() - tick
                 tick = time.perf_counter()
                 self._log_eval()
+                if cfg.stop_at_success and self.last_eval.get("eval/success", 0.0) >= cfg.stop_at_success:
+                    end = self.step   # solved: the run ends here, checkpointed like any other end
             if bar is not None:
                 bar.update(1)
                 if self.last_eval:

@@ -37,6 +37,12 @@ def test_task_reward_fn_reproduces_env_reward_and_termination(task):
     assert task_reward_fn(make_env(task, obs_mode="both")) is None
 
 
+def test_malformed_steps_for_fails_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--steps-for 'sb3=lots'"):
+        main(["bench", "sample-efficiency", "--steps-for", "sb3=lots", "--out", str(tmp_path)])
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_steps_to_threshold():
     curve = [(0, 0.0), (500, 0.6), (1000, 0.9), (1500, 1.0)]
     assert steps_to_threshold(curve, 0.9) == 1000
@@ -49,13 +55,15 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
                  "--eval-every", "100", "--eval-episodes", "1", "--learning-starts", "100",
                  "--mbpo-set", "utd_ratio=1", "--mbpo-set", "model_min_transitions=100",
                  "--mbpo-set", "rollout_batch_size=100", "--mbpo-set", "model.max_grad_steps=20",
-                 "--mbpo-set", "sac.min_replay=64", "--sac-set", "min_replay=64", "--sac-set", "batch_size=32", "--threads", "1", "--out", str(out)])
+                 "--mbpo-set", "sac.min_replay=64", "--sac-set", "min_replay=64", "--sac-set", "batch_size=32", "--threads", "1", "--out", str(out),
+                 "--steps-for", "sb3=300"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "vs sb3" in printed and "mbpo" in printed and "sb3" in printed
     results = json.loads((out / "results.json").read_text())["results"]
     assert {r["algo"] for r in results} == {"mbpo", "sac", "sb3"}
-    assert all([step for step, _ in r["curve"]] == [0, 100, 200] for r in results)
+    for r in results:   # sb3 ran its own budget (--steps-for)
+        assert [step for step, _ in r["curve"]] == ([0, 100, 200, 300] if r["algo"] == "sb3" else [0, 100, 200])
     assert (out / "learning_curves.png").stat().st_size > 1000
     logged = (out / "reach_mbpo_seed0" / "model.csv").read_text()  # MBPO refitted its model inside the loop
     assert "model/holdout_loss/member_6" in logged and "model/rollout_length" in logged

@@ -256,3 +256,22 @@ def test_state_runs_film_the_scene_camera(tmp_path):
     assert videos, "no eval video for a state-observation run"
     frames = imageio.mimread(videos[-1])
     assert frames[0].shape == (256, 256, 3) and np.asarray(frames[0]).std() > 5
+
+
+def test_stop_at_success_ends_the_run_at_the_first_solved_evaluation(tmp_path):
+    """The loop's own stop: evaluations are scripted here so the stop point is known."""
+    from se_robot.train import build_trainer, load_config
+
+    cfg = load_config(None, {"task": "reach", "algo": "sac", "obs_mode": "state", "steps": 200,
+                             "learning_starts": 10, "eval_every": 40, "eval_episodes": 1, "eval_video": False,
+                             "tensorboard": False, "progress": False, "frame_stack": 1, "action_repeat": 1,
+                             "stop_at_success": 0.9, "save_replay": False,
+                             "replay": {"capacity": 300, "frame_stack": 1, "n_step": 1},
+                             "agent": {"batch_size": 8, "min_replay": 8, "hidden_dim": 16}})
+    trainer = build_trainer(cfg, tmp_path)
+    scores = iter([0.0, 0.5, 0.8, 0.9, 1.0, 1.0])
+    trainer.evaluate = lambda: {"eval/success": next(scores), "eval/return": 0.0, "eval/episode_length": 1.0}
+    trainer.train()
+    trainer.logger.close()
+    assert trainer.step == 120     # evaluations at 0, 40, 80, 120: 0.9 at 120 ends it
+    assert [int(float(r["step"])) for r in Logger.read(tmp_path / "eval.csv")] == [0, 40, 80, 120]

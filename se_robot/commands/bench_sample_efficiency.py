@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     p.add_argument("--algos", default=",".join(ALGOS), help="comma list of mbpo, sac, sb3")
     p.add_argument("--steps", type=int, default=20_000, help="env steps per run")
+    p.add_argument("--steps-for", action="append", default=[], metavar="ALGO=N",
+                   help="env step budget of one algo (e.g. sb3=60000: the baseline needs the longest runs)")
+    p.add_argument("--stop-when-solved", action="store_true",
+                   help="end each run at its first evaluation at or above --threshold (saves the time "
+                        "after the figure is known; curves then end there)")
     p.add_argument("--eval-every", type=int, default=1000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success rate counted as solved")
@@ -72,11 +77,12 @@ def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run
     agent = parse_set(MBPO_CPU + args.mbpo_set, "--mbpo-set") if algo == "mbpo" else parse_set(args.sac_set, "--sac-set")
     cfg = from_dict(TrainConfig, {
         "task": task, "algo": algo, "obs_mode": "state", "frame_stack": 1, "action_repeat": args.action_repeat,
-        "steps": args.steps, "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * args.steps,
+        "steps": budget(args, algo), "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * budget(args, algo),
         "keep_checkpoints": 1, "save_replay": False, "log_every": args.eval_every, "tensorboard": False,
         "progress": False, "device": "cpu", "threads": args.threads,
-        "replay": {"capacity": args.steps + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+        "stop_at_success": args.threshold if args.stop_when_solved else 0.0,
+        "replay": {"capacity": budget(args, algo) + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
         "agent": merge({}, agent)}, "bench sample-efficiency")
     trainer = build_trainer(cfg, run_dir)  # gives MBPO the task's reward_fn (state obs, no action repeat)
     trainer.train()
@@ -107,11 +113,24 @@ def _run_sb3(task: str, seed: int, args: argparse.Namespace) -> list[tuple[int, 
         def _on_step(self) -> bool:
             if self.num_timesteps % args.eval_every == 0:
                 curve.append((self.num_timesteps, _evaluate(self._policy, eval_env, seed, args.eval_episodes)))
+                return not (args.stop_when_solved and curve[-1][1] >= args.threshold)
             return True
 
     model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
-    model.learn(total_timesteps=args.steps, callback=Eval())
+    model.learn(total_timesteps=budget(args, "sb3"), callback=Eval())
     return curve
+
+
+def budget(args: argparse.Namespace, algo: str) -> int:
+    """The env step budget of ``algo``: ``--steps-for ALGO=N`` where given, else ``--steps``."""
+    for item in args.steps_for:
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in ALGOS or not value.strip().isdigit() or int(value) < 1:
+            raise SystemExit(f"se-robot bench sample-efficiency: --steps-for {item!r}: expected ALGO=N with "
+                             f"ALGO one of {', '.join(ALGOS)} and N a positive integer")
+        if name.strip() == algo:
+            return int(value)
+    return args.steps
 
 
 def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:
@@ -126,7 +145,7 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
     import numpy as np
 
     lines = [f"env steps to {args.threshold:.0%} eval success ({args.eval_episodes} episodes every "
-             f"{args.eval_every} steps; '>{args.steps}' = not reached; median over seeds)",
+             f"{args.eval_every} steps; '>N' = not reached within the algo's budget N; median over seeds)",
              f"{'task':<8}{'algo':<7}{'median':>10}{'per seed':>34}{'vs sb3':>10}{'final':>8}{'best':>7}{'wall s/run':>12}"]
     for task in dict.fromkeys(r["task"] for r in results):
         medians: dict[str, float] = {}
@@ -141,15 +160,16 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
             rows.append((algo, hits, wall, final, best))
         for algo, hits, wall, final, best in rows:
             med = medians[algo]
-            med_text = f">{args.steps}" if med == float("inf") else f"{med:.0f}"
-            per_seed = ",".join(str(h) if h is not None else f">{args.steps}" for h in hits)
+            cap = budget(args, algo)
+            med_text = f">{cap}" if med == float("inf") else f"{med:.0f}"
+            per_seed = ",".join(str(h) if h is not None else f">{cap}" for h in hits)
             base = medians.get("sb3")
             if base is None or algo == "sb3":
                 ratio = "-"
             elif med == float("inf"):
                 ratio = "n/a"
             elif base == float("inf"):  # SB3 never got there: its budget bounds the ratio from below
-                ratio = f">{args.steps / med:.2f}x"
+                ratio = f">{budget(args, 'sb3') / med:.2f}x"
             else:
                 ratio = f"{base / med:.2f}x"
             lines.append(f"{task:<8}{algo:<7}{med_text:>10}{per_seed:>34}{ratio:>10}{final:>8.2f}{best:>7.2f}{wall:>12.0f}")
@@ -168,12 +188,13 @@ def _plot(results: list[dict], path: Path, threshold: float) -> None:
     tasks = list(dict.fromkeys(r["task"] for r in results))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for algo in dict.fromkeys(r["algo"] for r in results if r["task"] == task):
-            curves = [dict(r["curve"]) for r in results if r["task"] == task and r["algo"] == algo]
-            steps = sorted(set.intersection(*(set(c) for c in curves)))
-            values = np.array([[c[s] for s in steps] for c in curves])
-            ax.plot(steps, values.mean(0), label=f"{algo} (n={len(curves)})")
-            ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+        # One line per seed: runs stopped when solved end early, and only measured points are drawn.
+        for k, algo in enumerate(dict.fromkeys(r["algo"] for r in results if r["task"] == task)):
+            runs = [r for r in results if r["task"] == task and r["algo"] == algo]
+            for j, r in enumerate(runs):
+                steps, values = zip(*r["curve"])
+                ax.plot(steps, values, color=f"C{k}", marker=".", alpha=0.8,
+                        label=f"{algo} ({len(runs)} seeds)" if j == 0 else None)
         ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
         ax.set_title(f"Sim{task.capitalize()}-v0 (state)")
         ax.set_xlabel("env steps")
@@ -197,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"se-robot bench sample-efficiency: --seeds must be integers, got {args.seeds!r}") from None
+    for algo in algos:
+        budget(args, algo)   # a malformed --steps-for fails before any training
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
