@@ -31,6 +31,7 @@ class ArmTwin:
         self._cube_body = m.body("cube").id
         self._mocap = m.body_mocapid[m.body("target").id]
         self._target_geom = m.geom("target_geom").id
+        self._post_geom = m.geom("target_post").id
         self._goal_geom = m.geom("goal_geom").id
         self._coupled = [(m.jnt_qposadr[m.eq_obj1id[e]], m.eq_data[e, 1]) for e in range(m.neq)
                          if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT]
@@ -40,11 +41,12 @@ class ArmTwin:
         self._style_target()
 
     def _style_target(self) -> None:
-        """Reach shows a floating sphere; push shows a goal disc on the table; lift shows none."""
+        """Reach shows a sphere on a post; push shows a goal disc on the table; lift shows none."""
         m = self.model
         name = self.task.name
         # A geom's own rgba overrides its material's, so set whole colours, not only alpha.
         m.geom_rgba[self._target_geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
+        m.geom_rgba[self._post_geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
         m.geom_rgba[self._goal_geom] = (0.15, 0.3, 0.95, 1.0 if name == "push" else 0.0)
 
     # ------------------------------------------------------------------ control
