@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -163,6 +164,9 @@ class DrQV2Agent:
         self.obs_shapes = dict(obs_shapes)
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
+        if cfg.amp == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            warnings.warn("DrQV2Agent: amp=bf16 on a CPU without native bf16 runs in software emulation, "
+                          "about 10x slower than amp=none on the project's CPU; use amp: none here", stacklevel=2)
         self.gen = torch.Generator(device=device)  # augmentation, noise, ensemble subsets
         self.gen.manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)  # uniform exploration actions
