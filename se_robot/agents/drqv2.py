@@ -43,8 +43,9 @@ __all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target", "parse_sched
 @dataclass(frozen=True)
 class DrQV2Config:
     # --- the paper's agent
-    encoder: str = option("drqv2", choices=("drqv2", "resnet", "checkpoint"),
-                          help="pixel encoder: the paper's 4-layer conv net, a small ResNet, or a checkpoint file")
+    encoder: str = option("drqv2", choices=("drqv2", "resnet", "keypoints", "checkpoint"),
+                          help="pixel encoder: the paper's 4-layer conv net, a small ResNet, a spatial-soft-argmax "
+                               "keypoint net, or a checkpoint file (e.g. from se-robot pretrain-encoder)")
     encoder_checkpoint: str = option("", help="torch.save file for encoder=checkpoint "
                                               "(format: se_robot.agents.encoders)")
     trust_pickle: bool = option(False, help="allow encoder_checkpoint to be a whole pickled module "

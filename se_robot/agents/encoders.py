@@ -1,4 +1,4 @@
-"""Pixel encoders: DrQ-v2's conv net, a small ResNet, and encoders loaded from checkpoint files.
+"""Pixel encoders: DrQ-v2's conv net, a small ResNet, a keypoint net, and checkpoint files.
 
 Every encoder is an ``nn.Module`` taking float pixels in [0, 255] of shape (B, C, H, W) and
 returning (B, repr_dim). Two kinds of input:
@@ -12,7 +12,7 @@ returning (B, repr_dim). Two kinds of input:
 
 Checkpoint files (:func:`load_encoder`), written with ``torch.save``, take either form:
 
-1. a dict ``{"format": "se_robot.encoder/1", "architecture": "drqv2" | "resnet",
+1. a dict ``{"format": "se_robot.encoder/1", "architecture": "drqv2" | "resnet" | "keypoints",
    "kwargs": {...constructor arguments...}, "state_dict": {...}}`` (see :func:`save_encoder`);
    loaded with ``weights_only=True``, so it runs no code from the file;
 2. a whole pickled ``nn.Module`` (``torch.save(module, path)``), which takes float (N, 3, H, W)
@@ -120,6 +120,38 @@ class SmallResNet(nn.Module):
         return y.mean(dim=(2, 3)) if self.pool else y.flatten(1)
 
 
+class KeypointEncoder(nn.Module):
+    """Convs, then a spatial soft-argmax per output channel: the image (x, y) of K learned keypoints.
+
+    Deep spatial autoencoders (Levine, Finn et al. 2016): a manipulation policy needs *where* the
+    gripper, target and cube are, and 2K coordinates say that in a few dozen numbers, so a frozen
+    copy caches cheaply in replay and the actor and critic stay small MLPs. Pretrain it with
+    ``se-robot pretrain-encoder`` (regressing the sim twin's object positions from its camera).
+    """
+
+    def __init__(self, in_channels: int, image_size: tuple[int, int], channels: int = 32, keypoints: int = 32):
+        super().__init__()
+        self.in_channels = in_channels
+        self.frame_wise = in_channels == 3
+        self.convnet = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, keypoints, 1))
+        h, w = (conv_out_size(n, 5, 2, 2) for n in image_size)
+        self.register_buffer("grid_x", torch.linspace(-1.0, 1.0, w).repeat(h), persistent=False)
+        self.register_buffer("grid_y", torch.linspace(-1.0, 1.0, h).repeat_interleave(w), persistent=False)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.repr_dim = 2 * keypoints
+        self.apply(weight_init)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels / 255.0 - 0.5
+        maps = self.convnet(x).flatten(2)                          # (B, K, h*w)
+        attention = torch.softmax(maps / self.log_temperature.exp(), dim=-1)
+        return torch.cat([attention @ self.grid_x, attention @ self.grid_y], dim=-1)
+
+
 class PickledModuleEncoder(nn.Module):
     """Wraps a user's module that takes [0, 1] pixels (N, 3, H, W); always frame-wise."""
 
@@ -163,11 +195,11 @@ class FrameWise(nn.Module):
         return feats.reshape(b, k * feats.shape[-1])
 
 
-ARCHITECTURES = {"drqv2": DrQV2Encoder, "resnet": SmallResNet}
+ARCHITECTURES = {"drqv2": DrQV2Encoder, "resnet": SmallResNet, "keypoints": KeypointEncoder}
 
 
 def build_encoder(architecture: str, in_channels: int, image_size: tuple[int, int], **kwargs: Any) -> nn.Module:
-    """A freshly initialised encoder by name (``drqv2`` or ``resnet``)."""
+    """A freshly initialised encoder by name (``drqv2``, ``resnet`` or ``keypoints``)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown encoder architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[architecture](in_channels=in_channels, image_size=tuple(image_size), **kwargs)

@@ -1,0 +1,158 @@
+"""Pretrain a pixel encoder on the sim twin: regress what the task needs from the camera image.
+
+Why: an RL critic is a slow and noisy teacher for a conv net, and every env step it spends
+learning to see is a step a real arm has to take. In sim, seeing can be learned for free: place
+the arm and the objects at random, render the camera, and train the encoder to predict the
+gripper, target and cube positions and the gripper opening (privileged in sim, never an input of
+the policy). The frozen encoder then turns each frame into a few dozen numbers cached once in
+replay (``freeze_encoder: true``), so RL on pixels costs MLP updates only, on the twin and on the
+real arm, whose camera sees the same scene (sim-to-real gap permitting: colours, lighting).
+
+Frames are sampled the way a reaching or pushing policy sees the scene: the gripper anywhere in
+a box around the task region (IK, pointing down, with a random opening), a share of frames with
+the gripper close to the target, objects from the task's own reset distribution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+LABELS = ("ee_x", "ee_y", "ee_z", "target_x", "target_y", "target_z", "cube_x", "cube_y", "cube_z", "gripper")
+EE_BOX = ((0.09, -0.14, 0.015), (0.26, 0.14, 0.16))   # where sampled gripper positions lie (m)
+
+
+@dataclass
+class PretrainReport:
+    """Held-out errors of the trained encoder (RMSE per label, in metres; gripper as a fraction)."""
+
+    frames: int
+    steps: int
+    seconds: float
+    rmse: dict[str, float]
+    baseline_rmse: dict[str, float]   # predicting the training mean: what "learned nothing" scores
+
+    def lines(self) -> list[str]:
+        out = [f"{self.frames} frames, {self.steps} steps, {self.seconds:.0f} s; held-out RMSE (mean-predictor in brackets):"]
+        for key in self.rmse:
+            unit = "" if key == "gripper" else " mm"
+            k = 1.0 if key == "gripper" else 1000.0
+            out.append(f"  {key:<9} {self.rmse[key] * k:8.2f}{unit}   ({self.baseline_rmse[key] * k:.2f}{unit})")
+        return out
+
+
+def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene", seed: int = 0,
+                   near_target: float = 0.3, log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``frames`` rendered views (N, 3, H, W) uint8 with their labels (N, len(LABELS)) float32."""
+    import gymnasium
+
+    import se_robot.envs  # noqa: F401
+
+    env = gymnasium.make(f"se_robot/Sim{task.capitalize()}-v0", obs_mode="pixels", image_size=image_size,
+                         camera=camera)
+    base = env.unwrapped
+    twin, kin, arm = base.twin, base.kin, base.arm
+    rng = np.random.default_rng(seed)
+    images = np.empty((frames, 3, image_size, image_size), np.uint8)
+    labels = np.empty((frames, len(LABELS)), np.float32)
+    lo, hi = np.array(EE_BOX[0]), np.array(EE_BOX[1])
+    g = arm.gripper
+    start = time.perf_counter()
+    try:
+        for i in range(frames):
+            sample = base.task.sample_reset(rng)
+            if rng.random() < near_target:
+                ee = np.clip(sample.target_pos + rng.normal(0.0, 0.02, 3), lo, hi)
+            else:
+                ee = rng.uniform(lo, hi)
+            q = kin.ik(ee, arm.home, point_down=True, iters=30, tol_m=1e-3)
+            if g is not None:
+                q[arm.gripper_index] = rng.uniform(g.closed_position, g.open_position)
+            q = np.clip(q, arm.lower, arm.upper)
+            twin.reset(sample=sample, q=q)
+            images[i] = twin.render(camera, image_size, image_size).transpose(2, 0, 1)
+            s = twin.task_state()
+            labels[i] = np.r_[s.ee_pos, s.target_pos, s.cube_pos, float(s.gripper)]
+            if log and (i + 1) % 5000 == 0:
+                log(f"rendered {i + 1}/{frames} frames ({time.perf_counter() - start:.0f} s)")
+    finally:
+        env.close()
+    return images, labels
+
+
+def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, batch_size: int = 128,
+                     lr: float = 1e-3, keypoints: int = 32, holdout: float = 0.1, seed: int = 0,
+                     device: str = "cpu", names: tuple[str, ...] = LABELS,
+                     log: Callable[[str], None] | None = None):
+    """Train a :class:`KeypointEncoder` plus a linear head on standardised labels; returns both and a report.
+
+    Frames get DrQ's random shift (pad 4) while training, so the features do not hinge on exact
+    pixel positions. The held-out split is never trained on; its RMSE is the figure to trust.
+    """
+    import torch
+    import torch.nn as nn
+
+    from se_robot.agents.augment import draw_shifts, shift_images_gather
+    from se_robot.agents.encoders import KeypointEncoder
+
+    torch.manual_seed(seed)
+    n = len(images)
+    n_val = max(1, int(round(n * holdout)))
+    if n - n_val < batch_size:
+        raise ValueError(f"pretrain_encoder: {n} frames leave {n - n_val} for training, fewer than a batch of {batch_size}")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    mean, std = labels[train].mean(0), labels[train].std(0) + 1e-6
+    y_all = torch.as_tensor((labels - mean) / std)
+    x_all = torch.as_tensor(images)
+    size = images.shape[-2:]
+    encoder = KeypointEncoder(3, tuple(size), keypoints=keypoints).to(device)
+    head = nn.Sequential(nn.Linear(encoder.repr_dim, 256), nn.ReLU(), nn.Linear(256, labels.shape[1])).to(device)
+    params = list(encoder.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    rng = np.random.default_rng(seed + 1)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        idx = torch.as_tensor(rng.choice(train, batch_size))
+        x = shift_images_gather(x_all[idx].to(device), 4, draw_shifts(batch_size, 4, device, gen)).float()
+        loss = (head(encoder(x)) - y_all[idx].to(device)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step % 500 == 0 or step == steps):
+            log(f"step {step}/{steps}: train loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
+    encoder.eval()
+    preds = []
+    with torch.no_grad():
+        for chunk in np.array_split(val, max(1, len(val) // 256)):
+            preds.append(head(encoder(x_all[chunk].to(device).float())).cpu().numpy())
+    pred = np.concatenate(preds) * std + mean
+    err = np.sqrt(((pred - labels[val]) ** 2).mean(0))
+    base = np.sqrt(((mean - labels[val]) ** 2).mean(0))
+    if len(names) != labels.shape[1]:
+        raise ValueError(f"pretrain_encoder: {len(names)} label names for {labels.shape[1]} label columns")
+    report = PretrainReport(n, steps, time.perf_counter() - start, dict(zip(names, map(float, err))),
+                            dict(zip(names, map(float, base))))
+    return encoder.cpu(), head.cpu(), report
+
+
+def save_pretrained(encoder, path: str | Path, image_size: int, keypoints: int) -> Path:
+    """The encoder in se_robot's checkpoint format, written atomically; load with ``encoder: checkpoint``."""
+    import os
+
+    from se_robot.agents.encoders import save_encoder
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_encoder(encoder, tmp, "keypoints", in_channels=3, image_size=(image_size, image_size), keypoints=keypoints)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,69 @@
+"""Encoder pretraining on the sim twin: the keypoint net, frame collection, training and the file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from se_robot.agents.encoders import KeypointEncoder, load_encoder, make_pixel_encoder  # noqa: E402
+from se_robot.cli import main  # noqa: E402
+from se_robot.pretrain import EE_BOX, LABELS, collect_frames, pretrain_encoder, save_pretrained  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _dots(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Black frames with one bright 3x3 square; the label is where it is."""
+    rng = np.random.default_rng(seed)
+    xy = rng.integers(2, size - 2, (n, 2))
+    images = np.zeros((n, 3, size, size), np.uint8)
+    for i, (x, y) in enumerate(xy):
+        images[i, :, y - 1:y + 2, x - 1:x + 2] = 255
+    return images, xy.astype(np.float32)
+
+
+def test_keypoints_are_image_coordinates_of_the_feature_mass():
+    enc = KeypointEncoder(3, (32, 32), keypoints=4)
+    out = enc(torch.rand(5, 3, 32, 32) * 255)
+    assert out.shape == (5, 8) and enc.repr_dim == 8 and enc.frame_wise
+    assert out.abs().max() <= 1.0 + 1e-6
+
+
+def test_pretraining_learns_to_locate_a_dot_far_better_than_the_mean(tmp_path):
+    images, xy = _dots(1500, 32, seed=0)
+    torch.set_num_threads(1)
+    encoder, head, report = pretrain_encoder(images, xy, steps=300, batch_size=64, keypoints=8, seed=0,
+                                             names=("x", "y"))
+    for key in ("x", "y"):   # pixels; the mean predictor is ~8 px off
+        assert report.rmse[key] < 0.35 * report.baseline_rmse[key], report.lines()
+    path = save_pretrained(encoder, tmp_path / "enc.pt", image_size=32, keypoints=8)
+    loaded = load_encoder(path, (32, 32))
+    x = torch.as_tensor(images[:4]).float()
+    assert torch.equal(loaded(x), encoder(x))
+    stacked = make_pixel_encoder("checkpoint", 3, (32, 32), str(path))   # frame-wise over a 3-frame stack
+    assert stacked(x.repeat(1, 3, 1, 1)).shape == (4, 3 * 16)
+    with pytest.raises(ValueError, match="trained for image size"):
+        load_encoder(path, (48, 48))
+
+
+def test_collected_frames_show_the_scene_with_consistent_labels():
+    images, labels = collect_frames("reach", 12, 32, seed=3, near_target=0.5)
+    assert images.shape == (12, 3, 32, 32) and images.dtype == np.uint8
+    assert labels.shape == (12, len(LABELS))
+    ee, target = labels[:, 0:3], labels[:, 3:6]
+    lo, hi = np.array(EE_BOX[0]) - 0.03, np.array(EE_BOX[1]) + 0.03
+    assert np.all((ee >= lo) & (ee <= hi)), ee      # IK reached the sampled box (servo sag allowed)
+    assert np.all((target >= [0.13, -0.08, 0.03]) & (target <= [0.21, 0.08, 0.11]))
+    assert len({img.tobytes() for img in images}) == 12   # every frame is a different scene
+    red = (images[:, 0] > 180) & (images[:, 1] < 90) & (images[:, 2] < 90)
+    assert red.any(axis=(1, 2)).mean() > 0.5   # the red reach target is seen in most frames
+
+
+def test_cli_rejects_too_few_frames(tmp_path):
+    with pytest.raises(SystemExit, match="too few"):
+        main(["pretrain-encoder", "--frames", "10", "--out", str(tmp_path / "e.pt")])
