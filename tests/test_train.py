@@ -275,3 +275,17 @@ def test_stop_at_success_ends_the_run_at_the_first_solved_evaluation(tmp_path):
     trainer.logger.close()
     assert trainer.step == 120     # evaluations at 0, 40, 80, 120: 0.9 at 120 ends it
     assert [int(float(r["step"])) for r in Logger.read(tmp_path / "eval.csv")] == [0, 40, 80, 120]
+
+
+def test_drq_bench_encoder_flag_freezes_a_checkpoint_encoder(tmp_path):
+    import argparse
+
+    from se_robot.commands.bench_drq_demos import drq_config
+
+    args = argparse.Namespace(steps=100, image_size=32, seed=1, eval_every=50, eval_episodes=1, progress=False,
+                              reward_type="dense", set=["agent.utd=2"], encoder=str(tmp_path / "enc.pt"))
+    agent = drq_config(args, "").agent
+    assert agent["encoder"] == "checkpoint" and agent["freeze_encoder"] is True
+    assert agent["encoder_checkpoint"] == str(tmp_path / "enc.pt") and agent["utd"] == 2
+    args.encoder = ""
+    assert "encoder" not in drq_config(args, "").agent

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64, help="camera image side for DrQ-v2 (px)")
     p.add_argument("--reward-type", choices=("sparse", "dense"), default="dense",
                    help="reward of all three learners and of the demos (default sparse; see above)")
+    p.add_argument("--encoder", metavar="FILE", default="",
+                   help="a pretrained encoder checkpoint (se-robot pretrain-encoder) that both DrQ-v2 arms use "
+                        "frozen, its per-frame features cached in replay (the arms' names get '+pre')")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list of {', '.join(ARMS)}")
     p.add_argument("--out", metavar="DIR", help="where runs, demos and results.json go")
@@ -68,6 +71,8 @@ def drq_config(args: argparse.Namespace, demos: str):
                   "num_expl_steps": 500, "update_every_steps": 2, "device": "cpu",
                   "stddev_schedule": f"linear(1.0,0.1,{half})", "demo_fraction": 0.5},
     }
+    if args.encoder:
+        data["agent"].update({"encoder": "checkpoint", "encoder_checkpoint": args.encoder, "freeze_encoder": True})
     return from_dict(TrainConfig, merge(data, parse_set(args.set)), "bench drq-demos")
 
 
@@ -173,20 +178,20 @@ def steps_to(rows: list[dict], level: float = 0.9) -> int | None:
 def format_table(results: dict[str, dict], action_repeat: int = 2) -> str:
     arms = list(results)
     steps = sorted({r["step"] for res in results.values() for r in res["rows"]})
-    head = f"{'agent steps':>11} {'ticks':>7}  " + "  ".join(f"{a:>12}" for a in arms)
+    head = f"{'agent steps':>11} {'ticks':>7}  " + "  ".join(f"{a:>16}" for a in arms)
     lines = ["eval success (fraction of episodes):", head]
     for s in steps:
         cells = []
         for a in arms:
             hit = [r for r in results[a]["rows"] if r["step"] == s]
-            cells.append(f"{hit[0]['success']:>12.2f}" if hit else f"{'':>12}")
+            cells.append(f"{hit[0]['success']:>16.2f}" if hit else f"{'':>16}")
         lines.append(f"{s:>11} {s * action_repeat:>7}  " + "  ".join(cells))
     lines.append("")
-    lines.append(f"{'agent':>12} {'steps to 90%':>13} {'ticks to 90%':>13} {'final':>6} {'best':>6} {'wall s':>8}")
+    lines.append(f"{'agent':>16} {'steps to 90%':>13} {'ticks to 90%':>13} {'final':>6} {'best':>6} {'wall s':>8}")
     for a in arms:
         rows = results[a]["rows"]
         hit = steps_to(rows)
-        lines.append(f"{a:>12} {hit if hit is not None else 'not reached':>13} "
+        lines.append(f"{a:>16} {hit if hit is not None else 'not reached':>13} "
                      f"{hit * action_repeat if hit is not None else '-':>13} {rows[-1]['success']:>6.2f} "
                      f"{max(r['success'] for r in rows):>6.2f} {results[a]['wall_s']:>8.0f}")
     return "\n".join(lines)
@@ -211,13 +216,14 @@ def run(args: argparse.Namespace) -> int:
                      reward_type=args.reward_type)
     results: dict[str, dict] = {}
     for arm in arms:
-        print(f"[bench drq-demos] {arm} ...", flush=True)
+        name = arm.replace("drqv2", "drqv2+pre") if args.encoder and arm != "sb3-sac" else arm
+        print(f"[bench drq-demos] {name} ...", flush=True)
         if arm == "sb3-sac":
             rows, wall = run_sb3(args, out / arm)
         else:
             rows, wall = run_drq(configs[arm], out / arm)
-        results[arm] = {"rows": rows, "wall_s": wall}
-        print(f"[bench drq-demos] {arm}: final success {rows[-1]['success']:.2f}, "
+        results[name] = {"rows": rows, "wall_s": wall}
+        print(f"[bench drq-demos] {name}: final success {rows[-1]['success']:.2f}, "
               f"90% at {steps_to(rows)}, {wall:.0f} s", flush=True)
     table = format_table(results)
     summary = {"command": "se-robot bench drq-demos", "args": {k: v for k, v in vars(args).items() if k != "func"},
