@@ -67,3 +67,22 @@ def test_collected_frames_show_the_scene_with_consistent_labels():
 def test_cli_rejects_too_few_frames(tmp_path):
     with pytest.raises(SystemExit, match="too few"):
         main(["pretrain-encoder", "--frames", "10", "--out", str(tmp_path / "e.pt")])
+
+
+def test_the_pixels_recipe_trains_on_a_frozen_pretrained_encoder(tmp_path):
+    """config/train_pixels.yaml as the README uses it (short): features cached, encoder untouched."""
+    from se_robot.config import config_path
+    from se_robot.train import build_trainer, load_config
+
+    path = save_pretrained(KeypointEncoder(3, (64, 64), keypoints=8), tmp_path / "enc.pt", 64, 8)
+    cfg = load_config(config_path("train_pixels.yaml"), {
+        "steps": 30, "learning_starts": 20, "eval_every": 30, "eval_episodes": 1, "eval_video": False,
+        "progress": False, "tensorboard": False, "checkpoint_every": 1000,
+        "agent": {"encoder_checkpoint": str(path), "batch_size": 8, "hidden_dim": 16}})
+    trainer = build_trainer(cfg, tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.agent.encoder.state_dict().items()}
+    trainer.train()
+    trainer.logger.close()
+    assert trainer.step == 30 and trainer.agent.num_updates > 0
+    for key, value in trainer.agent.encoder.state_dict().items():
+        assert torch.equal(value, before[key]), f"frozen encoder changed: {key}"
