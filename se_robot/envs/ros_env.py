@@ -130,7 +130,13 @@ class RosArmEnv(gym.Env):
             ok, message = self.link.reset_task(seed)
             if not ok:
                 raise ResetError(f"sim/reset_task failed: {message}")
+        # A node that was just launched answers before its lifecycle activation finishes: give it a
+        # few seconds, then report its reason (an arm someone left inactive stays an error).
+        deadline = time.monotonic() + 5.0
         ok, message = self.link.home(timeout_s=30.0)
+        while not ok and "not active" in message and time.monotonic() < deadline:
+            time.sleep(0.1)
+            ok, message = self.link.home(timeout_s=30.0)
         if not ok:
             raise ResetError(f"arm/home failed: {message}")
         t0 = time.time_ns()
