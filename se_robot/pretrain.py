@@ -72,7 +72,6 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
             q = kin.ik(ee, arm.home, point_down=True, iters=30, tol_m=1e-3)
             if g is not None:
                 q[arm.gripper_index] = rng.uniform(g.closed_position, g.open_position)
-            q = np.clip(q, arm.lower, arm.upper)
             twin.reset(sample=sample, q=q)
             images[i] = twin.render(camera, image_size, image_size).transpose(2, 0, 1)
             s = twin.task_state()
@@ -99,6 +98,8 @@ def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, 
     from se_robot.agents.augment import draw_shifts, shift_images_gather
     from se_robot.agents.encoders import KeypointEncoder
 
+    if len(names) != labels.shape[1]:
+        raise ValueError(f"pretrain_encoder: {len(names)} label names for {labels.shape[1]} label columns")
     torch.manual_seed(seed)
     n = len(images)
     n_val = max(1, int(round(n * holdout)))
@@ -137,22 +138,16 @@ def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, 
     pred = np.concatenate(preds) * std + mean
     err = np.sqrt(((pred - labels[val]) ** 2).mean(0))
     base = np.sqrt(((mean - labels[val]) ** 2).mean(0))
-    if len(names) != labels.shape[1]:
-        raise ValueError(f"pretrain_encoder: {len(names)} label names for {labels.shape[1]} label columns")
     report = PretrainReport(n, steps, time.perf_counter() - start, dict(zip(names, map(float, err))),
                             dict(zip(names, map(float, base))))
     return encoder.cpu(), head.cpu(), report
 
 
 def save_pretrained(encoder, path: str | Path, image_size: int, keypoints: int) -> Path:
-    """The encoder in se_robot's checkpoint format, written atomically; load with ``encoder: checkpoint``."""
-    import os
-
+    """The encoder in se_robot's checkpoint format; load with ``encoder: checkpoint``."""
     from se_robot.agents.encoders import save_encoder
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_encoder(encoder, tmp, "keypoints", in_channels=3, image_size=(image_size, image_size), keypoints=keypoints)
-    os.replace(tmp, path)
+    save_encoder(encoder, path, "keypoints", in_channels=3, image_size=(image_size, image_size), keypoints=keypoints)
     return path

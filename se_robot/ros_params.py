@@ -30,6 +30,7 @@ ESTOP_STATE = "arm/estopped"                   # std_msgs/Bool, transient local 
 ESTOP_SERVICE = "arm/estop"                    # std_srvs/Trigger: latch the e-stop
 RESET_SERVICE = "arm/reset"                    # std_srvs/Trigger: clear the e-stop latch
 HOME_SERVICE = "arm/home"                      # std_srvs/Trigger: drive to arm.home, verify
+HOME_NOT_ACTIVE = "arm is not active"          # how HOME_SERVICE's answer starts before activation
 IMAGE = "camera/image_raw"                     # sensor_msgs/Image rgb8, stamped at capture
 CAMERA_INFO = "camera/camera_info"             # sensor_msgs/CameraInfo, same stamp
 TASK_STATE = "sim/task_state"                  # geometry_msgs/PoseArray [target, object] (twin only)

@@ -25,6 +25,7 @@ A checkpoint encoder is treated as frame-wise unless its ``kwargs["in_channels"]
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -206,9 +207,16 @@ def build_encoder(architecture: str, in_channels: int, image_size: tuple[int, in
 
 
 def save_encoder(encoder: nn.Module, path: str | Path, architecture: str, **kwargs: Any) -> None:
-    """Write ``encoder`` in the dict checkpoint format; ``kwargs`` are its constructor arguments."""
+    """Write ``encoder`` in the dict checkpoint format; ``kwargs`` are its constructor arguments.
+
+    Written to a temp name and renamed, so an interrupted save never leaves a truncated file
+    where a training run would load it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"format": CHECKPOINT_FORMAT, "architecture": architecture, "kwargs": kwargs,
-                "state_dict": encoder.state_dict()}, str(path))
+                "state_dict": encoder.state_dict()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def load_encoder(path: str | Path, image_size: tuple[int, int], trust_pickle: bool = False) -> nn.Module:

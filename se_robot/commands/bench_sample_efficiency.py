@@ -75,14 +75,15 @@ def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run
     from se_robot.train import TrainConfig, build_trainer, merge, parse_set
 
     agent = parse_set(MBPO_CPU + args.mbpo_set, "--mbpo-set") if algo == "mbpo" else parse_set(args.sac_set, "--sac-set")
+    steps = budget(args, algo)
     cfg = from_dict(TrainConfig, {
         "task": task, "algo": algo, "obs_mode": "state", "frame_stack": 1, "action_repeat": args.action_repeat,
-        "steps": budget(args, algo), "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
-        "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * budget(args, algo),
+        "steps": steps, "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * steps,
         "keep_checkpoints": 1, "save_replay": False, "log_every": args.eval_every, "tensorboard": False,
         "progress": False, "device": "cpu", "threads": args.threads,
         "stop_at_success": args.threshold if args.stop_when_solved else 0.0,
-        "replay": {"capacity": budget(args, algo) + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+        "replay": {"capacity": steps + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
         "agent": merge({}, agent)}, "bench sample-efficiency")
     trainer = build_trainer(cfg, run_dir)  # gives MBPO the task's reward_fn (state obs, no action repeat)
     trainer.train()

@@ -38,6 +38,7 @@ from se_robot.arm import ArmDescription, load_arm
 from se_robot.config import from_dict
 from se_robot.envs.spaces import ActionDecoder, EnvConfig, action_space, build_obs, build_state, observation_space
 from se_robot.envs.tasks import Task, TaskState, load_task
+from se_robot.ros_params import HOME_NOT_ACTIVE
 
 
 class StaleObservationError(RuntimeError):
@@ -134,7 +135,7 @@ class RosArmEnv(gym.Env):
         # few seconds, then report its reason (an arm someone left inactive stays an error).
         deadline = time.monotonic() + 5.0
         ok, message = self.link.home(timeout_s=30.0)
-        while not ok and "not active" in message and time.monotonic() < deadline:
+        while not ok and message.startswith(HOME_NOT_ACTIVE) and time.monotonic() < deadline:
             time.sleep(0.1)
             ok, message = self.link.home(timeout_s=30.0)
         if not ok:

@@ -45,8 +45,8 @@ class ArmTwin:
         m = self.model
         name = self.task.name
         # A geom's own rgba overrides its material's, so set whole colours, not only alpha.
-        m.geom_rgba[self._target_geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
-        m.geom_rgba[self._post_geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
+        for geom in (self._target_geom, self._post_geom):
+            m.geom_rgba[geom] = (0.95, 0.15, 0.15, 1.0 if name == "reach" else 0.0)
         m.geom_rgba[self._goal_geom] = (0.15, 0.3, 0.95, 1.0 if name == "push" else 0.0)
 
     # ------------------------------------------------------------------ control

@@ -328,7 +328,7 @@ class ArmServerNode(LifecycleNode):
     def _on_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         backend = self.backend
         if backend is None or not self.active or self._last_q is None:
-            response.success, response.message = False, "arm is not active (configure and activate it first)"
+            response.success, response.message = False, f"{names.HOME_NOT_ACTIVE} (configure and activate it first)"
             return response
         if backend.estop.latched:
             response.success, response.message = False, f"e-stop latched ({backend.estop.reason}); reset first"
