@@ -289,3 +289,27 @@ def test_drq_bench_encoder_flag_freezes_a_checkpoint_encoder(tmp_path):
     assert agent["encoder_checkpoint"] == str(tmp_path / "enc.pt") and agent["utd"] == 2
     args.encoder = ""
     assert "encoder" not in drq_config(args, "").agent
+
+
+def test_evaluation_does_not_perturb_training(tmp_path):
+    """Benchmarks compare runs evaluated at different intervals: evaluating must leave the training
+    stream (env episodes, model fits, rollouts, SAC updates) bit-for-bit unchanged."""
+    base = {**TINY_SAC, "algo": "mbpo", "steps": 120, "learning_starts": 30, "frame_stack": 1,
+            "replay": {"capacity": 500, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+            "agent": {"utd_ratio": 2, "model_min_transitions": 40, "model_train_interval_steps": 40,
+                      "rollout_batch_size": 32, "rollout_schedule": [0, 100, 1, 3],
+                      "model": {"ensemble_size": 3, "num_elites": 2, "hidden_dim": 16, "num_layers": 2,
+                                "max_grad_steps": 20},
+                      "sac": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}}
+    weights = []
+    for every in (20, 60):
+        cfg = load_config(_write_config(tmp_path / f"e{every}.yaml", **{**base, "eval_every": every}))
+        trainer = build_trainer(cfg, tmp_path / f"run{every}")
+        trainer.train()
+        trainer.logger.close()
+        weights.append(trainer.agent.sac.actor.state_dict())
+    assert len(Logger.read(tmp_path / "run20" / "eval.csv")) > len(Logger.read(tmp_path / "run60" / "eval.csv"))
+    assert _rows(tmp_path / "run20", "train") == _rows(tmp_path / "run60", "train")
+    assert _rows(tmp_path / "run20", "train"), "episodes were logged"
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
