@@ -9,6 +9,7 @@ import pytest
 
 from se_robot.arm import load_arm
 from se_robot.envs.ros_env import Observation, ResetError, RosArmEnv
+from se_robot.ros_params import HOME_NOT_ACTIVE
 
 
 class FakeLink:
@@ -33,7 +34,7 @@ class FakeLink:
     def home(self, timeout_s):
         self.home_calls += 1
         if time.monotonic() < self.active_at:
-            return False, "arm is not active (configure and activate it first)"
+            return False, f"{HOME_NOT_ACTIVE} (configure and activate it first)"
         return True, "homed"
 
     def estop(self, reason):

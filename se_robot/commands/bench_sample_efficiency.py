@@ -10,13 +10,13 @@ learning-curve PNG and a JSON of every curve.
 MBPO's CPU-sized settings (listed under ``--mbpo-set``, which adds to them) cut cost against the
 paper's: a smaller ensemble (3 x 128), fewer start states per refit (5000), a gradient-step cap per
 refit and half the update ratio (10). Two change what is learnt: the first model is fitted after 500
-real steps, and rollouts grow from 1 to 10 steps over env steps 500-3,000 (the paper's Hopper
-schedule reaches 15 only at 100,000). The arm's one-step dynamics are learnt from a few hundred
-transitions, and longer branches carry reward back to real states sooner. Measured on reach, seed 0:
-90% at 2,750 env steps with this schedule (eval every 250), 6,500 with [1000, 10000, 1, 5] (eval
-every 500), and at best 0.7 through 4,250 with [500, 2000, 1, 15]. MBPO scores rollouts with the
-task's reward and termination on state vectors (``reward_fn``) instead of a learned reward when
-action_repeat is 1.
+real steps (with ``--learning-starts 500``, as measured), and rollouts grow from 1 to 10 steps over
+env steps 500-3,000 (the paper's Hopper schedule reaches 15 only at 100,000). The arm's one-step
+dynamics are learnt from a few hundred transitions, and longer branches carry reward back to real
+states sooner. Measured on reach, seed 0: 90% at 2,750 env steps with this schedule (eval every
+250), 6,500 with [1000, 10000, 1, 5] (eval every 500), and at best 0.7 through 4,250 with [500,
+2000, 1, 15]. MBPO scores rollouts with the task's reward and termination on state vectors
+(``reward_fn``) instead of a learned reward when action_repeat is 1.
 """
 
 from __future__ import annotations
