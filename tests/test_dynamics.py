@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from se_robot.agents.dynamics import (DynamicsConfig, EnsembleLinear, EnsembleTrainer,
+from se_robot.agents.dynamics import (DynamicsConfig, EnsembleLinear, EnsembleMLP, EnsembleTrainer,
                                       ProbabilisticEnsemble)
 from se_robot.config import ConfigError, from_dict
 
@@ -52,6 +52,27 @@ def test_batched_linear_matches_per_member_matmul():
     out = layer(x)
     for e in range(4):
         torch.testing.assert_close(out[e], x[e] @ layer.weight[e] + layer.bias[e])
+
+
+def test_layer_norm_normalises_each_member_with_its_own_gain():
+    torch.manual_seed(0)
+    mlp = EnsembleMLP(3, 4, 2, hidden_dim=6, num_layers=2, activation="relu", layer_norm=True)
+    with torch.no_grad():
+        for norm in mlp.norms:
+            norm.weight.copy_(torch.rand_like(norm.weight) + 0.5)
+            norm.bias.copy_(torch.randn_like(norm.bias))
+    x = 10.0 * torch.randn(3, 5, 4) + 3.0
+    out = mlp(x)
+    for e in range(3):
+        h = x[e]
+        for layer, norm in zip(mlp.layers[:-1], mlp.norms):
+            ln = torch.nn.LayerNorm(6)
+            with torch.no_grad():
+                ln.weight.copy_(norm.weight[e, 0])
+                ln.bias.copy_(norm.bias[e, 0])
+            h = torch.relu(ln(h @ layer.weight[e] + layer.bias[e]))
+        torch.testing.assert_close(out[e], h @ mlp.layers[-1].weight[e] + mlp.layers[-1].bias[e])
+    assert EnsembleMLP(3, 4, 2, 6, 2).norms is None  # off by default: old checkpoints still load
 
 
 def test_fits_linear_gaussian_with_small_error_and_calibrated_variance(fitted):

@@ -98,9 +98,10 @@ def test_learns_a_contextual_bandit():
     assert np.mean(errors) < 0.15, np.mean(errors)
 
 
-def test_resume_from_state_dict_is_exact():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_resume_from_state_dict_is_exact(layer_norm):
     replay_a, replay_b = bandit_replay(300, seed=3), bandit_replay(300, seed=3)
-    agent = create(OBS, ACT, small_cfg(utd_ratio=2), seed=7)
+    agent = create(OBS, ACT, small_cfg(utd_ratio=2, critic_layer_norm=layer_norm), seed=7)
     for step in range(5):
         agent.update(replay_a, None, step)
     saved = agent.state_dict()
@@ -111,7 +112,7 @@ def test_resume_from_state_dict_is_exact():
     action_a = agent.act({"state": np.ones(3, np.float32)}, 10, False)
 
     buf.seek(0)
-    resumed = create(OBS, ACT, small_cfg(utd_ratio=2), seed=123)
+    resumed = create(OBS, ACT, small_cfg(utd_ratio=2, critic_layer_norm=layer_norm), seed=123)
     resumed.load_state_dict(torch.load(buf, weights_only=False))
     for step in range(5, 10):
         resumed.update(replay_b, None, step)

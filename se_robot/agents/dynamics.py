@@ -68,25 +68,44 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class EnsembleLayerNorm(nn.Module):
+    """Layer norm with a separate gain and bias per member: x (E, B, dim)."""
+
+    def __init__(self, ensemble_size: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
+
+
 class EnsembleMLP(nn.Module):
-    """``E`` MLPs evaluated together; also used for SAC's twin critics (E=2)."""
+    """``E`` MLPs evaluated together; also used for SAC's twin critics (E=2).
+
+    ``layer_norm`` puts a layer norm after every hidden linear layer: it keeps critics from
+    diverging at high update-to-data ratios (Ball et al. 2023, RLPD), where MBPO trains SAC.
+    """
 
     def __init__(self, ensemble_size: int, in_dim: int, out_dim: int, hidden_dim: int, num_layers: int,
-                 activation: str = "silu"):
+                 activation: str = "silu", layer_norm: bool = False):
         super().__init__()
         if activation not in ("silu", "relu"):
             raise ValueError(f"activation must be silu or relu, got {activation!r}")
         self.act = F.silu if activation == "silu" else F.relu
         dims = [in_dim] + [hidden_dim] * num_layers + [out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(ensemble_size, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(ensemble_size, hidden_dim) for _ in range(num_layers)
+                                   ) if layer_norm else None
         self.ensemble_size = ensemble_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (E, B, in), or (B, in) shared by all members."""
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
-        for layer in self.layers[:-1]:
-            x = self.act(layer(x))
+        for i, layer in enumerate(self.layers[:-1]):
+            x = layer(x)
+            x = self.act(x if self.norms is None else self.norms[i](x))
         return self.layers[-1](x)
 
 

@@ -31,6 +31,7 @@ class SACConfig:
 
     hidden_dim: int = option(256, range=(8, 4096), help="width of actor and critic hidden layers")
     num_layers: int = option(2, range=(1, 8), help="hidden layers of actor and critics")
+    critic_layer_norm: bool = option(False, help="layer norm in the critics' hidden layers (stable at high utd)")
     actor_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of the actor")
     critic_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of the critics")
     alpha_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of log(alpha)")
@@ -115,8 +116,8 @@ class SACAgent:
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global stream untouched
             torch.manual_seed(seed)
             self.actor = Actor(obs_dim, action_dim, cfg).to(self.device)
-            self.critic = EnsembleMLP(2, obs_dim + action_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu").to(self.device)
-        self.critic_target = EnsembleMLP(2, obs_dim + action_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu").to(self.device)
+            self.critic = self._critic(obs_dim + action_dim)
+        self.critic_target = self._critic(obs_dim + action_dim)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(np.log(cfg.init_temperature), dtype=torch.float32, device=self.device,
@@ -126,6 +127,10 @@ class SACAgent:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.num_updates = 0
+
+    def _critic(self, in_dim: int) -> EnsembleMLP:
+        cfg = self.cfg
+        return EnsembleMLP(2, in_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu", cfg.critic_layer_norm).to(self.device)
 
     @classmethod
     def create(cls, obs_space: Any, action_space: Any, cfg: SACConfig | Mapping | None = None,
