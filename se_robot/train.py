@@ -45,6 +45,8 @@ class TrainConfig:
     seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
     learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
     demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
+    encoder: str = option("", help="frozen pixel encoder file (se-robot pretrain-encoder) whose features sac "
+                                   "and mbpo learn from on pixels ('' : none; drqv2 sets its own in agent)")
     eval_every: int = option(5000, range=(1, None), help="agent steps between evaluations")
     eval_episodes: int = option(10, range=(1, None), help="episodes per evaluation")
     eval_video: bool = option(True, help="write the first episode of each evaluation as mp4")
@@ -73,6 +75,18 @@ class TrainConfig:
         if self.algo == "mbpo" and self.replay.n_step != 1:
             raise ConfigError("<train config>", "replay.n_step",
                               f"MBPO learns one-step dynamics and needs replay.n_step=1, got {self.replay.n_step}")
+        if self.encoder and self.algo == "drqv2":
+            raise ConfigError("<train config>", "encoder", "drqv2 takes a pretrained encoder in its agent config: "
+                              "agent.encoder=checkpoint, agent.encoder_checkpoint=FILE, agent.freeze_encoder=true")
+        if self.encoder and self.obs_mode == "state":
+            raise ConfigError("<train config>", "encoder", "a pixel encoder needs obs_mode pixels or both, got state")
+        if self.encoder and self.demos:
+            raise ConfigError("<train config>", "encoder", "demos with a frozen encoder are not supported for "
+                              f"{self.algo} (demos hold pixels, the agent learns on features)")
+        if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
+            raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
+                              f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "
+                              "or use obs_mode state")
 
 
 def parse_set(pairs: list[str], source: str = "--set") -> dict:
@@ -119,12 +133,20 @@ def make_envs(cfg: TrainConfig):
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                   obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
-    env = make_env(cfg.task, **kwargs)
+    def build(**extra: Any) -> Any:
+        env = make_env(cfg.task, **kwargs, **extra)
+        if not cfg.encoder:
+            return env
+        from se_robot.agents.base import pick_device
+        from se_robot.envs.encoder_features import wrap_with_encoder
+
+        return wrap_with_encoder(env, cfg.encoder, pick_device(cfg.device))
+
+    env = build()
     if cfg.backend != "sim":  # one real arm: evaluation episodes run on the same env
         return env, env
-    if cfg.eval_video:  # film the scene camera, whatever the agent observes
-        kwargs.update(render_mode="rgb_array", render_size=256)
-    return env, make_env(cfg.task, **kwargs)
+    # film the scene camera, whatever the agent observes
+    return env, build(**(dict(render_mode="rgb_array", render_size=256) if cfg.eval_video else {}))
 
 
 def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:

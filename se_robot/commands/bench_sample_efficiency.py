@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sac-set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"se_robot SAC overrides on top of {SAC_CPU}")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own process (one per core at --threads 1); "
+                        "the figures do not depend on it, the wall-clock per run does")
     p.add_argument("--out", default="runs/bench_sample_efficiency", help="directory for runs, JSON and PNG")
     p.set_defaults(func=run)
 
@@ -220,8 +223,25 @@ def _plot(results: list[dict], path: Path, threshold: float) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
+def _one_run(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one learner on one task and seed; the unit that ``--jobs`` spreads over processes."""
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    if algo == "sb3":
+        curve = _run_sb3(task, seed, args)
+    else:
+        curve = _run_se_robot(algo, task, seed, args, Path(args.out) / f"{task}_{algo}_seed{seed}")
+    wall = time.perf_counter() - start
+    return {"task": task, "algo": algo, "seed": seed, "curve": curve, "wall_s": wall,
+            "steps_to_threshold": steps_to_threshold(curve, args.threshold)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
@@ -232,29 +252,39 @@ def run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"se-robot bench sample-efficiency: --seeds must be integers, got {args.seeds!r}") from None
+    if args.jobs < 1:
+        raise SystemExit(f"se-robot bench sample-efficiency: --jobs must be at least 1, got {args.jobs}")
     for algo in algos:
         budget(args, algo)   # a malformed --steps-for fails before any training
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for task in tasks:
-        for seed in seeds:
-            for algo in algos:
-                start = time.perf_counter()
-                if algo == "sb3":
-                    curve = _run_sb3(task, seed, args)
-                else:
-                    curve = _run_se_robot(algo, task, seed, args, out / f"{task}_{algo}_seed{seed}")
-                wall = time.perf_counter() - start
-                hit = steps_to_threshold(curve, args.threshold)
-                results.append({"task": task, "algo": algo, "seed": seed, "curve": curve, "wall_s": wall,
-                                "steps_to_threshold": hit})
-                print(f"[{task} {algo} seed {seed}] steps to {args.threshold:.0%}: {hit if hit is not None else 'not reached'}"
-                      f"; final success {curve[-1][1]:.2f}; {wall:.0f} s", flush=True)
-                (out / "results.json").write_text(json.dumps({"args": vars(args) | {"func": None},
-                                                              "results": results}, indent=1))
+    order = [(task, algo, seed) for task in tasks for seed in seeds for algo in algos]
+    done: dict[tuple[str, str, int], dict] = {}
+
+    def record(result: dict) -> None:
+        done[(result["task"], result["algo"], result["seed"])] = result
+        hit = result["steps_to_threshold"]
+        print(f"[{result['task']} {result['algo']} seed {result['seed']}] steps to {args.threshold:.0%}: "
+              f"{hit if hit is not None else 'not reached'}; final success {result['curve'][-1][1]:.2f}; "
+              f"{result['wall_s']:.0f} s", flush=True)
+        ordered = [done[key] for key in order if key in done]   # a stopped bench keeps what finished
+        (out / "results.json").write_text(json.dumps({"args": vars(args) | {"func": None}, "results": ordered},
+                                                     indent=1))
+
+    if args.jobs == 1:
+        for key in order:
+            record(_one_run(*key, args))
+    else:  # spawn: each run starts from a clean interpreter, as with --jobs 1 in a fresh process
+        job_args = argparse.Namespace(**(vars(args) | {"func": None}))
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_one_run, *key, job_args) for key in order]
+            try:
+                for future in as_completed(futures):
+                    record(future.result())
+            except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    results = [done[key] for key in order]
     print("\n".join(_summarise(results, args)))
     _plot(results, out / "learning_curves.png", args.threshold)
     print(f"wrote {out / 'learning_curves.png'} and {out / 'results.json'}")

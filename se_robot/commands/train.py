@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
     p.add_argument("--steps", type=int, metavar="N", help="agent steps to train (total, also when resuming)")
     p.add_argument("--obs-mode", dest="obs_mode", help="pixels | state | both")
+    p.add_argument("--encoder", metavar="FILE", help="sac/mbpo on pixels: a frozen pretrained encoder "
+                   "(se-robot pretrain-encoder) whose features they learn from")
     p.add_argument("--image-size", dest="image_size", type=int, metavar="PX", help="square camera image side")
     p.add_argument("--backend", help="sim (the MuJoCo twin) | hardware (SerialArm + camera; env options via "
                    "--set env.port=/dev/ttyACM0) | ros (topics of arm_node or sim_node)")
@@ -38,7 +40,8 @@ def resolve_config(args: argparse.Namespace):
     from se_robot.config import ConfigError, from_dict
     from se_robot.train import TrainConfig, load_config, merge, parse_set
 
-    keys = ("task", "algo", "demos", "steps", "obs_mode", "image_size", "backend", "seed", "teleop", "teleop_device")
+    keys = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "backend", "seed", "teleop",
+            "teleop_device")
     overrides = {k: getattr(args, k) for k in keys
                  if getattr(args, k, None) is not None}
     if getattr(args, "no_progress", False):

@@ -1,0 +1,78 @@
+"""A frozen pixel encoder as an observation wrapper: what SAC and MBPO learn from on pixels.
+
+SAC and MBPO learn on vectors (MBPO's model predicts the next observation, which must be small
+and smooth), so on pixels they see a frozen pretrained encoder's features (``se-robot
+pretrain-encoder``). The encoder runs once per env step here, not once per gradient step, and
+replay holds a few dozen floats per transition instead of images. The proprioceptive ``state``
+of obs_mode ``both`` is appended to the features, as DrQ-v2 appends it to its conv features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+
+def _pixel_space(space: gym.Space) -> gym.spaces.Box:
+    pixels = space["pixels"] if isinstance(space, gym.spaces.Dict) and "pixels" in space.spaces else space
+    if not isinstance(pixels, gym.spaces.Box) or len(pixels.shape) != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"a frozen encoder needs camera images in the observation (obs_mode pixels or both), "
+                         f"got observation space {space}")
+    return pixels
+
+
+def _channel_first(shape: tuple[int, ...]) -> bool:
+    return shape[0] <= shape[-1]
+
+
+class EncoderFeatures(gym.ObservationWrapper):
+    """Replaces the camera image (a frame stack, channel-first or -last) with ``features``.
+
+    Output: ``{"features": float32 (F [+ state],)}``. ``encoder`` takes float pixels in [0, 255]
+    of shape (1, C, H, W) with C the stack's channels (see ``se_robot.agents.encoders``).
+    """
+
+    def __init__(self, env: gym.Env, encoder: nn.Module, device: str | torch.device = "cpu"):
+        super().__init__(env)
+        space = env.observation_space
+        pixels = _pixel_space(space)
+        self._has_state = isinstance(space, gym.spaces.Dict) and "state" in space.spaces
+        self._chw = _channel_first(pixels.shape)
+        self.device = torch.device(device)
+        self.encoder = encoder.to(self.device).eval().requires_grad_(False)
+        c, h, w = pixels.shape if self._chw else (pixels.shape[2], *pixels.shape[:2])
+        with torch.no_grad():
+            dim = int(self.encoder(torch.zeros(1, c, h, w, device=self.device)).reshape(-1).shape[0])
+        if self._has_state:
+            dim += int(np.prod(space["state"].shape))
+        self.observation_space = gym.spaces.Dict(
+            {"features": gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)})
+
+    @torch.no_grad()
+    def observation(self, obs: Any) -> dict[str, np.ndarray]:
+        pixels = np.asarray(obs["pixels"] if isinstance(obs, dict) else obs)
+        if not self._chw:
+            pixels = pixels.transpose(2, 0, 1)
+        x = torch.as_tensor(np.ascontiguousarray(pixels), device=self.device).unsqueeze(0).float()
+        features = self.encoder(x).reshape(-1).cpu().numpy().astype(np.float32)
+        if self._has_state:
+            features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(-1)])
+        return {"features": features}
+
+
+def wrap_with_encoder(env: gym.Env, checkpoint: str | Path, device: str | torch.device = "cpu",
+                      trust_pickle: bool = False) -> EncoderFeatures:
+    """``env`` seen through the encoder saved at ``checkpoint``, frame by frame over its stack."""
+    from se_robot.agents.encoders import make_pixel_encoder
+
+    pixels = _pixel_space(env.observation_space)
+    c, h, w = pixels.shape if _channel_first(pixels.shape) else (pixels.shape[2], *pixels.shape[:2])
+    if c % 3:
+        raise ValueError(f"camera images with {c} channels are not a stack of RGB frames")
+    encoder = make_pixel_encoder("checkpoint", c // 3, (h, w), checkpoint=str(checkpoint), trust_pickle=trust_pickle)
+    return EncoderFeatures(env, encoder, device)

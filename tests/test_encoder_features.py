@@ -1,0 +1,87 @@
+"""SAC and MBPO on pixels: a frozen pretrained encoder turns each camera frame into features."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from se_robot.agents.encoders import KeypointEncoder, load_encoder, save_encoder  # noqa: E402
+from se_robot.config import ConfigError  # noqa: E402
+from se_robot.envs import make_env  # noqa: E402
+from se_robot.envs.encoder_features import wrap_with_encoder  # noqa: E402
+from se_robot.train import build_trainer, load_config  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+SIZE, KEYPOINTS = 32, 4
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "enc.pt"
+    save_encoder(KeypointEncoder(3, (SIZE, SIZE), keypoints=KEYPOINTS), path, "keypoints", in_channels=3,
+                 image_size=(SIZE, SIZE), keypoints=KEYPOINTS)
+    return path
+
+
+def test_features_are_the_encoder_on_every_stacked_frame_then_the_state(encoder_file):
+    raw = make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=2)
+    wrapped = wrap_with_encoder(make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=2), encoder_file)
+    encoder = load_encoder(encoder_file, (SIZE, SIZE))
+    obs_raw, _ = raw.reset(seed=4)
+    obs, _ = wrapped.reset(seed=4)
+    action = raw.action_space.sample()
+    for _ in range(3):   # after steps the two stacked frames differ
+        obs_raw = raw.step(action)[0]
+        obs = wrapped.step(action)[0]
+    assert set(obs) == {"features"} and wrapped.observation_space.contains(obs)
+    frames = torch.as_tensor(obs_raw["pixels"]).reshape(2, 3, SIZE, SIZE).float()
+    with torch.no_grad():
+        expected = np.concatenate([encoder(frames).reshape(-1).numpy(), obs_raw["state"]])
+    assert obs["features"].shape == (2 * 2 * KEYPOINTS + obs_raw["state"].shape[0],)
+    np.testing.assert_allclose(obs["features"], expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(obs["features"][: 2 * KEYPOINTS], obs["features"][2 * KEYPOINTS: 4 * KEYPOINTS])
+    with pytest.raises(ValueError, match="obs_mode pixels or both"):
+        wrap_with_encoder(make_env("reach", obs_mode="state"), encoder_file)
+
+
+BASE = {"task": "reach", "obs_mode": "pixels", "image_size": SIZE, "frame_stack": 2, "action_repeat": 1,
+        "steps": 80, "seed": 2, "learning_starts": 40, "eval_every": 80, "eval_episodes": 1, "eval_video": False,
+        "checkpoint_every": 80, "tensorboard": False, "progress": False, "device": "cpu", "threads": 1,
+        "replay": {"capacity": 500, "frame_stack": 2, "n_step": 1, "discount": 0.99}}
+TINY_MBPO = {"utd_ratio": 1, "model_min_transitions": 40, "model_train_interval_steps": 40, "rollout_batch_size": 32,
+             "rollout_schedule": [0, 100, 1, 2],
+             "model": {"ensemble_size": 3, "num_elites": 2, "hidden_dim": 16, "num_layers": 2, "max_grad_steps": 20},
+             "sac": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}
+
+
+def test_mbpo_trains_on_pixels_through_the_frozen_encoder(encoder_file, tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**BASE, "algo": "mbpo", "encoder": str(encoder_file),
+                                                     "agent": TINY_MBPO}))
+    trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
+    agent = trainer.agent
+    assert agent.obs_key == "features" and agent.sac.obs_dim == 2 * 2 * KEYPOINTS
+    assert agent.reward_fn is None        # features do not carry the task: the reward is learned
+    trainer.train()
+    trainer.logger.close()
+    assert set(trainer.replay.sample(4).obs) == {"features"}
+    assert agent.last_fit_step is not None and len(agent.buffer) > 0   # the model was fitted and rolled out
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"algo": "sac"}, "give a pretrained encoder file"),
+    ({"algo": "drqv2", "encoder": "enc.pt"}, "agent.encoder_checkpoint"),
+    ({"algo": "sac", "obs_mode": "state", "encoder": "enc.pt"}, "needs obs_mode pixels or both"),
+])
+def test_config_errors_name_the_encoder_key(tmp_path, changes, message):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**BASE, "replay": {**BASE["replay"], "n_step": 1}, **changes}))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(tmp_path / "c.yaml")
+    assert "encoder" in str(err.value)
