@@ -48,6 +48,12 @@ def test_features_are_the_encoder_on_every_stacked_frame_then_the_state(encoder_
     assert obs["features"].shape == (2 * 2 * KEYPOINTS + obs_raw["state"].shape[0],)
     np.testing.assert_allclose(obs["features"], expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(obs["features"][: 2 * KEYPOINTS], obs["features"][2 * KEYPOINTS: 4 * KEYPOINTS])
+    import gymnasium
+
+    channel_last = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=SIZE)  # (H, W, 3)
+    channel_first = make_env("reach", obs_mode="both", image_size=SIZE)                      # (3, H, W)
+    a, b = (wrap_with_encoder(e, encoder_file).reset(seed=5)[0]["features"] for e in (channel_last, channel_first))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
     with pytest.raises(ValueError, match="obs_mode pixels or both"):
         wrap_with_encoder(make_env("reach", obs_mode="state"), encoder_file)
 

@@ -30,6 +30,11 @@ def _channel_first(shape: tuple[int, ...]) -> bool:
     return shape[0] <= shape[-1]
 
 
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(channels, height, width) of a channel-first or channel-last image shape."""
+    return tuple(shape) if _channel_first(shape) else (shape[2], shape[0], shape[1])
+
+
 class EncoderFeatures(gym.ObservationWrapper):
     """Replaces the camera image (a frame stack, channel-first or -last) with ``features``.
 
@@ -45,7 +50,7 @@ class EncoderFeatures(gym.ObservationWrapper):
         self._chw = _channel_first(pixels.shape)
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval().requires_grad_(False)
-        c, h, w = pixels.shape if self._chw else (pixels.shape[2], *pixels.shape[:2])
+        c, h, w = _chw(pixels.shape)
         with torch.no_grad():
             dim = int(self.encoder(torch.zeros(1, c, h, w, device=self.device)).reshape(-1).shape[0])
         if self._has_state:
@@ -70,8 +75,7 @@ def wrap_with_encoder(env: gym.Env, checkpoint: str | Path, device: str | torch.
     """``env`` seen through the encoder saved at ``checkpoint``, frame by frame over its stack."""
     from se_robot.agents.encoders import make_pixel_encoder
 
-    pixels = _pixel_space(env.observation_space)
-    c, h, w = pixels.shape if _channel_first(pixels.shape) else (pixels.shape[2], *pixels.shape[:2])
+    c, h, w = _chw(_pixel_space(env.observation_space).shape)
     if c % 3:
         raise ValueError(f"camera images with {c} channels are not a stack of RGB frames")
     encoder = make_pixel_encoder("checkpoint", c // 3, (h, w), checkpoint=str(checkpoint), trust_pickle=trust_pickle)
