@@ -133,6 +133,7 @@ def make_envs(cfg: TrainConfig):
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                   obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
+
     def build(**extra: Any) -> Any:
         env = make_env(cfg.task, **kwargs, **extra)
         if not cfg.encoder:

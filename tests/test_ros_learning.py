@@ -71,3 +71,24 @@ def test_local_learner_trains_and_checkpoints(tmp_path):
         harness.stop_node(learner)
     assert any("eval/success" in m for m in seen)
     assert any((tmp_path / "run").rglob("agent.pt"))
+
+
+def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
+    """sac/mbpo on pixels over ROS: both sides build the encoder's feature space from the train config."""
+    from se_robot.agents.encoders import KeypointEncoder, save_encoder
+    from se_robot.nodes import learning
+    from se_robot.ros_params import EnvParams
+
+    save_encoder(KeypointEncoder(3, (32, 32), keypoints=4), tmp_path / "enc.pt", "keypoints", in_channels=3,
+                 image_size=(32, 32), keypoints=4)
+    params = EnvParams(obs_mode="both", image_size=32, env_backend="sim")
+    cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 replay.frame_stack=2 "
+                                    "action_repeat=1 replay.n_step=1", params, "sac", seed=0)
+    obs_space, _ = learning.spaces_for(cfg, params)
+    env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert set(obs) == {"features"} and obs_space.contains(obs)
+        assert obs["features"].shape[0] == 2 * 8 + 16   # 2 frames x 4 keypoints x (x, y), then proprioception
+    finally:
+        env.close()

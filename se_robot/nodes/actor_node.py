@@ -77,7 +77,7 @@ class ActorNode(Node):
         from se_robot.agents.registry import make_agent
 
         cfg, p = self.cfg, self.p
-        env = learning.make_node_env(self.e, self.e.env_backend, cfg.frame_stack, cfg.action_repeat)
+        env = learning.make_node_env(self.e, self.e.env_backend, cfg.frame_stack, cfg.action_repeat, cfg.encoder)
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)
             batcher = learning.TransitionBatcher(p.batch_transitions)

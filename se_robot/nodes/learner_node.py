@@ -85,7 +85,8 @@ class LearnerNode(Node):
     def _run_local(self) -> None:
         from se_robot.train import build_trainer
 
-        env = learning.make_node_env(self.e, self.e.env_backend, self.cfg.frame_stack, self.cfg.action_repeat)
+        env = learning.make_node_env(self.e, self.e.env_backend, self.cfg.frame_stack, self.cfg.action_repeat,
+                                     self.cfg.encoder)
         try:
             trainer = build_trainer(self.cfg, self.run_dir, envs=(env, env))
             trainer.logger = _PublishingLogger(trainer.logger, self.publish_metrics)

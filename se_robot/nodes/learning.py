@@ -142,8 +142,13 @@ def replay_batch(batch: dict[str, Any], replay: Any) -> int:
     return len(starts)
 
 
-def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1) -> Any:
-    """The env an actor or local learner steps: ``ros`` (RosArmEnv) or ``sim`` (the twin in-process)."""
+def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1,
+                  encoder: str = "") -> Any:
+    """The env an actor or local learner steps: ``ros`` (RosArmEnv) or ``sim`` (the twin in-process).
+
+    ``encoder`` (the train config's): sac/mbpo on pixels see the frozen encoder's features, so an
+    actor ships features, not images, to the learner.
+    """
     from se_robot.envs import make_env
 
     options: dict[str, Any] = dict(obs_mode=p.obs_mode, image_size=p.image_size, action_mode=p.action_mode,
@@ -151,7 +156,12 @@ def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, acti
     if backend == "ros":
         options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
                        strict_freshness=p.strict_freshness)
-    return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat, **options)
+    env = make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat, **options)
+    if not encoder:
+        return env
+    from se_robot.envs.encoder_features import wrap_with_encoder
+
+    return wrap_with_encoder(env, encoder)
 
 
 def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: str, seed: int,
@@ -170,7 +180,8 @@ def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: st
 def spaces_for(cfg: Any, env: EnvParams) -> tuple[Any, Any]:
     """Observation and action spaces of the actor's env, without a robot: the same wrappers on
     the twin (only spaces are read; nothing is stepped)."""
-    sim = make_node_env(env, backend="sim", frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat)
+    sim = make_node_env(env, backend="sim", frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
+                        encoder=cfg.encoder)
     try:
         return sim.observation_space, sim.action_space
     finally:
