@@ -133,21 +133,16 @@ def make_envs(cfg: TrainConfig):
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
                   obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
-
-    def build(**extra: Any) -> Any:
-        env = make_env(cfg.task, **kwargs, **extra)
-        if not cfg.encoder:
-            return env
+    if cfg.encoder:
         from se_robot.agents.base import pick_device
-        from se_robot.envs.encoder_features import wrap_with_encoder
 
-        return wrap_with_encoder(env, cfg.encoder, pick_device(cfg.device))
-
-    env = build()
+        kwargs.update(encoder=cfg.encoder, encoder_device=pick_device(cfg.device))
+    env = make_env(cfg.task, **kwargs)
     if cfg.backend != "sim":  # one real arm: evaluation episodes run on the same env
         return env, env
-    # film the scene camera, whatever the agent observes
-    return env, build(**(dict(render_mode="rgb_array", render_size=256) if cfg.eval_video else {}))
+    if cfg.eval_video:  # film the scene camera, whatever the agent observes
+        kwargs.update(render_mode="rgb_array", render_size=256)
+    return env, make_env(cfg.task, **kwargs)
 
 
 def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:

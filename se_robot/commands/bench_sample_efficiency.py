@@ -33,10 +33,10 @@ from typing import Any, Callable
 
 GROUP = "bench"
 ALGOS = ("mbpo", "sac", "sb3")
+SAC_CPU = ["critic_layer_norm=true"]  # also MBPO's SAC below: the two rows differ by the model only
 MBPO_CPU = ["utd_ratio=10", "rollout_batch_size=5000", "rollout_schedule=[500,3000,1,10]", "epoch_length_steps=1000",
             "model.hidden_dim=128", "model.num_layers=3", "model.max_grad_steps=600", "model_min_transitions=500",
-            "sac.critic_layer_norm=true"]
-SAC_CPU = ["critic_layer_norm=true"]  # the same critics as MBPO's SAC, so the two rows differ by the model only
+            *(f"sac.{item}" for item in SAC_CPU)]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

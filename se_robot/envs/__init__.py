@@ -28,12 +28,14 @@ _register()
 
 
 def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, action_repeat: int = 1,
-             seed: int | None = None, **options: Any) -> gym.Env:
+             seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", **options: Any) -> gym.Env:
     """One place where an env is built and wrapped, whatever the backend.
 
     ``backend``: ``sim`` (MuJoCo twin), ``hardware`` (SerialArm + OpenCV camera; see
     ``make_hardware_env`` for ``port=``, ``scene_camera=``, ``camera_source=``) or ``ros`` (topics
-    of arm_node/sim_node; see ``make_ros_env``). Options are those of ``EnvConfig``.
+    of arm_node/sim_node; see ``make_ros_env``). ``encoder``: a frozen pixel encoder file whose
+    features replace the frame stack (``se_robot.envs.encoder_features``), run on
+    ``encoder_device``. Options are those of ``EnvConfig``.
     """
     from se_robot.envs.wrappers import ActionRepeat, PixelFrameStack
 
@@ -56,6 +58,10 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     if frame_stack > 1 or options.get("obs_mode", "state") != "state":
         if options.get("obs_mode", "state") != "state":
             env = PixelFrameStack(env, frame_stack)
+    if encoder:
+        from se_robot.envs.encoder_features import wrap_with_encoder
+
+        env = wrap_with_encoder(env, encoder, encoder_device)
     if seed is not None:
         env.action_space.seed(seed)
     return env

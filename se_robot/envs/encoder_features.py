@@ -47,7 +47,7 @@ class EncoderFeatures(gym.ObservationWrapper):
         space = env.observation_space
         pixels = _pixel_space(space)
         self._has_state = isinstance(space, gym.spaces.Dict) and "state" in space.spaces
-        self._chw = _channel_first(pixels.shape)
+        self._channel_first = _channel_first(pixels.shape)
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval().requires_grad_(False)
         c, h, w = _chw(pixels.shape)
@@ -61,10 +61,10 @@ class EncoderFeatures(gym.ObservationWrapper):
     @torch.no_grad()
     def observation(self, obs: Any) -> dict[str, np.ndarray]:
         pixels = np.asarray(obs["pixels"] if isinstance(obs, dict) else obs)
-        if not self._chw:
+        if not self._channel_first:
             pixels = pixels.transpose(2, 0, 1)
         x = torch.as_tensor(np.ascontiguousarray(pixels), device=self.device).unsqueeze(0).float()
-        features = self.encoder(x).reshape(-1).cpu().numpy().astype(np.float32)
+        features = self.encoder(x).reshape(-1).float().cpu().numpy()
         if self._has_state:
             features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(-1)])
         return {"features": features}

@@ -156,12 +156,8 @@ def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, acti
     if backend == "ros":
         options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
                        strict_freshness=p.strict_freshness)
-    env = make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat, **options)
-    if not encoder:
-        return env
-    from se_robot.envs.encoder_features import wrap_with_encoder
-
-    return wrap_with_encoder(env, encoder)
+    return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat,
+                    encoder=encoder, **options)
 
 
 def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: str, seed: int,
