@@ -193,19 +193,21 @@ def test_refuses_n_step_replay():
         agent.update(toy_replay(300, n_step=3), None, step=300)
 
 
-def test_resume_from_state_dict_is_exact():
+@pytest.mark.parametrize("interval", [None, 10])
+def test_resume_from_state_dict_is_exact(interval):
     replay_a, replay_b = toy_replay(300, seed=4), toy_replay(300, seed=4)
-    agent = create(OBS, ACT, small_cfg(), "cpu", seed=5)
+    agent = create(OBS, ACT, small_cfg(rollout_interval_steps=interval), "cpu", seed=5)
     agent.update(replay_a, None, step=300)
     buf = io.BytesIO()
     torch.save(agent.state_dict(), buf)
     replay_b.rng.bit_generator.state = replay_a.rng.bit_generator.state
-    for step in (310, 360):  # the second call refits the model and rolls out again
+    steps = (310, 315, 360)  # 360 refits the model and rolls out; with interval 10, 310 rolls out too
+    for step in steps:
         agent.update(replay_a, None, step)
     buf.seek(0)
-    resumed = create(OBS, ACT, small_cfg(), "cpu", seed=99)
+    resumed = create(OBS, ACT, small_cfg(rollout_interval_steps=interval), "cpu", seed=99)
     resumed.load_state_dict(torch.load(buf, weights_only=False))
-    for step in (310, 360):
+    for step in steps:
         resumed.update(replay_b, None, step)
     obs = {"state": np.ones(3, np.float32)}
     np.testing.assert_array_equal(agent.act(obs, 0, False), resumed.act(obs, 0, False))
@@ -213,3 +215,22 @@ def test_resume_from_state_dict_is_exact():
                     list(resumed.model.parameters()) + list(resumed.sac.actor.parameters())):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     torch.testing.assert_close(agent.buffer.data["obs"], resumed.buffer.data["obs"], rtol=0, atol=0)
+
+
+def test_rollout_interval_rolls_out_between_refits_with_the_same_states_per_epoch():
+    cfg = small_cfg(rollout_interval_steps=10, rollout_schedule=[0, 0, 2, 2])
+    assert cfg.rollout_starts == 200 * 10 // 50
+    agent = create(OBS, ACT, cfg, "cpu", seed=1)
+    replay = toy_replay(300, seed=2)
+    fits, rollouts = [], []
+    agent.fit_model = lambda r, fit=agent.fit_model: fits.append(1) or fit(r)
+    agent.rollout = lambda start, length, roll=agent.rollout: rollouts.append((len(start), length)) or roll(start, length)
+    for step in range(300, 351):
+        agent.update(replay, None, step)
+    assert len(fits) == 2                          # steps 300 and 350
+    assert rollouts == [(40, 2)] * 6               # steps 300, 310, ..., 350
+    assert agent.last_rollout_step == 350
+    # the buffer still holds one epoch: 200 states per refit, 2 refits per epoch, length 2
+    assert agent.buffer.capacity == 200 * 2 * 2
+    with pytest.raises(ConfigError, match="rollout_interval_steps"):
+        small_cfg(rollout_interval_steps=60)

@@ -5,6 +5,8 @@ transitions, then ``rollout_batch_size`` real states are branched into model rol
 ``k`` (k grows linearly with env steps, ``rollout_schedule``) whose transitions fill a model
 buffer sized to hold ``model_retain_epochs`` epochs of rollouts. SAC then takes ``utd_ratio``
 gradient steps per env step on batches that are ``real_ratio`` real and the rest model data.
+With ``rollout_interval_steps`` below the refit interval the same states per epoch are branched in
+smaller, more frequent batches, so model data comes from a policy fewer updates old.
 
 Two guards against the policy exploiting model errors (both off by default, as in the paper):
 a MOPO-style penalty ``r - lambda * u`` with ``u`` the norm of the largest predicted std of any
@@ -45,6 +47,10 @@ class MBPOConfig:
     model_min_transitions: int = option(1000, range=(2, None), help="real transitions before the first fit")
     model_max_transitions: int = option(1_000_000, range=(2, None), help="most real transitions one fit uses")
     rollout_batch_size: int = option(100_000, range=(1, None), help="real start states branched per refit")
+    rollout_interval_steps: int | None = option(
+        None, range=(1, None),
+        help="env steps between rollouts; each branches rollout_batch_size * this / model_train_interval_steps "
+             "states, so the model data per epoch is unchanged (null = once per refit, as the paper)")
     rollout_schedule: tuple[int, int, int, int] = option(
         (20_000, 100_000, 1, 15), range=(0, None),
         help="[min_step, max_step, min_length, max_length]: rollout length linear in env steps")
@@ -61,6 +67,18 @@ class MBPOConfig:
         if hi_step < lo_step or hi_len < lo_len or lo_len < 1:
             raise ValueError(f"rollout_schedule {list(self.rollout_schedule)} must be "
                              "[min_step <= max_step, 1 <= min_length <= max_length]")
+        if self.rollout_interval_steps is not None and self.rollout_interval_steps > self.model_train_interval_steps:
+            raise ValueError(f"rollout_interval_steps {self.rollout_interval_steps} must not exceed "
+                             f"model_train_interval_steps {self.model_train_interval_steps} (every refit rolls out)")
+
+    @property
+    def rollout_every(self) -> int:
+        return self.rollout_interval_steps or self.model_train_interval_steps
+
+    @property
+    def rollout_starts(self) -> int:
+        """Start states per rollout: the refit's rollout_batch_size spread over its rollouts."""
+        return max(1, round(self.rollout_batch_size * self.rollout_every / self.model_train_interval_steps))
 
 
 def rollout_length(schedule: tuple[int, int, int, int], step: int) -> int:
@@ -150,6 +168,7 @@ class MBPOAgent:
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.reward_fn = reward_fn if obs_key == "state" else None
         self.last_fit_step: int | None = None
+        self.last_rollout_step: int | None = None
         self.model_metrics: dict[str, float] = {}
 
     @classmethod
@@ -243,10 +262,13 @@ class MBPOAgent:
             self.last_fit_step is not None and step - self.last_fit_step >= cfg.model_train_interval_steps)
         if due:
             self.model_metrics = self.fit_model(replay)
-            self.buffer.resize(self._buffer_capacity(step))
-            start = self.sac.to_tensors(replay.sample(cfg.rollout_batch_size))["obs"]
-            self.model_metrics.update(self.rollout(start, rollout_length(cfg.rollout_schedule, step)))
             self.last_fit_step = step
+        # Rolling out more often than refitting keeps the model data nearer the current policy.
+        if due or (self.last_rollout_step is not None and step - self.last_rollout_step >= cfg.rollout_every):
+            self.buffer.resize(self._buffer_capacity(step))
+            start = self.sac.to_tensors(replay.sample(cfg.rollout_starts))["obs"]
+            self.model_metrics.update(self.rollout(start, rollout_length(cfg.rollout_schedule, step)))
+            self.last_rollout_step = step
         batch_size, utd = cfg.sac.batch_size, cfg.utd_ratio
         n_real = batch_size if len(self.buffer) == 0 else int(round(batch_size * cfg.real_ratio))
         real = self.sac.sample_real(replay, demos, n_real * utd) if n_real else None
@@ -267,7 +289,8 @@ class MBPOAgent:
     def state_dict(self) -> dict[str, Any]:
         return {"sac": self.sac.state_dict(), "trainer": self.trainer.state_dict(), "buffer": self.buffer.state_dict(),
                 "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
-                "last_fit_step": self.last_fit_step, "model_metrics": dict(self.model_metrics)}
+                "last_fit_step": self.last_fit_step, "last_rollout_step": self.last_rollout_step,
+                "model_metrics": dict(self.model_metrics)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
@@ -276,6 +299,7 @@ class MBPOAgent:
         self.rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
         self.last_fit_step = state["last_fit_step"]
+        self.last_rollout_step = state.get("last_rollout_step", self.last_fit_step)  # older checkpoints
         self.model_metrics = dict(state["model_metrics"])
 
 

@@ -9,18 +9,31 @@ learning-curve PNG and a JSON of every curve.
 
 MBPO's CPU-sized settings (listed under ``--mbpo-set``, which adds to them) cut cost against the
 paper's: a smaller ensemble (3 x 128), fewer start states per refit (5000), a gradient-step cap per
-refit and half the update ratio (10). Three change what is learnt. The first model is fitted after
-500 real steps (with ``--learning-starts 500``, as measured). Rollouts grow from 1 to 10 steps over
-env steps 500-3,000 (the paper's Hopper schedule reaches 15 only at 100,000): the arm's one-step
-dynamics are learnt from a few hundred transitions, and longer branches carry reward back to real
-states sooner. And the critics have layer norm (RLPD's fix for high update ratios), which kept
-their logged loss lower once rollouts grew (seeds 1 and 2 at 2,500 steps: 0.4 and 1.1, against 1.7
-and 4.4 without). Measured on reach (eval every 250): seed 0 reached
-90% at 2,750 env steps with this schedule without layer norm, 6,500 with [1000, 10000, 1, 5] (eval
-every 500), and at best 0.7 through 4,250 with [500, 2000, 1, 15]; layer norm took seeds 0/1/2 from
-2,750/3,250/3,250 to 2,500/2,500/2,750. se_robot's SAC row uses the same critics (``SAC_CPU``), so
-the two rows differ by the model only. MBPO scores rollouts with the task's reward and termination
-on state vectors (``reward_fn``) instead of a learned reward when action_repeat is 1.
+refit and half the update ratio (10). The rest change what is learnt, each measured on reach (eval
+every 250; steps to 90%):
+
+- Early, deeper model use. The first model is fitted after 250 real steps (with
+  ``--learning-starts 250``), and rollouts grow from 1 to 10 steps over env steps 250-1,500 (the
+  paper's Hopper schedule reaches 15 only at 100,000): the arm's one-step dynamics are learnt from
+  a few hundred transitions, and longer branches carry reward back to real states sooner. Seed 0:
+  6,500 with [1000, 10000, 1, 5] and 2,750 with [500, 3000, 1, 10] (both before layer norm), and
+  with layer norm 2,500 with [500, 3000, 1, 10] against 2,250 with [250, 1500, 1, 10].
+- Layer norm in the critics (RLPD's fix for high update ratios): the logged critic loss stayed
+  lower once rollouts grew (seeds 1 and 2 at 2,500 steps: 0.4 and 1.1, against 1.7 and 4.4), and
+  seeds 0/1/2 went from 2,750/3,250/3,250 to 2,500/2,500/2,750.
+- Actor and critic learning rate 1e-3: seed 2 from 2,750 to 2,500 on the earlier schedule (and
+  2,000 with the new schedule); seed 0 unchanged at 2,250 on the new schedule.
+- Rollouts every 50 env steps (``rollout_interval_steps``), 1,000 start states each, instead of
+  5,000 once per refit: the model data comes from a policy 500 updates old rather than up to 2,500
+  (seed 0: 2,250 -> 2,000).
+
+With all four, seeds 0/1/2 reached 90% at 2,000/2,250/2,250. Tried on top and not adopted: rollouts
+every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250) and refits every 125 steps with the same states
+per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250).
+
+se_robot's SAC row uses the same critics and learning rates (``SAC_CPU``), so the two rows differ by
+the model only. MBPO scores rollouts with the task's reward and termination on state vectors
+(``reward_fn``) instead of a learned reward when action_repeat is 1.
 """
 
 from __future__ import annotations
@@ -33,9 +46,10 @@ from typing import Any, Callable
 
 GROUP = "bench"
 ALGOS = ("mbpo", "sac", "sb3")
-SAC_CPU = ["critic_layer_norm=true"]  # also MBPO's SAC below: the two rows differ by the model only
-MBPO_CPU = ["utd_ratio=10", "rollout_batch_size=5000", "rollout_schedule=[500,3000,1,10]", "epoch_length_steps=1000",
-            "model.hidden_dim=128", "model.num_layers=3", "model.max_grad_steps=600", "model_min_transitions=500",
+SAC_CPU = ["critic_layer_norm=true", "actor_lr=1e-3", "critic_lr=1e-3"]  # also MBPO's SAC: rows differ by the model only
+MBPO_CPU = ["utd_ratio=10", "rollout_batch_size=5000", "rollout_interval_steps=50", "rollout_schedule=[250,1500,1,10]",
+            "epoch_length_steps=1000", "model.hidden_dim=128", "model.num_layers=3", "model.max_grad_steps=600",
+            "model_min_transitions=250",
             *(f"sac.{item}" for item in SAC_CPU)]
 
 
@@ -54,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=1000, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success rate counted as solved")
-    p.add_argument("--learning-starts", type=int, default=1000,
+    p.add_argument("--learning-starts", type=int, default=250,
                    help="random-action steps before se_robot agents update (SB3 keeps its default, 100)")
     p.add_argument("--action-repeat", type=int, default=1, help="control ticks per agent step")
     p.add_argument("--mbpo-set", action="append", default=[], metavar="KEY=VALUE",
@@ -258,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         budget(args, algo)   # a malformed --steps-for fails before any training
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    order = [(task, algo, seed) for task in tasks for seed in seeds for algo in algos]
+    order = [(task, algo, seed) for task in tasks for algo in algos for seed in seeds]  # --algos order
     done: dict[tuple[str, str, int], dict] = {}
 
     def record(result: dict) -> None:
