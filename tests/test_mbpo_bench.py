@@ -79,7 +79,7 @@ def test_jobs_train_in_processes_and_give_the_same_figures(tmp_path, capsys):
     assert main(tiny + ["--out", str(tmp_path / "parallel"), "--jobs", "2"]) == 0
     serial, parallel = (json.loads((tmp_path / d / "results.json").read_text())["results"]
                         for d in ("serial", "parallel"))
-    assert [(r["algo"], r["seed"]) for r in parallel] == [("mbpo", 0), ("sac", 0), ("mbpo", 1), ("sac", 1)]
+    assert [(r["algo"], r["seed"]) for r in parallel] == [("mbpo", 0), ("mbpo", 1), ("sac", 0), ("sac", 1)]  # --algos order
     for a, b in zip(serial, parallel):  # eval success is coarse: compare the returns the runs logged
         assert a["curve"] == b["curve"]
         returns = [(tmp_path / d / f"reach_{a['algo']}_seed{a['seed']}" / "eval.csv").read_text().splitlines()
