@@ -73,6 +73,7 @@ class MBPOConfig:
 
     @property
     def rollout_every(self) -> int:
+        """Env steps between rollouts: the refit interval unless rollout_interval_steps is set."""
         return self.rollout_interval_steps or self.model_train_interval_steps
 
     @property

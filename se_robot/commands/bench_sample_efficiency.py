@@ -28,8 +28,9 @@ every 250; steps to 90%):
   (seed 0: 2,250 -> 2,000).
 
 With all four, seeds 0/1/2 reached 90% at 2,000/2,250/2,250. Tried on top and not adopted: rollouts
-every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250) and refits every 125 steps with the same states
-per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250).
+every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250), refits every 125 steps with the same states
+per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250) and 10,000 start states per refit (2,250, 0.8
+at 2,500, 2,250).
 
 se_robot's SAC row uses the same critics and learning rates (``SAC_CPU``), so the two rows differ by
 the model only. MBPO scores rollouts with the task's reward and termination on state vectors
