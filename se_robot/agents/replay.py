@@ -63,6 +63,11 @@ def _is_image(value: np.ndarray) -> bool:
     return value.dtype == np.uint8 and value.ndim == 3
 
 
+def is_channel_first(shape: tuple[int, ...]) -> bool:
+    """Whether an image shape (C, H, W) or (H, W, C) is channel-first: channels never outnumber width."""
+    return shape[0] <= shape[-1]
+
+
 def to_chw_frame(value: np.ndarray, channels: int = 3) -> np.ndarray:
     """The newest single frame of an image observation, channel-first.
 
@@ -71,7 +76,7 @@ def to_chw_frame(value: np.ndarray, channels: int = 3) -> np.ndarray:
     """
     if value.ndim != 3:
         raise ValueError(f"image observation must have 3 dims, got shape {value.shape}")
-    if value.shape[0] <= value.shape[-1]:          # channel-first
+    if is_channel_first(value.shape):
         if value.shape[0] % channels:
             raise ValueError(f"channel-first image {value.shape} is not a stack of {channels}-channel frames")
         return value[-channels:]

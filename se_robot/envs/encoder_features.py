@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from se_robot.agents.replay import is_channel_first
+
 
 def _pixel_space(space: gym.Space) -> gym.spaces.Box:
     pixels = space["pixels"] if isinstance(space, gym.spaces.Dict) and "pixels" in space.spaces else space
@@ -26,20 +28,17 @@ def _pixel_space(space: gym.Space) -> gym.spaces.Box:
     return pixels
 
 
-def _channel_first(shape: tuple[int, ...]) -> bool:
-    return shape[0] <= shape[-1]
-
-
 def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(channels, height, width) of a channel-first or channel-last image shape."""
-    return tuple(shape) if _channel_first(shape) else (shape[2], shape[0], shape[1])
+    return tuple(shape) if is_channel_first(shape) else (shape[2], shape[0], shape[1])
 
 
 class EncoderFeatures(gym.ObservationWrapper):
     """Replaces the camera image (a frame stack, channel-first or -last) with ``features``.
 
     Output: ``{"features": float32 (F [+ state],)}``. ``encoder`` takes float pixels in [0, 255]
-    of shape (1, C, H, W) with C the stack's channels (see ``se_robot.agents.encoders``).
+    of shape (1, C, H, W) with C the stack's channels and gives ``repr_dim`` features, as every
+    encoder of ``se_robot.agents.encoders`` does.
     """
 
     def __init__(self, env: gym.Env, encoder: nn.Module, device: str | torch.device = "cpu"):
@@ -47,12 +46,10 @@ class EncoderFeatures(gym.ObservationWrapper):
         space = env.observation_space
         pixels = _pixel_space(space)
         self._has_state = isinstance(space, gym.spaces.Dict) and "state" in space.spaces
-        self._channel_first = _channel_first(pixels.shape)
+        self._channel_first = is_channel_first(pixels.shape)
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval().requires_grad_(False)
-        c, h, w = _chw(pixels.shape)
-        with torch.no_grad():
-            dim = int(self.encoder(torch.zeros(1, c, h, w, device=self.device)).reshape(-1).shape[0])
+        dim = int(encoder.repr_dim)
         if self._has_state:
             dim += int(np.prod(space["state"].shape))
         self.observation_space = gym.spaces.Dict(
