@@ -75,14 +75,17 @@ class TrainConfig:
         if self.algo == "mbpo" and self.replay.n_step != 1:
             raise ConfigError("<train config>", "replay.n_step",
                               f"MBPO learns one-step dynamics and needs replay.n_step=1, got {self.replay.n_step}")
+        sac = self.agent.get("sac")
+        gamma = sac.get("gamma") if isinstance(sac, dict) else None
+        if self.algo == "mbpo" and gamma is not None and gamma != self.replay.discount:
+            raise ConfigError("<train config>", "agent.sac.gamma",
+                              f"{gamma} differs from replay.discount {self.replay.discount}: real and model "
+                              "transitions must share one discount; set replay.discount only")
         if self.encoder and self.algo == "drqv2":
             raise ConfigError("<train config>", "encoder", "drqv2 takes a pretrained encoder in its agent config: "
                               "agent.encoder=checkpoint, agent.encoder_checkpoint=FILE, agent.freeze_encoder=true")
         if self.encoder and self.obs_mode == "state":
             raise ConfigError("<train config>", "encoder", "a pixel encoder needs obs_mode pixels or both, got state")
-        if self.encoder and self.demos:
-            raise ConfigError("<train config>", "encoder", "demos with a frozen encoder are not supported for "
-                              f"{self.algo} (demos hold pixels, the agent learns on features)")
         if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
             raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
                               f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "
@@ -368,7 +371,10 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env, eval_env = envs or make_envs(cfg)
-    agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), cfg.device, cfg.seed)
+    agent_dict = dict(cfg.agent)
+    if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
+        agent_dict = merge(agent_dict, {"sac": {"gamma": cfg.replay.discount}})
+    agent = make_agent(cfg.algo, env.observation_space, env.action_space, agent_dict, cfg.device, cfg.seed)
     keys = obs_keys_of(env.observation_space)
     ckpt_dir = saved["path"] if saved else None
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
@@ -381,8 +387,12 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     elif cfg.demos:
         demo_cap = _dataset_steps(Path(cfg.demos)) + 16
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
-        load_demos(cfg.demos, demos, obs_keys=keys, image_size=cfg.image_size,
-                   action_repeat=cfg.action_repeat)
+        # behind a frozen encoder the agent learns on features: demo frames go through it once, here
+        from se_robot.envs.encoder_features import EncoderFeatures
+
+        encoded = env if isinstance(env, EncoderFeatures) else None
+        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else keys, image_size=cfg.image_size,
+                   action_repeat=cfg.action_repeat, episode_fn=encoded.encode_episode if encoded else None)
     if demos is not None and demos.transitions:
         _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
     if cfg.teleop:

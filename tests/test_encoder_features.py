@@ -91,3 +91,43 @@ def test_config_errors_name_the_encoder_key(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message) as err:
         load_config(tmp_path / "c.yaml")
     assert "encoder" in str(err.value)
+
+
+def test_demos_reach_the_agent_as_the_features_it_sees_live(encoder_file, tmp_path):
+    """Recorded single frames are stacked and encoded as the live env would have: replaying a demo's
+    actions in the wrapped env gives the stored features step by step."""
+    import gymnasium
+
+    from se_robot.data.recording import dataset_meta_for, record_scripted
+    from se_robot.envs.experts import expert_for
+
+    env = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=SIZE)
+    record_scripted(env, expert_for(env), tmp_path / "demos", dataset_meta_for(env, "reach"), 1, seed=1,
+                    log=lambda s: None)   # seed 1: a 4-step episode
+    env.close()
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
+        **BASE, "obs_mode": "both", "frame_stack": 3, "replay": {**BASE["replay"], "frame_stack": 3}, "algo": "sac", "encoder": str(encoder_file), "demos": str(tmp_path / "demos"),
+        "steps": 60, "learning_starts": 30, "agent": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}))
+    trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
+    assert trainer.demos.episodes == 1
+    with np.load(next((tmp_path / "demos").glob("episode_*.npz"))) as ep:
+        actions = ep["action"]
+    stored = trainer.demos._arrays["features"][: len(actions) + 1]
+    live = wrap_with_encoder(make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=3), encoder_file)
+    features = [live.reset(seed=1)[0]["features"]] + [live.step(a)[0]["features"] for a in actions]
+    assert len(actions) >= 3
+    np.testing.assert_allclose(stored, np.stack(features), rtol=1e-4, atol=1e-5)
+    frames = stored[:, : 3 * 2 * KEYPOINTS].reshape(len(stored), 3, -1)   # per stacked frame, oldest first
+    np.testing.assert_allclose(frames[1, 0], frames[1, 1])                 # the first frame pads the stack
+    assert not np.allclose(frames[1, 1], frames[1, 2]) and not np.allclose(frames[3, 0], frames[3, 1])
+    trainer.train()   # SAC draws half of each batch from the encoded demos
+    trainer.logger.close()
+    assert set(trainer.demos.sample(4).obs) == {"features"}
+
+
+def test_encode_episode_rejects_what_is_not_rgb_frames(encoder_file):
+    wrapped = wrap_with_encoder(make_env("reach", obs_mode="pixels", image_size=SIZE), encoder_file)
+    with pytest.raises(ValueError, match="uint8 RGB frames"):
+        wrapped.encode_episode({"pixels": np.zeros((3, SIZE, SIZE, 4), np.uint8)})
+    with pytest.raises(ValueError, match="uint8 RGB frames"):
+        wrapped.encode_episode({"pixels": np.zeros((3, SIZE, SIZE, 3), np.float32)})

@@ -420,13 +420,16 @@ def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: i
 
 
 def load_demos(dataset_dir: str | Path, buffer: ReplayBuffer, obs_keys: tuple[str, ...] | None = None,
-               image_size: int | None = None, action_repeat: int = 1) -> int:
+               image_size: int | None = None, action_repeat: int = 1,
+               episode_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None) -> int:
     """Fill ``buffer`` from an episode dataset (docs/ARCHITECTURE.md); returns episodes read.
 
-    ``obs_keys`` picks the observation arrays to store (default: pixels and state where present);
+    ``obs_keys`` picks the observation arrays to read (default: pixels and state where present);
     ``image_size`` resizes frames recorded at another resolution. Datasets are recorded at the
     control rate; with ``action_repeat`` k the loader merges k recorded steps into one agent step
     (first action, summed reward, every k-th observation), as the training env would have seen them.
+    ``episode_fn`` maps an episode's observations (one row per agent step) to what is stored, e.g.
+    a frozen encoder's features (``EncoderFeatures.encode_episode``).
     """
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "dataset.json").is_file():
@@ -441,26 +444,32 @@ def load_demos(dataset_dir: str | Path, buffer: ReplayBuffer, obs_keys: tuple[st
             if missing:
                 raise KeyError(f"{path}: missing arrays {missing}")
             obs = {k: ep[k] for k in keys}
-            for k, v in obs.items():
-                if v.dtype == np.uint8 and image_size and v.shape[1:3] != (image_size, image_size):
-                    import cv2
-                    obs[k] = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
-                                       for f in v])
             action, reward = ep["action"], ep["reward"]
             term, trunc = ep["terminated"], ep["truncated"]
-            steps = len(action)
-            if any(len(v) != steps + 1 for v in obs.values()):
-                raise ValueError(f"{path}: observations must have T+1={steps + 1} rows")
-            buffer.add_first({k: v[0] for k, v in obs.items()})
-            k = action_repeat
-            for t0 in range(0, steps, k):
-                t1 = min(t0 + k, steps)
-                last = t1 == steps
-                done_term = bool(term[t0:t1].any())
-                if done_term:
-                    t1 = t0 + int(np.argmax(term[t0:t1])) + 1
-                buffer.add(action[t0], float(reward[t0:t1].sum()), {n: v[t1] for n, v in obs.items()},
-                           done_term, not done_term and (bool(trunc[t0:t1].any()) or last))
-                if done_term or trunc[t0:t1].any():
-                    break
+        steps = len(action)
+        if any(len(v) != steps + 1 for v in obs.values()):
+            raise ValueError(f"{path}: observations must have T+1={steps + 1} rows")
+        rows, transitions = [0], []  # observation row per agent step; (action, reward, term, trunc) between
+        k = action_repeat
+        for t0 in range(0, steps, k):
+            t1 = min(t0 + k, steps)
+            last = t1 == steps
+            done_term = bool(term[t0:t1].any())
+            if done_term:
+                t1 = t0 + int(np.argmax(term[t0:t1])) + 1
+            rows.append(t1)
+            transitions.append((action[t0], float(reward[t0:t1].sum()), done_term,
+                                not done_term and (bool(trunc[t0:t1].any()) or last)))
+            if done_term or trunc[t0:t1].any():
+                break
+        obs = {n: v[rows] for n, v in obs.items()}
+        for n, v in obs.items():
+            if v.dtype == np.uint8 and image_size and v.shape[1:3] != (image_size, image_size):
+                import cv2
+                obs[n] = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in v])
+        if episode_fn is not None:
+            obs = episode_fn(obs)
+        buffer.add_first({n: v[0] for n, v in obs.items()})
+        for i, (a, r, terminated, truncated) in enumerate(transitions, 1):
+            buffer.add(a, r, {n: v[i] for n, v in obs.items()}, terminated, truncated)
     return len(files)

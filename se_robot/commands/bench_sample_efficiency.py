@@ -71,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.9, help="eval success rate counted as solved")
     p.add_argument("--learning-starts", type=int, default=250,
                    help="random-action steps before se_robot agents update (SB3 keeps its default, 100)")
+    p.add_argument("--discount", type=float, default=0.99,
+                   help="se_robot agents' discount (real batches and MBPO's rollouts); SB3 keeps 0.99")
     p.add_argument("--action-repeat", type=int, default=1, help="control ticks per agent step")
     p.add_argument("--mbpo-set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"MBPO config overrides on top of the CPU-sized ones {MBPO_CPU}")
@@ -115,7 +117,7 @@ def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run
         "keep_checkpoints": 1, "save_replay": False, "log_every": args.eval_every, "tensorboard": False,
         "progress": False, "device": "cpu", "threads": args.threads,
         "stop_at_success": args.threshold if args.stop_when_solved else 0.0,
-        "replay": {"capacity": steps + 1000, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+        "replay": {"capacity": steps + 1000, "frame_stack": 1, "n_step": 1, "discount": args.discount},
         "agent": merge({}, agent)}, "bench sample-efficiency")
     trainer = build_trainer(cfg, run_dir)  # gives MBPO the task's reward_fn (state obs, no action repeat)
     trainer.train()

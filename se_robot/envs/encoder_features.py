@@ -47,6 +47,7 @@ class EncoderFeatures(gym.ObservationWrapper):
         pixels = _pixel_space(space)
         self._has_state = isinstance(space, gym.spaces.Dict) and "state" in space.spaces
         self._channel_first = is_channel_first(pixels.shape)
+        self._stack = _chw(pixels.shape)[0] // 3  # RGB frames per observation
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval().requires_grad_(False)
         dim = int(encoder.repr_dim)
@@ -64,6 +65,37 @@ class EncoderFeatures(gym.ObservationWrapper):
         features = self.encoder(x).reshape(-1).float().cpu().numpy()
         if self._has_state:
             features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(-1)])
+        return {"features": features}
+
+    @property
+    def source_keys(self) -> tuple[str, ...]:
+        """The recorded observation arrays the features are made from."""
+        return ("pixels", "state") if self._has_state else ("pixels",)
+
+    @torch.no_grad()
+    def encode_episode(self, obs: dict[str, np.ndarray], chunk: int = 256) -> dict[str, np.ndarray]:
+        """A recorded episode's observations (one row per agent step) as this wrapper gives them live.
+
+        Datasets hold single RGB frames, (T+1, H, W, 3) or (T+1, 3, H, W). The frame stack is rebuilt
+        as ``PixelFrameStack`` builds it, the first frame repeated at the start, so demonstrations and
+        live steps land in one feature space; the encoder runs on ``chunk`` stacks at a time.
+        """
+        frames = np.asarray(obs["pixels"])
+        if frames.ndim == 4 and not is_channel_first(frames.shape[1:]):
+            frames = frames.transpose(0, 3, 1, 2)
+        if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"demo pixels must be uint8 RGB frames (T+1, H, W, 3), got {frames.dtype} "
+                             f"{np.asarray(obs['pixels']).shape}")
+        n, k = len(frames), self._stack
+        rows = np.maximum(np.arange(n)[:, None] - np.arange(k - 1, -1, -1)[None, :], 0)  # oldest frame first
+        parts = []
+        for lo in range(0, n, chunk):
+            stacks = frames[rows[lo:lo + chunk]].reshape(-1, 3 * k, *frames.shape[2:])
+            x = torch.as_tensor(stacks, device=self.device).float()
+            parts.append(self.encoder(x).reshape(len(stacks), -1).float().cpu().numpy())
+        features = np.concatenate(parts)
+        if self._has_state:
+            features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(n, -1)], axis=1)
         return {"features": features}
 
 
