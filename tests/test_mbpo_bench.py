@@ -56,7 +56,7 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
                  "--mbpo-set", "utd_ratio=1", "--mbpo-set", "model_min_transitions=100",
                  "--mbpo-set", "rollout_batch_size=100", "--mbpo-set", "model.max_grad_steps=20",
                  "--mbpo-set", "sac.min_replay=64", "--sac-set", "min_replay=64", "--sac-set", "batch_size=32", "--threads", "1", "--out", str(out),
-                 "--steps-for", "sb3=300"])
+                 "--steps-for", "sb3=300", "--discount", "0.9"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "vs sb3" in printed and "mbpo" in printed and "sb3" in printed
@@ -65,6 +65,10 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
     for r in results:   # sb3 ran its own budget (--steps-for)
         assert [step for step, _ in r["curve"]] == ([0, 100, 200, 300] if r["algo"] == "sb3" else [0, 100, 200])
     assert (out / "learning_curves.png").stat().st_size > 1000
+    import yaml
+
+    for algo in ("mbpo", "sac"):   # --discount reaches the se_robot agents' replay (and with it MBPO's rollouts)
+        assert yaml.safe_load((out / f"reach_{algo}_seed0" / "config.yaml").read_text())["replay"]["discount"] == 0.9
     logged = (out / "reach_mbpo_seed0" / "model.csv").read_text()  # MBPO refitted its model inside the loop
     assert "model/holdout_loss/member_6" in logged and "model/rollout_length" in logged
 
