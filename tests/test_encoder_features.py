@@ -106,7 +106,8 @@ def test_demos_reach_the_agent_as_the_features_it_sees_live(encoder_file, tmp_pa
                     log=lambda s: None)   # seed 1: a 4-step episode
     env.close()
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        **BASE, "obs_mode": "both", "frame_stack": 3, "replay": {**BASE["replay"], "frame_stack": 3}, "algo": "sac", "encoder": str(encoder_file), "demos": str(tmp_path / "demos"),
+        **BASE, "obs_mode": "both", "frame_stack": 3, "replay": {**BASE["replay"], "frame_stack": 3},
+        "algo": "sac", "encoder": str(encoder_file), "demos": str(tmp_path / "demos"),
         "steps": 60, "learning_starts": 30, "agent": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}))
     trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
     assert trainer.demos.episodes == 1

@@ -31,14 +31,14 @@ every 250; steps to 90%):
   nothing and the critic's targets settle sooner. Seeds 0/1/2: 2,000/2,250/2,250 at 0.99,
   1,750/1,750/2,000 at 0.95 and 1,500/1,500/1,500 at 0.9. Push keeps 0.99 (the default).
 
-With all five, seeds 0/1/2 reached 90% at 1,500/1,500/1,500 (SB3: 21,750 median). Tried on top of the
-first four and not adopted: rollouts every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250), refits every 125 steps with the same states
-per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250) and 10,000 start states per refit (2,250, 0.8
-at 2,500, 2,250).
+With all five, seeds 0/1/2 reached 90% at 1,500/1,500/1,500 (SB3: 21,750 median). Tried on top
+of the first four and not adopted: rollouts every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250),
+refits every 125 steps with the same states per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250)
+and 10,000 start states per refit (2,250, 0.8 at 2,500, 2,250).
 
-se_robot's SAC row uses the same critics, learning rates and discount (``SAC_CPU``), so the two rows differ by
-the model only. MBPO scores rollouts with the task's reward and termination on state vectors
-(``reward_fn``) instead of a learned reward when action_repeat is 1.
+se_robot's SAC row uses the same critics, learning rates and discount (``SAC_CPU``), so the two
+rows differ by the model only. MBPO scores rollouts with the task's reward and termination on
+state vectors (``reward_fn``) instead of a learned reward when action_repeat is 1.
 """
 
 from __future__ import annotations
