@@ -56,23 +56,27 @@ class EncoderFeatures(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Dict(
             {"features": gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)})
 
-    @torch.no_grad()
     def observation(self, obs: Any) -> dict[str, np.ndarray]:
         pixels = np.asarray(obs["pixels"] if isinstance(obs, dict) else obs)
         if not self._channel_first:
             pixels = pixels.transpose(2, 0, 1)
-        x = torch.as_tensor(np.ascontiguousarray(pixels), device=self.device).unsqueeze(0).float()
-        features = self.encoder(x).reshape(-1).float().cpu().numpy()
-        if self._has_state:
-            features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(-1)])
-        return {"features": features}
+        state = np.asarray(obs["state"])[None] if self._has_state else None
+        return {"features": self._features(pixels[None], state)[0]}
+
+    @torch.no_grad()
+    def _features(self, stacks: np.ndarray, state: np.ndarray | None) -> np.ndarray:
+        """(N, F [+ state]) for N channel-first frame stacks and, with obs_mode both, their N states."""
+        x = torch.as_tensor(np.ascontiguousarray(stacks), device=self.device).float()
+        features = self.encoder(x).reshape(len(stacks), -1).float().cpu().numpy()
+        if state is not None:
+            features = np.concatenate([features, np.asarray(state, np.float32).reshape(len(stacks), -1)], axis=1)
+        return features
 
     @property
     def source_keys(self) -> tuple[str, ...]:
         """The recorded observation arrays the features are made from."""
         return ("pixels", "state") if self._has_state else ("pixels",)
 
-    @torch.no_grad()
     def encode_episode(self, obs: dict[str, np.ndarray], chunk: int = 256) -> dict[str, np.ndarray]:
         """A recorded episode's observations (one row per agent step) as this wrapper gives them live.
 
@@ -88,15 +92,10 @@ class EncoderFeatures(gym.ObservationWrapper):
                              f"{np.asarray(obs['pixels']).shape}")
         n, k = len(frames), self._stack
         rows = np.maximum(np.arange(n)[:, None] - np.arange(k - 1, -1, -1)[None, :], 0)  # oldest frame first
-        parts = []
-        for lo in range(0, n, chunk):
-            stacks = frames[rows[lo:lo + chunk]].reshape(-1, 3 * k, *frames.shape[2:])
-            x = torch.as_tensor(stacks, device=self.device).float()
-            parts.append(self.encoder(x).reshape(len(stacks), -1).float().cpu().numpy())
-        features = np.concatenate(parts)
-        if self._has_state:
-            features = np.concatenate([features, np.asarray(obs["state"], np.float32).reshape(n, -1)], axis=1)
-        return {"features": features}
+        state = np.asarray(obs["state"]) if self._has_state else None
+        parts = [self._features(frames[rows[lo:lo + chunk]].reshape(-1, 3 * k, *frames.shape[2:]),
+                                None if state is None else state[lo:lo + chunk]) for lo in range(0, n, chunk)]
+        return {"features": np.concatenate(parts)}
 
 
 def wrap_with_encoder(env: gym.Env, checkpoint: str | Path, device: str | torch.device = "cpu",
