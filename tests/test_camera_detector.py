@@ -22,7 +22,7 @@ W, H = 320, 240
 
 @pytest.fixture(scope="module")
 def push_twin():
-    from se_robot.envs.twin import ArmTwin
+    from se_robot.sim.twin import ArmTwin
 
     twin = ArmTwin(load_arm(), task="push")
     yield twin

@@ -6,7 +6,7 @@ import pytest
 
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.config import ConfigError, config_path, from_dict, load, option, read_yaml
-from se_robot.envs.tasks import load_task
+from se_robot.tasks import load_task
 
 
 @dataclass

@@ -28,7 +28,7 @@ ARMS = {"feetech": ARM, "dynamixel": dataclasses.replace(ARM, bus=BusSpec(protoc
 
 @pytest.fixture(scope="module")
 def kinematics():
-    from se_robot.kinematics import Kinematics
+    from se_robot.sim.kinematics import Kinematics
 
     return Kinematics(ARM)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from se_robot.arm import load_arm
-from se_robot.envs.twin import ArmTwin
-from se_robot.kinematics import Kinematics
+from se_robot.sim.twin import ArmTwin
+from se_robot.sim.kinematics import Kinematics
 
 pytestmark = pytest.mark.timeout(120)
 

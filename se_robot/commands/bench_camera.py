@@ -58,7 +58,7 @@ def _frame_source(kind: str, width: int, height: int):
         import mujoco
 
         from se_robot.arm import load_arm
-        from se_robot.mjcf import build_model
+        from se_robot.sim.mjcf import build_model
 
         arm = load_arm()
         model = build_model(arm)

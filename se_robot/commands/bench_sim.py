@@ -52,7 +52,7 @@ def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera:
     import mujoco
 
     from se_robot.arm import load_arm
-    from se_robot.envs.twin import ArmTwin
+    from se_robot.sim.twin import ArmTwin
 
     twin = ArmTwin(load_arm(), task)
     twin.reset()

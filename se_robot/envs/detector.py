@@ -82,7 +82,7 @@ class DetectorCalibration:
             return self
         if model is None:
             from se_robot.arm import load_arm
-            from se_robot.mjcf import build_model
+            from se_robot.sim.mjcf import build_model
 
             model = build_model(load_arm(self.mujoco_arm), scene=True)
         P = projection_from_mujoco(model, None, self.mujoco_camera, self.image_width, self.image_height)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from se_robot.envs.tasks import CUBE_HALF_M, TaskState
+from se_robot.tasks import CUBE_HALF_M, TaskState
 
 GRIP_OPEN, GRIP_CLOSED = 1.0, -1.0
 

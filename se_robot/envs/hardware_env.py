@@ -1,7 +1,7 @@
 """The real arm as a Gymnasium env: the twin's tasks, spaces and actions over ``SerialArm`` + camera.
 
 Same observation and action spaces as ``se_robot/Sim*-v0`` (``se_robot.envs.spaces``), same task
-code (``se_robot.envs.tasks``), same action decoding (``ActionDecoder``, ee_delta through
+code (``se_robot.tasks``), same action decoding (``ActionDecoder``, ee_delta through
 ``Kinematics``). What differs is where the task's quantities come from: joints from the servo bus,
 the gripper from forward kinematics, the cube and target from a colour detector on the scene
 camera (``se_robot.envs.detector``). The reach target is virtual: sampled by the env, like the
@@ -44,7 +44,7 @@ from se_robot.config import config_path
 from se_robot.envs.detector import ColorDetector, DetectorCalibration, Detections, load_calibration
 from se_robot.envs.spaces import (ActionDecoder, action_space, build_obs, build_state, observation_space,
                                   resolve_env_parts)
-from se_robot.envs.tasks import Task, TaskState
+from se_robot.tasks import Task, TaskState
 from se_robot.hardware.camera import CameraError, CameraTimeout, OpenCVCamera, load_camera_config
 
 
@@ -109,7 +109,7 @@ class HardwareArmEnv(gym.Env):
                  object_timeout_s: float = 5.0, watchdog: bool = True, render_mode: str | None = None,
                  **options: Any):
         from se_robot.hardware.serial_arm import SerialArm
-        from se_robot.kinematics import Kinematics
+        from se_robot.sim.kinematics import Kinematics
 
         self.cfg, self.arm, self.task = resolve_env_parts(task, arm, render_mode, options)
         self.render_mode = render_mode

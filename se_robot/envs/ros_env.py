@@ -4,7 +4,7 @@ The env logic lives here and talks to the robot through a small :class:`RobotLin
 implementation of that link is ``se_robot.nodes.ros_arm_env`` (the only layer allowed rclpy), and
 ``se_robot.envs.make_env(task, backend="ros")`` builds both. Observation and action spaces,
 action decoding and task rewards are the same code as ``SimArmEnv`` (``se_robot.envs.spaces``,
-``se_robot.envs.tasks``), so a policy moves between twin, hardware and ROS unchanged.
+``se_robot.tasks``), so a policy moves between twin, hardware and ROS unchanged.
 
 Timing policy (one ``step``):
 1. decode the action against the last *commanded* joints, run it through a local copy of the
@@ -37,7 +37,7 @@ import numpy as np
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.config import from_dict
 from se_robot.envs.spaces import ActionDecoder, EnvConfig, action_space, build_obs, build_state, observation_space
-from se_robot.envs.tasks import Task, TaskState, load_task
+from se_robot.tasks import Task, TaskState, load_task
 from se_robot.ros_params import HOME_NOT_ACTIVE
 
 
@@ -92,7 +92,7 @@ class RosArmEnv(gym.Env):
     def __init__(self, link: RobotLink, task: str | Task = "reach", arm: str | ArmDescription = "so101", *,
                  max_episode_steps: int | None = None, stale_timeout_s: float = 0.5,
                  strict_freshness: bool = False, home_tolerance_rad: float = 0.05, **options: Any):
-        from se_robot.kinematics import Kinematics
+        from se_robot.sim.kinematics import Kinematics
         from se_robot.safety import SafetyFilter
 
         self.link = link

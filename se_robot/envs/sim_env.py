@@ -15,7 +15,7 @@ import numpy as np
 from se_robot.arm import ArmDescription
 from se_robot.envs.spaces import (ActionDecoder, action_space, build_obs, build_state, observation_space,
                                   resolve_env_parts)
-from se_robot.envs.tasks import Task, TaskState
+from se_robot.tasks import Task, TaskState
 
 
 class SimArmEnv(gym.Env):
@@ -23,8 +23,8 @@ class SimArmEnv(gym.Env):
 
     def __init__(self, task: str | Task = "reach", arm: str | ArmDescription = "so101",
                  render_mode: str | None = None, render_size: int = 256, **options: Any):
-        from se_robot.envs.twin import ArmTwin
-        from se_robot.kinematics import Kinematics
+        from se_robot.sim.twin import ArmTwin
+        from se_robot.sim.kinematics import Kinematics
         from se_robot.safety import SafetyFilter
 
         self.cfg, self.arm, self.task = resolve_env_parts(task, arm, render_mode, options)

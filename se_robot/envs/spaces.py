@@ -19,7 +19,7 @@ import numpy as np
 
 from se_robot.arm import ArmDescription
 from se_robot.config import option
-from se_robot.envs.tasks import Task, TaskState
+from se_robot.tasks import Task, TaskState
 
 ObsMode = Literal["state", "pixels", "both"]
 ActionMode = Literal["ee_delta", "joint_delta"]
@@ -45,7 +45,7 @@ def resolve_env_parts(task: "str | Task", arm: "str | ArmDescription", render_mo
     """The validated options, arm and task every backend's env starts from."""
     from se_robot.arm import load_arm
     from se_robot.config import from_dict
-    from se_robot.envs.tasks import load_task
+    from se_robot.tasks import load_task
 
     if render_mode not in (None, "rgb_array"):
         raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")

@@ -23,13 +23,13 @@ from se_robot.hardware.servo_emulator import FirstOrderServos, RealityGap, Servo
 
 
 class TwinServos:
-    """Physics backed by ``se_robot.envs.twin.ArmTwin``: goals become the twin's position-servo
+    """Physics backed by ``se_robot.sim.twin.ArmTwin``: goals become the twin's position-servo
     targets and a thread steps it in real time. Torque off is approximated by making a joint's
     target follow its position (the twin has no limp mode)."""
 
     def __init__(self, arm: ArmDescription, calibration: ArmCalibration, task: str = "reach",
                  rate_hz: float = 250.0, seed: int = 0):
-        from se_robot.envs.twin import ArmTwin
+        from se_robot.sim.twin import ArmTwin
 
         self.arm = arm
         self.cal = calibration

@@ -71,7 +71,7 @@ class SerialArm:
     @property
     def safety_filter(self) -> SafetyFilter:
         if self._filter is None:
-            from se_robot.kinematics import Kinematics
+            from se_robot.sim.kinematics import Kinematics
 
             self._filter = SafetyFilter(self.arm, Kinematics(self.arm), self.estop)
         return self._filter

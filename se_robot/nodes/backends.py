@@ -69,8 +69,8 @@ class TwinBackend:
     """
 
     def __init__(self, cfg: Any):
-        from se_robot.envs.twin import ArmTwin
-        from se_robot.kinematics import Kinematics
+        from se_robot.sim.twin import ArmTwin
+        from se_robot.sim.kinematics import Kinematics
 
         self.cfg = cfg
         self.arm: ArmDescription = load_arm(cfg.arm)

@@ -30,7 +30,7 @@ class TeleopNode(Node):
         from se_robot.arm import load_arm
         from se_robot.config import from_dict
         from se_robot.envs.spaces import ActionDecoder, EnvConfig
-        from se_robot.kinematics import Kinematics
+        from se_robot.sim.kinematics import Kinematics
         from se_robot.safety import EStop
         from se_robot.teleop.devices import make_teleop
 

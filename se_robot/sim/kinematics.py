@@ -26,7 +26,7 @@ class Kinematics:
     """FK/IK for one arm. Not thread-safe: each thread should own its instance."""
 
     def __init__(self, arm: ArmDescription):
-        from se_robot.mjcf import build_model
+        from se_robot.sim.mjcf import build_model
 
         self.arm = arm
         self.model = build_model(arm, scene=False)

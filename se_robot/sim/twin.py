@@ -10,12 +10,12 @@ import mujoco
 import numpy as np
 
 from se_robot.arm import ArmDescription
-from se_robot.envs.tasks import CUBE_HALF_M, ResetSample, Task, TaskState, load_task
+from se_robot.tasks import CUBE_HALF_M, ResetSample, Task, TaskState, load_task
 
 
 class ArmTwin:
     def __init__(self, arm: ArmDescription, task: Task | str = "reach"):
-        from se_robot.mjcf import build_model
+        from se_robot.sim.mjcf import build_model
 
         self.arm = arm
         self.task = load_task(task) if isinstance(task, str) else task
