@@ -20,3 +20,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_data_dir(tmp_path_factory):
+    """Per-user data (arm calibrations) goes to a fresh directory, so no test reads or writes the
+    developer's own ~/.local/share/se_robot: a test that drives the emulator hands its factory
+    calibration over explicitly, as a user would."""
+    os.environ["SE_ROBOT_DATA_DIR"] = str(tmp_path_factory.mktemp("se_robot_data"))

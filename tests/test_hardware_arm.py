@@ -242,10 +242,10 @@ def test_calibration_round_trip_and_checks(tmp_path):
         load_calibration(tmp_path / "bad2.yaml", ARM)
 
 
-def test_shipped_default_calibration_loads():
-    from se_robot.hardware.calibration import calibration_path
+def test_emulator_fixture_is_the_centred_default():
+    from se_robot.hardware.emulator import emulator_calibration_path
 
-    assert load_calibration(calibration_path(ARM), ARM).arm == "so101"
+    assert load_calibration(emulator_calibration_path(ARM), ARM) == default_calibration(ARM)
 
 
 def test_twin_physics_and_camera_stream(kinematics):

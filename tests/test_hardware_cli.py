@@ -29,7 +29,7 @@ def test_calibrate_from_limit_registers(tmp_path):
                    "--out", str(out)])
         assert rc == 0
         cal = load_calibration(out, ARM)
-        # the emulator's servos were commissioned with the shipped calibration: it comes back
+        # the emulator's servos were commissioned with its factory calibration: it comes back
         assert cal == virtual.calibration
         assert all(virtual.emulator.register(s, "Torque_Enable") == 0 for s in ARM.servo_ids)
 

@@ -1,5 +1,12 @@
 """`se-robot calibrate`: record each joint's zero and range on the servo bus and write the YAML.
 
+The calibration belongs to one physical arm, named by ``--arm-id`` (default: the arm's name,
+e.g. ``so101``; give each arm its own id when there are several of a kind, e.g. ``leader`` and
+``follower``). It is written to the user's data directory,
+``$XDG_DATA_HOME/se_robot/calibration/<arm_id>.yaml`` (``~/.local/share/...`` by default,
+``$SE_ROBOT_DATA_DIR`` overrides), where the drivers look it up by the same arm id; ``--out``
+writes elsewhere, never into the installed package.
+
 Interactive (default): torque is switched off, you put the arm in its home pose (``home`` in the
 arm description) and press Enter, then move every joint through its whole range and press Enter
 again. Non-interactive, for scripts and tests:
@@ -18,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", required=True, help="serial port of the servo bus (or the emulator's pty)")
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
-    p.add_argument("--out", default=None, help="where to write (default: config/arms/<arm>_calibration.yaml)")
+    p.add_argument("--arm-id", default=None,
+                   help="your name for this physical arm, e.g. my_so101 (default: the arm's name)")
+    p.add_argument("--out", default=None,
+                   help="where to write (default: <data dir>/calibration/<arm id>.yaml, see below)")
     p.add_argument("--invert", action="append", default=[], metavar="JOINT",
                    help="joint whose servo ticks decrease as the joint angle grows (repeatable)")
     p.add_argument("--non-interactive", action="store_true", help="no prompts (see below)")
@@ -52,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from se_robot.arm import load_arm
-    from se_robot.hardware.calibration import calibration_from_recording, calibration_path, save_calibration
+    from se_robot.hardware.calibration import (calibration_file, calibration_from_recording, default_arm_id,
+                                               inside_package, save_calibration)
     from se_robot.hardware.registers import get_model
     from se_robot.hardware.servo_bus import open_bus
 
@@ -64,6 +75,16 @@ def run(args: argparse.Namespace) -> int:
     if args.non_interactive and not (args.samples_from_bus or args.from_limit_registers):
         print("se-robot calibrate: --non-interactive needs --samples-from-bus or --from-limit-registers",
               file=sys.stderr)
+        return 2
+    arm_id = args.arm_id or default_arm_id(arm)
+    try:
+        out = args.out or calibration_file(arm_id)
+    except ValueError as e:
+        print(f"se-robot calibrate: --arm-id: {e}", file=sys.stderr)
+        return 2
+    if inside_package(out):
+        print(f"se-robot calibrate: --out {out} is inside the installed se_robot package, which every arm on "
+              f"this machine shares; leave --out out to write {calibration_file(arm_id)}", file=sys.stderr)
         return 2
     model = get_model(arm.bus.model)
     ids = arm.servo_ids
@@ -108,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         bus.transport.close()
-    out = save_calibration(cal, args.out or calibration_path(arm))
+    out = save_calibration(cal, out)
     for name, j in cal.joints.items():
         print(f"  {name:14s} servo {j.servo_id}: zero {j.homing_offset_ticks:5d}  range {j.min_ticks}..{j.max_ticks}"
               f"  direction {j.direction:+d}")
     print(f"wrote {out}")
+    if not args.out:
+        print(f"arm id: {arm_id} (the hardware backend looks the calibration up by this id)")
     return 0

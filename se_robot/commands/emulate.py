@@ -3,6 +3,12 @@
 Prints the pty path (and keeps ``--link`` pointing at it), answers the chosen protocol with the
 arm's servo ids, and with ``--physics twin`` drives the MuJoCo twin in real time; ``--camera-port``
 serves the twin's camera as MJPEG over HTTP. Runs until Ctrl-C (or ``--seconds``).
+
+The emulated servos were "assembled" with the emulator's factory calibration
+(``config/arms/<arm>_emulator_calibration.yaml``, or ``--calibration``); its path is printed, and
+a driver is given it explicitly, e.g. ``se-robot record --backend hardware --port PTY
+--calibration PATH``. Or calibrate the virtual arm as a real one:
+``se-robot calibrate --port PTY --arm-id virtual_so101``.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("emulate", help="serve a virtual servo arm on a pty", description=__doc__)
+    p = subparsers.add_parser("emulate", help="serve a virtual servo arm on a pty", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
+    p.add_argument("--calibration", default=None,
+                   help="the emulated arm's factory calibration YAML (default: config/arms/<arm>_emulator_calibration.yaml)")
     p.add_argument("--protocol", choices=("feetech", "dynamixel"), default=None,
                    help="wire protocol (default: the arm's own)")
     p.add_argument("--physics", choices=("first_order", "twin"), default=None,
@@ -41,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     physics = args.physics or ("twin" if args.camera_port is not None else "first_order")
     gap = RealityGap(position_noise_ticks=args.noise_ticks, command_latency_s=args.latency_ms / 1e3,
                      drop_probability=args.drop, corrupt_probability=args.corrupt)
-    virtual = VirtualArm(arm, protocol=args.protocol, physics=physics, gap=gap, link=args.link,
-                         camera_port=args.camera_port, camera=args.camera, task=args.task)
+    virtual = VirtualArm(arm, protocol=args.protocol, physics=physics, calibration=args.calibration, gap=gap,
+                         link=args.link, camera_port=args.camera_port, camera=args.camera, task=args.task)
+
     def _terminate(signum, frame):  # systemd, docker, ros2 launch stop with SIGTERM: clean up the same way
         raise KeyboardInterrupt
 
@@ -54,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"link: {args.link}", flush=True)
         print(f"protocol: {virtual.protocol} ({virtual.model.name}), servo ids {arm.servo_ids}, "
               f"physics: {physics}", flush=True)
+        if virtual.calibration_path is not None:
+            print(f"calibration: {virtual.calibration_path} (give it to drivers with --calibration)", flush=True)
+        else:
+            print(f"calibration: servos centred, no file; calibrate the virtual arm with se-robot calibrate "
+                  f"--port {virtual.port} --arm {args.arm} --arm-id ID", flush=True)
         if virtual.camera_url:
             print(f"camera: {virtual.camera_url}", flush=True)
         deadline = None if args.seconds is None else time.monotonic() + args.seconds

@@ -1,18 +1,29 @@
-"""Servo ticks <-> joint radians, one entry per joint, stored as YAML beside the arm description.
+"""Servo ticks <-> joint radians, one entry per joint, stored per arm id in the user's data directory.
 
 A servo knows only its encoder count. Which count is the arm's zero, which way is positive and
-how far each joint can physically travel differ from one assembled arm to the next, so they live
-in ``config/arms/<arm>_calibration.yaml`` (written by ``se-robot calibrate``), not in code:
+how far each joint can physically travel differ from one assembled arm to the next, so they are
+measured on that arm by ``se-robot calibrate`` and written to
+
+    <data dir>/calibration/<arm_id>.yaml     (data dir: $SE_ROBOT_DATA_DIR, else
+                                              $XDG_DATA_HOME/se_robot, else ~/.local/share/se_robot)
+
+never into the package (an installed package is shared by every arm on the machine). The arm id
+is a name the user picks for one physical arm; it defaults to the arm description's name
+(``so101``), which is enough with one arm of a kind; a second one (a leader beside its follower)
+needs its own id. Drivers refuse to start without a calibration rather than guess one:
 
     rad = direction * (ticks - homing_offset_ticks) * 2*pi / ticks_per_rev
 
 Goal ticks are clamped to ``[min_ticks, max_ticks]``, the range recorded by moving each joint by
-hand, as the last line of defence after the safety filter.
+hand, as the last line of defence after the safety filter. The emulator's factory calibration is a
+fixture of its own, ``config/arms/<arm>_emulator_calibration.yaml``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +31,15 @@ import numpy as np
 import yaml
 
 from se_robot.arm import ArmDescription
-from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml, to_dict
+from se_robot.config import ConfigError, from_dict, option, read_yaml, share_dir, to_dict
+
+DATA_DIR_ENV = "SE_ROBOT_DATA_DIR"
+ARM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class CalibrationError(RuntimeError):
+    """No calibration for an arm, or one that does not fit the arm on the bus; the message says
+    what to run."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,27 @@ class ArmCalibration:
     def direction_of(self, names: list[str]) -> np.ndarray:
         return self._vectors(names)[1]
 
+    def check_within_range(self, ticks: np.ndarray, names: list[str], fix: str = "",
+                           slack_ticks: int | None = None) -> None:
+        """Raise CalibrationError naming every joint whose present ``ticks`` lie outside its
+        recorded range.
+
+        A servo outside the range it was calibrated over means the calibration belongs to another
+        arm, or a horn was remounted: radians read through it would be wrong, and the goal clamp
+        would jerk the joint back into the range. ``slack_ticks`` (default: about one degree)
+        lets a joint resting at the end of its range sit a little past it (backlash, noise).
+        """
+        slack = math.ceil(self.ticks_per_rev / 360) if slack_ticks is None else slack_ticks
+        bad = []
+        for name, t in zip(names, np.asarray(ticks).tolist()):
+            j = self.joints[name]
+            if not j.min_ticks - slack <= t <= j.max_ticks + slack:
+                bad.append(f"joint {name} (servo {j.servo_id}) is at {int(t)} ticks, outside its "
+                           f"calibrated range {j.min_ticks}..{j.max_ticks}")
+        if bad:
+            raise CalibrationError(f"the {self.arm} calibration does not fit this arm: " + "; ".join(bad)
+                                   + ". Is this the arm it was made on? " + (fix or "Recalibrate it."))
+
 
 def default_calibration(arm: ArmDescription, model: str | None = None, margin_rad: float = 0.1,
                         ticks_per_rev: int = 4096) -> ArmCalibration:
@@ -130,23 +170,64 @@ def calibration_from_recording(arm: ArmDescription, home_ticks: dict[int, int], 
     return ArmCalibration(arm.name, model or arm.bus.model, ticks_per_rev, joints)
 
 
-def calibration_path(arm: ArmDescription | str) -> Path:
-    """Where the calibration of an arm lives by default: beside its description."""
-    name = arm.name if isinstance(arm, ArmDescription) else arm
-    return config_path("arms", f"{name}_calibration.yaml")
+def data_dir() -> Path:
+    """se_robot's per-user data: ``$SE_ROBOT_DATA_DIR``, else ``$XDG_DATA_HOME/se_robot``, else
+    ``~/.local/share/se_robot`` (the XDG base directory default)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "se_robot"
+
+
+def default_arm_id(arm: ArmDescription) -> str:
+    """The arm id used when none is given: the arm description's name (``so101``)."""
+    return arm.name
+
+
+def calibration_file(arm_id: str) -> Path:
+    """Where the calibration of the arm called ``arm_id`` lives: ``<data dir>/calibration/<arm_id>.yaml``."""
+    if not ARM_ID_PATTERN.fullmatch(arm_id):
+        raise ValueError(f"arm id {arm_id!r}: use letters, digits, '_', '-' and '.' (e.g. my_so101)")
+    return data_dir() / "calibration" / f"{arm_id}.yaml"
+
+
+def calibrate_command(arm: ArmDescription, arm_id: str, port: str | None = None) -> str:
+    """The exact command that writes the calibration ``SerialArm`` looks for."""
+    return f"se-robot calibrate --port {port or 'PORT'} --arm {arm.name} --arm-id {arm_id}"
+
+
+def resolve_calibration(arm: ArmDescription, calibration: ArmCalibration | str | Path | None = None,
+                        arm_id: str | None = None, port: str | None = None) -> ArmCalibration:
+    """The calibration a driver uses: the one given (object or YAML path), else the one stored
+    for ``arm_id`` (default: the arm's name). Never a made-up default: a real arm driven with
+    another arm's calibration has its joint limits in the wrong place."""
+    if isinstance(calibration, ArmCalibration):
+        return calibration.check(arm)
+    if calibration is not None and str(calibration):
+        return load_calibration(calibration, arm)
+    arm_id = arm_id or default_arm_id(arm)
+    path = calibration_file(arm_id)
+    if not path.exists():
+        raise CalibrationError(
+            f"no calibration for arm id {arm_id!r} ({path} does not exist). Calibrate this arm once with\n"
+            f"    {calibrate_command(arm, arm_id, port)}\n"
+            f"or pass the path of a calibration YAML explicitly.")
+    return load_calibration(path, arm)
+
+
+def inside_package(path: str | Path) -> bool:
+    """Whether ``path`` lies in the installed package: its code, or its shipped ``config/`` and
+    ``sim/`` (the whole share directory when installed). Calibrations never go there."""
+    share = share_dir().resolve()
+    package = Path(__file__).resolve().parents[1]
+    dirs = [package, share / "config", share / "sim"] + ([share] if share != package.parent else [])
+    p = Path(path).expanduser().resolve()
+    return any(p == d or d in p.parents for d in dirs)
 
 
 def load_calibration(path: str | Path, arm: ArmDescription | None = None) -> ArmCalibration:
     cal = from_dict(ArmCalibration, read_yaml(path), str(path))
     return cal.check(arm, str(path)) if arm is not None else cal
-
-
-def load_or_default(arm: ArmDescription, path: str | Path | None = None) -> ArmCalibration:
-    """The calibration at ``path`` (or beside the arm); the default one only if none exists."""
-    p = Path(path) if path is not None else calibration_path(arm)
-    if path is not None or p.exists():
-        return load_calibration(p, arm)
-    return default_calibration(arm)
 
 
 def save_calibration(cal: ArmCalibration, path: str | Path) -> Path:

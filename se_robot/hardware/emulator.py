@@ -3,8 +3,10 @@
 ``VirtualArm`` is what ``se-robot emulate`` runs and what integration tests build: a pty that
 speaks the arm's servo protocol, whose servos either follow a first-order model or drive the
 MuJoCo twin stepping in real time, and an MJPEG server showing the twin. The emulator's "factory
-truth" calibration is the one beside the arm description, so ``SerialArm`` with that calibration
-reads the twin's joint angles in radians, as it would a real arm.
+truth" calibration is its own fixture, ``config/arms/<arm>_emulator_calibration.yaml`` (servo
+horns centred; ``default_calibration`` for an arm that ships none): drivers are handed it
+explicitly (``VirtualArm.calibration`` or ``.calibration_path``), so ``SerialArm`` reads the
+twin's joint angles in radians as it would a real arm's, and no real arm ever picks it up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from se_robot.arm import ArmDescription
-from se_robot.hardware.calibration import ArmCalibration, load_or_default
+from se_robot.config import config_path
+from se_robot.hardware.calibration import ArmCalibration, default_calibration, load_calibration
 from se_robot.hardware.registers import ServoModel, get_model
 from se_robot.hardware.servo_emulator import FirstOrderServos, RealityGap, ServoEmulator
 
@@ -120,6 +123,11 @@ class TwinServos:
             self._thread = None
 
 
+def emulator_calibration_path(arm: ArmDescription) -> Path:
+    """The emulator's factory calibration of ``arm``: ``config/arms/<arm>_emulator_calibration.yaml``."""
+    return config_path("arms", f"{arm.name}_emulator_calibration.yaml")
+
+
 def servo_model_for(arm: ArmDescription, protocol: str) -> ServoModel:
     """The arm's own servo model, or a stand-in when emulating the other protocol."""
     if protocol == arm.bus.protocol:
@@ -131,7 +139,7 @@ class VirtualArm:
     """Emulated servos of ``arm`` on a pty, with optional stable symlink and camera stream."""
 
     def __init__(self, arm: ArmDescription, *, protocol: str | None = None, physics: str = "first_order",
-                 calibration: ArmCalibration | None = None, gap: RealityGap | None = None,
+                 calibration: ArmCalibration | str | Path | None = None, gap: RealityGap | None = None,
                  link: str | None = None, camera_port: int | None = None, camera: str = "scene",
                  camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach"):
         if physics not in ("first_order", "twin"):
@@ -141,7 +149,7 @@ class VirtualArm:
         self.arm = arm
         self.protocol = protocol or arm.bus.protocol
         self.model = servo_model_for(arm, self.protocol)
-        self.calibration = calibration or load_or_default(arm)
+        self.calibration, self.calibration_path = self._factory_calibration(arm, calibration)
         self.physics_name = physics
         self.physics = (TwinServos(arm, self.calibration, task) if physics == "twin" else FirstOrderServos())
         home_ticks = self.calibration.rad_to_ticks(arm.home, arm.joint_names)
@@ -155,6 +163,19 @@ class VirtualArm:
         self.camera_size = camera_size
         self.camera_fps = camera_fps
         self.camera_server = None
+
+    @staticmethod
+    def _factory_calibration(arm: ArmDescription, calibration: ArmCalibration | str | Path | None
+                             ) -> tuple[ArmCalibration, Path | None]:
+        """The calibration the emulated servos were "assembled" with, and its file when there is
+        one (what a driver is given with ``--calibration``): the one passed, else the arm's
+        emulator fixture, else centred servos for an arm that ships no fixture."""
+        if isinstance(calibration, ArmCalibration):
+            return calibration.check(arm), None
+        path = Path(calibration) if calibration is not None else emulator_calibration_path(arm)
+        if calibration is None and not path.exists():
+            return default_calibration(arm), None
+        return load_calibration(path, arm), path
 
     def _configure_limits(self) -> None:
         """Write each joint's calibrated range into the servos' limit registers, as a
@@ -214,4 +235,5 @@ class VirtualArm:
         return self.calibration.ticks_to_rad(ticks, self.arm.joint_names)
 
 
-__all__ = ["VirtualArm", "TwinServos", "FirstOrderServos", "RealityGap", "servo_model_for"]
+__all__ = ["VirtualArm", "TwinServos", "FirstOrderServos", "RealityGap", "emulator_calibration_path",
+           "servo_model_for"]

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from se_robot.arm import ArmDescription
-from se_robot.hardware.calibration import ArmCalibration, load_or_default
+from se_robot.hardware.calibration import ArmCalibration, calibrate_command, default_arm_id, resolve_calibration
 from se_robot.hardware.registers import get_model
 from se_robot.hardware.servo_bus import ServoBus, make_protocol
 from se_robot.hardware.transport import (BusError, BusTimeoutError, PortLostError, SerialTransport,
@@ -35,17 +35,22 @@ class JointState:
 
 
 class SerialArm:
-    """An arm of ``arm.bus.model`` servos on serial ``port``; see the module docstring."""
+    """An arm of ``arm.bus.model`` servos on serial ``port``; see the module docstring.
+
+    ``calibration`` is an ``ArmCalibration`` or a YAML path; without one, the calibration stored
+    for ``arm_id`` (default: the arm's name) by ``se-robot calibrate --arm-id``. With neither,
+    construction fails with a ``CalibrationError`` that names the command to run.
+    """
 
     def __init__(self, arm: ArmDescription, port: str, calibration: ArmCalibration | str | None = None, *,
+                 arm_id: str | None = None,
                  safety_filter: SafetyFilter | None = None, estop: EStop | None = None,
                  timeout_s: float = 0.05, retries: int = 3,
                  disconnect_torque: Literal["hold", "off"] | None = None):
         self.arm = arm
         self.port = port
-        self.calibration = (calibration if isinstance(calibration, ArmCalibration)
-                            else load_or_default(arm, calibration))
-        self.calibration.check(arm)
+        self.arm_id = arm_id or default_arm_id(arm)
+        self.calibration = resolve_calibration(arm, calibration, self.arm_id, port)
         self.model = get_model(arm.bus.model)
         self.estop = estop if estop is not None else (safety_filter.estop if safety_filter else EStop())
         self._filter = safety_filter
@@ -81,7 +86,8 @@ class SerialArm:
         return self.bus is not None
 
     def connect(self) -> "SerialArm":
-        """Open the port, check every servo answers with the expected model, read the state."""
+        """Open the port, check every servo answers with the expected model and sits inside its
+        calibrated range, read the state."""
         _ = self.safety_filter  # build kinematics before anything can move
         transport = SerialTransport(self.port, self.arm.bus.baudrate)
         transport.open()
@@ -98,6 +104,10 @@ class SerialArm:
                     raise BusError(f"servo {sid} ({name}) is model number {number}, "
                                    f"expected {self.model.model_number} ({self.model.name})")
             self.read_state()
+            raw = self._read_raw()  # refuse a calibration made on another arm before anything moves
+            self.calibration.check_within_range(
+                [raw[s]["Present_Position"] for s in self._ids], self._names,
+                f"Recalibrate it: {calibrate_command(self.arm, self.arm_id, self.port)}")
         except Exception:
             transport.close()
             self.bus = None
