@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
     p.add_argument("--calibration", default=None,
-                   help="the emulated arm's factory calibration YAML (default: config/arms/<arm>_emulator_calibration.yaml)")
+                   help="the emulated arm's factory calibration YAML "
+                        "(default: config/arms/<arm>_emulator_calibration.yaml)")
     p.add_argument("--protocol", choices=("feetech", "dynamixel"), default=None,
                    help="wire protocol (default: the arm's own)")
     p.add_argument("--physics", choices=("first_order", "twin"), default=None,
