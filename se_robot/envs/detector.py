@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from se_robot.config import ConfigError, from_dict, option, read_yaml, to_dict
+from se_robot.config import ConfigError, from_dict, option, read_yaml
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,3 @@ def load_calibration(path: str | Path, model=None) -> DetectorCalibration:
         return cal.resolved(model)
     except ValueError as e:
         raise ConfigError(str(path), "detector.mujoco_camera", str(e)) from None
-
-
-def calibration_to_dict(cal: DetectorCalibration) -> dict:
-    return to_dict(cal)
