@@ -23,11 +23,12 @@ from se_robot.config import config_path  # noqa: E402
 from se_robot.envs.experts import expert_for  # noqa: E402
 from se_robot.envs.hardware_env import HardwareArmEnv, HomingError, make_hardware_env  # noqa: E402
 from se_robot.hardware.camera import CameraError  # noqa: E402
-from se_robot.hardware.emulator import VirtualArm  # noqa: E402
+from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
 ARM = load_arm("so101")
+EMULATOR_CALIBRATION = emulator_calibration_path(ARM)  # the drivers are handed it explicitly
 
 
 def _virtual_arm(task: str) -> VirtualArm:
@@ -53,7 +54,8 @@ def _run_expert(env, max_steps: int):
 @pytest.mark.parametrize("task", ["reach", "push", "lift"])
 def test_expert_succeeds_on_the_emulated_arm(task):
     with _virtual_arm(task) as vm:
-        env = make_hardware_env(task, port=vm.port, scene_camera="twin_scene", camera_source=vm.camera_url,
+        env = make_hardware_env(task, port=vm.port, calibration=vm.calibration, scene_camera="twin_scene",
+                                camera_source=vm.camera_url,
                                 obs_mode="both", image_size=64)
         try:
             infos = _run_expert(env, env.unwrapped.task.cfg.max_episode_steps)
@@ -78,7 +80,8 @@ def test_spaces_match_the_sim_env(task, options):
 
     sim = gym.make(f"se_robot/Sim{task.capitalize()}-v0", **options)
     # The env builds its spaces without touching the port or the camera.
-    hw = HardwareArmEnv(task, port="/dev/null-no-such-port", scene_camera="twin_scene", **options)
+    hw = HardwareArmEnv(task, port="/dev/null-no-such-port", calibration=EMULATOR_CALIBRATION,
+                        scene_camera="twin_scene", **options)
     try:
         assert hw.observation_space == sim.observation_space
         assert hw.action_space == sim.action_space
@@ -88,7 +91,8 @@ def test_spaces_match_the_sim_env(task, options):
 
 def test_late_step_is_an_overrun_and_stopped_camera_is_stale():
     with _virtual_arm("reach") as vm:
-        env = HardwareArmEnv("reach", port=vm.port, scene_camera="twin_scene", camera_source=vm.camera_url,
+        env = HardwareArmEnv("reach", port=vm.port, calibration=vm.calibration, scene_camera="twin_scene",
+                             camera_source=vm.camera_url,
                              obs_mode="both", image_size=64, frame_timeout_s=0.2)
         try:
             env.reset(seed=1)
@@ -112,7 +116,7 @@ def test_homing_failure_names_the_joint():
         home_ticks = vm.calibration.rad_to_ticks(ARM.home, ARM.joint_names)
         vm.physics.max_speed = 5.0
         vm.physics.move_to(ARM.servo_ids[elbow], float(home_ticks[elbow]) + 400.0)
-        env = HardwareArmEnv("reach", port=vm.port, scene_camera=None, home_timeout_s=0.5)
+        env = HardwareArmEnv("reach", port=vm.port, calibration=vm.calibration, scene_camera=None, home_timeout_s=0.5)
         try:
             with pytest.raises(HomingError, match="elbow_flex") as err:
                 env.reset(seed=0)
@@ -127,7 +131,8 @@ def test_reset_without_a_visible_cube_says_so():
 
     blind = replace(cal, cube=HsvRange(h_min=170, h_max=171, s_min=255, s_max=255, v_min=255, v_max=255))
     with _virtual_arm("push") as vm:
-        env = HardwareArmEnv("push", port=vm.port, scene_camera="twin_scene", camera_source=vm.camera_url,
+        env = HardwareArmEnv("push", port=vm.port, calibration=vm.calibration, scene_camera="twin_scene",
+                             camera_source=vm.camera_url,
                              detector=blind, object_timeout_s=0.5)
         try:
             with pytest.raises(CameraError, match="no cube"):
@@ -138,16 +143,18 @@ def test_reset_without_a_visible_cube_says_so():
 
 def test_tasks_that_need_the_camera_refuse_to_build_without_it():
     with pytest.raises(ValueError, match="needs the scene camera"):
-        HardwareArmEnv("push", port="/dev/null", scene_camera=None)
+        HardwareArmEnv("push", port="/dev/null", calibration=EMULATOR_CALIBRATION, scene_camera=None)
     with pytest.raises(ValueError, match="wrist_camera"):
-        HardwareArmEnv("reach", port="/dev/null", scene_camera="twin_scene", obs_mode="pixels", camera="wrist")
+        HardwareArmEnv("reach", port="/dev/null", calibration=EMULATOR_CALIBRATION, scene_camera="twin_scene",
+                       obs_mode="pixels", camera="wrist")
 
 
 def test_make_env_composes_the_hardware_backend_with_wrappers():
     from se_robot.envs import make_env
 
     with _virtual_arm("reach") as vm:
-        env = make_env("reach", backend="hardware", frame_stack=2, port=vm.port, scene_camera="twin_scene",
+        env = make_env("reach", backend="hardware", frame_stack=2, port=vm.port, calibration=vm.calibration,
+                       scene_camera="twin_scene",
                        camera_source=vm.camera_url, obs_mode="both", image_size=64)
         try:
             obs, _ = env.reset(seed=0)

@@ -55,7 +55,8 @@ def rig():
     with VirtualArm(ARM, physics="first_order") as varm:
         # The emulator answers from a Python thread of this test process: on a loaded CI machine a
         # reply can take longer than a real servo's, so the bus waits longer before giving up.
-        proc = harness.start_node("arm_node", DOMAIN, {"port": varm.port, "autostart": True, "state_rate_hz": 50.0,
+        proc = harness.start_node("arm_node", DOMAIN, {"port": varm.port, "calibration": str(varm.calibration_path),
+                                                        "autostart": True, "state_rate_hz": 50.0,
                                                         "bus_timeout_s": 0.3, "bus_retries": 5,
                                                         "command_timeout_s": 0.25, "diagnostics_period_s": 0.2},
                                   log_path=log)
