@@ -13,7 +13,7 @@ import pytest
 from se_robot.arm import load_arm
 from se_robot.cli import main
 from se_robot.hardware.calibration import load_calibration
-from se_robot.hardware.emulator import VirtualArm
+from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path
 from se_robot.hardware.registers import STS3215
 from se_robot.hardware.servo_bus import open_bus
 
@@ -89,6 +89,8 @@ def test_emulate_serves_a_pty_and_a_stable_link(tmp_path):
     try:
         line = proc.stdout.readline()
         assert line.startswith("pty: "), line + proc.stderr.read()
+        lines = [proc.stdout.readline() for _ in range(3)]  # link, protocol, calibration
+        assert lines[2].startswith(f"calibration: {emulator_calibration_path(ARM)} "), lines
         while not link.is_symlink():
             time.sleep(0.01)
         bus = open_bus(str(link), "feetech", STS3215)
