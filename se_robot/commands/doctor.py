@@ -25,6 +25,10 @@ EMULATOR_HINT = "se-robot emulate --link /tmp/so101 --camera-port 8080  for a vi
 RENDER_PROBE = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
                 "<geom size=\".1\"/></worldbody></mujoco>'); r = mujoco.Renderer(m, 32, 32); r.render(); "
                 "print(mujoco.__version__)")
+ROS_PROBE = ("import sys; from se_robot.nodes.runtime import ensure_ament_prefix; ensure_ament_prefix(); "
+             "import rclpy; from rclpy.context import Context; "
+             "from rclpy.utilities import get_rmw_implementation_identifier as rmw; c = Context(); "
+             "rclpy.init(context=c, domain_id=int(sys.argv[1])); rclpy.try_shutdown(context=c); print(rmw())")
 
 
 @dataclass(frozen=True)
@@ -101,36 +105,27 @@ def check_mujoco() -> list[Finding]:
 
 
 def check_ros() -> list[Finding]:
+    """rclpy starts in a child process: only nodes/ import rclpy, and a broken middleware stays there."""
     domain_text = os.environ.get("ROS_DOMAIN_ID", "")
-    findings = []
-    domain = 0
-    if domain_text:
-        if not domain_text.isdigit() or int(domain_text) > 232:
-            return [Finding("fail", f"ROS_DOMAIN_ID={domain_text!r} is not a domain id (0-232)",
-                            "export ROS_DOMAIN_ID=0  (the same number on every machine of the robot)")]
-        domain = int(domain_text)
+    if domain_text and (not domain_text.isdigit() or int(domain_text) > 232):
+        return [Finding("fail", f"ROS_DOMAIN_ID={domain_text!r} is not a domain id (0-232)",
+                        "export ROS_DOMAIN_ID=0  (the same number on every machine of the robot)")]
+    domain = int(domain_text or 0)
     try:
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.utilities import get_rmw_implementation_identifier
-
-        from se_robot.nodes.runtime import ensure_ament_prefix
-    except ImportError as e:
-        return [Finding("warn", f"rclpy does not import: {e} (the ROS nodes and --backend ros need it)",
+        probe = subprocess.run([sys.executable, "-c", ROS_PROBE, str(domain)], capture_output=True, text=True,
+                               timeout=120)
+    except subprocess.TimeoutExpired:
+        return [Finding("fail", "rclpy did not start within 120 s", "unset RMW_IMPLEMENTATION and try again")]
+    error = probe.stderr.strip().splitlines()[-1:] if probe.returncode else []
+    if error and "ModuleNotFoundError" in error[0]:
+        return [Finding("warn", f"rclpy does not import: {error[0]} (the ROS nodes and --backend ros need it)",
                         "pip install -e '.[ros]'  (or source /opt/ros/<distro>/setup.bash)")]
-    ensure_ament_prefix()
-    context = Context()
-    try:
-        rclpy.init(context=context, domain_id=domain)
-    except Exception as e:  # noqa: BLE001 - rclpy raises its own RCLError types for a broken middleware
-        return [Finding("fail", f"rclpy imports but does not start on ROS_DOMAIN_ID={domain}: {e}",
+    if error:
+        return [Finding("fail", f"rclpy imports but does not start on ROS_DOMAIN_ID={domain}: {error[0]}",
                         "unset RMW_IMPLEMENTATION  (or install the middleware it names)")]
-    rclpy.try_shutdown(context=context)
-    rmw = get_rmw_implementation_identifier()
     shown = f"ROS_DOMAIN_ID={domain}" + ("" if domain_text else " (unset: 0)")
-    findings.append(Finding("ok", f"rclpy starts with {rmw} (RMW_IMPLEMENTATION="
-                                  f"{os.environ.get('RMW_IMPLEMENTATION', 'unset')}), {shown}"))
-    return findings
+    return [Finding("ok", f"rclpy starts with {probe.stdout.strip()} (RMW_IMPLEMENTATION="
+                          f"{os.environ.get('RMW_IMPLEMENTATION', 'unset')}), {shown}")]
 
 
 def check_serial(args: argparse.Namespace) -> list[Finding]:
