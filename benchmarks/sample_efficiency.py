@@ -4,10 +4,9 @@
 the shared loop, ``se_robot.train``) and Stable-Baselines3's SAC with its default settings, on the
 sim tasks from state, for several seeds. Every ``--eval-every`` env steps each learner is evaluated
 greedily on the same start states (the loop's evaluation; SB3 through ``benchmarks.common``, which
-follows the same protocol).
-Prints, per task and algo, the env steps to reach ``--threshold`` eval success (median over seeds,
-with each seed's figure), the ratio to SB3, and wall-clock; writes a learning-curve PNG and a JSON
-of every curve.
+follows the same protocol). Prints, per task and algo, the env steps to reach ``--threshold`` eval
+success (median over seeds, with each seed's figure), the ratio to SB3, and wall-clock; writes a
+learning-curve PNG and a JSON of every curve.
 
 MBPO's settings are CPU-sized (``MBPO_CPU``; ``--mbpo-set`` adds to them) and se_robot's SAC row
 shares MBPO's critics, learning rates and discount (``SAC_CPU``), so the two rows differ by the
