@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 EMULATOR_HINT = "se-robot emulate --link /tmp/so101 --camera-port 8080  for a virtual arm"
 RENDER_PROBE = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
@@ -35,7 +36,7 @@ ROS_PROBE = ("import sys; from se_robot.nodes.runtime import ensure_ament_prefix
 class Finding:
     """One line of the report: ``level`` is ok, warn or fail; ``fix`` the command that fixes a problem."""
 
-    level: str
+    level: Literal["ok", "warn", "fail"]
     what: str
     fix: str = ""
 
@@ -257,9 +258,13 @@ def check_camera(source: str, args: argparse.Namespace) -> list[Finding]:
     return findings
 
 
+LABELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
+
+
 def report(findings: list[Finding]) -> None:
+    """Print each finding as it is known (a slow camera should not hide the lines before it)."""
     for f in findings:
-        print(f"{ {'ok': 'ok', 'warn': 'WARN', 'fail': 'FAIL'}[f.level]:<5} {f.what}", flush=True)
+        print(f"{LABELS[f.level]:<5} {f.what}", flush=True)
         if f.fix:
             print(f"      fix: {f.fix}", flush=True)
 
