@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module under ``se_robot/commands/`` and is found at start-up, so
 features add commands without editing this file. A module defines ``register(subparsers)`` that
-adds its parser and sets ``func``; a module with ``GROUP = "bench"`` registers under
-``se-robot bench ...`` (groups: bench, dataset, reward).
+adds its parser and sets ``func``; a module with ``GROUP = "dataset"`` registers under
+``se-robot dataset ...`` (groups: dataset, reward, sim). Research benchmarks are not commands: they
+live in the top-level ``benchmarks/`` of a source checkout (``python -m benchmarks --help``).
 
 Modules are imported lazily enough that ``se-robot --help`` stays quick: heavy imports (torch,
 mujoco, rclpy) belong inside the ``func`` a command runs, not at module top level.
@@ -19,7 +20,6 @@ import sys
 from se_robot import __version__
 
 GROUP_HELP = {
-    "bench": "benchmarks that print figures",
     "dataset": "inspect, check and export recorded episodes",
     "reward": "learned reward classifiers",
     "sim": "look at the MuJoCo twin",

@@ -208,9 +208,9 @@ def test_config_loads_and_builds_a_camera(server, tmp_path):
         load(CameraConfig, path)
 
 
-def test_bench_camera_command_prints_frame_age(capsys):
-    from se_robot.cli import main
+def test_camera_benchmark_prints_frame_age(capsys):
+    from benchmarks.__main__ import main
 
-    assert main(["bench", "camera", "--seconds", "0.6", "--fps", "30", "--width", "160", "--height", "120"]) == 0
+    assert main(["camera", "--seconds", "0.6", "--fps", "30", "--width", "160", "--height", "120"]) == 0
     out = capsys.readouterr().out
     assert "frame age at read()" in out and "produce -> grab latency" in out

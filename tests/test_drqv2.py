@@ -271,10 +271,10 @@ def test_fast_paths_and_resnet_learn(overrides):
     assert all(np.isfinite(v) for v in metrics.values())
 
 
-def test_bench_learner_command(capsys):
-    from se_robot.cli import main
+def test_learner_benchmark(capsys):
+    from benchmarks.__main__ import main
 
-    assert main(["bench", "learner", "--rows", "cpu,frozen512", "--cpu-image", "24", "--cpu-batch", "4",
+    assert main(["learner", "--rows", "cpu,frozen512", "--cpu-image", "24", "--cpu-batch", "4",
                  "--frozen-batch", "4", "--hidden-dim", "32", "--seconds", "0", "--min-updates", "1"]) == 0
     out = capsys.readouterr().out
     assert "cpu " in out and "frozen512" in out and "updates/s" in out

@@ -1,5 +1,5 @@
-"""The sample-efficiency bench: the task reward on state vectors matches the env, and a tiny run
-of the real command trains all three learners and writes its figures."""
+"""The sample-efficiency benchmark: the task reward on state vectors matches the env, and a tiny run
+of ``python -m benchmarks sample-efficiency`` trains all three learners and writes its figures."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from se_robot.cli import main
-from se_robot.commands.bench_sample_efficiency import steps_to_threshold
+from benchmarks.__main__ import main
+from benchmarks.common import steps_to
 from se_robot.envs.spaces import state_reward_fn as task_reward_fn
 
 pytestmark = pytest.mark.timeout(240)
@@ -39,19 +39,19 @@ def test_task_reward_fn_reproduces_env_reward_and_termination(task):
 
 def test_malformed_steps_for_fails_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit, match="--steps-for 'sb3=lots'"):
-        main(["bench", "sample-efficiency", "--steps-for", "sb3=lots", "--out", str(tmp_path)])
+        main(["sample-efficiency", "--steps-for", "sb3=lots", "--out", str(tmp_path)])
     assert not (tmp_path / "results.json").exists()
 
 
-def test_steps_to_threshold():
-    curve = [(0, 0.0), (500, 0.6), (1000, 0.9), (1500, 1.0)]
-    assert steps_to_threshold(curve, 0.9) == 1000
-    assert steps_to_threshold(curve[:2], 0.9) is None
+def test_steps_to():
+    curve = [{"step": s, "success": v} for s, v in [(0, 0.0), (500, 0.6), (1000, 0.9), (1500, 1.0)]]
+    assert steps_to(curve, 0.9) == 1000
+    assert steps_to(curve[:2], 0.9) is None
 
 
 def test_tiny_run_of_all_three_learners(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["bench", "sample-efficiency", "--tasks", "reach", "--seeds", "0", "--steps", "200",
+    code = main(["sample-efficiency", "--tasks", "reach", "--seeds", "0", "--steps", "200",
                  "--eval-every", "100", "--eval-episodes", "1", "--learning-starts", "100",
                  "--mbpo-set", "utd_ratio=1", "--mbpo-set", "model_min_transitions=100",
                  "--mbpo-set", "rollout_batch_size=100", "--mbpo-set", "model.max_grad_steps=20",
@@ -74,7 +74,7 @@ def test_tiny_run_of_all_three_learners(tmp_path, capsys):
 
 
 def test_jobs_train_in_processes_and_give_the_same_figures(tmp_path, capsys):
-    tiny = ["bench", "sample-efficiency", "--tasks", "reach", "--seeds", "0,1", "--algos", "mbpo,sac",
+    tiny = ["sample-efficiency", "--tasks", "reach", "--seeds", "0,1", "--algos", "mbpo,sac",
             "--steps", "150", "--eval-every", "75", "--eval-episodes", "1", "--learning-starts", "100",
             "--mbpo-set", "utd_ratio=1", "--mbpo-set", "model_min_transitions=100",
             "--mbpo-set", "rollout_batch_size=50", "--mbpo-set", "model.max_grad_steps=10",
@@ -123,7 +123,7 @@ def test_quick_config_trains_the_bench_recipe():
     from pathlib import Path
 
     from se_robot.agents.mbpo import MBPOConfig
-    from se_robot.commands.bench_sample_efficiency import MBPO_CPU
+    from benchmarks.sample_efficiency import MBPO_CPU
     from se_robot.config import from_dict, read_yaml
     from se_robot.train import parse_set
 

@@ -32,6 +32,9 @@ def test_wheel_carries_share_files_and_the_ament_marker(wheel):
                 "share/se_robot/config/arms/so101.yaml", "share/se_robot/config/tasks/push.yaml",
                 "share/se_robot/launch/robot.launch.py", "share/ament_index/resource_index/packages/se_robot"]:
         assert data + rel in names, rel
+    # Research benchmarks and test support run from a source checkout; they are not the product.
+    assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]
+    assert "se_robot/commands/doctor.py" in names
     entry = wheel.read("se_robot-0.1.0.dist-info/entry_points.txt").decode()
     for script in ["se-robot", "arm_node", "camera_node", "sim_node", "learner_node", "actor_node"]:
         assert f"{script} = " in entry

@@ -22,7 +22,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E
 
 from se_robot.arm import load_arm  # noqa: E402
 from se_robot.nodes import conversions as conv  # noqa: E402
-from se_robot.nodes import harness  # noqa: E402
+from tests.support import ros_harness as harness  # noqa: E402
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)

@@ -11,7 +11,7 @@ import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from se_robot.nodes import conversions as conv  # noqa: E402
-from se_robot.nodes import harness  # noqa: E402
+from tests.support import ros_harness as harness  # noqa: E402
 from se_robot.nodes.runtime import IMAGE_QOS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)

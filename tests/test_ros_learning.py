@@ -10,7 +10,7 @@ import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 
 from std_msgs.msg import String  # noqa: E402
 
-from se_robot.nodes import harness  # noqa: E402
+from tests.support import ros_harness as harness  # noqa: E402
 from se_robot.nodes.runtime import DIAGNOSTICS_QOS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)

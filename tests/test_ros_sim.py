@@ -14,7 +14,7 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from std_msgs.msg import Bool  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from se_robot.nodes import harness  # noqa: E402
+from tests.support import ros_harness as harness  # noqa: E402
 from se_robot.nodes.runtime import DIAGNOSTICS_QOS, LATCHED_QOS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(150)

@@ -227,13 +227,14 @@ def test_demos_and_frozen_encoder_feature_cache(tmp_path):
 
 
 def test_set_parsing_and_bench_table():
-    from se_robot.commands.bench_drq_demos import format_table, steps_to
+    from benchmarks.common import steps_to
+    from benchmarks.drq_demos import format_table
     from se_robot.train import parse_set
 
     assert parse_set(["agent.lr=3e-4", "replay.capacity=50", "demos=", "agent.stddev_schedule=linear(1,0.1,5)"]) == {
         "agent": {"lr": 3e-4, "stddev_schedule": "linear(1,0.1,5)"}, "replay": {"capacity": 50}, "demos": None}
     rows = [{"step": 0, "success": 0.0}, {"step": 10, "success": 0.95}, {"step": 20, "success": 0.8}]
-    assert steps_to(rows) == 10 and steps_to(rows[:1]) is None
+    assert steps_to(rows, 0.9) == 10 and steps_to(rows[:1], 0.9) is None
     table = format_table({"a": {"rows": rows, "wall_s": 1.0}, "b": {"rows": rows[:1], "wall_s": 2.0}})
     assert "not reached" in table and "0.95" in table
 
@@ -280,7 +281,7 @@ def test_stop_at_success_ends_the_run_at_the_first_solved_evaluation(tmp_path):
 def test_drq_bench_encoder_flag_freezes_a_checkpoint_encoder(tmp_path):
     import argparse
 
-    from se_robot.commands.bench_drq_demos import drq_config
+    from benchmarks.drq_demos import drq_config
 
     args = argparse.Namespace(steps=100, image_size=32, seed=1, eval_every=50, eval_episodes=1, progress=False,
                               reward_type="dense", set=["agent.utd=2"], encoder=str(tmp_path / "enc.pt"))

@@ -1,7 +1,8 @@
-"""`se-robot bench ros`: the control loop through RosArmEnv on the twin, and image latency.
+"""``python -m benchmarks ros``: the control loop through RosArmEnv on the twin, and image latency.
 
 Starts sim_node (and, for the camera figure, camera_node reading an in-process MJPEG stream)
-on a private ROS_DOMAIN_ID and reports:
+on a private ROS_DOMAIN_ID (with the test suite's ``tests.support.ros_harness``, so it runs from a
+source checkout) and reports:
 - control loop at each ``--rates`` Hz through RosArmEnv: step period p50 / p99 and jitter
   (p99 - p50 of the period, and the std), overruns;
 - the step overhead of RosArmEnv (time not spent pacing: decode, filter, publish, waiting for a
@@ -13,8 +14,6 @@ on a private ROS_DOMAIN_ID and reports:
 from __future__ import annotations
 
 import argparse
-
-GROUP = "bench"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,10 +39,11 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
 
     import numpy as np
 
-    from se_robot.nodes.ros_arm_env import make_ros_env
+    from se_robot.envs import make_env
 
-    env = make_ros_env("reach", obs_mode=obs_mode, control_hz=rate, domain_id=domain, discovery_timeout_s=60.0,
-                       max_episode_steps=10**6, stale_timeout_s=0.5)
+    env = make_env("reach", backend="ros", obs_mode=obs_mode, control_hz=rate, domain_id=domain,
+                   discovery_timeout_s=60.0, max_episode_steps=10**6, stale_timeout_s=0.5)
+    loop = env.unwrapped  # the timing counters of the env itself, under make_env's wrappers
     try:
         env.reset(seed=0)
         ends, work, wait, stale = [], [], [], 0
@@ -51,8 +51,8 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
         for _ in range(steps):
             _, _, _, truncated, info = env.step(rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32))
             ends.append(time.perf_counter())
-            work.append(env.last_timing["work_s"])
-            wait.append(env.last_timing["wait_s"])
+            work.append(loop.last_timing["work_s"])
+            wait.append(loop.last_timing["wait_s"])
             if truncated:
                 stale += 1
                 env.reset()
@@ -63,7 +63,7 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
         return {"period_p50_ms": _pct(periods, 50), "period_p99_ms": _pct(periods, 99),
                 "jitter_p99_p50_ms": _pct(periods, 99) - _pct(periods, 50), "jitter_std_ms": float(np.std(periods)),
                 "overhead_p50_ms": _pct(overhead, 50), "overhead_p99_ms": _pct(overhead, 99),
-                "wait_p50_ms": _pct(np.asarray(wait) * 1e3, 50), "overruns": float(env.overruns),
+                "wait_p50_ms": _pct(np.asarray(wait) * 1e3, 50), "overruns": float(loop.overruns),
                 "stale_truncations": float(stale)}
     finally:
         env.close()
@@ -72,12 +72,11 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
 def _direct_sim_step_ms(obs_mode: str, steps: int = 200) -> tuple[float, float]:
     import time
 
-    import gymnasium as gym
     import numpy as np
 
-    import se_robot.envs  # noqa: F401 - registers the ids
+    from se_robot.envs import make_env
 
-    env = gym.make("se_robot/SimReach-v0", obs_mode=obs_mode, control_hz=20.0, max_episode_steps=10**6)
+    env = make_env("reach", obs_mode=obs_mode, control_hz=20.0, max_episode_steps=10**6)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     times = []
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-    from se_robot.nodes.harness import image_latency_ms, pick_domain_id, start_node, stop_node
+    from tests.support.ros_harness import image_latency_ms, pick_domain_id, start_node, stop_node
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     domain = pick_domain_id(11)

@@ -1,4 +1,4 @@
-"""``se-robot bench learner``: DrQ-v2 gradient updates per second on synthetic batches.
+"""``python -m benchmarks learner``: DrQ-v2 gradient updates per second on synthetic batches.
 
 One update is what DrQ-v2 does per update round: augment and encode both observations, one critic
 step (encoder included), one actor step, one target update. Batches are random arrays made up
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
-GROUP = "bench"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +63,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
         known = {r["name"] for r in rows}
         unknown = [w for w in wanted if w not in known]
         if unknown:
-            raise SystemExit(f"se-robot bench learner: unknown rows {unknown}; known: {sorted(known)}")
+            raise SystemExit(f"benchmarks learner: unknown rows {unknown}; known: {sorted(known)}")
         rows = [r for r in rows if r["name"] in wanted]
     return rows
 
@@ -91,12 +89,25 @@ def _synthetic_batches(rng, count: int, batch: int, obs: dict, action_dim: int):
             for _ in range(count)]
 
 
-def _run_for(agent, batches, seconds: float, min_updates: int) -> tuple[int, float, float]:
+class _SyntheticReplay:
+    """Hands out the prepared batches in turn: what ``agent.update`` needs from a replay buffer."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+        self.drawn = 0
+
+    def sample(self, batch_size: int):
+        batch = self.batches[self.drawn % len(self.batches)]
+        self.drawn += 1
+        return batch
+
+
+def _run_for(agent, replay: _SyntheticReplay, seconds: float, min_updates: int) -> tuple[int, float, float]:
     """Updates done, wall seconds and process CPU seconds spent on them."""
     step, done = 10_000, 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
     while done < min_updates or time.perf_counter() - wall0 < seconds:
-        agent.update_batch(batches[done % len(batches)], step)
+        agent.update(replay, None, step)
         done += 1
     if agent.device.type == "cuda":
         import torch
@@ -117,7 +128,7 @@ def _build(row: dict, args: argparse.Namespace, device, tmp: str, rng, action_di
     pix = SimpleNamespace(shape=(3 * stack, size, size))
     space = SimpleNamespace(spaces={"pixels": pix})
     act = SimpleNamespace(shape=(action_dim,), low=-np.ones(action_dim), high=np.ones(action_dim))
-    over = {"batch_size": row["batch"], "hidden_dim": args.hidden_dim, "channels_last": row.get("channels_last", False),
+    over = {"batch_size": row["batch"], "hidden_dim": args.hidden_dim, "utd": 1, "update_every_steps": 1, "channels_last": row.get("channels_last", False),
             "amp": row.get("amp", "none"), "aug_method": row.get("aug_method", "grid_sample")}
     frozen = row.get("frozen")
     if frozen == 512:  # only its output size matters: features come from the cache
@@ -129,13 +140,13 @@ def _build(row: dict, args: argparse.Namespace, device, tmp: str, rng, action_di
         over["freeze_encoder"] = True
     agent = DrQV2Agent.create(space, act, DrQV2Config(**over), device=device, seed=0)
     obs = {"features": (stack * agent.encoder.frame_dim,)} if frozen else {"pixels": pix.shape}
-    batches = _synthetic_batches(rng, 2, row["batch"], obs, action_dim)
+    replay = _SyntheticReplay(_synthetic_batches(rng, 2, row["batch"], obs, action_dim))
     desc = (f"frozen, cached {obs['features'][0]} features" if frozen else
             f"drqv2 conv{' channels_last' if row.get('channels_last') else ''}"
             f"{' bf16' if row.get('amp') == 'bf16' else ''}"
             f"{' gather-shift' if row.get('aug_method') == 'gather' else ''}")
-    agent.update_batch(batches[0], 10_000)  # warm-up: Adam state, allocator, oneDNN kernel choice
-    return agent, batches, desc
+    agent.update(replay, None, 10_000)  # warm-up: Adam state, allocator, oneDNN kernel choice
+    return agent, replay, desc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
         min_per_round = max(1, -(-args.min_updates // args.rounds))
         for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every row alike
             for row in rows:
-                agent, batches, _ = built[row["name"]]
-                n, wall, cpu = _run_for(agent, batches, per_round, min_per_round)
+                agent, replay, _ = built[row["name"]]
+                n, wall, cpu = _run_for(agent, replay, per_round, min_per_round)
                 t = totals[row["name"]]
                 t[0], t[1], t[2] = t[0] + n, t[1] + wall, t[2] + cpu
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

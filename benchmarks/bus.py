@@ -1,19 +1,19 @@
-"""`se-robot bench bus`: time one control tick (sync read of every joint + sync write of every goal).
+"""``python -m benchmarks bus``: time one control tick (sync read of every joint + sync write of every goal).
 
-Without ``--port`` it starts the byte-level emulator on a pty in this process and measures the
-round trip through the real driver code; with ``--port`` it measures a real bus (the arm must be
-powered; goals are written equal to the present positions, so nothing moves).
+It starts the byte-level emulator on a pty in this process and measures the round trip through the
+real driver code (``--wire-baud`` adds the time replies would spend on a real wire). The same loop
+on a user's rig is ``se-robot doctor --port PORT --timing`` (``se_robot.hardware.rig_check``);
+``--port`` here measures a real bus too (goals equal to the present positions, so nothing moves).
 """
 
 from __future__ import annotations
 
 import argparse
 
-GROUP = "bench"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bus", help="time of one servo-bus control tick", description=__doc__)
+    p = subparsers.add_parser("bus", help="time of one servo-bus control tick on the emulator",
+                              description=__doc__)
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
     p.add_argument("--protocol", choices=("feetech", "dynamixel"), default=None,
                    help="protocol of the emulator (default: the arm's own; ignored with --port)")
@@ -25,14 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     import numpy as np
 
     from se_robot.arm import load_arm
     from se_robot.hardware.emulator import VirtualArm, servo_model_for
-    from se_robot.hardware.servo_emulator import RealityGap
+    from se_robot.hardware.rig_check import time_control_ticks
     from se_robot.hardware.servo_bus import open_bus
+    from se_robot.hardware.servo_emulator import RealityGap
 
     arm = load_arm(args.arm)
     protocol = arm.bus.protocol if args.port else (args.protocol or arm.bus.protocol)
@@ -42,12 +41,7 @@ def run(args: argparse.Namespace) -> int:
     bus = open_bus(port, protocol, model, arm.bus.baudrate)
     ids = arm.servo_ids
     try:
-        times = np.empty(args.ticks)
-        for i in range(args.ticks):
-            t0 = time.perf_counter()
-            state = bus.sync_read(ids, model.state_block)
-            bus.sync_write("Goal_Position", {s: state[s]["Present_Position"] for s in ids})
-            times[i] = time.perf_counter() - t0
+        times = time_control_ticks(bus, ids, args.ticks)
     finally:
         bus.transport.close()
         if virtual is not None:

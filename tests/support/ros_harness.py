@@ -1,4 +1,4 @@
-"""Starting nodes as real processes on a private DDS domain (for tests and the ROS benchmark).
+"""Starting nodes as real processes on a private DDS domain (for tests and ``python -m benchmarks ros``).
 
 Every run picks its own ``ROS_DOMAIN_ID`` so parallel test runs on one machine never hear each
 other; nodes are started with ``python -m se_robot.nodes.<name> --ros-args -p k:=v`` (exactly

@@ -1,4 +1,4 @@
-"""``se-robot bench drq-demos``: does a handful of demos make DrQ-v2 sample-efficient on the twin?
+"""``python -m benchmarks drq-demos``: does a handful of demos make DrQ-v2 sample-efficient on the twin?
 
 Three learners on SimReach-v0, in one run, with the same evaluation (the loop's: greedy episodes
 from fixed start seeds, success = ``info["is_success"]`` at any step of the episode):
@@ -27,7 +27,8 @@ import json
 import time
 from pathlib import Path
 
-GROUP = "bench"
+from benchmarks.common import run_sb3_sac, run_trainer, steps_to
+
 ARMS = ("drqv2+demos", "drqv2", "sb3-sac")
 
 
@@ -73,7 +74,7 @@ def drq_config(args: argparse.Namespace, demos: str):
     }
     if args.encoder:
         data["agent"].update({"encoder": "checkpoint", "encoder_checkpoint": args.encoder, "freeze_encoder": True})
-    return from_dict(TrainConfig, merge(data, parse_set(args.set)), "bench drq-demos")
+    return from_dict(TrainConfig, merge(data, parse_set(args.set)), "benchmarks drq-demos")
 
 
 def record_demos(out: Path, episodes: int, image_size: int, seed: int, reward_type: str) -> Path:
@@ -97,84 +98,6 @@ def record_demos(out: Path, episodes: int, image_size: int, seed: int, reward_ty
     return out
 
 
-def run_drq(cfg, run_dir: Path) -> tuple[list[dict], float]:
-    from se_robot.logger import Logger
-    from se_robot.train import build_trainer
-
-    start = time.perf_counter()
-    trainer = build_trainer(cfg, run_dir)
-    try:
-        trainer.train()
-    finally:
-        trainer.logger.close()
-    rows = [{"step": int(float(r["step"])), "success": float(r["eval/success"]), "return": float(r["eval/return"])}
-            for r in Logger.read(run_dir / "eval.csv")]
-    return rows, time.perf_counter() - start
-
-
-def evaluate_policy(policy, env, episodes: int, seed: int) -> tuple[float, float]:
-    """The loop's evaluation protocol for a policy outside it (same seeds as Trainer.evaluate)."""
-    import numpy as np
-
-    from se_robot.train import EVAL_SEED_OFFSET
-
-    successes, returns = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + i)
-        done, success, total = False, False, 0.0
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy(obs))
-            total += float(reward)
-            success |= bool(info.get("is_success", False))
-            done = terminated or truncated
-        successes.append(float(success))
-        returns.append(total)
-    return float(np.mean(successes)), float(np.mean(returns))
-
-
-def run_sb3(args: argparse.Namespace, run_dir: Path) -> tuple[list[dict], float]:
-    try:
-        from stable_baselines3 import SAC
-        from stable_baselines3.common.callbacks import BaseCallback
-    except ImportError as e:
-        raise ImportError("the sb3-sac arm needs `pip install stable-baselines3`") from e
-    import torch
-
-    from se_robot.envs import make_env
-
-    torch.set_num_threads(1)
-    env = make_env("reach", obs_mode="state", action_repeat=2, reward_type=args.reward_type)
-    eval_env = make_env("reach", obs_mode="state", action_repeat=2, reward_type=args.reward_type)
-    model = SAC("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu")
-    rows: list[dict] = []
-
-    def record(step: int) -> None:
-        success, ret = evaluate_policy(lambda o: model.predict(o, deterministic=True)[0], eval_env,
-                                       args.eval_episodes, args.seed)
-        rows.append({"step": step, "success": success, "return": ret})
-
-    class EvalEvery(BaseCallback):
-        def _on_step(self) -> bool:
-            if self.num_timesteps % args.eval_every == 0:
-                record(self.num_timesteps)
-            return True
-
-    start = time.perf_counter()
-    record(0)
-    model.learn(total_timesteps=args.steps, callback=EvalEvery())
-    if rows[-1]["step"] != args.steps:
-        record(args.steps)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.save(run_dir / "sb3_sac.zip")
-    env.close()
-    eval_env.close()
-    return rows, time.perf_counter() - start
-
-
-def steps_to(rows: list[dict], level: float = 0.9) -> int | None:
-    return next((r["step"] for r in rows if r["success"] >= level), None)
-
-
 def format_table(results: dict[str, dict], action_repeat: int = 2) -> str:
     arms = list(results)
     steps = sorted({r["step"] for res in results.values() for r in res["rows"]})
@@ -190,7 +113,7 @@ def format_table(results: dict[str, dict], action_repeat: int = 2) -> str:
     lines.append(f"{'agent':>16} {'steps to 90%':>13} {'ticks to 90%':>13} {'final':>6} {'best':>6} {'wall s':>8}")
     for a in arms:
         rows = results[a]["rows"]
-        hit = steps_to(rows)
+        hit = steps_to(rows, 0.9)
         lines.append(f"{a:>16} {hit if hit is not None else 'not reached':>13} "
                      f"{hit * action_repeat if hit is not None else '-':>13} {rows[-1]['success']:>6.2f} "
                      f"{max(r['success'] for r in rows):>6.2f} {results[a]['wall_s']:>8.0f}")
@@ -198,14 +121,16 @@ def format_table(results: dict[str, dict], action_repeat: int = 2) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from se_robot.config import ConfigError
+    import torch
+
+    from se_robot.config import ConfigError, to_dict
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     bad = [a for a in arms if a not in ARMS]
     if bad or not arms:
         raise ConfigError("--arms", args.arms, f"unknown arm(s) {bad}; allowed: {', '.join(ARMS)}")
     if args.steps < 1 or args.eval_every < 1 or args.eval_episodes < 1:
-        raise ConfigError("bench drq-demos", "--steps/--eval-every/--eval-episodes", "must be >= 1")
+        raise ConfigError("benchmarks drq-demos", "--steps/--eval-every/--eval-episodes", "must be >= 1")
     out = Path(args.out or f"runs/bench-drq-demos-{time.strftime('%Y%m%d-%H%M%S')}")
     demos = ""
     if "drqv2+demos" in arms:
@@ -217,17 +142,19 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     for arm in arms:
         name = arm.replace("drqv2", "drqv2+pre") if args.encoder and arm != "sb3-sac" else arm
-        print(f"[bench drq-demos] {name} ...", flush=True)
+        print(f"[benchmarks drq-demos] {name} ...", flush=True)
         if arm == "sb3-sac":
-            rows, wall = run_sb3(args, out / arm)
+            torch.set_num_threads(1)
+            rows, wall = run_sb3_sac("reach", args.seed, args.steps, args.eval_every, args.eval_episodes,
+                                     save_to=out / arm, action_repeat=2, reward_type=args.reward_type)
         else:
-            rows, wall = run_drq(configs[arm], out / arm)
+            rows, wall = run_trainer(configs[arm], out / arm)
         results[name] = {"rows": rows, "wall_s": wall}
-        print(f"[bench drq-demos] {name}: final success {rows[-1]['success']:.2f}, "
-              f"90% at {steps_to(rows)}, {wall:.0f} s", flush=True)
+        print(f"[benchmarks drq-demos] {name}: final success {rows[-1]['success']:.2f}, "
+              f"90% at {steps_to(rows, 0.9)}, {wall:.0f} s", flush=True)
     table = format_table(results)
-    summary = {"command": "se-robot bench drq-demos", "args": {k: v for k, v in vars(args).items() if k != "func"},
-               "drq_config": __import__("se_robot.config", fromlist=["to_dict"]).to_dict(configs["drqv2"]),
+    summary = {"command": "python -m benchmarks drq-demos",
+               "args": {k: v for k, v in vars(args).items() if k != "func"}, "drq_config": to_dict(configs["drqv2"]),
                "results": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2))

@@ -1,4 +1,4 @@
-"""``se-robot bench sim``: how fast the twin steps, compared with raw MuJoCo in the same run.
+"""``python -m benchmarks sim``: how fast the twin steps, compared with raw MuJoCo in the same run.
 
 Prints env steps/s for ``state`` and ``pixels`` observations, the raw ``mj_step`` + render rate of
 the same model and camera at the same control rate (the ceiling the env is measured against), the
@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-
-GROUP = "bench"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,11 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _env_rate(task: str, steps: int, **options) -> float:
-    import gymnasium as gym
+    from se_robot.envs import make_env
 
-    from se_robot.envs import SIM_IDS
-
-    env = gym.make(SIM_IDS[task], **options)
+    env = make_env(task, **options)
     env.action_space.seed(0)
     env.reset(seed=0)
     for _ in range(20):  # warm-up: renderer context, caches
@@ -80,12 +76,9 @@ def _make_pixel_env(task: str, image_size: int, control_hz: float):
     # One rendering thread per worker: Mesa's llvmpipe otherwise spreads every frame over all
     # cores, and two workers then fight over them (measured: 1.23x with it, 1.60x without).
     os.environ.setdefault("LP_NUM_THREADS", "1")
-    import gymnasium as gym
+    from se_robot.envs import make_env
 
-    import se_robot.envs  # noqa: F401 - registers the ids in the worker
-    from se_robot.envs import SIM_IDS
-
-    return gym.make(SIM_IDS[task], obs_mode="pixels", image_size=image_size, control_hz=control_hz)
+    return make_env(task, obs_mode="pixels", image_size=image_size, control_hz=control_hz)
 
 
 def _vector_rate(task: str, steps: int, workers: int, image_size: int, control_hz: float) -> float:
@@ -116,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.all_cores:
         os.sched_setaffinity(0, {min(all_cpus)})
     common = dict(control_hz=args.control_hz, image_size=args.image_size, camera=args.camera)
-    print(f"se-robot bench sim: task={args.task} control_hz={args.control_hz} image={args.image_size}px "
+    print(f"benchmarks sim: task={args.task} control_hz={args.control_hz} image={args.image_size}px "
           f"camera={args.camera} steps={args.steps} cores={'all' if args.all_cores else 1}")
     # Env and raw runs alternate in rounds and the median is kept: on a shared, noisy machine a
     # ratio of two runs taken minutes apart means little.

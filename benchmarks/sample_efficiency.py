@@ -1,44 +1,18 @@
-"""``se-robot bench sample-efficiency``: env steps to 90% eval success, MBPO vs SAC vs SB3 SAC.
+"""Env steps to 90% eval success: MBPO vs se_robot's SAC vs Stable-Baselines3's SAC, on the sim tasks.
 
-Trains, in one run, MBPO and se_robot's SAC (both through the shared loop, ``se_robot.train``)
-and Stable-Baselines3's SAC with its default settings, on the sim tasks from state, for several
-seeds. Every ``--eval-every`` env steps each learner is evaluated greedily on the same start states
-(the loop's eval seeds). Prints, per task and algo, the env steps to reach ``--threshold`` eval
+``python -m benchmarks sample-efficiency`` trains, in one run, MBPO and se_robot's SAC (both through
+the shared loop, ``se_robot.train``) and Stable-Baselines3's SAC with its default settings, on the
+sim tasks from state, for several seeds. Every ``--eval-every`` env steps each learner is evaluated
+greedily on the same start states (the loop's evaluation; SB3 through ``benchmarks.common``, which
+follows the same protocol). Prints, per task and algo, the env steps to reach ``--threshold`` eval
 success (median over seeds, with each seed's figure), the ratio to SB3, and wall-clock; writes a
 learning-curve PNG and a JSON of every curve.
 
-MBPO's CPU-sized settings (listed under ``--mbpo-set``, which adds to them) cut cost against the
-paper's: a smaller ensemble (3 x 128), fewer start states per refit (5000), a gradient-step cap per
-refit and half the update ratio (10). The rest change what is learnt, each measured on reach (eval
-every 250; steps to 90%):
-
-- Early, deeper model use. The first model is fitted after 250 real steps (with
-  ``--learning-starts 250``), and rollouts grow from 1 to 10 steps over env steps 250-1,500 (the
-  paper's Hopper schedule reaches 15 only at 100,000): the arm's one-step dynamics are learnt from
-  a few hundred transitions, and longer branches carry reward back to real states sooner. Seed 0:
-  6,500 with [1000, 10000, 1, 5] and 2,750 with [500, 3000, 1, 10] (both before layer norm), and
-  with layer norm 2,500 with [500, 3000, 1, 10] against 2,250 with [250, 1500, 1, 10].
-- Layer norm in the critics (RLPD's fix for high update ratios): the logged critic loss stayed
-  lower once rollouts grew (seeds 1 and 2 at 2,500 steps: 0.4 and 1.1, against 1.7 and 4.4), and
-  seeds 0/1/2 went from 2,750/3,250/3,250 to 2,500/2,500/2,750.
-- Actor and critic learning rate 1e-3: seed 2 from 2,750 to 2,500 on the earlier schedule (and
-  2,000 with the new schedule); seed 0 unchanged at 2,250 on the new schedule.
-- Rollouts every 50 env steps (``rollout_interval_steps``), 1,000 start states each, instead of
-  5,000 once per refit: the model data comes from a policy 500 updates old rather than up to 2,500
-  (seed 0: 2,250 -> 2,000).
-- Discount 0.9 on reach (``--discount``, which sets the replay's discount and with it the
-  rollouts'): the scripted expert reaches the target in 1-4 steps, so a 10-step horizon loses
-  nothing and the critic's targets settle sooner. Seeds 0/1/2: 2,000/2,250/2,250 at 0.99,
-  1,750/1,750/2,000 at 0.95 and 1,500/1,500/1,500 at 0.9. Push keeps 0.99 (the default).
-
-With all five, seeds 0/1/2 reached 90% at 1,500/1,500/1,500 (SB3: 21,750 median). Tried on top
-of the first four and not adopted: rollouts every 10 steps (seed 1: 0.7 at 2,250; seed 2: 2,250),
-refits every 125 steps with the same states per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250)
-and 10,000 start states per refit (2,250, 0.8 at 2,500, 2,250).
-
-se_robot's SAC row uses the same critics, learning rates and discount (``SAC_CPU``), so the two
-rows differ by the model only. MBPO scores rollouts with the task's reward and termination on
-state vectors (``reward_fn``) instead of a learned reward when action_repeat is 1.
+MBPO's settings are CPU-sized (``MBPO_CPU``; ``--mbpo-set`` adds to them) and se_robot's SAC row
+shares MBPO's critics, learning rates and discount (``SAC_CPU``), so the two rows differ by the
+model only. MBPO scores its rollouts with the task's reward and termination on state vectors
+instead of a learned reward when action_repeat is 1. Why each setting is what it is, with the
+measured figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -47,9 +21,9 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
 
-GROUP = "bench"
+from benchmarks.common import EvalRow, run_sb3_sac, run_trainer, steps_to
+
 ALGOS = ("mbpo", "sac", "sb3")
 SAC_CPU = ["critic_layer_norm=true", "actor_lr=1e-3", "critic_lr=1e-3"]  # also MBPO's SAC: rows differ by the model only
 MBPO_CPU = ["utd_ratio=10", "rollout_batch_size=5000", "rollout_interval_steps=50", "rollout_schedule=[250,1500,1,10]",
@@ -90,26 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _evaluate(policy: Callable, env: Any, seed: int, episodes: int) -> float:
-    from se_robot.train import EVAL_SEED_OFFSET
-
-    successes = 0
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + EVAL_SEED_OFFSET + i)
-        done, success = False, False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy(obs))
-            success |= bool(info.get("is_success", False))
-            done = terminated or truncated
-        successes += success
-    return successes / episodes
-
-
-def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[tuple[int, float]]:
-    import csv
-
+def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[EvalRow]:
     from se_robot.config import from_dict
-    from se_robot.train import TrainConfig, build_trainer, merge, parse_set
+    from se_robot.train import TrainConfig, merge, parse_set
 
     agent = (parse_set(MBPO_CPU + args.mbpo_set, "--mbpo-set") if algo == "mbpo"
              else parse_set(SAC_CPU + args.sac_set, "--sac-set"))
@@ -123,41 +80,7 @@ def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run
         "stop_at_success": args.threshold if args.stop_when_solved else 0.0,
         "replay": {"capacity": steps + 1000, "frame_stack": 1, "n_step": 1, "discount": args.discount},
         "agent": merge({}, agent)}, "bench sample-efficiency")
-    trainer = build_trainer(cfg, run_dir)  # gives MBPO the task's reward_fn (state obs, no action repeat)
-    trainer.train()
-    with open(run_dir / "eval.csv", newline="") as f:
-        return [(int(float(r["step"])), float(r["eval/success"])) for r in csv.DictReader(f)]
-
-
-def _run_sb3(task: str, seed: int, args: argparse.Namespace) -> list[tuple[int, float]]:
-    try:
-        from stable_baselines3 import SAC
-        from stable_baselines3.common.callbacks import BaseCallback
-    except ImportError as e:
-        raise SystemExit("se-robot bench sample-efficiency: the sb3 baseline needs "
-                         "`pip install stable-baselines3` (or --algos mbpo,sac)") from e
-    from se_robot.envs import make_env
-
-    env = make_env(task, obs_mode="state", action_repeat=args.action_repeat)
-    eval_env = make_env(task, obs_mode="state", action_repeat=args.action_repeat)
-    curve: list[tuple[int, float]] = []
-
-    class Eval(BaseCallback):
-        def _policy(self, obs):
-            return self.model.predict(obs, deterministic=True)[0]
-
-        def _on_training_start(self) -> None:
-            curve.append((0, _evaluate(self._policy, eval_env, seed, args.eval_episodes)))
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps % args.eval_every == 0:
-                curve.append((self.num_timesteps, _evaluate(self._policy, eval_env, seed, args.eval_episodes)))
-                return not (args.stop_when_solved and curve[-1][1] >= args.threshold)
-            return True
-
-    model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
-    model.learn(total_timesteps=budget(args, "sb3"), callback=Eval())
-    return curve
+    return run_trainer(cfg, run_dir)[0]  # the loop gives MBPO the task's reward_fn (state obs, no action repeat)
 
 
 def budget(args: argparse.Namespace, algo: str) -> int:
@@ -165,19 +88,11 @@ def budget(args: argparse.Namespace, algo: str) -> int:
     for item in args.steps_for:
         name, sep, value = item.partition("=")
         if not sep or name.strip() not in ALGOS or not value.strip().isdigit() or int(value) < 1:
-            raise SystemExit(f"se-robot bench sample-efficiency: --steps-for {item!r}: expected ALGO=N with "
+            raise SystemExit(f"benchmarks sample-efficiency: --steps-for {item!r}: expected ALGO=N with "
                              f"ALGO one of {', '.join(ALGOS)} and N a positive integer")
         if name.strip() == algo:
             return int(value)
     return args.steps
-
-
-def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:
-    """First evaluated step with success >= threshold (None: never within the budget)."""
-    for step, success in curve:
-        if success >= threshold:
-            return step
-    return None
 
 
 def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
@@ -252,12 +167,14 @@ def _one_run(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if algo == "sb3":
-        curve = _run_sb3(task, seed, args)
+        rows, _ = run_sb3_sac(task, seed, budget(args, "sb3"), args.eval_every, args.eval_episodes,
+                              stop_at_success=args.threshold if args.stop_when_solved else 0.0,
+                              action_repeat=args.action_repeat)
     else:
-        curve = _run_se_robot(algo, task, seed, args, Path(args.out) / f"{task}_{algo}_seed{seed}")
+        rows = _run_se_robot(algo, task, seed, args, Path(args.out) / f"{task}_{algo}_seed{seed}")
     wall = time.perf_counter() - start
-    return {"task": task, "algo": algo, "seed": seed, "curve": curve, "wall_s": wall,
-            "steps_to_threshold": steps_to_threshold(curve, args.threshold)}
+    return {"task": task, "algo": algo, "seed": seed, "curve": [(r["step"], r["success"]) for r in rows],
+            "wall_s": wall, "steps_to_threshold": steps_to(rows, args.threshold)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,13 +185,13 @@ def run(args: argparse.Namespace) -> int:
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     unknown = [a for a in algos if a not in ALGOS]
     if unknown:
-        raise SystemExit(f"se-robot bench sample-efficiency: unknown algos {unknown}; allowed: {', '.join(ALGOS)}")
+        raise SystemExit(f"benchmarks sample-efficiency: unknown algos {unknown}; allowed: {', '.join(ALGOS)}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"se-robot bench sample-efficiency: --seeds must be integers, got {args.seeds!r}") from None
+        raise SystemExit(f"benchmarks sample-efficiency: --seeds must be integers, got {args.seeds!r}") from None
     if args.jobs < 1:
-        raise SystemExit(f"se-robot bench sample-efficiency: --jobs must be at least 1, got {args.jobs}")
+        raise SystemExit(f"benchmarks sample-efficiency: --jobs must be at least 1, got {args.jobs}")
     for algo in algos:
         budget(args, algo)   # a malformed --steps-for fails before any training
     out = Path(args.out)

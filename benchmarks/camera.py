@@ -1,17 +1,17 @@
-"""`se-robot bench camera`: how old is the frame a control step gets, and how late does it arrive.
+"""``python -m benchmarks camera``: how old is the frame a control step gets, and how late does it arrive.
 
 Without ``--source`` it serves numbered synthetic frames (or rendered twin frames with
 ``--source twin``) from an in-process ``MjpegServer`` at ``--fps`` and reads them back with
 ``OpenCVCamera`` over HTTP on loopback, so it can also report the produce -> grab latency (each
 frame carries its number in a binary stripe). With a real source (``--source 0``, a URL, a file)
-it reports frame age, delivered rate and the wait of ``read_newer_than`` only.
+it reports frame age, delivered rate and the wait of ``read_newer_than`` only, as
+``se-robot doctor --camera SOURCE --timing`` does on a user's rig (both sample with
+``se_robot.hardware.rig_check.sample_frame_timing``).
 """
 
 from __future__ import annotations
 
 import argparse
-
-GROUP = "bench"
 
 _BITS = 16
 _CELL_PX = 8
@@ -87,19 +87,11 @@ def _frame_source(kind: str, width: int, height: int):
     return get_frame, produced, close
 
 
-def _pct(values, q: float) -> float:
-    import numpy as np
-
-    return float(np.percentile(values, q)) * 1e3 if len(values) else float("nan")
-
-
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    import numpy as np
-
     from se_robot.hardware.camera import OpenCVCamera
     from se_robot.hardware.mjpeg_server import MjpegServer
+    from se_robot.hardware.rig_check import percentile_ms as pct
+    from se_robot.hardware.rig_check import sample_frame_timing
 
     server = None
     produced: dict[int, float] = {}
@@ -109,43 +101,32 @@ def run(args: argparse.Namespace) -> int:
         source = server.url
     else:
         source = args.source
+    latencies: list[float] = []
+
+    def on_frame(frame, stamp: float) -> None:
+        """Produce -> grab latency of a numbered frame from the built-in server."""
+        t_prod = produced.get(_read_number(frame)) if produced else None
+        if t_prod is not None and t_prod <= stamp:
+            latencies.append(stamp - t_prod)
+
     try:
         with OpenCVCamera(source, width=args.width, height=args.height,
                           fps=None if server else args.fps) as cam:
-            ages, waits, latencies, stamps = [], [], [], []
-            rng = np.random.default_rng(0)
-            t_end = time.monotonic() + args.seconds
-            last_stamp = -np.inf
-            while time.monotonic() < t_end:
-                # Frame age as a control step sees it: a read at an arbitrary phase of the stream.
-                time.sleep(rng.uniform(0.5, 1.5) / args.control_hz)
-                frame, stamp = cam.read(timeout_s=2.0)
-                ages.append(time.monotonic() - stamp)
-                # What the env's timing policy pays: wait for a frame captured after "now".
-                t_cmd = time.monotonic()
-                frame, stamp = cam.read_newer_than(t_cmd, timeout_s=2.0)
-                waits.append(time.monotonic() - t_cmd)
-                if stamp > last_stamp:
-                    stamps.append(stamp)
-                    last_stamp = stamp
-                if produced:
-                    t_prod = produced.get(_read_number(frame))
-                    if t_prod is not None and t_prod <= stamp:
-                        latencies.append(stamp - t_prod)
+            timing = sample_frame_timing(cam, args.seconds, args.control_hz, on_frame)
             stats = cam.stats()
     finally:
         if server is not None:
             server.stop()
-
+    ages, waits = timing["age_s"], timing["wait_s"]
     print(f"camera bench: source={args.source} ({source}) {args.width}x{args.height} "
           f"stream {args.fps:g} fps, {args.seconds:g} s, {len(ages)} samples at ~{args.control_hz:g} Hz")
     print(f"  frames read by the camera thread: {int(stats['camera/frames_read'])} "
           f"({stats['camera/frames_read'] / args.seconds:.1f} fps), drops {int(stats['camera/drops'])}")
-    print(f"  frame age at read():          p50 {_pct(ages, 50):6.1f} ms  p95 {_pct(ages, 95):6.1f} ms  "
-          f"max {_pct(ages, 100):6.1f} ms")
-    print(f"  wait in read_newer_than(now): p50 {_pct(waits, 50):6.1f} ms  p95 {_pct(waits, 95):6.1f} ms  "
-          f"max {_pct(waits, 100):6.1f} ms")
+    print(f"  frame age at read():          p50 {pct(ages, 50):6.1f} ms  p95 {pct(ages, 95):6.1f} ms  "
+          f"max {pct(ages, 100):6.1f} ms")
+    print(f"  wait in read_newer_than(now): p50 {pct(waits, 50):6.1f} ms  p95 {pct(waits, 95):6.1f} ms  "
+          f"max {pct(waits, 100):6.1f} ms")
     if produced:
-        print(f"  produce -> grab latency:      p50 {_pct(latencies, 50):6.1f} ms  "
-              f"p95 {_pct(latencies, 95):6.1f} ms  max {_pct(latencies, 100):6.1f} ms  (n={len(latencies)})")
+        print(f"  produce -> grab latency:      p50 {pct(latencies, 50):6.1f} ms  "
+              f"p95 {pct(latencies, 95):6.1f} ms  max {pct(latencies, 100):6.1f} ms  (n={len(latencies)})")
     return 0

@@ -1,0 +1,286 @@
+"""``se-robot doctor``: can this machine run the robot? Checks the rig and the software it needs.
+
+Checks, in order: torch and its device; MuJoCo and offscreen rendering (the twin's cameras);
+rclpy, its middleware (RMW) and ROS_DOMAIN_ID; the serial ports the OS sees; with ``--port``, which
+servos answer a ping on that port in each protocol (Feetech and Dynamixel 2.0: ids and model
+numbers) against the arm's description; with ``--camera``, what each camera delivers (size, rate,
+frame age). ``--timing`` adds the time of a control tick on the bus and the frame age a control
+loop sees. Probing only reads, so nothing moves.
+
+Every problem is printed with the command that fixes it. The exit status is 1 when the robot cannot
+run (a FAIL: torch or MuJoCo missing, the port or a camera that was asked for unusable, the arm's
+servos not all answering), 0 otherwise; WARN lines (no ROS, no offscreen rendering, no --port) name
+what will not work without stopping the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+EMULATOR_HINT = "se-robot emulate --link /tmp/so101 --camera-port 8080  for a virtual arm"
+RENDER_PROBE = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
+                "<geom size=\".1\"/></worldbody></mujoco>'); r = mujoco.Renderer(m, 32, 32); r.render(); "
+                "print(mujoco.__version__)")
+ROS_PROBE = ("import sys; from se_robot.nodes.runtime import ensure_ament_prefix; ensure_ament_prefix(); "
+             "import rclpy; from rclpy.context import Context; "
+             "from rclpy.utilities import get_rmw_implementation_identifier as rmw; c = Context(); "
+             "rclpy.init(context=c, domain_id=int(sys.argv[1])); rclpy.try_shutdown(context=c); print(rmw())")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the report: ``level`` is ok, warn or fail; ``fix`` the command that fixes a problem."""
+
+    level: Literal["ok", "warn", "fail"]
+    what: str
+    fix: str = ""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("doctor", help="check serial ports, servos, cameras, rendering, ROS and torch",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", help="serial port of the arm's servo bus (e.g. /dev/ttyACM0): ping its servos")
+    p.add_argument("--arm", default="so101", help="arm name or YAML path: expected ids, protocol, model")
+    p.add_argument("--ids", help="servo ids to ping, e.g. 1-6 or 1,2,7 (default: the arm's)")
+    p.add_argument("--baud", type=int, help="bus baud rate (default: the arm's)")
+    p.add_argument("--camera", action="append", default=[], metavar="SOURCE",
+                   help="a camera to open: device index, /dev/videoN or URL (repeat for several)")
+    p.add_argument("--timing", action="store_true", help="also time bus control ticks and camera frame age")
+    p.add_argument("--ticks", type=int, default=200, help="control ticks to time with --timing")
+    p.add_argument("--seconds", type=float, default=2.0, help="how long to watch each camera")
+    p.add_argument("--control-hz", type=float, default=10.0,
+                   help="the control rate the timing figures are judged against")
+    p.set_defaults(func=run)
+
+
+def parse_ids(text: str) -> list[int]:
+    """``"1-6"``, ``"1,2,7"`` or a mix, as a sorted list of ids."""
+    ids: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        low, _, high = part.partition("-")
+        try:
+            ids.update(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise SystemExit(f"se-robot doctor: --ids {text!r}: expected ids like 1-6 or 1,2,7") from None
+    return sorted(ids)
+
+
+def check_torch() -> list[Finding]:
+    try:
+        import torch
+
+        from se_robot.agents.base import pick_device
+    except ImportError as e:
+        return [Finding("fail", f"torch does not import: {e}", "bash scripts/install.sh  (or pip install torch)")]
+    device = pick_device("auto")
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return [Finding("ok", f"torch {torch.__version__}: device {device}{name}, {torch.get_num_threads()} CPU threads")]
+
+
+def check_mujoco() -> list[Finding]:
+    """Rendering runs in a child process: a broken GL driver can abort the process that tries it."""
+    try:
+        import mujoco
+    except ImportError as e:
+        return [Finding("fail", f"MuJoCo does not import: {e}", "pip install mujoco")]
+    backend = os.environ.get("MUJOCO_GL", "")
+    env = dict(os.environ, MUJOCO_GL=backend or "egl")
+    try:
+        probe = subprocess.run([sys.executable, "-c", RENDER_PROBE], env=env, capture_output=True, text=True,
+                               timeout=120)
+        error = probe.stderr.strip().splitlines()[-1:] if probe.returncode else []
+    except subprocess.TimeoutExpired:
+        error = ["timed out after 120 s"]
+    if error:
+        return [Finding("warn", f"MuJoCo {mujoco.__version__} cannot render offscreen with MUJOCO_GL={env['MUJOCO_GL']}: "
+                                f"{error[0]} (the twin's camera observations need it)",
+                        "sudo apt-get install libegl1 libgl1  and  export MUJOCO_GL=egl  "
+                        "(no GPU driver: MUJOCO_GL=osmesa with libosmesa6)")]
+    unset = "" if backend else " (MUJOCO_GL unset: export MUJOCO_GL=egl, as checked here)"
+    return [Finding("ok", f"MuJoCo {mujoco.__version__} renders offscreen with MUJOCO_GL={env['MUJOCO_GL']}{unset}")]
+
+
+def check_ros() -> list[Finding]:
+    """rclpy starts in a child process: only nodes/ import rclpy, and a broken middleware stays there."""
+    domain_text = os.environ.get("ROS_DOMAIN_ID", "")
+    if domain_text and (not domain_text.isdigit() or int(domain_text) > 232):
+        return [Finding("fail", f"ROS_DOMAIN_ID={domain_text!r} is not a domain id (0-232)",
+                        "export ROS_DOMAIN_ID=0  (the same number on every machine of the robot)")]
+    domain = int(domain_text or 0)
+    try:
+        probe = subprocess.run([sys.executable, "-c", ROS_PROBE, str(domain)], capture_output=True, text=True,
+                               timeout=120)
+    except subprocess.TimeoutExpired:
+        return [Finding("fail", "rclpy did not start within 120 s", "unset RMW_IMPLEMENTATION and try again")]
+    error = probe.stderr.strip().splitlines()[-1:] if probe.returncode else []
+    if error and "ModuleNotFoundError" in error[0]:
+        return [Finding("warn", f"rclpy does not import: {error[0]} (the ROS nodes and --backend ros need it)",
+                        "pip install -e '.[ros]'  (or source /opt/ros/<distro>/setup.bash)")]
+    if error:
+        return [Finding("fail", f"rclpy imports but does not start on ROS_DOMAIN_ID={domain}: {error[0]}",
+                        "unset RMW_IMPLEMENTATION  (or install the middleware it names)")]
+    shown = f"ROS_DOMAIN_ID={domain}" + ("" if domain_text else " (unset: 0)")
+    return [Finding("ok", f"rclpy starts with {probe.stdout.strip()} (RMW_IMPLEMENTATION="
+                          f"{os.environ.get('RMW_IMPLEMENTATION', 'unset')}), {shown}")]
+
+
+def check_serial(args: argparse.Namespace) -> list[Finding]:
+    from se_robot.hardware.rig_check import list_serial_ports
+
+    ports = list_serial_ports()
+    listed = ", ".join(f"{dev} ({desc})" for dev, desc in ports)
+    if ports or args.port:  # a pty (the emulator) is not listed: with --port, an empty list is no problem
+        findings = [Finding("ok", f"serial ports the OS lists: {listed or 'none'}")]
+    else:
+        findings = [Finding("warn", "no serial ports with a device behind them",
+                            "plug in the arm's USB adapter, then: ls /dev/serial/by-id/;  " + EMULATOR_HINT)]
+    if args.port is None:
+        findings.append(Finding("warn", "no --port given: servos not checked",
+                                "se-robot doctor --port " + (ports[0][0] if ports else "/dev/ttyACM0")))
+        return findings
+    return findings + check_servos(args)
+
+
+def check_servos(args: argparse.Namespace) -> list[Finding]:
+    from se_robot.arm import load_arm
+    from se_robot.hardware.registers import get_model
+    from se_robot.hardware.rig_check import PROTOCOLS, scan_bus
+    from se_robot.hardware.transport import PortLostError
+
+    arm = load_arm(args.arm)
+    port = args.port
+    if not os.path.exists(port):
+        return [Finding("fail", f"serial port {port} does not exist",
+                        "ls /dev/serial/by-id/ /dev/ttyACM* /dev/ttyUSB*  and pass one with --port;  "
+                        + EMULATOR_HINT)]
+    if not os.access(port, os.R_OK | os.W_OK):
+        return [Finding("fail", f"no permission to open {port}",
+                        "sudo usermod -aG dialout $USER  (then log out and in)")]
+    ids = parse_ids(args.ids) if args.ids else list(arm.servo_ids)
+    baud = args.baud or arm.bus.baudrate
+    found = {}
+    try:
+        # The arm's own protocol first: a reply in the other one is then a configuration error.
+        for protocol in sorted(PROTOCOLS, key=lambda p: p != arm.bus.protocol):
+            found[protocol] = scan_bus(port, protocol, ids, baud)
+    except PortLostError as e:
+        return [Finding("fail", str(e), "close whatever holds the port (another se-robot, arm_node), "
+                                        "or sudo usermod -aG dialout $USER")]
+    findings = []
+    for protocol, servos in found.items():
+        if servos:
+            listed = ", ".join(f"id {s.servo_id} {s.model_name or 'unknown model'} (model {s.model_number})"
+                               for s in servos)
+            findings.append(Finding("ok", f"{protocol} servos on {port} at {baud} baud: {listed}"))
+    expected_model = get_model(arm.bus.model)
+    own = {s.servo_id: s for s in found[arm.bus.protocol]}
+    other = [p for p in PROTOCOLS if p != arm.bus.protocol and found[p]]
+    arm_file = f"config/arms/{arm.name}.yaml"
+    if not any(found.values()):
+        findings.append(Finding("fail", f"no servo answered on {port} (ids {ids[0]}-{ids[-1]}, feetech and "
+                                        f"dynamixel at {baud} baud)",
+                                f"check the arm's power supply and bus cable; if the baud rate differs: "
+                                f"se-robot doctor --port {port} --baud 57600"))
+        return findings
+    if other and not own:
+        findings.append(Finding("fail", f"the servos answer in {other[0]}, but {arm.name} is configured for "
+                                        f"{arm.bus.protocol}", f"set bus.protocol: {other[0]} in {arm_file}"))
+        return findings
+    missing = [s for s in arm.servo_ids if s in ids and s not in own]
+    if missing:
+        findings.append(Finding("fail", f"servos {', '.join(map(str, missing))} of {arm.name} did not answer "
+                                        f"(answered: {', '.join(map(str, sorted(own))) or 'none'})",
+                                "check the daisy-chain cable after the last servo that answered; "
+                                f"a servo with a wrong id needs its id set (ids are in {arm_file})"))
+    wrong = [s for s in own.values() if s.servo_id in arm.servo_ids and s.model_number != expected_model.model_number]
+    if wrong:
+        findings.append(Finding("warn", f"servos {', '.join(str(s.servo_id) for s in wrong)} report model "
+                                        f"{wrong[0].model_number}, {arm_file} says {expected_model.name} "
+                                        f"({expected_model.model_number})",
+                                f"set bus.model in {arm_file} to the servos' model"))
+    if args.timing and not missing:
+        findings.append(time_bus(arm, port, baud, args))
+    return findings
+
+
+def time_bus(arm, port: str, baud: int, args: argparse.Namespace) -> Finding:
+    import numpy as np
+
+    from se_robot.hardware.registers import get_model
+    from se_robot.hardware.rig_check import time_control_ticks
+    from se_robot.hardware.servo_bus import open_bus
+
+    bus = open_bus(port, arm.bus.protocol, get_model(arm.bus.model), baud)
+    try:
+        ms = time_control_ticks(bus, list(arm.servo_ids), args.ticks) * 1e3
+    finally:
+        bus.transport.close()
+    possible_hz = 1e3 / float(np.median(ms))
+    text = (f"control tick on {port} (sync read + sync write of {arm.n_joints} servos, {args.ticks} ticks): "
+            f"median {np.median(ms):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms -> {possible_hz:.0f} Hz possible; "
+            f"retries {bus.counters.retries}, timeouts {bus.counters.timeouts}")
+    if 1e3 / float(np.percentile(ms, 99)) < args.control_hz:
+        return Finding("warn", text + f" (below --control-hz {args.control_hz:g})",
+                       "raise the bus baud rate (servo Baud_Rate register and bus.baudrate), or a lower control_hz")
+    return Finding("ok", text)
+
+
+def check_camera(source: str, args: argparse.Namespace) -> list[Finding]:
+    from se_robot.hardware.camera import CameraError, OpenCVCamera
+    from se_robot.hardware.rig_check import percentile_ms, probe_camera, sample_frame_timing
+
+    try:
+        probe = probe_camera(source, seconds=args.seconds)
+    except CameraError as e:
+        fix = ("open the URL in a browser to see whether it streams" if "://" in source else
+               "v4l2-ctl --list-devices  (or ls /dev/video*), then --camera with an index or path that exists; "
+               "sudo usermod -aG video $USER when it is a permission problem")
+        return [Finding("fail", f"camera {source}: {e}", fix)]
+    findings = [Finding("ok", f"camera {source}: {probe.width}x{probe.height}, {probe.fps:.1f} fps delivered, "
+                              f"newest frame {probe.frame_age_ms:.0f} ms old")]
+    if probe.fps < args.control_hz:
+        findings.append(Finding("warn", f"camera {source} delivers {probe.fps:.1f} fps, below --control-hz "
+                                        f"{args.control_hz:g}: observations will repeat frames",
+                                "a lower control_hz, a smaller camera size, or MJPG (camera config fourcc: MJPG)"))
+    if args.timing:
+        with OpenCVCamera(source) as cam:
+            timing = sample_frame_timing(cam, args.seconds, args.control_hz)
+        findings.append(Finding("ok", f"camera {source} at {args.control_hz:g} Hz: frame age p50 "
+                                      f"{percentile_ms(timing['age_s'], 50):.1f} ms, p95 "
+                                      f"{percentile_ms(timing['age_s'], 95):.1f} ms; wait for a fresh frame p50 "
+                                      f"{percentile_ms(timing['wait_s'], 50):.1f} ms, p95 "
+                                      f"{percentile_ms(timing['wait_s'], 95):.1f} ms"))
+    return findings
+
+
+LABELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
+
+
+def report(findings: list[Finding]) -> None:
+    """Print each finding as it is known (a slow camera should not hide the lines before it)."""
+    for f in findings:
+        print(f"{LABELS[f.level]:<5} {f.what}", flush=True)
+        if f.fix:
+            print(f"      fix: {f.fix}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    findings: list[Finding] = []
+    checks = [check_torch, check_mujoco, check_ros, lambda: check_serial(args),
+              *[lambda source=source: check_camera(source, args) for source in args.camera]]
+    for check in checks:
+        found = check()
+        report(found)
+        findings += found
+    failures = sum(f.level == "fail" for f in findings)
+    warnings = sum(f.level == "warn" for f in findings)
+    if failures:
+        print(f"doctor: {failures} problem(s), {warnings} warning(s): the robot cannot run until the FAIL lines are fixed")
+        return 1
+    print(f"doctor: no problems ({warnings} warning(s))")
+    return 0

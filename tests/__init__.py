@@ -1,0 +1,1 @@
+"""The test suite; a package so that tests and ``python -m benchmarks`` import ``tests.support``."""
