@@ -82,7 +82,7 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
     save_encoder(KeypointEncoder(3, (32, 32), keypoints=4), tmp_path / "enc.pt", "keypoints", in_channels=3,
                  image_size=(32, 32), keypoints=4)
     params = EnvParams(obs_mode="both", image_size=32, env_backend="sim")
-    cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 replay.frame_stack=2 "
+    cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 "
                                     "action_repeat=1 replay.n_step=1", params, "sac", seed=0)
     obs_space, _ = learning.spaces_for(cfg, params)
     env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
