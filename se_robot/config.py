@@ -306,7 +306,7 @@ def parse_set(pairs: Iterable[str], source: str = "--set") -> dict:
 
 
 def has_key(data: dict, dotted: str) -> bool:
-    """Whether ``data`` sets ``dotted`` (``"replay.frame_stack"``) or a mapping above it to a non-mapping."""
+    """Whether the nested mapping ``data`` holds the dotted key ``dotted`` (``"replay.frame_stack"``)."""
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
