@@ -326,12 +326,16 @@ def reject_replaced(data: dict, replaced: Mapping[str, str], source: str) -> Non
 
 
 def _source_of(key: str, layers: Sequence[Layer]) -> str | None:
-    """The last layer that set ``key`` (or a mapping above it): the one an error should name."""
-    path = key.split("[")[0]
-    parts = path.split(".")
+    """The last layer that set ``key`` (or a non-mapping where a mapping above it belongs): the
+    layer an error about ``key`` should name; None when only the defaults set it."""
+    parts = key.split("[")[0].split(".")
     for source, data in reversed(layers):
-        for depth in range(len(parts), 0, -1):
-            if has_key(data, ".".join(parts[:depth])):
+        node: Any = data
+        for depth, part in enumerate(parts, 1):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+            if depth == len(parts) or not isinstance(node, dict):
                 return source
     return None
 

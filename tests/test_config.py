@@ -210,3 +210,6 @@ def test_errors_name_the_layer_that_set_the_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(path, None, ["replay.capacity=-5"])
     assert (e.value.source, e.value.key) == ("--set", "replay.capacity")
+    with pytest.raises(ConfigError) as e:       # n_step is the defaults' (3): no layer is blamed for it
+        load_config(None, {"algo": "mbpo", "obs_mode": "state"}, ["replay.capacity=500"])
+    assert e.value.key == "replay.n_step" and e.value.source not in ("--set", "<overrides>")
