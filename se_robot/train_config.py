@@ -30,6 +30,8 @@ REPLACED: dict[str, str] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training run: the field defaults are the defaults (a recipe or --set changes some)."""
+
     task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
     algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
     backend: str = option("sim", choices=("sim", "hardware", "ros"),
