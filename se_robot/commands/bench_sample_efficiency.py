@@ -9,8 +9,8 @@ learning-curve PNG and a JSON of every curve.
 
 MBPO's CPU-sized settings (the ``agent`` section of config/recipes/reach_mbpo_quick.yaml, read from
 there; ``--mbpo-set`` adds to them) cut cost against the paper's: a smaller ensemble (3 x 128),
-fewer start states per refit (5000), a gradient-step cap per refit and half the update ratio (10). The rest change what is learnt, each measured on reach (eval
-every 250; steps to 90%):
+fewer start states per refit (5000), a gradient-step cap per refit and half the update ratio (10).
+The rest change what is learnt, each measured on reach (eval every 250; steps to 90%):
 
 - Early, deeper model use. The first model is fitted after 250 real steps (with
   ``--learning-starts 250``), and rollouts grow from 1 to 10 steps over env steps 250-1,500 (the
