@@ -7,10 +7,10 @@ seeds. Every ``--eval-every`` env steps each learner is evaluated greedily on th
 success (median over seeds, with each seed's figure), the ratio to SB3, and wall-clock; writes a
 learning-curve PNG and a JSON of every curve.
 
-MBPO's CPU-sized settings (the ``agent`` section of config/recipes/reach_mbpo_quick.yaml, read from
-there; ``--mbpo-set`` adds to them) cut cost against the paper's: a smaller ensemble (3 x 128),
-fewer start states per refit (5000), a gradient-step cap per refit and half the update ratio (10).
-The rest change what is learnt, each measured on reach (eval every 250; steps to 90%):
+MBPO's CPU-sized settings (listed under ``--mbpo-set``, which adds to them) cut cost against the
+paper's: a smaller ensemble (3 x 128), fewer start states per refit (5000), a gradient-step cap per
+refit and half the update ratio (10). The rest change what is learnt, each measured on reach (eval
+every 250; steps to 90%):
 
 - Early, deeper model use. The first model is fitted after 250 real steps (with
   ``--learning-starts 250``), and rollouts grow from 1 to 10 steps over env steps 250-1,500 (the
@@ -36,8 +36,8 @@ of the first four and not adopted: rollouts every 10 steps (seed 1: 0.7 at 2,250
 refits every 125 steps with the same states per epoch (seeds 0/1/2: 2,000, 0.5 at 2,500, 2,250)
 and 10,000 start states per refit (2,250, 0.8 at 2,500, 2,250).
 
-se_robot's SAC row uses the same critics, learning rates and discount (the recipe's ``agent.sac``), so
-the two rows differ by the model only. MBPO scores rollouts with the task's reward and termination on
+se_robot's SAC row uses the same critics, learning rates and discount (``SAC_CPU``), so the two
+rows differ by the model only. MBPO scores rollouts with the task's reward and termination on
 state vectors (``reward_fn``) instead of a learned reward when action_repeat is 1.
 """
 
