@@ -56,8 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def drq_config(args: argparse.Namespace, demos: str):
-    from se_robot.config import from_dict
-    from se_robot.train import TrainConfig, merge, parse_set
+    from se_robot.train_config import load_config
 
     half = max(1, args.steps // 2)
     data = {
@@ -67,14 +66,14 @@ def drq_config(args: argparse.Namespace, demos: str):
         "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 ** 9,
         "save_replay": False, "log_every": 250, "tensorboard": True, "progress": args.progress,
         "device": "cpu", "threads": 1, "env": {"reward_type": args.reward_type},
-        "replay": {"capacity": args.steps + 1000, "frame_stack": 3, "n_step": 3, "discount": 0.99},
+        "replay": {"capacity": args.steps + 1000, "n_step": 3, "discount": 0.99},
         "agent": {"batch_size": 64, "hidden_dim": 256, "feature_dim": 50, "lr": 3e-4,
                   "num_expl_steps": 500, "update_every_steps": 2, "device": "cpu",
                   "stddev_schedule": f"linear(1.0,0.1,{half})", "demo_fraction": 0.5},
     }
     if args.encoder:
         data["agent"].update({"encoder": "checkpoint", "encoder_checkpoint": args.encoder, "freeze_encoder": True})
-    return from_dict(TrainConfig, merge(data, parse_set(args.set)), "benchmarks drq-demos")
+    return load_config(None, data, args.set, source="benchmarks drq-demos")
 
 
 def record_demos(out: Path, episodes: int, image_size: int, seed: int, reward_type: str) -> Path:

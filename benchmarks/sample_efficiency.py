@@ -8,9 +8,10 @@ follows the same protocol). Prints, per task and algo, the env steps to reach ``
 success (median over seeds, with each seed's figure), the ratio to SB3, and wall-clock; writes a
 learning-curve PNG and a JSON of every curve.
 
-MBPO's settings are CPU-sized (``MBPO_CPU``; ``--mbpo-set`` adds to them) and se_robot's SAC row
-shares MBPO's critics, learning rates and discount (``SAC_CPU``), so the two rows differ by the
-model only. MBPO scores its rollouts with the task's reward and termination on state vectors
+MBPO's settings are the CPU-sized recipe ``config/recipes/reach_mbpo_quick.yaml`` (its ``agent``
+section; ``--mbpo-set`` adds to it) and se_robot's SAC row takes that recipe's ``agent.sac``
+(``--sac-set`` adds to it), so the two rows share critics, learning rates and discount and differ
+by the model only. MBPO scores its rollouts with the task's reward and termination on state vectors
 instead of a learned reward when action_repeat is 1. Why each setting is what it is, with the
 measured figures: docs/benchmarks.md.
 """
@@ -25,11 +26,7 @@ from pathlib import Path
 from benchmarks.common import EvalRow, run_sb3_sac, run_trainer, steps_to
 
 ALGOS = ("mbpo", "sac", "sb3")
-SAC_CPU = ["critic_layer_norm=true", "actor_lr=1e-3", "critic_lr=1e-3"]  # also MBPO's SAC: rows differ by the model only
-MBPO_CPU = ["utd_ratio=10", "rollout_batch_size=5000", "rollout_interval_steps=50", "rollout_schedule=[250,1500,1,10]",
-            "epoch_length_steps=1000", "model.hidden_dim=128", "model.num_layers=3", "model.max_grad_steps=600",
-            "model_min_transitions=250",
-            *(f"sac.{item}" for item in SAC_CPU)]
+RECIPE = "reach_mbpo_quick"   # its agent section: MBPO's settings here; its agent.sac: the SAC row's
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="se_robot agents' discount (real batches and MBPO's rollouts); SB3 keeps 0.99")
     p.add_argument("--action-repeat", type=int, default=1, help="control ticks per agent step")
     p.add_argument("--mbpo-set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"MBPO config overrides on top of the CPU-sized ones {MBPO_CPU}")
+                   help=f"MBPO config overrides on top of the agent section of config/recipes/{RECIPE}.yaml")
     p.add_argument("--sac-set", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"se_robot SAC overrides on top of {SAC_CPU}")
+                   help=f"se_robot SAC overrides on top of agent.sac of config/recipes/{RECIPE}.yaml")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own process (one per core at --threads 1); "
@@ -65,21 +62,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_se_robot(algo: str, task: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[EvalRow]:
-    from se_robot.config import from_dict
-    from se_robot.train import TrainConfig, merge, parse_set
+    from se_robot.config import merge, parse_set
+    from se_robot.train_config import load_config, read_recipe
 
-    agent = (parse_set(MBPO_CPU + args.mbpo_set, "--mbpo-set") if algo == "mbpo"
-             else parse_set(SAC_CPU + args.sac_set, "--sac-set"))
+    recipe = read_recipe(RECIPE)["agent"]
+    agent = (merge(recipe, parse_set(args.mbpo_set, "--mbpo-set")) if algo == "mbpo"
+             else merge(recipe["sac"], parse_set(args.sac_set, "--sac-set")))
     steps = budget(args, algo)
-    cfg = from_dict(TrainConfig, {
+    cfg = load_config(overrides={
         "task": task, "algo": algo, "obs_mode": "state", "frame_stack": 1, "action_repeat": args.action_repeat,
         "steps": steps, "seed": seed, "learning_starts": args.learning_starts, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * steps,
         "keep_checkpoints": 1, "save_replay": False, "log_every": args.eval_every, "tensorboard": False,
         "progress": False, "device": "cpu", "threads": args.threads,
         "stop_at_success": args.threshold if args.stop_when_solved else 0.0,
-        "replay": {"capacity": steps + 1000, "frame_stack": 1, "n_step": 1, "discount": args.discount},
-        "agent": merge({}, agent)}, "bench sample-efficiency")
+        "replay": {"capacity": steps + 1000, "n_step": 1, "discount": args.discount},
+        "agent": agent}, source="benchmarks sample-efficiency")
     return run_trainer(cfg, run_dir)[0]  # the loop gives MBPO the task's reward_fn (state obs, no action repeat)
 
 

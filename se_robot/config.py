@@ -1,8 +1,10 @@
 """Typed configuration loaded from YAML.
 
-Every component has one dataclass whose fields are documented where they are declared. Loading
-validates keys, types and ranges up front so that a typo in a YAML file stops the program with the
-file, the key and what is allowed, before anything moves or trains.
+Every component has one dataclass whose fields are documented where they are declared, and its
+defaults are the defaults: a YAML file or a ``--set`` override is a small diff on top, deep-merged
+by the one rule in :func:`merge` (:func:`resolve` puts the layers together). Loading validates
+keys, types and ranges up front so that a typo in a YAML file stops the program with the file (or
+``--set``), the key and what is allowed, before anything moves or trains.
 
 Field constraints live in ``dataclasses.field(metadata=...)``:
 ``range=(lo, hi)`` (inclusive, either may be None), ``choices=(...)``, ``help="..."``.
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 import os
 import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +33,7 @@ class ConfigError(ValueError):
     def __init__(self, source: str, key: str, message: str):
         self.source = source
         self.key = key
+        self.message = message
         super().__init__(f"{source}: {key}: {message}")
 
 
@@ -230,11 +234,11 @@ def to_dict(obj: Any) -> Any:
 
 
 def load(cls: type[T], path: str | Path, overrides: dict | None = None) -> T:
-    """Load ``cls`` from a YAML file, with optional overrides applied on top."""
-    data = read_yaml(path)
+    """Load ``cls`` from a YAML file, with optional overrides deep-merged on top."""
+    layers = [(str(path), read_yaml(path))]
     if overrides:
-        data = {**data, **overrides}
-    return from_dict(cls, data, str(path))
+        layers.append(("<overrides>", overrides))
+    return resolve(cls, layers)
 
 
 def replace(obj: T, source: str = "<overrides>", **changes: Any) -> T:
@@ -253,3 +257,104 @@ def help_text(cls: type) -> str:
         extra += f" choices={meta['choices']}" if meta.get("choices") else ""
         lines.append(f"  {f.name} = {default!r}{extra}  {meta.get('help', '')}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers: the defaults, then files, then command-line overrides, deep-merged
+# --------------------------------------------------------------------------------------------
+
+Layer = tuple[str, dict]
+"""``(source, mapping)``: where a layer of settings comes from (a file, ``--set``) and what it sets."""
+
+
+def merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``; a mapping in ``top`` changes only the keys it names, at any depth.
+
+    The one merge rule for every layer, so ``--set agent.sac.actor_lr=1e-3`` keeps the rest of a
+    recipe's ``agent.sac``. Neither argument is modified.
+    """
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_set(pairs: Iterable[str], source: str = "--set") -> dict:
+    """``["replay.capacity=1000", "agent.lr=3e-4"]`` -> nested dict; values parsed as YAML."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(source, pair, "expected key=value (e.g. replay.capacity=50000)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(source, key, f"value {text!r} is not valid YAML: {e}") from None
+        if isinstance(value, str):
+            try:      # YAML 1.1 reads 3e-4 (no dot) as a string; a number is what was meant
+                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
+            except ValueError:
+                pass
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(source, key, f"{part} is given a value by another --set; it cannot also have keys")
+        node[parts[-1]] = value
+    return out
+
+
+def has_key(data: dict, dotted: str) -> bool:
+    """Whether the nested mapping ``data`` holds the dotted key ``dotted`` (``"replay.frame_stack"``)."""
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def reject_replaced(data: dict, replaced: Mapping[str, str], source: str) -> None:
+    """Stop on a key that is no longer a setting, saying which key replaces it.
+
+    ``replaced`` maps the old dotted key to the key that now sets its value (with a word on why).
+    """
+    for old, new in replaced.items():
+        if has_key(data, old):
+            raise ConfigError(source, old, f"no longer a setting; use {new}")
+
+
+def _source_of(key: str, layers: Sequence[Layer]) -> str | None:
+    """The last layer that set ``key`` (or a non-mapping where a mapping above it belongs): the
+    layer an error about ``key`` should name; None when only the defaults set it."""
+    parts = key.split("[")[0].split(".")
+    for source, data in reversed(layers):
+        node: Any = data
+        for depth, part in enumerate(parts, 1):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+            if depth == len(parts) or not isinstance(node, dict):
+                return source
+    return None
+
+
+def resolve(cls: type[T], layers: Sequence[Layer], replaced: Mapping[str, str] | None = None) -> T:
+    """``cls``'s defaults with each layer deep-merged on top, in order, then validated.
+
+    A wrong key or value is reported with the layer that set it (the file's path, ``--set``, ...);
+    a key in ``replaced`` stops with the key that replaces it (:func:`reject_replaced`).
+    """
+    data: dict = {}
+    for source, layer in layers:
+        reject_replaced(layer, replaced or {}, source)
+        data = merge(data, layer)
+    fallback = layers[-1][0] if layers else "<defaults>"
+    try:
+        return from_dict(cls, data, fallback)
+    except ConfigError as e:
+        source = _source_of(e.key, layers)
+        if source is None or source == e.source:
+            raise
+        raise ConfigError(source, e.key, e.message) from None

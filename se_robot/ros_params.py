@@ -276,7 +276,7 @@ class LearnerParams:
     mode: str = option("local", help="local: act and learn here; split: learn from actor_node",
                        choices=("local", "split"))
     algo: str = option("sac", help="agent (any --algo of se-robot train)")
-    train_config: str = option("", help="training YAML (empty: config/train.yaml)")
+    train_config: str = option("", help="training recipe, a name in config/recipes/ or a YAML path (empty: the defaults)")
     train_overrides: str = option("", help="space-separated key=value overrides of the training "
                                   "config, as se-robot train --set (e.g. 'replay.capacity=50000')")
     learning_starts: int = option(1000, help="transitions before the first update", range=(1, 10**9))
@@ -295,7 +295,7 @@ class ActorParams:
     """actor_node: runs the policy on the robot computer and ships transitions to the learner."""
 
     algo: str = option("sac", help="agent (must match the learner's)")
-    train_config: str = option("", help="training YAML (empty: config/train.yaml); frame stack and "
+    train_config: str = option("", help="training recipe, as the learner's (empty: the defaults); frame stack and "
                                "action repeat must match the learner's")
     train_overrides: str = option("", help="space-separated key=value overrides, as the learner's")
     episodes: int = option(0, help="episodes to run; 0: until shut down", range=(0, 10**7))

@@ -15,7 +15,6 @@ import dataclasses
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,110 +23,11 @@ import torch
 import yaml
 
 from se_robot import checkpoint
-from se_robot.agents.replay import ReplayBuffer, ReplayConfig
-from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml, to_dict
+from se_robot.agents.replay import ReplayBuffer
+from se_robot.config import ConfigError, merge, to_dict
+from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
-ALGOS = ("drqv2", "sac", "mbpo")
 EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same start states every evaluation
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
-    algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
-    backend: str = option("sim", choices=("sim", "hardware", "ros"),
-                          help="sim: the MuJoCo twin; hardware: SerialArm + camera; ros: arm_node/sim_node topics")
-    obs_mode: str = option("pixels", choices=("pixels", "state", "both"), help="what the agent observes")
-    image_size: int = option(84, range=(16, 512), help="square camera image side (px)")
-    frame_stack: int = option(3, range=(1, 16), help="frames per observation (assembled by replay at sampling)")
-    action_repeat: int = option(2, range=(1, 16), help="env control ticks per agent action")
-    steps: int = option(100_000, range=(1, None), help="agent steps (env steps after action repeat) to train")
-    seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
-    learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
-    demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
-    encoder: str = option("", help="frozen pixel encoder file (se-robot pretrain-encoder) whose features sac "
-                                   "and mbpo learn from on pixels ('' : none; drqv2 sets its own in agent)")
-    eval_every: int = option(5000, range=(1, None), help="agent steps between evaluations")
-    eval_episodes: int = option(10, range=(1, None), help="episodes per evaluation")
-    eval_video: bool = option(True, help="write the first episode of each evaluation as mp4")
-    stop_at_success: float = option(0.0, range=(0.0, 1.0),
-                                    help="end training at the first evaluation with success >= this (0: never)")
-    checkpoint_every: int = option(10_000, range=(1, None), help="agent steps between checkpoints (at episode ends)")
-    keep_checkpoints: int = option(3, range=(1, None), help="newest checkpoints kept")
-    save_replay: bool = option(True, help="store the replay buffer in checkpoints (needed for exact resume)")
-    log_every: int = option(1000, range=(1, None), help="agent steps between training-metric rows")
-    tensorboard: bool = option(True, help="write TensorBoard events under <run>/tb")
-    progress: bool = option(True, help="tqdm progress bar")
-    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
-    threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
-    env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
-    teleop: str = option("", choices=("", "keyboard", "gamepad", "spacemouse", "leader"),
-                         help="attach a teleop device that can take over ('' : none); its steps also go to the demo buffer")
-    teleop_device: str = option("", help="evdev node, leader-arm port or tty of the teleop device ('' : default)")
-    intervention_demo_capacity: int = option(50_000, range=(16, None), help="demo slots for interventions when no --demos")
-    replay: ReplayConfig = option(default_factory=ReplayConfig, help="replay buffer (see agents/replay.py)")
-    agent: dict = option(default_factory=dict, help="the algo's own config (validated by the agent)")
-
-    def __post_init__(self) -> None:
-        if self.replay.frame_stack != self.frame_stack:
-            raise ConfigError("<train config>", "replay.frame_stack",
-                              f"{self.replay.frame_stack} differs from frame_stack {self.frame_stack}; set both")
-        if self.algo == "mbpo" and self.replay.n_step != 1:
-            raise ConfigError("<train config>", "replay.n_step",
-                              f"MBPO learns one-step dynamics and needs replay.n_step=1, got {self.replay.n_step}")
-        sac = self.agent.get("sac")
-        gamma = sac.get("gamma") if isinstance(sac, dict) else None
-        if self.algo == "mbpo" and gamma is not None and gamma != self.replay.discount:
-            raise ConfigError("<train config>", "agent.sac.gamma",
-                              f"{gamma} differs from replay.discount {self.replay.discount}: real and model "
-                              "transitions must share one discount; set replay.discount only")
-        if self.encoder and self.algo == "drqv2":
-            raise ConfigError("<train config>", "encoder", "drqv2 takes a pretrained encoder in its agent config: "
-                              "agent.encoder=checkpoint, agent.encoder_checkpoint=FILE, agent.freeze_encoder=true")
-        if self.encoder and self.obs_mode == "state":
-            raise ConfigError("<train config>", "encoder", "a pixel encoder needs obs_mode pixels or both, got state")
-        if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
-            raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
-                              f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "
-                              "or use obs_mode state")
-
-
-def parse_set(pairs: list[str], source: str = "--set") -> dict:
-    """``["replay.capacity=1000", "agent.lr=3e-4"]`` -> nested dict; values parsed as YAML."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(source, pair, "expected key=value (e.g. replay.capacity=50000)")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(source, key, f"value {text!r} is not valid YAML: {e}") from None
-        if isinstance(value, str):
-            try:      # YAML 1.1 reads 3e-4 (no dot) as a string; a number is what was meant
-                value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
-            except ValueError:
-                pass
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """config/train.yaml (or ``path``) with overrides on top, validated; errors name file and key."""
-    path = Path(path) if path else config_path("train.yaml")
-    data = merge(read_yaml(path), overrides or {})
-    return from_dict(TrainConfig, data, str(path))
 
 
 def make_envs(cfg: TrainConfig):

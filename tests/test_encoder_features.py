@@ -61,7 +61,7 @@ def test_features_are_the_encoder_on_every_stacked_frame_then_the_state(encoder_
 BASE = {"task": "reach", "obs_mode": "pixels", "image_size": SIZE, "frame_stack": 2, "action_repeat": 1,
         "steps": 80, "seed": 2, "learning_starts": 40, "eval_every": 80, "eval_episodes": 1, "eval_video": False,
         "checkpoint_every": 80, "tensorboard": False, "progress": False, "device": "cpu", "threads": 1,
-        "replay": {"capacity": 500, "frame_stack": 2, "n_step": 1, "discount": 0.99}}
+        "replay": {"capacity": 500, "n_step": 1, "discount": 0.99}}
 TINY_MBPO = {"utd_ratio": 1, "model_min_transitions": 40, "model_train_interval_steps": 40, "rollout_batch_size": 32,
              "rollout_schedule": [0, 100, 1, 2],
              "model": {"ensemble_size": 3, "num_elites": 2, "hidden_dim": 16, "num_layers": 2, "max_grad_steps": 20},
@@ -106,7 +106,7 @@ def test_demos_reach_the_agent_as_the_features_it_sees_live(encoder_file, tmp_pa
                     log=lambda s: None)   # seed 1: a 4-step episode
     env.close()
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        **BASE, "obs_mode": "both", "frame_stack": 3, "replay": {**BASE["replay"], "frame_stack": 3},
+        **BASE, "obs_mode": "both", "frame_stack": 3,
         "algo": "sac", "encoder": str(encoder_file), "demos": str(tmp_path / "demos"),
         "steps": 60, "learning_starts": 30, "agent": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}))
     trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")

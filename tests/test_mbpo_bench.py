@@ -98,35 +98,8 @@ def test_the_loop_gives_mbpo_the_task_reward(tmp_path):
     from se_robot.train import build_trainer, load_config
 
     base = {"task": "reach", "algo": "mbpo", "obs_mode": "state", "frame_stack": 1, "action_repeat": 1,
-            "tensorboard": False, "progress": False, "replay": {"capacity": 100, "frame_stack": 1, "n_step": 1}}
+            "tensorboard": False, "progress": False, "replay": {"capacity": 100, "n_step": 1}}
     trainer = build_trainer(load_config(None, base), tmp_path / "a")
     assert trainer.agent.reward_fn is not None
     trainer = build_trainer(load_config(None, {**base, "action_repeat": 2}), tmp_path / "b")
     assert trainer.agent.reward_fn is None  # a repeated action's reward is a sum: learned instead
-
-
-def test_model_rollouts_discount_like_the_replay(tmp_path):
-    from se_robot.config import ConfigError
-    from se_robot.train import build_trainer, load_config
-
-    base = {"task": "reach", "algo": "mbpo", "obs_mode": "state", "frame_stack": 1, "tensorboard": False,
-            "progress": False, "replay": {"capacity": 100, "frame_stack": 1, "n_step": 1, "discount": 0.9}}
-    trainer = build_trainer(load_config(None, base), tmp_path / "a")
-    assert trainer.agent.cfg.sac.gamma == 0.9
-    with pytest.raises(ConfigError, match="agent.sac.gamma.*differs from replay.discount 0.9"):
-        load_config(None, {**base, "agent": {"sac": {"gamma": 0.99}}})
-    assert load_config(None, {**base, "agent": {"sac": {"gamma": 0.9}}}).replay.discount == 0.9
-
-
-def test_quick_config_trains_the_bench_recipe():
-    """The README quotes the bench's figures for config/train_quick.yaml: the agent settings must match."""
-    from pathlib import Path
-
-    from se_robot.agents.mbpo import MBPOConfig
-    from benchmarks.sample_efficiency import MBPO_CPU
-    from se_robot.config import from_dict, read_yaml
-    from se_robot.train import parse_set
-
-    quick = read_yaml(Path(__file__).resolve().parents[1] / "config" / "train_quick.yaml")
-    assert from_dict(MBPOConfig, quick["agent"], "train_quick.yaml") == from_dict(MBPOConfig, parse_set(MBPO_CPU), "bench")
-    assert (quick["algo"], quick["obs_mode"], quick["action_repeat"]) == ("mbpo", "state", 1)

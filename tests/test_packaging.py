@@ -30,6 +30,7 @@ def test_wheel_carries_share_files_and_the_ament_marker(wheel):
     data = "se_robot-0.1.0.data/data/"
     for rel in ["share/se_robot/package.xml", "share/se_robot/sim/scene.xml", "share/se_robot/sim/so101.xml",
                 "share/se_robot/config/arms/so101.yaml", "share/se_robot/config/tasks/push.yaml",
+                "share/se_robot/config/recipes/reach_mbpo_quick.yaml",
                 "share/se_robot/launch/robot.launch.py", "share/ament_index/resource_index/packages/se_robot"]:
         assert data + rel in names, rel
     # Research benchmarks and test support run from a source checkout; they are not the product.

@@ -70,12 +70,11 @@ def test_cli_rejects_too_few_frames(tmp_path):
 
 
 def test_the_pixels_recipe_trains_on_a_frozen_pretrained_encoder(tmp_path):
-    """config/train_pixels.yaml as the README uses it (short): features cached, encoder untouched."""
-    from se_robot.config import config_path
+    """The reach_drqv2_pixels recipe as the README uses it (short): features cached, encoder untouched."""
     from se_robot.train import build_trainer, load_config
 
     path = save_pretrained(KeypointEncoder(3, (64, 64), keypoints=8), tmp_path / "enc.pt", 64, 8)
-    cfg = load_config(config_path("train_pixels.yaml"), {
+    cfg = load_config("reach_drqv2_pixels", {
         "steps": 30, "learning_starts": 20, "eval_every": 30, "eval_episodes": 1, "eval_video": False,
         "progress": False, "tensorboard": False, "checkpoint_every": 1000,
         "agent": {"encoder_checkpoint": str(path), "batch_size": 8, "hidden_dim": 16}})

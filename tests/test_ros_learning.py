@@ -82,7 +82,7 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
     save_encoder(KeypointEncoder(3, (32, 32), keypoints=4), tmp_path / "enc.pt", "keypoints", in_channels=3,
                  image_size=(32, 32), keypoints=4)
     params = EnvParams(obs_mode="both", image_size=32, env_backend="sim")
-    cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 replay.frame_stack=2 "
+    cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 "
                                     "action_repeat=1 replay.n_step=1", params, "sac", seed=0)
     obs_space, _ = learning.spaces_for(cfg, params)
     env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
@@ -92,3 +92,16 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
         assert obs["features"].shape[0] == 2 * 8 + 16   # 2 frames x 4 keypoints x (x, y), then proprioception
     finally:
         env.close()
+
+
+def test_a_learner_parameter_is_the_one_knob_for_its_training_key():
+    """total_steps sets the learner's steps; train_overrides may not set steps as a second knob."""
+    from se_robot.config import ConfigError
+    from se_robot.nodes import learning
+    from se_robot.ros_params import EnvParams
+
+    params = EnvParams(obs_mode="state", env_backend="sim")
+    cfg = learning.train_config("", "replay.capacity=500", params, "sac", seed=0, extra={"steps": 300})
+    assert (cfg.steps, cfg.replay.capacity, cfg.frame_stack, cfg.replay.frame_stack) == (300, 500, 1, 1)
+    with pytest.raises(ConfigError, match="train_overrides: steps: set by a node parameter"):
+        learning.train_config("", "steps=50", params, "sac", seed=0, extra={"steps": 300})

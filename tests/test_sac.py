@@ -10,7 +10,7 @@ from gymnasium import spaces
 from se_robot.agents.base import Agent
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.agents.sac import SACAgent, SACConfig, create
-from se_robot.config import ConfigError, config_path, load
+from se_robot.config import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,8 +39,8 @@ def small_cfg(**kw) -> SACConfig:
     return SACConfig(**base)
 
 
-def test_shipped_config_loads():
-    cfg = load(SACConfig, config_path("agents", "sac.yaml"))
+def test_default_config():
+    cfg = SACConfig()
     assert cfg.utd_ratio == 1 and cfg.target_entropy is None
 
 

@@ -30,7 +30,7 @@ TINY = {
     "action_repeat": 2, "steps": 100, "seed": 3, "learning_starts": 20, "eval_every": 50,
     "eval_episodes": 1, "eval_video": False, "checkpoint_every": 25, "keep_checkpoints": 2,
     "log_every": 10, "tensorboard": False, "progress": False, "device": "cpu", "threads": 1,
-    "replay": {"capacity": 500, "frame_stack": 2, "n_step": 3, "discount": 0.99},
+    "replay": {"capacity": 500, "n_step": 3, "discount": 0.99},
     "agent": {"batch_size": 16, "hidden_dim": 32, "feature_dim": 16, "num_expl_steps": 20,
               "update_every_steps": 2, "stddev_schedule": "linear(1.0,0.1,1000)"},
 }
@@ -176,7 +176,8 @@ def test_cli_rejects_bad_flags_before_starting(tmp_path, capsys):
     cases = [(["--set", "replay.capacity=-5"], "replay.capacity"),
              (["--algo", "ppo"], "algo"),
              (["--set", "agent_lr=1"], "agent_lr"),
-             (["--set", "frame_stack=4"], "replay.frame_stack"),
+             (["--set", "replay.frame_stack=4"], "use frame_stack"),
+             (["--config", "no_such_recipe"], "reach_mbpo_quick"),
              (["--algo", "mbpo"], "replay.n_step"),
              (["--set", "nonsense"], "key=value"),
              (["--demos", str(tmp_path)], "dataset.json"),
@@ -229,7 +230,7 @@ def test_demos_and_frozen_encoder_feature_cache(tmp_path):
 def test_set_parsing_and_bench_table():
     from benchmarks.common import steps_to
     from benchmarks.drq_demos import format_table
-    from se_robot.train import parse_set
+    from se_robot.config import parse_set
 
     assert parse_set(["agent.lr=3e-4", "replay.capacity=50", "demos=", "agent.stddev_schedule=linear(1,0.1,5)"]) == {
         "agent": {"lr": 3e-4, "stddev_schedule": "linear(1,0.1,5)"}, "replay": {"capacity": 50}, "demos": None}
@@ -249,7 +250,7 @@ def test_state_runs_film_the_scene_camera(tmp_path):
     cfg = load_config(None, {"task": "reach", "algo": "sac", "obs_mode": "state", "steps": 20,
                              "learning_starts": 10, "eval_every": 20, "eval_episodes": 1, "eval_video": True,
                              "tensorboard": False, "progress": False, "frame_stack": 1, "action_repeat": 1,
-                             "replay": {"capacity": 100, "frame_stack": 1, "n_step": 1},
+                             "replay": {"capacity": 100, "n_step": 1},
                              "agent": {"batch_size": 8, "min_replay": 8, "hidden_dim": 16}})
     trainer = build_trainer(cfg, tmp_path)
     trainer.train()
@@ -267,7 +268,7 @@ def test_stop_at_success_ends_the_run_at_the_first_solved_evaluation(tmp_path):
                              "learning_starts": 10, "eval_every": 40, "eval_episodes": 1, "eval_video": False,
                              "tensorboard": False, "progress": False, "frame_stack": 1, "action_repeat": 1,
                              "stop_at_success": 0.9, "save_replay": False,
-                             "replay": {"capacity": 300, "frame_stack": 1, "n_step": 1},
+                             "replay": {"capacity": 300, "n_step": 1},
                              "agent": {"batch_size": 8, "min_replay": 8, "hidden_dim": 16}})
     trainer = build_trainer(cfg, tmp_path)
     scores = iter([0.0, 0.5, 0.8, 0.9, 1.0, 1.0])
@@ -296,7 +297,7 @@ def test_evaluation_does_not_perturb_training(tmp_path):
     """Benchmarks compare runs evaluated at different intervals: evaluating must leave the training
     stream (env episodes, model fits, rollouts, SAC updates) bit-for-bit unchanged."""
     base = {**TINY_SAC, "algo": "mbpo", "steps": 120, "learning_starts": 30, "frame_stack": 1,
-            "replay": {"capacity": 500, "frame_stack": 1, "n_step": 1, "discount": 0.99},
+            "replay": {"capacity": 500, "n_step": 1, "discount": 0.99},
             "agent": {"utd_ratio": 2, "model_min_transitions": 40, "model_train_interval_steps": 40,
                       "rollout_batch_size": 32, "rollout_schedule": [0, 100, 1, 3],
                       "model": {"ensemble_size": 3, "num_elites": 2, "hidden_dim": 16, "num_layers": 2,
@@ -314,3 +315,12 @@ def test_evaluation_does_not_perturb_training(tmp_path):
     assert _rows(tmp_path / "run20", "train"), "episodes were logged"
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_model_rollouts_discount_like_the_replay(tmp_path):
+    """MBPO's rollout discount is derived from replay.discount: the agent the loop builds uses it."""
+    base = {"task": "reach", "algo": "mbpo", "obs_mode": "state", "frame_stack": 1, "tensorboard": False,
+            "progress": False, "replay": {"capacity": 100, "n_step": 1, "discount": 0.9}}
+    trainer = build_trainer(load_config(None, base), tmp_path / "a")
+    assert trainer.agent.cfg.sac.gamma == 0.9
+    trainer.logger.close()

@@ -21,7 +21,7 @@ def test_keyboard_takeover_feeds_both_buffers(tmp_path):
             "task": "reach", "algo": "sac", "obs_mode": "state", "steps": 60, "learning_starts": 20,
             "eval_every": 60, "eval_episodes": 1, "eval_video": False, "checkpoint_every": 1000,
             "tensorboard": False, "progress": False, "log_every": 10, "frame_stack": 1, "action_repeat": 1,
-            "replay": {"capacity": 1000, "frame_stack": 1, "n_step": 1},
+            "replay": {"capacity": 1000, "n_step": 1},
             "agent": {"batch_size": 16, "min_replay": 16, "hidden_dim": 32},
             "teleop": "keyboard", "teleop_device": os.ttyname(slave),
         })

@@ -11,8 +11,7 @@ demo and online data, critic LayerNorm, an N-critic ensemble with a random M-sub
 whose per-frame features the replay caches, and proprioceptive state appended to the features.
 
 Defaults are the paper's (table 1); the demo knobs default to "off" or to the value that changes
-nothing, so the defaults train exactly the published agent. ``config/agents/drqv2.yaml`` spells the
-same values out. The discount and n-step horizon are not agent settings: the replay buffer builds
+nothing, so the defaults train exactly the published agent. The discount and n-step horizon are not agent settings: the replay buffer builds
 n-step targets and returns ``discount = gamma^n`` (0 after termination), so they live in
 ``ReplayConfig``.
 """
@@ -24,7 +23,6 @@ import copy
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -35,7 +33,7 @@ from se_robot.agents.augment import draw_shifts, shift_images, shift_images_gath
 from se_robot.agents.base import pick_device
 from se_robot.agents.encoders import make_pixel_encoder
 from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
-from se_robot.config import config_path, from_dict, load, option, to_dict
+from se_robot.config import from_dict, option, to_dict
 
 __all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target", "parse_schedule"]
 
@@ -88,11 +86,6 @@ class DrQV2Config:
         if self.encoder == "checkpoint" and not self.encoder_checkpoint:
             raise ValueError("encoder=checkpoint needs encoder_checkpoint (a path)")
         parse_schedule(self.stddev_schedule)
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "DrQV2Config":
-        """From ``path`` (default: the packaged config/agents/drqv2.yaml), validated."""
-        return load(cls, path or config_path("agents", "drqv2.yaml"), overrides)
 
 
 _NUM = r"\s*([-+0-9.eE]+)\s*"

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
-    from se_robot.config import ConfigError, from_dict, read_yaml
-    from se_robot.train import TrainConfig, Trainer, make_envs, seed_everything
+    from se_robot.config import ConfigError
+    from se_robot.train import Trainer, make_envs, seed_everything
+    from se_robot.train_config import load_config
 
     if args.episodes < 1:
         raise ConfigError("--episodes", str(args.episodes), "must be >= 1")
@@ -28,11 +29,10 @@ def run(args: argparse.Namespace) -> int:
         ckpt = checkpoint.resolve(args.checkpoint)
     except FileNotFoundError as e:
         raise ConfigError("--checkpoint", args.checkpoint, str(e)) from None
-    data = read_yaml(ckpt / "config.yaml")
-    data.update(eval_episodes=args.episodes, eval_video=bool(args.video), progress=False)
+    overrides = {"eval_episodes": args.episodes, "eval_video": bool(args.video), "progress": False}
     if args.seed is not None:
-        data["seed"] = args.seed
-    cfg = from_dict(TrainConfig, data, str(ckpt / "config.yaml"))
+        overrides["seed"] = args.seed
+    cfg = load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line")
     saved = checkpoint.load(ckpt)
 
     from se_robot.agents.registry import make_agent

@@ -9,7 +9,8 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train an agent (DrQ-v2, SAC, MBPO) on a task",
-                              description="Train an agent; every option also lives in config/train.yaml.")
+                              description="Train an agent. The defaults are TrainConfig's (se_robot/train_config.py); a "
+                              "recipe (--config), these options and --set change them, in that order.")
     p.add_argument("--task", help="reach | push | lift")
     p.add_argument("--algo", help="drqv2 | sac | mbpo")
     p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
@@ -27,36 +28,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue exactly")
     p.add_argument("--seed", type=int)
-    p.add_argument("--config", metavar="FILE", help="training YAML (default config/train.yaml)")
+    p.add_argument("--config", metavar="RECIPE", help="a recipe: a name in config/recipes/ (e.g. reach_mbpo_quick) "
+                   "or a YAML path; it sets only what differs from the defaults")
     p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, nested with dots: --set replay.capacity=50000")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+#: Options that are config keys of the same name (the rest steer the command itself).
+CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "backend", "seed", "teleop",
+                  "teleop_device")
+
+
 def resolve_config(args: argparse.Namespace):
     """The validated TrainConfig and the run directory, before anything is built."""
     from se_robot import checkpoint
-    from se_robot.config import ConfigError, from_dict
-    from se_robot.train import TrainConfig, load_config, merge, parse_set
+    from se_robot.config import ConfigError
+    from se_robot.train_config import load_config
 
-    keys = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "backend", "seed", "teleop",
-            "teleop_device")
-    overrides = {k: getattr(args, k) for k in keys
-                 if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
-    overrides = merge(overrides, parse_set(args.set))
     if args.resume:
+        if args.config:
+            raise ConfigError("--config", args.config, "a resumed run keeps its own config; change keys with --set")
         try:
             ckpt = checkpoint.resolve(args.resume)
         except FileNotFoundError as e:
             raise ConfigError("--resume", args.resume, str(e)) from None
-        from se_robot.config import read_yaml
-        cfg = from_dict(TrainConfig, merge(read_yaml(ckpt / "config.yaml"), overrides), str(ckpt / "config.yaml"))
+        cfg = load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line")
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, args.set, source="command line")
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
     run_dir = Path(args.out) if args.out else Path("runs") / (

@@ -162,15 +162,23 @@ def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, acti
 
 def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: str, seed: int,
                  extra: dict[str, Any] | None = None) -> Any:
-    """The TrainConfig both sides build identically from their parameters."""
-    from se_robot.train import load_config, merge, parse_set
+    """The TrainConfig both sides build identically from their parameters.
 
-    overrides = parse_set(overrides_text.split(), "train_overrides") if overrides_text.strip() else {}
+    ``extra`` holds keys the node's own parameters set (the learner's total_steps as ``steps``, ...):
+    train_overrides may not set them too, or the node and the loop would each follow another value.
+    """
+    from se_robot.config import ConfigError, parse_set
+    from se_robot.train_config import load_config
+
+    pairs = overrides_text.split()
+    taken = sorted(set(extra or {}) & set(parse_set(pairs, "train_overrides")))
+    if taken:
+        raise ConfigError("train_overrides", taken[0], "set by a node parameter; set that parameter instead")
     base = {"algo": algo, "task": env.task, "obs_mode": env.obs_mode, "image_size": env.image_size,
             "seed": seed, "progress": False, **(extra or {})}
     if env.obs_mode == "state":
-        base.update(frame_stack=1, replay={"frame_stack": 1})
-    return load_config(config_path or None, merge(base, overrides))
+        base.update(frame_stack=1)
+    return load_config(config_path or None, base, pairs, source="node parameters", set_source="train_overrides")
 
 
 def spaces_for(cfg: Any, env: EnvParams) -> tuple[Any, Any]:

@@ -1,0 +1,138 @@
+"""What ``se-robot train`` runs: :class:`TrainConfig`, whose defaults are the defaults, and its one loader.
+
+Where a value comes from, lowest first: the dataclass defaults below; a resumed run's saved
+``config.yaml``; a recipe (``config/recipes/<name>.yaml``, a small diff over the defaults); the
+command line's options; ``--set``. :func:`load_config` alone puts these layers together, with the
+deep merge of ``se_robot.config``. Values that follow from another setting are derived here, once,
+and have no key of their own (:data:`REPLACED` says which key sets each of them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from se_robot.agents.replay import ReplayConfig
+from se_robot.config import ConfigError, Layer, merge, named_config, option, parse_set, read_yaml, resolve
+
+ALGOS = ("drqv2", "sac", "mbpo")
+
+#: Keys that are no longer settings -> the key that sets their value now. Any layer naming one stops.
+REPLACED: dict[str, str] = {
+    "replay.frame_stack": "frame_stack (the replay stacks as many frames as the env observes)",
+    "agent.sac.gamma": "replay.discount (MBPO's model rollouts discount like the real batches)",
+    "agent.gamma": "replay.discount (the replay builds every discounted target)",
+    "total_steps": "steps",
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the field defaults are the defaults (a recipe or --set changes some)."""
+
+    task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
+    algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
+    backend: str = option("sim", choices=("sim", "hardware", "ros"),
+                          help="sim: the MuJoCo twin; hardware: SerialArm + camera; ros: arm_node/sim_node topics")
+    obs_mode: str = option("pixels", choices=("pixels", "state", "both"), help="what the agent observes")
+    image_size: int = option(84, range=(16, 512), help="square camera image side (px)")
+    frame_stack: int = option(3, range=(1, 16), help="frames per observation: the env's and the replay's "
+                                                     "(replay.frame_stack is derived from it)")
+    action_repeat: int = option(2, range=(1, 16), help="env control ticks per agent action")
+    steps: int = option(100_000, range=(1, None), help="agent steps (env steps after action repeat) to train, "
+                                                      "in total (also when resuming)")
+    seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
+    learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
+    demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
+    encoder: str = option("", help="frozen pixel encoder file (se-robot pretrain-encoder) whose features sac "
+                                   "and mbpo learn from on pixels ('' : none; drqv2 sets its own in agent)")
+    eval_every: int = option(5000, range=(1, None), help="agent steps between evaluations")
+    eval_episodes: int = option(10, range=(1, None), help="episodes per evaluation")
+    eval_video: bool = option(True, help="write the first episode of each evaluation as mp4")
+    stop_at_success: float = option(0.0, range=(0.0, 1.0),
+                                    help="end training at the first evaluation with success >= this (0: never)")
+    checkpoint_every: int = option(10_000, range=(1, None), help="agent steps between checkpoints (at episode ends)")
+    keep_checkpoints: int = option(3, range=(1, None), help="newest checkpoints kept")
+    save_replay: bool = option(True, help="store the replay buffer in checkpoints (needed for exact resume)")
+    log_every: int = option(1000, range=(1, None), help="agent steps between training-metric rows")
+    tensorboard: bool = option(True, help="write TensorBoard events under <run>/tb")
+    progress: bool = option(True, help="tqdm progress bar")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
+    threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
+    env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
+    teleop: str = option("", choices=("", "keyboard", "gamepad", "spacemouse", "leader"),
+                         help="attach a teleop device that can take over ('' : none); its steps also go to the demo buffer")
+    teleop_device: str = option("", help="evdev node, leader-arm port or tty of the teleop device ('' : default)")
+    intervention_demo_capacity: int = option(50_000, range=(16, None), help="demo slots for interventions when no --demos")
+    replay: ReplayConfig = option(default_factory=ReplayConfig,
+                                  help="replay buffer (agents/replay.py); its frame_stack follows frame_stack")
+    agent: dict = option(default_factory=dict, help="the algo's own config (validated by the agent); "
+                                                    "for mbpo, sac.gamma follows replay.discount")
+
+    def __post_init__(self) -> None:
+        # Derived once, here, so every consumer (the loop, the ROS learner, a saved config.yaml)
+        # sees the one value: the replay stacks the env's frames, MBPO's rollouts use the replay's discount.
+        object.__setattr__(self, "replay", dataclasses.replace(self.replay, frame_stack=self.frame_stack))
+        if self.algo == "mbpo" and isinstance(self.agent.get("sac", {}), dict):
+            object.__setattr__(self, "agent", merge(self.agent, {"sac": {"gamma": self.replay.discount}}))
+        if self.algo == "mbpo" and self.replay.n_step != 1:
+            raise ConfigError("<train config>", "replay.n_step",
+                              f"MBPO learns one-step dynamics and needs replay.n_step=1, got {self.replay.n_step}")
+        if self.encoder and self.algo == "drqv2":
+            raise ConfigError("<train config>", "encoder", "drqv2 takes a pretrained encoder in its agent config: "
+                              "agent.encoder=checkpoint, agent.encoder_checkpoint=FILE, agent.freeze_encoder=true")
+        if self.encoder and self.obs_mode == "state":
+            raise ConfigError("<train config>", "encoder", "a pixel encoder needs obs_mode pixels or both, got state")
+        if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
+            raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
+                              f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "
+                              "or use obs_mode state")
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """``config/recipes/<name>.yaml`` for a bare name (an unknown one lists the recipes), else the path."""
+    return named_config("recipes", name_or_path)
+
+
+def read_recipe(name_or_path: str | Path) -> dict:
+    """A recipe's settings as written: a diff over the :class:`TrainConfig` defaults."""
+    return read_yaml(recipe_path(name_or_path))
+
+
+def load_config(recipe: str | Path | None = None, overrides: dict | None = None, set_pairs: Sequence[str] = (),
+                *, saved: str | Path | None = None, source: str = "<overrides>",
+                set_source: str = "--set") -> TrainConfig:
+    """The validated config: defaults, ``saved``, ``recipe``, ``overrides`` (named ``source`` in
+    errors), then ``set_pairs`` (``key=value``, named ``set_source``), each deep-merged on the last.
+
+    ``saved`` is a run's own ``config.yaml`` (resume): the derived values it records are dropped
+    and derived again, so a changed ``frame_stack`` or ``replay.discount`` carries through.
+    """
+    layers: list[Layer] = []
+    if saved is not None:
+        data = read_yaml(saved)
+        for derived in REPLACED:
+            data = _without(data, derived)
+        layers.append((str(saved), data))
+    if recipe:
+        path = recipe_path(recipe)
+        layers.append((str(path), read_yaml(path)))
+    if overrides:
+        layers.append((source, overrides))
+    if set_pairs:
+        layers.append((set_source, parse_set(set_pairs, set_source)))
+    return resolve(TrainConfig, layers, REPLACED)
+
+
+def _without(data: dict, dotted: str) -> dict:
+    """``data`` less the key ``dotted`` (a copy along its path; absent keys are fine)."""
+    head, _, rest = dotted.partition(".")
+    if head not in data:
+        return data
+    if not rest:
+        return {k: v for k, v in data.items() if k != head}
+    if not isinstance(data[head], dict):
+        return data
+    return {**data, head: _without(data[head], rest)}
