@@ -102,7 +102,7 @@ def test_torque_on_holds_present_position_first(kinematics):
 @pytest.mark.parametrize("protocol", ["feetech", "dynamixel"])
 @pytest.mark.parametrize("kind", ["corrupt", "truncate", "garbage", "wrong_id", "drop"])
 def test_bad_bytes_are_detected_counted_and_retried(protocol, kind, kinematics):
-    with VirtualArm(ARMS[protocol]) as virtual, _robot(virtual, kinematics) as robot:
+    with VirtualArm(ARMS[protocol]) as virtual, _robot(virtual, kinematics, retries=4) as robot:
         virtual.emulator.inject(kind)
         state = robot.read_state()
         assert np.allclose(state.positions, ARM.home, atol=0.01)
@@ -110,7 +110,9 @@ def test_bad_bytes_are_detected_counted_and_retried(protocol, kind, kinematics):
         if kind == "garbage":
             assert c.garbage_bytes >= 4 and c.retries == 0
         else:
-            assert c.retries == 1
+            # One retry recovers; on a loaded machine the emulator's late replies to the failed
+            # attempt can outlast the bus's quiet wait and cost another, never a failure.
+            assert 1 <= c.retries <= robot.bus.retries and c.failures == 0
             # a truncated reply runs into the next servo's reply: a checksum or id mismatch, or a timeout
             assert {"corrupt": c.corrupt_packets, "truncate": c.timeouts + c.corrupt_packets + c.wrong_id_packets,
                     "wrong_id": c.wrong_id_packets, "drop": c.timeouts + c.wrong_id_packets}[kind] >= 1
