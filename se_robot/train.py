@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from se_robot import checkpoint
+from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer, ReplayConfig
 from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml, to_dict
 
@@ -148,14 +149,6 @@ def make_envs(cfg: TrainConfig):
     return env, make_env(cfg.task, **kwargs)
 
 
-def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:
-    """Env observations as a dict (a bare array is pixels if it is a uint8 image, else state)."""
-    if isinstance(obs, dict):
-        return {k: np.asarray(v) for k, v in obs.items()}
-    obs = np.asarray(obs)
-    return {"pixels" if obs.dtype == np.uint8 and obs.ndim == 3 else "state": obs}
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -233,11 +226,9 @@ class Trainer:
         render = getattr(self.eval_env, "render", None)
         if getattr(self.eval_env, "render_mode", None) == "rgb_array" and render is not None:
             return np.asarray(render())
-        pixels = as_obs_dict(obs).get("pixels")
-        if pixels is None:
+        if PIXELS not in obs:
             return None
-        from se_robot.agents.replay import to_chw_frame
-        return to_chw_frame(pixels).transpose(1, 2, 0)
+        return newest_frame(obs[PIXELS]).transpose(1, 2, 0)   # the agent's view: newest frame of its stack
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
         import imageio.v2 as imageio
@@ -254,7 +245,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _reset(self) -> Any:
         obs, _ = self.env.reset(seed=self.cfg.seed + self.episode)
-        self.replay.add_first(as_obs_dict(obs))
+        self.replay.add_first(obs)
         return obs
 
     def train(self, stop_at: int | None = None) -> dict[str, float]:
@@ -279,7 +270,7 @@ class Trainer:
             obs, reward, terminated, truncated, info = self.env.step(action)
             # With a teleop device attached, what the arm did may be the operator's action.
             executed = info.get("executed_action", action)
-            self.replay.add(executed, float(reward), as_obs_dict(obs), terminated, truncated)
+            self.replay.add(executed, float(reward), obs, terminated, truncated)
             self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
             self.step += 1
             ep_return += float(reward)
@@ -331,9 +322,9 @@ class Trainer:
             return
         if info["intervention"]:
             if not self._in_takeover:
-                self.demos.add_first(as_obs_dict(prev_obs))  # closes the previous takeover as truncated
+                self.demos.add_first(prev_obs)  # closes the previous takeover as truncated
                 self._in_takeover = True
-            self.demos.add(action, reward, as_obs_dict(obs), terminated, truncated)
+            self.demos.add(action, reward, obs, terminated, truncated)
             self._in_takeover = not (terminated or truncated)
         else:
             self._in_takeover = False
@@ -351,18 +342,11 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- assembly
-def obs_keys_of(space: Any) -> tuple[str, ...]:
-    spaces = getattr(space, "spaces", None)
-    if spaces is not None:
-        return tuple(spaces)
-    return ("pixels",) if len(space.shape) == 3 else ("state",)
-
-
 def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | None = None,
                   envs: tuple[Any, Any] | None = None) -> Trainer:
     """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint."""
     from se_robot.agents.registry import make_agent
-    from se_robot.agents.replay import load_demos
+    from se_robot.data.demos import dataset_slots, load_demos
     from se_robot.logger import Logger
 
     run_dir = Path(run_dir)
@@ -375,7 +359,6 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
         agent_dict = merge(agent_dict, {"sac": {"gamma": cfg.replay.discount}})
     agent = make_agent(cfg.algo, env.observation_space, env.action_space, agent_dict, cfg.device, cfg.seed)
-    keys = obs_keys_of(env.observation_space)
     ckpt_dir = saved["path"] if saved else None
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
         replay = ReplayBuffer.load(ckpt_dir / "replay")
@@ -385,14 +368,15 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if ckpt_dir is not None and (ckpt_dir / "demos").is_dir():
         demos = ReplayBuffer.load(ckpt_dir / "demos")
     elif cfg.demos:
-        demo_cap = _dataset_steps(Path(cfg.demos)) + 16
+        demo_cap = dataset_slots(cfg.demos) + 16
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
         # behind a frozen encoder the agent learns on features: demo frames go through it once, here
         from se_robot.envs.encoder_features import EncoderFeatures
 
         encoded = env if isinstance(env, EncoderFeatures) else None
-        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else keys, image_size=cfg.image_size,
-                   action_repeat=cfg.action_repeat, episode_fn=encoded.encode_episode if encoded else None)
+        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else tuple(env.observation_space.spaces),
+                   image_size=cfg.image_size, action_repeat=cfg.action_repeat,
+                   episode_fn=encoded.encode_episode if encoded else None)
     if demos is not None and demos.transitions:
         _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
     if cfg.teleop:
@@ -432,25 +416,12 @@ def attach_teleop(env: Any, cfg: TrainConfig) -> Any:
     return InterventionWrapper(env, device)
 
 
-def _dataset_steps(directory: Path) -> int:
-    """Slots a demo buffer needs: T+1 per episode (read from the arrays' headers only)."""
-    total = 0
-    for path in sorted(directory.glob("episode_*.npz")):
-        with np.load(path) as ep:
-            total += len(ep["action"]) + 1
-    if total == 0:
-        raise ConfigError("demos", str(directory), "no episode_*.npz files in the demo dataset")
-    return total
-
-
 def _check_demo_shapes(demos: ReplayBuffer, space: Any, source: str) -> None:
     """Demos recorded with another obs mode or camera size fail here, not at the first update."""
-    from se_robot.agents.replay import to_chw_frame
-
-    sample = as_obs_dict(space.sample())
-    for key, value in sample.items():
+    for key, sub in space.spaces.items():
         stored = demos._arrays.get(key)
-        want = to_chw_frame(value).shape if value.dtype == np.uint8 and value.ndim == 3 else value.shape
+        # the replay keeps one (3, H, W) frame of each (3k, H, W) pixel stack
+        want = (3, *sub.shape[1:]) if key == PIXELS else tuple(sub.shape)
         if stored is None or stored.shape[1:] != want:
             have = None if stored is None else stored.shape[1:]
             raise ConfigError(source, key, f"demo observations have shape {have}, the env gives {want} "
