@@ -48,7 +48,8 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     ``se_robot.nodes.ros_robot.make_ros_robot``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``.
 
     Wrappers: ``ActionRepeat`` when ``action_repeat > 1``; ``PixelFrameStack(frame_stack)``
-    whenever the observation has pixels (so agents always see channel-first stacks);
+    whenever the observation has pixels (so agents always see channel-first stacks), except with
+    ``frame_stack=0``: the env's own H x W x 3 frames, which is what recorded episodes store;
     ``encoder``: a frozen pixel encoder file whose features replace the stack
     (``se_robot.envs.encoder_features``), run on ``encoder_device``.
     """
@@ -80,7 +81,9 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
         raise ValueError(f"unknown backend {backend!r}; allowed: sim, hardware, ros")
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
-    if "pixels" in env.observation_space.spaces:
+    if frame_stack < 0:
+        raise ValueError(f"frame_stack must be >= 0 (0: no stacking, raw frames), got {frame_stack}")
+    if frame_stack > 0 and "pixels" in env.observation_space.spaces:
         env = PixelFrameStack(env, frame_stack)
     if encoder:
         from se_robot.envs.encoder_features import wrap_with_encoder

@@ -28,7 +28,8 @@ backend (the registered ids get it from ``gym.make``, the others from ``make_arm
 
 ``info`` carries ``is_success``, the command's safety clip (``safety/clipped``, ``safety/held``,
 ``safety/reasons``), ``timing/overrun``, ``timing/late_s``, ``timing/overruns`` (episode count),
-``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` and ``detector/cube_visible``,
+``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (when a camera was read) and
+``detector/cube_visible``,
 ``detector/target_visible``, ``detector/cube_held``.
 """
 
@@ -241,7 +242,7 @@ class ArmEnv(gym.Env):
     def _info(self, s: TaskState, cmd: SafeCommand | None, late_s: float, stale: bool) -> dict[str, Any]:
         det = self._seen
         frame = self._frames.get(self.cfg.camera if self.cfg.obs_mode != "state" else "scene")
-        return {
+        info = {
             "is_success": bool(self.task.success(s)),
             "safety/clipped": bool(cmd.clipped) if cmd else False,
             "safety/held": bool(cmd.held) if cmd else False,
@@ -251,11 +252,13 @@ class ArmEnv(gym.Env):
             "timing/overruns": self.counters["overruns"],
             "camera/stale": bool(stale),
             "camera/stale_frames": self.counters["stale_frames"],
-            "camera/frame_age_s": self.robot.now() - frame.stamp_s if frame is not None else float("nan"),
             "detector/cube_visible": bool(det is not None and det.cube is not None),
             "detector/target_visible": bool(det is not None and det.target is not None),
             "detector/cube_held": self._cube_held,
         }
+        if frame is not None:  # absent rather than NaN: NaN != NaN breaks determinism checks
+            info["camera/frame_age_s"] = self.robot.now() - frame.stamp_s
+        return info
 
     @property
     def commanded_joints(self) -> np.ndarray:
