@@ -183,12 +183,12 @@ class MBPOAgent:
 
     @property
     def scores_task(self) -> bool:
-        """Whether the learning vector is exactly proprioception then task features (``state``, ``task``),
-        the layout a task reward function reads; with encoder features the reward is learned."""
-        return self.obs_keys == ("state", "task")
+        """Whether the learning vector is the env's own (``state`` then ``task``), the layout a task
+        reward function reads; behind a frozen encoder (``features``) the reward is learned."""
+        return "features" not in self.obs_keys
 
     def set_reward_fn(self, reward_fn: RewardFn | None) -> None:
-        """The task's reward/termination on (state, task) vectors (ignored for any other layout)."""
+        """The task's reward/termination on (state, task) vectors (ignored on encoder features)."""
         self.reward_fn = reward_fn if self.scores_task else None
 
     def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
