@@ -409,6 +409,8 @@ def _open_npz(path: Path) -> Iterator[Any]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             yield npz
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(path, "<file>", "does not exist") from None
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
