@@ -53,8 +53,11 @@ class TwinRobot:
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:
-        """Nothing to open: the model is built with the robot. Re-opens after ``close``."""
+        """The model is built with the robot; the first connect puts the arm at home and the
+        objects where a fixed seed draws them, so a node that never resets still shows a scene."""
         self._closed = False
+        if self.counters["resets"] == 0:
+            self.reset_scene(np.random.default_rng(0))
 
     def close(self) -> None:
         """Frees the renderers; EGL ties them to the thread that made them, so call it from there."""
