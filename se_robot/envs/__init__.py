@@ -66,16 +66,18 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
         env = gym.make(SIM_IDS[task], arm=arm, **env_opts)
     elif backend == "hardware":
         from se_robot.envs.arm_env import make_arm_env
+        from se_robot.envs.detector import make_detector
         from se_robot.hardware.serial_robot import make_serial_robot
 
         robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
-        if env_opts.get("detector") is None and camera_yaml is not None:
-            env_opts["detector"] = _detector_of(camera_yaml)
+        env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
         env = make_arm_env(robot, task, **env_opts)
     elif backend == "ros":
         from se_robot.envs.arm_env import make_arm_env
         from se_robot.nodes.ros_robot import make_ros_robot
 
+        # the one image topic answers to the camera name the env reads its pixels from
+        robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
         env = make_arm_env(make_ros_robot(arm, **robot_opts), task, **env_opts)
     else:
         raise ValueError(f"unknown backend {backend!r}; allowed: sim, hardware, ros")
@@ -92,10 +94,3 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     if seed is not None:
         env.action_space.seed(seed)
     return env
-
-
-def _detector_of(camera_yaml: str) -> Any:
-    """The detector in the scene camera's YAML, or None when it has no ``detector`` section."""
-    from se_robot.envs.detector import make_detector
-
-    return make_detector(None, camera_yaml)

@@ -28,9 +28,8 @@ backend (the registered ids get it from ``gym.make``, the others from ``make_arm
 
 ``info`` carries ``is_success``, the command's safety clip (``safety/clipped``, ``safety/held``,
 ``safety/reasons``), ``timing/overrun``, ``timing/late_s``, ``timing/overruns`` (episode count),
-``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (when a camera was read) and
-``detector/cube_visible``,
-``detector/target_visible``, ``detector/cube_held``.
+``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (only when a camera was read)
+and ``detector/cube_visible``, ``detector/target_visible``, ``detector/cube_held``.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ def make_serial_robot(arm: str | ArmDescription = "so101", port: str = "/dev/tty
     overrides the scene camera's source), and the scene camera's YAML path (where its detector
     calibration lives; None when the camera was given as an object or not at all)."""
     cameras = {"scene": make_camera(scene_camera, camera_source), "wrist": make_camera(wrist_camera)}
-    scene_yaml = None if scene_camera is None or isinstance(scene_camera, OpenCVCamera) else camera_yaml_path(scene_camera)
+    named = scene_camera is not None and not isinstance(scene_camera, OpenCVCamera)
+    scene_yaml = camera_yaml_path(scene_camera) if named else None
     robot = SerialRobot(arm, port, calibration, cameras=cameras, control_hz=control_hz, watchdog=watchdog,
                         **serial_options)
     return robot, scene_yaml
