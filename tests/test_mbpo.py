@@ -212,7 +212,7 @@ def test_resume_from_state_dict_is_exact(interval):
         agent.update(replay_a, None, step)
     buf.seek(0)
     resumed = create(OBS, ACT, small_cfg(rollout_interval_steps=interval), "cpu", seed=99)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     for step in steps:
         resumed.update(replay_b, None, step)
     obs = split(np.ones(3, np.float32))

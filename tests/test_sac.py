@@ -117,7 +117,7 @@ def test_resume_from_state_dict_is_exact(layer_norm):
 
     buf.seek(0)
     resumed = create(OBS, ACT, small_cfg(utd_ratio=2, critic_layer_norm=layer_norm), seed=123)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     for step in range(5, 10):
         resumed.update(replay_b, None, step)
     np.testing.assert_array_equal(action_a, resumed.act({"state": np.ones(3, np.float32)}, 10, False))
