@@ -87,15 +87,19 @@ def test_make_env_stacks_whenever_there_are_pixels_and_frame_stack_0_keeps_raw_f
     np.testing.assert_array_equal(obs_s["state"], obs_r["state"])
 
 
-def test_flatten_obs_concatenates_state_then_task():
+def test_flatten_obs_concatenates_state_then_task_as_the_vector_learners_do():
+    from se_robot.agents.obs import vector_obs
     from se_robot.envs.wrappers import FlattenObs
 
+    dict_env = make_env("push", obs_mode="state")
     env = FlattenObs(make_env("push", obs_mode="state"))
     obs, _ = env.reset(seed=0)
+    dict_obs, _ = dict_env.reset(seed=0)
     base = env.unwrapped
     assert env.observation_space.shape == (2 * base.arm.n_joints + 4 + len(base.task.feature_names),)
     assert env.observation_space.contains(obs)
     np.testing.assert_allclose(obs[-5:], base.task.features(base.object_state()), atol=1e-6)
+    np.testing.assert_array_equal(obs, vector_obs(dict_obs))  # one layout for SB3 and our learners
     with pytest.raises(ValueError, match="vector observations only"):
         FlattenObs(make_env("push", obs_mode="both", image_size=32))
 
