@@ -2,6 +2,8 @@
 
 ``Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)`` follows tdmpc2's shape; the
 agent is a plain object (``se_robot.agents.base.Agent``) that samples from the buffers itself.
+Observations are dicts with the keys of ``se_robot.agents.obs``; the loop hands them to the agent
+and the replay as the env gives them, never reshaping or guessing a layout.
 
 Resume is exact: periodic checkpoints are taken at the first episode boundary at or after each
 multiple of ``checkpoint_every``, and every training episode is reset with seed ``seed + episode``,
@@ -173,12 +175,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
-        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
+        env_rng = self.env.unwrapped.np_random
         return {"step": self.step, "episode": self.episode, "next_checkpoint": self.next_checkpoint,
                 "last_eval": self.last_eval, "train_seconds": self.train_seconds, "mid_episode": mid_episode,
                 "interventions": self.interventions,
                 "rng": checkpoint.rng_state(),
-                "env_rng": env_rng.bit_generator.state if env_rng is not None else None}
+                "env_rng": env_rng.bit_generator.state}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.episode = int(state["step"]), int(state["episode"])
@@ -186,9 +188,7 @@ class Trainer:
         self.last_eval, self.train_seconds = dict(state["last_eval"]), float(state["train_seconds"])
         self.interventions = int(state.get("interventions", 0))
         checkpoint.set_rng_state(state["rng"])
-        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
-        if state.get("env_rng") is not None and env_rng is not None:
-            env_rng.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
+        self.env.unwrapped.np_random.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
 
     def save_checkpoint(self, mid_episode: bool = False) -> Path:
         buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
@@ -222,10 +222,9 @@ class Trainer:
         return {"eval/success": float(np.mean(successes)), "eval/return": float(np.mean(returns)),
                 "eval/episode_length": float(np.mean(lengths))}
 
-    def _frame(self, obs: Any) -> np.ndarray | None:
-        render = getattr(self.eval_env, "render", None)
-        if getattr(self.eval_env, "render_mode", None) == "rgb_array" and render is not None:
-            return np.asarray(render())
+    def _frame(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        if self.eval_env.render_mode == "rgb_array":
+            return np.asarray(self.eval_env.render())
         if PIXELS not in obs:
             return None
         return newest_frame(obs[PIXELS]).transpose(1, 2, 0)   # the agent's view: newest frame of its stack
@@ -237,13 +236,13 @@ class Trainer:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp.mp4")
         # macro_block_size=1: small robot images (84x84) are not multiples of 16.
-        fps = getattr(self.eval_env, "metadata", {}).get("render_fps") or \
+        fps = self.eval_env.metadata.get("render_fps") or \
             float(self.cfg.env.get("control_hz", 10)) / self.cfg.action_repeat
         imageio.mimsave(tmp, frames, fps=max(1.0, float(fps)), macro_block_size=1)
         os.replace(tmp, out)
 
     # ------------------------------------------------------------------ the loop
-    def _reset(self) -> Any:
+    def _reset(self) -> dict[str, np.ndarray]:
         obs, _ = self.env.reset(seed=self.cfg.seed + self.episode)
         self.replay.add_first(obs)
         return obs
@@ -315,8 +314,8 @@ class Trainer:
             self.save_checkpoint()
         return self.last_eval
 
-    def _record_intervention(self, info: dict, prev_obs: Any, action: Any, reward: float, obs: Any,
-                             terminated: bool, truncated: bool) -> None:
+    def _record_intervention(self, info: dict, prev_obs: dict[str, np.ndarray], action: np.ndarray, reward: float,
+                             obs: dict[str, np.ndarray], terminated: bool, truncated: bool) -> None:
         """Operator steps go to the demo buffer too (HIL-SERL): each takeover is one demo episode."""
         if "intervention" not in info or self.demos is None:
             return
