@@ -108,7 +108,7 @@ def test_reward_train_cli_and_wrapper_on_the_twin(tmp_path, capsys):
     assert {"heldout@0.5", "heldout@threshold", "threshold", "sim"} <= set(metrics)
     assert 0.0 <= metrics["sim"]["all_steps"]["fpr"] <= 1.0
 
-    env = LearnedRewardWrapper(make_env("push", obs_mode="both", image_size=32, frame_stack=3), out,
+    env = LearnedRewardWrapper(make_env("push", obs_mode="both", image_size=32, frame_stack=3), load_reward_model(out),
                                terminate_on_success=False)
     obs, info = env.reset(seed=0)
     assert obs["pixels"].shape == (9, 32, 32) and info["is_success"] is False

@@ -13,8 +13,7 @@ frame stack (3k, H, W) and the classifier sees its newest frame, H x W x 3 as it
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -25,10 +24,19 @@ def _newest_rgb(stack: np.ndarray) -> np.ndarray:
     return np.transpose(stack[-3:], (1, 2, 0))
 
 
+class SuccessClassifier(Protocol):
+    """What the wrapper needs of ``se_robot.data.reward_model.RewardModel`` (load it with
+    ``load_reward_model``): a default threshold and P(success) for one H x W x 3 frame."""
+
+    threshold: float
+
+    def probability(self, frame: np.ndarray) -> float: ...
+
+
 class LearnedRewardWrapper(gym.Wrapper):
     """Reward = ``success_reward`` when the classifier says success, else ``failure_reward``."""
 
-    def __init__(self, env: gym.Env, model: Any, threshold: float | None = None, *, pixels_key: str = "pixels",
+    def __init__(self, env: gym.Env, model: SuccessClassifier, threshold: float | None = None, *, pixels_key: str = "pixels",
                  consecutive: int = 1, terminate_on_success: bool = True, success_reward: float = 1.0,
                  failure_reward: float = 0.0):
         super().__init__(env)
@@ -36,10 +44,6 @@ class LearnedRewardWrapper(gym.Wrapper):
         if pixels is None or len(pixels.shape) != 3 or pixels.shape[0] % 3:
             raise ValueError(f"LearnedRewardWrapper needs a channel-first frame stack (3k, H, W) in "
                              f"obs[{pixels_key!r}] (wrap after PixelFrameStack), got {env.observation_space}")
-        if isinstance(model, (str, Path)):
-            from se_robot.data.reward_model import load_reward_model
-
-            model = load_reward_model(model)
         self.model = model
         self.threshold = float(threshold if threshold is not None else model.threshold)
         self.pixels_key = pixels_key
