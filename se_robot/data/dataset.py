@@ -60,12 +60,12 @@ class DatasetInfo:
         return float(np.mean(self.successes)) if self.successes else float("nan")
 
     @classmethod
-    def from_dir(cls, directory: str | Path, validate: bool = True) -> "DatasetInfo":
+    def from_dir(cls, directory: str | Path) -> "DatasetInfo":
         directory = Path(directory)
         meta = read_dataset_meta(directory)
         lengths, successes, interventions, keys, size = [], [], 0, {}, 0
         for path in episode_paths(directory):
-            ep = load_episode(path, validate=validate)
+            ep = load_episode(path)
             size += path.stat().st_size
             lengths.append(ep.length)
             successes.append(ep.success)

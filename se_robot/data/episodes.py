@@ -426,19 +426,12 @@ def _member(npz: Any, path: Path, key: str) -> np.ndarray:
         raise DatasetError(path, key, f"holds a pickled object, which episodes never do ({e})") from None
 
 
-def load_episode(path: str | Path, validate: bool = True) -> Episode:
-    """Load every array of one episode file; a damaged or malformed file raises DatasetError."""
+def load_episode(path: str | Path) -> Episode:
+    """Load and validate every array of one episode file; anything malformed raises DatasetError."""
     path = Path(path)
     with _open_npz(path) as npz:
         arrays = {k: _member(npz, path, k) for k in npz.files}
-    if validate:
-        success, metadata = validate_arrays(arrays, path)
-    else:
-        success = bool(arrays.get("success", False))
-        try:
-            metadata = json.loads(str(arrays.get("metadata", "{}")))
-        except json.JSONDecodeError:
-            metadata = {}
+    success, metadata = validate_arrays(arrays, path)
     return Episode(path=path, arrays=arrays, success=success, metadata=metadata)
 
 
@@ -476,7 +469,7 @@ def stray_temp_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
 
 
-def iter_episodes(directory: str | Path, validate: bool = True) -> Iterator[Episode]:
-    """Yield every episode of a dataset in index order, loading one at a time."""
+def iter_episodes(directory: str | Path) -> Iterator[Episode]:
+    """Yield every episode of a dataset in index order, loading (and validating) one at a time."""
     for path in episode_paths(directory):
-        yield load_episode(path, validate=validate)
+        yield load_episode(path)
