@@ -43,7 +43,9 @@ def _fsync_tree(root: Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """The global RNGs the loop and the agents draw from."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    legacy = np.random.get_state(legacy=False)   # plain containers, so checkpoints load with weights_only
+    legacy["state"]["key"] = legacy["state"]["key"].tolist()
+    return {"python": random.getstate(), "numpy": legacy,
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
@@ -111,7 +113,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     """Agent state, trainer state and config of a checkpoint (or of the newest one in a run dir)."""
     ckpt = resolve(path)
     config = yaml.safe_load((ckpt / "config.yaml").read_text())
-    # Our own files: they hold optimizer states and numpy RNG tuples, which weights_only rejects.
-    agent = torch.load(ckpt / "agent.pt", map_location=map_location, weights_only=False)
-    trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
+    # Tensors and plain containers only (no pickled objects): a checkpoint file cannot run code.
+    agent = torch.load(ckpt / "agent.pt", map_location=map_location, weights_only=True)
+    trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
     return {"path": ckpt, "agent": agent, "trainer": trainer, "config": config}

@@ -48,14 +48,15 @@ class PretrainReport:
 def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene", seed: int = 0,
                    near_target: float = 0.3, log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``frames`` rendered views (N, 3, H, W) uint8 with their labels (N, len(LABELS)) float32."""
-    import gymnasium
+    from se_robot.arm import load_arm
+    from se_robot.sim.kinematics import Kinematics
+    from se_robot.sim.twin import ArmTwin
+    from se_robot.tasks import load_task
 
-    import se_robot.envs  # noqa: F401
-
-    env = gymnasium.make(f"se_robot/Sim{task.capitalize()}-v0", obs_mode="pixels", image_size=image_size,
-                         camera=camera)
-    base = env.unwrapped
-    twin, kin, arm = base.twin, base.kin, base.arm
+    # No env: each frame poses the twin directly (arm by IK, objects from the task), which no
+    # policy could do through actions; the images are the twin's, as the env would render them.
+    arm, task_def = load_arm("so101"), load_task(task)
+    twin, kin = ArmTwin(arm, task_def), Kinematics(arm)
     rng = np.random.default_rng(seed)
     images = np.empty((frames, 3, image_size, image_size), np.uint8)
     labels = np.empty((frames, len(LABELS)), np.float32)
@@ -64,7 +65,7 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
     start = time.perf_counter()
     try:
         for i in range(frames):
-            sample = base.task.sample_reset(rng)
+            sample = task_def.sample_reset(rng)
             if rng.random() < near_target:
                 ee = np.clip(sample.target_pos + rng.normal(0.0, 0.02, 3), lo, hi)
             else:
@@ -79,7 +80,7 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
             if log and (i + 1) % 5000 == 0:
                 log(f"rendered {i + 1}/{frames} frames ({time.perf_counter() - start:.0f} s)")
     finally:
-        env.close()
+        twin.close()
     return images, labels
 
 

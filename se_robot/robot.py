@@ -149,3 +149,35 @@ class ControlClock:
         time.sleep(self.next_tick - now)
         self.next_tick += self.period_s
         return 0.0
+
+
+def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: float, where: str = "") -> None:
+    """Command ``arm.home`` every control period until every joint is within ``tolerance_rad``.
+
+    Written once for every backend that homes by sending targets (the twin, the serial arm): the
+    safety filter inside ``robot.send`` limits each step, so homing moves no faster than a policy
+    may. Pacing is the robot's: a real arm waits on a :class:`ControlClock`, a simulated one lets
+    ``period_s`` of physics pass. Raises :class:`HomingError` naming every joint still off home
+    (position, home, error) when ``timeout_s`` of the robot's clock runs out, and at once when the
+    e-stop holds the arm (homing cannot succeed until a person resets it).
+    """
+    home = robot.arm.home
+    clock = ControlClock(period_s) if robot.realtime else None
+    deadline = robot.now() + timeout_s
+    while True:
+        q = robot.read().positions
+        err = np.abs(q - home)
+        if np.all(err <= tolerance_rad):
+            return
+        if robot.now() > deadline:
+            far = [f"{name} at {q[i]:+.3f} rad (home {home[i]:+.3f}, off by {err[i]:.3f})"
+                   for i, name in enumerate(robot.arm.joint_names) if err[i] > tolerance_rad]
+            raise HomingError(f"reset: arm{where} did not reach home within {timeout_s:.1f} s "
+                              f"(tolerance {tolerance_rad} rad): " + "; ".join(far))
+        cmd = robot.send(home)
+        if cmd.held and "estop" in cmd.reasons:
+            raise HomingError(f"reset: e-stop latched ({robot.estop.reason}); reset it before homing")
+        if clock is not None:
+            clock.wait()
+        else:
+            robot.advance(period_s)

@@ -2,6 +2,8 @@
 
 ``Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)`` follows tdmpc2's shape; the
 agent is a plain object (``se_robot.agents.base.Agent``) that samples from the buffers itself.
+Observations are dicts with the keys of ``se_robot.agents.obs``; the loop hands them to the agent
+and the replay as the env gives them, never reshaping or guessing a layout.
 
 Resume is exact: periodic checkpoints are taken at the first episode boundary at or after each
 multiple of ``checkpoint_every``, and every training episode is reset with seed ``seed + episode``,
@@ -23,6 +25,7 @@ import torch
 import yaml
 
 from se_robot import checkpoint
+from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
@@ -46,14 +49,6 @@ def make_envs(cfg: TrainConfig):
     if cfg.eval_video:  # film the scene camera, whatever the agent observes
         kwargs.update(render_mode="rgb_array", render_size=256)
     return env, make_env(cfg.task, **kwargs)
-
-
-def as_obs_dict(obs: Any) -> dict[str, np.ndarray]:
-    """Env observations as a dict (a bare array is pixels if it is a uint8 image, else state)."""
-    if isinstance(obs, dict):
-        return {k: np.asarray(v) for k, v in obs.items()}
-    obs = np.asarray(obs)
-    return {"pixels" if obs.dtype == np.uint8 and obs.ndim == 3 else "state": obs}
 
 
 def seed_everything(seed: int) -> None:
@@ -80,12 +75,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
-        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
+        env_rng = self.env.unwrapped.np_random
         return {"step": self.step, "episode": self.episode, "next_checkpoint": self.next_checkpoint,
                 "last_eval": self.last_eval, "train_seconds": self.train_seconds, "mid_episode": mid_episode,
                 "interventions": self.interventions,
                 "rng": checkpoint.rng_state(),
-                "env_rng": env_rng.bit_generator.state if env_rng is not None else None}
+                "env_rng": env_rng.bit_generator.state}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.episode = int(state["step"]), int(state["episode"])
@@ -93,9 +88,7 @@ class Trainer:
         self.last_eval, self.train_seconds = dict(state["last_eval"]), float(state["train_seconds"])
         self.interventions = int(state.get("interventions", 0))
         checkpoint.set_rng_state(state["rng"])
-        env_rng = getattr(getattr(self.env, "unwrapped", self.env), "np_random", None)
-        if state.get("env_rng") is not None and env_rng is not None:
-            env_rng.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
+        self.env.unwrapped.np_random.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
 
     def save_checkpoint(self, mid_episode: bool = False) -> Path:
         buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
@@ -129,15 +122,12 @@ class Trainer:
         return {"eval/success": float(np.mean(successes)), "eval/return": float(np.mean(returns)),
                 "eval/episode_length": float(np.mean(lengths))}
 
-    def _frame(self, obs: Any) -> np.ndarray | None:
-        render = getattr(self.eval_env, "render", None)
-        if getattr(self.eval_env, "render_mode", None) == "rgb_array" and render is not None:
-            return np.asarray(render())
-        pixels = as_obs_dict(obs).get("pixels")
-        if pixels is None:
+    def _frame(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        if self.eval_env.render_mode == "rgb_array":
+            return np.asarray(self.eval_env.render())
+        if PIXELS not in obs:
             return None
-        from se_robot.agents.replay import to_chw_frame
-        return to_chw_frame(pixels).transpose(1, 2, 0)
+        return newest_frame(obs[PIXELS]).transpose(1, 2, 0)   # the agent's view: newest frame of its stack
 
     def _write_video(self, frames: list[np.ndarray]) -> None:
         import imageio.v2 as imageio
@@ -146,15 +136,15 @@ class Trainer:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp.mp4")
         # macro_block_size=1: small robot images (84x84) are not multiples of 16.
-        fps = getattr(self.eval_env, "metadata", {}).get("render_fps") or \
+        fps = self.eval_env.metadata.get("render_fps") or \
             float(self.cfg.env.get("control_hz", 10)) / self.cfg.action_repeat
         imageio.mimsave(tmp, frames, fps=max(1.0, float(fps)), macro_block_size=1)
         os.replace(tmp, out)
 
     # ------------------------------------------------------------------ the loop
-    def _reset(self) -> Any:
+    def _reset(self) -> dict[str, np.ndarray]:
         obs, _ = self.env.reset(seed=self.cfg.seed + self.episode)
-        self.replay.add_first(as_obs_dict(obs))
+        self.replay.add_first(obs)
         return obs
 
     def train(self, stop_at: int | None = None) -> dict[str, float]:
@@ -179,7 +169,7 @@ class Trainer:
             obs, reward, terminated, truncated, info = self.env.step(action)
             # With a teleop device attached, what the arm did may be the operator's action.
             executed = info.get("executed_action", action)
-            self.replay.add(executed, float(reward), as_obs_dict(obs), terminated, truncated)
+            self.replay.add(executed, float(reward), obs, terminated, truncated)
             self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
             self.step += 1
             ep_return += float(reward)
@@ -224,16 +214,16 @@ class Trainer:
             self.save_checkpoint()
         return self.last_eval
 
-    def _record_intervention(self, info: dict, prev_obs: Any, action: Any, reward: float, obs: Any,
-                             terminated: bool, truncated: bool) -> None:
+    def _record_intervention(self, info: dict, prev_obs: dict[str, np.ndarray], action: np.ndarray, reward: float,
+                             obs: dict[str, np.ndarray], terminated: bool, truncated: bool) -> None:
         """Operator steps go to the demo buffer too (HIL-SERL): each takeover is one demo episode."""
         if "intervention" not in info or self.demos is None:
             return
         if info["intervention"]:
             if not self._in_takeover:
-                self.demos.add_first(as_obs_dict(prev_obs))  # closes the previous takeover as truncated
+                self.demos.add_first(prev_obs)  # closes the previous takeover as truncated
                 self._in_takeover = True
-            self.demos.add(action, reward, as_obs_dict(obs), terminated, truncated)
+            self.demos.add(action, reward, obs, terminated, truncated)
             self._in_takeover = not (terminated or truncated)
         else:
             self._in_takeover = False
@@ -251,18 +241,11 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- assembly
-def obs_keys_of(space: Any) -> tuple[str, ...]:
-    spaces = getattr(space, "spaces", None)
-    if spaces is not None:
-        return tuple(spaces)
-    return ("pixels",) if len(space.shape) == 3 else ("state",)
-
-
 def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | None = None,
                   envs: tuple[Any, Any] | None = None) -> Trainer:
     """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint."""
     from se_robot.agents.registry import make_agent
-    from se_robot.agents.replay import load_demos
+    from se_robot.data.demos import dataset_slots, load_demos
     from se_robot.logger import Logger
 
     run_dir = Path(run_dir)
@@ -275,7 +258,6 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
         agent_dict = merge(agent_dict, {"sac": {"gamma": cfg.replay.discount}})
     agent = make_agent(cfg.algo, env.observation_space, env.action_space, agent_dict, cfg.device, cfg.seed)
-    keys = obs_keys_of(env.observation_space)
     ckpt_dir = saved["path"] if saved else None
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
         replay = ReplayBuffer.load(ckpt_dir / "replay")
@@ -285,14 +267,15 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if ckpt_dir is not None and (ckpt_dir / "demos").is_dir():
         demos = ReplayBuffer.load(ckpt_dir / "demos")
     elif cfg.demos:
-        demo_cap = _dataset_steps(Path(cfg.demos)) + 16
+        demo_cap = dataset_slots(cfg.demos) + 16
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
         # behind a frozen encoder the agent learns on features: demo frames go through it once, here
         from se_robot.envs.encoder_features import EncoderFeatures
 
         encoded = env if isinstance(env, EncoderFeatures) else None
-        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else keys, image_size=cfg.image_size,
-                   action_repeat=cfg.action_repeat, episode_fn=encoded.encode_episode if encoded else None)
+        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else tuple(env.observation_space.spaces),
+                   image_size=cfg.image_size, action_repeat=cfg.action_repeat,
+                   episode_fn=encoded.encode_episode if encoded else None)
     if demos is not None and demos.transitions:
         _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
     if cfg.teleop:
@@ -332,25 +315,12 @@ def attach_teleop(env: Any, cfg: TrainConfig) -> Any:
     return InterventionWrapper(env, device)
 
 
-def _dataset_steps(directory: Path) -> int:
-    """Slots a demo buffer needs: T+1 per episode (read from the arrays' headers only)."""
-    total = 0
-    for path in sorted(directory.glob("episode_*.npz")):
-        with np.load(path) as ep:
-            total += len(ep["action"]) + 1
-    if total == 0:
-        raise ConfigError("demos", str(directory), "no episode_*.npz files in the demo dataset")
-    return total
-
-
 def _check_demo_shapes(demos: ReplayBuffer, space: Any, source: str) -> None:
     """Demos recorded with another obs mode or camera size fail here, not at the first update."""
-    from se_robot.agents.replay import to_chw_frame
-
-    sample = as_obs_dict(space.sample())
-    for key, value in sample.items():
+    for key, sub in space.spaces.items():
         stored = demos._arrays.get(key)
-        want = to_chw_frame(value).shape if value.dtype == np.uint8 and value.ndim == 3 else value.shape
+        # the replay keeps one (3, H, W) frame of each (3k, H, W) pixel stack
+        want = (3, *sub.shape[1:]) if key == PIXELS else tuple(sub.shape)
         if stored is None or stored.shape[1:] != want:
             have = None if stored is None else stored.shape[1:]
             raise ConfigError(source, key, f"demo observations have shape {have}, the env gives {want} "

@@ -9,19 +9,23 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from se_robot.cli import main as cli_main
-from se_robot.data.episodes import (DatasetError, DatasetInfo, EpisodeWriter, check_dataset, episode_paths,
-                                    iter_episodes, load_episode)
+from se_robot.data.dataset import DatasetInfo, check_dataset
+from se_robot.data.demos import dataset_slots, load_demos
+from se_robot.data.episodes import DatasetError, EpisodeWriter, episode_paths, iter_episodes, load_episode
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _obs(t: int, size: int = 8) -> dict:
-    return {"pixels": np.full((size, size, 3), t % 256, np.uint8), "state": np.arange(5, dtype=np.float64) + t}
+    """An env observation of obs_mode both plus task features: raw frame, proprio, task."""
+    return {"pixels": np.full((size, size, 3), t % 256, np.uint8), "state": np.arange(5, dtype=np.float64) + t,
+            "task": np.array([0.1, 0.2, t], np.float32)}
 
 
 def write_dataset(directory: Path, episodes: int = 3, steps: int = 5, success=lambda i: i % 2 == 0) -> EpisodeWriter:
@@ -43,6 +47,8 @@ def test_round_trip_has_the_documented_arrays(tmp_path):
     assert ep.length == 5 and ep.success and not eps[1].success
     assert ep["pixels"].shape == (6, 8, 8, 3) and ep["pixels"].dtype == np.uint8
     assert ep["state"].shape == (6, 5) and ep["state"].dtype == np.float32
+    assert ep["task"].shape == (6, 3) and ep["task"].dtype == np.float32 and ep["task"][4, 2] == 4
+    assert ep.obs_keys == ["pixels", "state", "task"]
     assert ep["action"].shape == (5, 4) and ep["action"].dtype == np.float32
     assert ep["reward"].tolist() == [0, 1, 2, 3, 4]
     assert ep["terminated"].tolist() == [False] * 4 + [True]
@@ -88,6 +94,10 @@ def _rewrite(path: Path, **changes) -> None:
 
 @pytest.mark.parametrize("change,message", [
     ({"reward": None}, "reward: missing required key"),
+    ({"reward": np.array([0, 1, np.nan, 3, 4], np.float32)}, "reward: contains NaN"),
+    ({"task": np.zeros((6, 3), np.float64)}, "task: expected dtype float32"),
+    ({"task": np.full((6, 3), np.inf, np.float32)}, "task: contains NaN"),
+    ({"features": np.zeros((6, 3), np.float32)}, "features: not an episode key"),
     ({"action": np.zeros((5, 4), np.float64)}, "action: expected dtype float32"),
     ({"state": np.zeros((5, 5), np.float32)}, "state: length 5 does not match T+1 = 6"),
     ({"pixels": np.zeros((6, 8, 8), np.uint8)}, "pixels: expected shape"),
@@ -109,10 +119,52 @@ def test_truncated_zip_is_named(tmp_path, capsys):
     bad = tmp_path / "episode_000002.npz"
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DatasetError, match="truncated or corrupt"):
+    with pytest.raises(DatasetError, match="truncated or corrupt") as err:
         load_episode(bad)
+    assert str(bad) in str(err.value)
     assert cli_main(["dataset", "check", str(tmp_path)]) == 1
     assert "episode_000002.npz" in capsys.readouterr().err
+    sink = SimpleNamespace(add_first=lambda obs: None, add=lambda *transition: None)
+    for read in (dataset_slots, lambda d: load_demos(d, sink, obs_keys=("state",))):   # the demo loaders too
+        with pytest.raises(DatasetError, match="episode_000002.npz: <file>: not a readable"):
+            read(tmp_path)
+
+
+def test_pickled_member_is_refused_and_named(tmp_path):
+    write_dataset(tmp_path, episodes=2)
+    bad = tmp_path / "episode_000001.npz"
+    _rewrite(bad, reward=np.array([0.0, 1.0, {"evil": 1}, 3.0, 4.0], dtype=object))
+    with pytest.raises(DatasetError, match="pickled") as err:
+        load_episode(bad)
+    assert str(err.value).startswith(f"{bad}: reward:")
+    with pytest.raises(DatasetError, match="episode_000001.npz: reward: holds a pickled object"):
+        check_dataset(tmp_path)
+
+
+def test_an_episode_holds_any_of_the_observation_keys(tmp_path):
+    w = EpisodeWriter(tmp_path, {"task": "reach"})
+    w.start_episode({"pixels": np.zeros((8, 8, 3), np.uint8)})     # obs_mode pixels: no state
+    w.add_step(np.zeros(4), {"pixels": np.ones((8, 8, 3), np.uint8)}, terminated=True)
+    ep = load_episode(w.end_episode(True))
+    assert ep.obs_keys == ["pixels"] and ep.length == 1
+    _rewrite(ep.path, pixels=None)
+    with pytest.raises(DatasetError, match="no observation arrays"):
+        load_episode(ep.path)
+
+
+def test_the_writer_takes_env_dicts_with_raw_frames_only(tmp_path):
+    w = EpisodeWriter(tmp_path, {"task": "reach"})
+    with pytest.raises(TypeError, match="dicts"):
+        w.start_episode(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="PixelFrameStack"):            # a (3k, H, W) stack is not a frame
+        w.start_episode({"pixels": np.zeros((9, 8, 8), np.uint8)})
+    with pytest.raises(ValueError, match="encoder"):
+        w.start_episode({"features": np.zeros(8, np.float32)})
+    w.start_episode({"state": np.zeros(3)})
+    w.add_step(np.zeros(2), {"state": np.full(3, np.nan)})
+    with pytest.raises(DatasetError, match="state: contains NaN"):       # refused at record time
+        w.end_episode(True)
+    assert episode_paths(tmp_path) == []
 
 
 def test_inconsistent_shapes_across_episodes(tmp_path):

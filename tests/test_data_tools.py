@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gymnasium
 import numpy as np
 import pytest
 
 from se_robot.cli import main as cli_main
-from se_robot.data.episodes import DatasetMeta, check_dataset, iter_episodes
+from se_robot.data.dataset import check_dataset
+from se_robot.data.episodes import DatasetMeta, iter_episodes
 from se_robot.data.recording import RandomPolicy, record_scripted
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def _joint_dataset(directory, episodes=2, steps=4):
-    """State laid out as the envs do: 6 joint positions, 6 velocities, then more."""
+    """State laid out as the envs do: 6 joint positions, 6 velocities, gripper and its xyz; then task features."""
     from se_robot.data.episodes import EpisodeWriter
 
     w = EpisodeWriter(directory, {"task": "push", "control_hz": 10.0, "arm": "so101"})
     for e in range(episodes):
         obs = lambda t: {"pixels": np.full((6, 8, 3), 10 * t, np.uint8),  # noqa: E731
-                         "state": np.concatenate([np.full(6, 0.1 * t), np.full(6, -0.2), np.zeros(4)])}
+                         "state": np.concatenate([np.full(6, 0.1 * t), np.full(6, -0.2), np.zeros(4)]),
+                         "task": np.array([0.3, t], np.float32)}
         w.start_episode(obs(0), timestamp=0.0)
         for t in range(steps):
             w.add_step(np.array([0.5, -0.5, 0.25, 1.0]), obs(t + 1), reward=1.0, intervention=t == 2,
@@ -55,6 +59,7 @@ def test_mcap_export_reads_back_with_mcap_ros2_and_rosbags(tmp_path, capsys):
     _, _, js = by_topic["/joint_states"][1]
     assert list(js.name)[:2] == ["shoulder_pan", "shoulder_lift"]
     np.testing.assert_allclose(js.position, 0.1) and np.testing.assert_allclose(js.velocity, -0.2)
+    np.testing.assert_allclose([m[2].data for m in by_topic["/observation/task"][:2]], [[0.3, 0], [0.3, 1]], rtol=1e-6)
     _, _, act = by_topic["/action"][0]
     np.testing.assert_allclose(act.data, [0.5, -0.5, 0.25, 1.0])
     assert [m[2].data for m in by_topic["/intervention"][:4]] == [False, False, True, False]
@@ -92,20 +97,20 @@ def test_view_writes_mp4_and_contact_sheet(tmp_path):
 class _LineEnv(gymnasium.Env):
     """A 1-D reach: success when x >= 1. Small stand-in for the twin to exercise the recording loop."""
 
-    observation_space = gymnasium.spaces.Box(-5, 5, (1,), np.float32)
+    observation_space = gymnasium.spaces.Dict({"state": gymnasium.spaces.Box(-5, 5, (1,), np.float32)})
     action_space = gymnasium.spaces.Box(-1, 1, (1,), np.float32)
-    control_hz = 5.0
+    cfg = SimpleNamespace(control_hz=5.0)   # read as ArmEnv's cfg.control_hz
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
         self.x, self.t = 0.0, 0
-        return np.array([self.x], np.float32), {"is_success": False}
+        return {"state": np.array([self.x], np.float32)}, {"is_success": False}
 
     def step(self, action):
         self.x += 0.3 * float(action[0])
         self.t += 1
         ok = self.x >= 1.0
-        return np.array([self.x], np.float32), float(ok), ok, self.t >= 8, {"is_success": ok}
+        return {"state": np.array([self.x], np.float32)}, float(ok), ok, self.t >= 8, {"is_success": ok}
 
 
 def test_record_scripted_keeps_successes_and_retries(tmp_path):

@@ -131,10 +131,10 @@ def test_update_critic_matches_hand_target_with_zero_noise():
     batch = state_batch()
     t = agent._batch_tensors(batch)
     with torch.no_grad():
-        next_a = agent.actor(None, t["next_obs"]["state"])
-        next_q = agent.critic_target(None, t["next_obs"]["state"], next_a)
+        next_a = agent.actor(None, t["next_obs"]["proprio"])
+        next_q = agent.critic_target(None, t["next_obs"]["proprio"], next_a)
         target = t["reward"] + t["discount"] * next_q.min(0).values
-        q = agent.critic(None, t["obs"]["state"], t["action"])
+        q = agent.critic(None, t["obs"]["proprio"], t["action"])
         expected = ((q - target) ** 2).mean(dim=(1, 2)).sum().item()
     metrics = agent.update_batch(batch, step=0)
     assert metrics["loss/critic"] == pytest.approx(expected, rel=1e-5)
@@ -188,12 +188,18 @@ def test_act_shapes_exploration_and_eval():
     assert np.all(np.abs(agent.act(obs, step=100, eval_mode=False)) <= 1)
 
 
-def test_act_accepts_channel_last_stacks():
-    obs_space = SimpleNamespace(spaces={"pixels": SimpleNamespace(shape=(SIZE, SIZE, 3 * STACK))})
+def test_state_and_task_are_one_proprio_vector_in_contract_order():
     act_space = SimpleNamespace(shape=(ACT,), low=-np.ones(ACT), high=np.ones(ACT))
+    obs_space = SimpleNamespace(spaces={"task": SimpleNamespace(shape=(2,)), "state": SimpleNamespace(shape=(STATE,)),
+                                        "pixels": SimpleNamespace(shape=(3 * STACK, SIZE, SIZE))})
     agent = DrQV2Agent.create(obs_space, act_space, {"hidden_dim": 16, "device": "cpu"})
-    hwc = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3 * STACK), dtype=np.uint8)
-    assert agent.act({"pixels": hwc}, 0, True).shape == (ACT,)
+    assert agent.proprio_keys == ("state", "task")
+    obs = {"task": np.array([7.0, 8.0], np.float32), "state": np.ones(STATE, np.float32),
+           "pixels": np.zeros((3 * STACK, SIZE, SIZE), np.uint8)}
+    np.testing.assert_array_equal(agent._to_tensors(obs)["proprio"].numpy(), [1.0] * STATE + [7.0, 8.0])
+    assert agent.act(obs, 0, True).shape == (ACT,)
+    with pytest.raises(ValueError, match="features"):   # encoder features are SAC/MBPO's input, not DrQ-v2's
+        DrQV2Agent.create(SimpleNamespace(spaces={"features": SimpleNamespace(shape=(8,))}), act_space, {})
 
 
 def test_rejects_unnormalised_actions():

@@ -31,7 +31,7 @@ def encoder_file(tmp_path_factory):
     return path
 
 
-def test_features_are_the_encoder_on_every_stacked_frame_then_the_state(encoder_file):
+def test_features_are_the_encoder_on_every_stacked_frame_and_state_passes_through(encoder_file):
     raw = make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=2)
     wrapped = wrap_with_encoder(make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=2), encoder_file)
     encoder = load_encoder(encoder_file, (SIZE, SIZE))
@@ -41,21 +41,18 @@ def test_features_are_the_encoder_on_every_stacked_frame_then_the_state(encoder_
     for _ in range(3):   # after steps the two stacked frames differ
         obs_raw = raw.step(action)[0]
         obs = wrapped.step(action)[0]
-    assert set(obs) == {"features"} and wrapped.observation_space.contains(obs)
+    assert set(obs) == {"features", "state"} and wrapped.observation_space.contains(obs)
     frames = torch.as_tensor(obs_raw["pixels"]).reshape(2, 3, SIZE, SIZE).float()
     with torch.no_grad():
-        expected = np.concatenate([encoder(frames).reshape(-1).numpy(), obs_raw["state"]])
-    assert obs["features"].shape == (2 * 2 * KEYPOINTS + obs_raw["state"].shape[0],)
+        expected = encoder(frames).reshape(-1).numpy()
+    assert obs["features"].shape == (2 * 2 * KEYPOINTS,)
     np.testing.assert_allclose(obs["features"], expected, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(obs["features"][: 2 * KEYPOINTS], obs["features"][2 * KEYPOINTS: 4 * KEYPOINTS])
-    import gymnasium
-
-    channel_last = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=SIZE)  # (H, W, 3)
-    channel_first = make_env("reach", obs_mode="both", image_size=SIZE)                      # (3, H, W)
-    a, b = (wrap_with_encoder(e, encoder_file).reset(seed=5)[0]["features"] for e in (channel_last, channel_first))
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_array_equal(obs["state"], obs_raw["state"])
+    assert not np.allclose(obs["features"][: 2 * KEYPOINTS], obs["features"][2 * KEYPOINTS:])
     with pytest.raises(ValueError, match="obs_mode pixels or both"):
         wrap_with_encoder(make_env("reach", obs_mode="state"), encoder_file)
+    with pytest.raises(ValueError, match=r"\(3k, H, W\)"):          # raw H x W x 3 frames are not a stack
+        wrap_with_encoder(make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=0), encoder_file)
 
 
 BASE = {"task": "reach", "obs_mode": "pixels", "image_size": SIZE, "frame_stack": 2, "action_repeat": 1,
@@ -73,7 +70,7 @@ def test_mbpo_trains_on_pixels_through_the_frozen_encoder(encoder_file, tmp_path
                                                      "agent": TINY_MBPO}))
     trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
     agent = trainer.agent
-    assert agent.obs_key == "features" and agent.sac.obs_dim == 2 * 2 * KEYPOINTS
+    assert agent.obs_keys == ("features",) and agent.sac.obs_dim == 2 * 2 * KEYPOINTS
     assert agent.reward_fn is None        # features do not carry the task: the reward is learned
     trainer.train()
     trainer.logger.close()
@@ -96,12 +93,11 @@ def test_config_errors_name_the_encoder_key(tmp_path, changes, message):
 def test_demos_reach_the_agent_as_the_features_it_sees_live(encoder_file, tmp_path):
     """Recorded single frames are stacked and encoded as the live env would have: replaying a demo's
     actions in the wrapped env gives the stored features step by step."""
-    import gymnasium
-
+    from se_robot.data.episodes import load_episode
     from se_robot.data.recording import dataset_meta_for, record_scripted
     from se_robot.envs.experts import expert_for
 
-    env = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=SIZE)
+    env = make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=0)   # datasets keep raw frames
     record_scripted(env, expert_for(env), tmp_path / "demos", dataset_meta_for(env, "reach"), 1, seed=1,
                     log=lambda s: None)   # seed 1: a 4-step episode
     env.close()
@@ -111,19 +107,20 @@ def test_demos_reach_the_agent_as_the_features_it_sees_live(encoder_file, tmp_pa
         "steps": 60, "learning_starts": 30, "agent": {"batch_size": 16, "hidden_dim": 16, "min_replay": 16}}))
     trainer = build_trainer(load_config(tmp_path / "c.yaml"), tmp_path / "run")
     assert trainer.demos.episodes == 1
-    with np.load(next((tmp_path / "demos").glob("episode_*.npz"))) as ep:
-        actions = ep["action"]
-    stored = trainer.demos._arrays["features"][: len(actions) + 1]
+    actions = load_episode(next((tmp_path / "demos").glob("episode_*.npz")))["action"]
+    stored = {k: trainer.demos._arrays[k][: len(actions) + 1] for k in ("features", "state")}
     live = wrap_with_encoder(make_env("reach", obs_mode="both", image_size=SIZE, frame_stack=3), encoder_file)
-    features = [live.reset(seed=1)[0]["features"]] + [live.step(a)[0]["features"] for a in actions]
+    steps = [live.reset(seed=1)[0]] + [live.step(a)[0] for a in actions]
     assert len(actions) >= 3
-    np.testing.assert_allclose(stored, np.stack(features), rtol=1e-4, atol=1e-5)
+    for key in ("features", "state"):
+        np.testing.assert_allclose(stored[key], np.stack([o[key] for o in steps]), rtol=1e-4, atol=1e-5)
+    stored = stored["features"]
     frames = stored[:, : 3 * 2 * KEYPOINTS].reshape(len(stored), 3, -1)   # per stacked frame, oldest first
     np.testing.assert_allclose(frames[1, 0], frames[1, 1])                 # the first frame pads the stack
     assert not np.allclose(frames[1, 1], frames[1, 2]) and not np.allclose(frames[3, 0], frames[3, 1])
     trainer.train()   # SAC draws half of each batch from the encoded demos
     trainer.logger.close()
-    assert set(trainer.demos.sample(4).obs) == {"features"}
+    assert set(trainer.demos.sample(4).obs) == {"features", "state"}
 
 
 def test_encode_episode_rejects_what_is_not_rgb_frames(encoder_file):

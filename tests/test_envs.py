@@ -72,9 +72,36 @@ def test_render_rgb_array():
 def test_frame_stack_wrapper():
     env = make_env("reach", obs_mode="pixels", image_size=32, frame_stack=3, action_repeat=2)
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (9, 32, 32) and env.observation_space.contains(obs)
+    assert set(obs) == {"pixels"} and obs["pixels"].shape == (9, 32, 32) and env.observation_space.contains(obs)
     obs2, *_ = env.step(env.action_space.sample())
-    np.testing.assert_array_equal(obs2[:3], obs[3:6])  # oldest frame dropped
+    np.testing.assert_array_equal(obs2["pixels"][:3], obs["pixels"][3:6])  # oldest frame dropped
+
+
+def test_make_env_stacks_whenever_there_are_pixels_and_frame_stack_0_keeps_raw_frames():
+    stacked = make_env("push", obs_mode="both", image_size=32)
+    raw = make_env("push", obs_mode="both", image_size=32, frame_stack=0)
+    obs_s, _ = stacked.reset(seed=2)
+    obs_r, _ = raw.reset(seed=2)
+    assert obs_s["pixels"].shape == (3, 32, 32) and obs_r["pixels"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(obs_s["pixels"], obs_r["pixels"].transpose(2, 0, 1))
+    np.testing.assert_array_equal(obs_s["state"], obs_r["state"])
+
+
+def test_flatten_obs_concatenates_state_then_task_as_the_vector_learners_do():
+    from se_robot.agents.obs import vector_obs
+    from se_robot.envs.wrappers import FlattenObs
+
+    dict_env = make_env("push", obs_mode="state")
+    env = FlattenObs(make_env("push", obs_mode="state"))
+    obs, _ = env.reset(seed=0)
+    dict_obs, _ = dict_env.reset(seed=0)
+    base = env.unwrapped
+    assert env.observation_space.shape == (2 * base.arm.n_joints + 4 + len(base.task.feature_names),)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_allclose(obs[-5:], base.task.features(base.object_state()), atol=1e-6)
+    np.testing.assert_array_equal(obs, vector_obs(dict_obs))  # one layout for SB3 and our learners
+    with pytest.raises(ValueError, match="vector observations only"):
+        FlattenObs(make_env("push", obs_mode="both", image_size=32))
 
 
 def test_sparse_reward_is_success():

@@ -18,7 +18,13 @@ pytestmark = pytest.mark.timeout(180)
 
 
 
-OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (3,), np.float32)})
+# The toy system's 3-vector is split as an env gives it: 2 proprio entries, 1 task feature.
+OBS = spaces.Dict({"state": spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                   "task": spaces.Box(-np.inf, np.inf, (1,), np.float32)})
+
+
+def split(s: np.ndarray) -> dict[str, np.ndarray]:
+    return {"state": s[:2], "task": s[2:]}
 ACT = spaces.Box(-1.0, 1.0, (2,), np.float32)
 A = np.array([[0.9, 0.1, 0.0], [0.0, 0.9, 0.1], [0.1, 0.0, 0.9]], np.float32)
 B = np.array([[0.3, 0.0], [0.0, 0.3], [0.1, -0.1]], np.float32)
@@ -32,10 +38,10 @@ def toy_replay(transitions: int, n_step: int = 1, seed: int = 0) -> ReplayBuffer
     for t in range(transitions):
         if t % 25 == 0:
             s = rng.normal(size=3).astype(np.float32)
-            replay.add_first({"state": s})
+            replay.add_first(split(s))
         a = rng.uniform(-1, 1, 2).astype(np.float32)
         ns = (A @ s + B @ a + 0.01 * rng.normal(size=3)).astype(np.float32)
-        replay.add(a, -float(ns @ ns), {"state": ns}, terminated=False, truncated=(t % 25 == 24))
+        replay.add(a, -float(ns @ ns), split(ns), terminated=False, truncated=(t % 25 == 24))
         s = ns
     return replay
 
@@ -206,10 +212,10 @@ def test_resume_from_state_dict_is_exact(interval):
         agent.update(replay_a, None, step)
     buf.seek(0)
     resumed = create(OBS, ACT, small_cfg(rollout_interval_steps=interval), "cpu", seed=99)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     for step in steps:
         resumed.update(replay_b, None, step)
-    obs = {"state": np.ones(3, np.float32)}
+    obs = split(np.ones(3, np.float32))
     np.testing.assert_array_equal(agent.act(obs, 0, False), resumed.act(obs, 0, False))
     for p, q in zip(list(agent.model.parameters()) + list(agent.sac.actor.parameters()),
                     list(resumed.model.parameters()) + list(resumed.sac.actor.parameters())):
@@ -234,3 +240,17 @@ def test_rollout_interval_rolls_out_between_refits_with_the_same_states_per_epoc
     assert agent.buffer.capacity == 200 * 2 * 2
     with pytest.raises(ConfigError, match="rollout_interval_steps"):
         small_cfg(rollout_interval_steps=60)
+
+
+def test_task_reward_applies_to_the_envs_own_vector_only():
+    def reward_fn(s, a, ns):
+        return np.zeros(len(s)), np.zeros(len(s), bool)
+
+    agent = create(OBS, ACT, small_cfg(), "cpu")
+    agent.set_reward_fn(reward_fn)
+    assert agent.obs_keys == ("state", "task") and agent.sac.obs_dim == 3 and agent.reward_fn is reward_fn
+    encoded = spaces.Dict({"features": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+                           "state": spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+    agent = create(encoded, ACT, small_cfg(), "cpu")
+    agent.set_reward_fn(reward_fn)
+    assert agent.obs_keys == ("features", "state") and agent.reward_fn is None

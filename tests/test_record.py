@@ -16,9 +16,9 @@ import se_robot.envs.experts  # noqa: F401 - required: CI must fail, not skip, w
 
 @pytest.fixture
 def sim_env():
-    from se_robot.commands.demos import make_sim_env
+    from se_robot.envs import make_env
 
-    env = make_sim_env("push", obs_mode="both", image_size=32)
+    env = make_env("push", frame_stack=0, obs_mode="both", image_size=32)
     yield env
     env.close()
 
@@ -40,13 +40,12 @@ class _Typist:
 
 
 def test_record_teleop_labels_rerecord_and_estop(tmp_path, sim_env):
-    from se_robot.commands.record import find_estop
     from se_robot.data.episodes import EpisodeWriter, iter_episodes
     from se_robot.data.recording import dataset_meta_for
     from se_robot.teleop.keyboard import KeyboardTeleop
     from se_robot.teleop.session import record_teleop
 
-    estop = find_estop(sim_env)
+    estop = sim_env.unwrapped.robot.estop
     assert estop is not None and not estop.latched
     master, slave = os.openpty()
     kb = KeyboardTeleop(tty_path=os.ttyname(slave), speed=1.0, estop=estop)
@@ -103,7 +102,6 @@ def test_leader_arm_drives_the_twin_follower(tmp_path):
     import se_robot.hardware.servo_emulator
     emu_mod = se_robot.hardware.servo_emulator
     from se_robot.arm import load_arm
-    from se_robot.commands.demos import make_sim_env
     from se_robot.data.episodes import EpisodeWriter, iter_episodes
     from se_robot.data.recording import dataset_meta_for
     from se_robot.hardware.calibration import default_calibration
@@ -118,7 +116,9 @@ def test_leader_arm_drives_the_twin_follower(tmp_path):
     home_ticks = cal.rad_to_ticks(arm.home, arm.joint_names)
     emu = emu_mod.ServoEmulator("feetech", get_model(arm.bus.model), arm.servo_ids,
                                 initial_ticks=dict(zip(arm.servo_ids, (int(t) for t in home_ticks))))
-    env = make_sim_env("push", obs_mode="state", action_mode="joint_delta")
+    from se_robot.envs import make_env
+
+    env = make_env("push", obs_mode="state", action_mode="joint_delta")
     master, slave = os.openpty()
     kb = KeyboardTeleop(tty_path=os.ttyname(slave))
     moved = arm.home.copy()
@@ -138,7 +138,7 @@ def test_leader_arm_drives_the_twin_follower(tmp_path):
 
     with emu:
         leader = LeaderArmTeleop(arm, emu.port, cal, action_scale_rad=env.unwrapped.cfg.joint_step_rad)
-        device = CombinedDevice(leader, kb, estop=env.unwrapped.safety.estop)
+        device = CombinedDevice(leader, kb, estop=env.unwrapped.robot.estop)
         writer = EpisodeWriter(tmp_path, dataset_meta_for(env, "push"))
         with device:
             result = record_teleop(env, device, writer, 1, sleep=Operator(), log=lambda s: None, seed=0)

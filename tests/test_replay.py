@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from se_robot.agents.prioritized import SumTree
-from se_robot.agents.replay import ReplayBuffer, load_demos, sample_mixed, to_chw_frame
+from se_robot.agents.replay import ReplayBuffer, sample_mixed
+from se_robot.data.demos import load_demos
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -14,9 +15,16 @@ GAMMA = 0.5
 
 
 def _obs(ep: int, t: int, size: int = 4) -> dict[str, np.ndarray]:
-    """State (ep, t) and a frame whose every pixel is 10*ep + t, so samples can be decoded."""
+    """State (ep, t) and a channel-first stack of two frames, as PixelFrameStack(2) gives: the older
+    frame all 255, the newest one 10*ep + t everywhere, so samples can be decoded."""
+    newest = np.full((3, size, size), (10 * ep + t) % 256, np.uint8)
     return {"state": np.array([ep, t], np.float32),
-            "pixels": np.full((size, size, 3), (10 * ep + t) % 256, np.uint8)}
+            "pixels": np.concatenate([np.full_like(newest, 255), newest])}
+
+
+def _raw_obs(ep: int, t: int, size: int) -> dict[str, np.ndarray]:
+    """What an episode records: the camera's raw H x W x 3 frame."""
+    return {"state": np.array([ep, t], np.float32), "pixels": np.full((size, size, 3), 10 * ep + t, np.uint8)}
 
 
 def _add_episode(buf: ReplayBuffer, ep: int, rewards: list[float], end: str) -> None:
@@ -105,13 +113,16 @@ def test_ring_never_samples_across_write_head():
     assert {(int(s[0])) for s in batch.obs["state"]} <= {5, 6, 7}
 
 
-def test_to_chw_frame_accepts_single_and_stacked_layouts():
-    hwc = np.arange(8 * 10 * 3, dtype=np.uint8).reshape(8, 10, 3)
-    np.testing.assert_array_equal(to_chw_frame(hwc), hwc.transpose(2, 0, 1))
-    stacked_chw = np.concatenate([np.zeros((3, 8, 10), np.uint8), hwc.transpose(2, 0, 1)])
-    np.testing.assert_array_equal(to_chw_frame(stacked_chw), hwc.transpose(2, 0, 1))
-    stacked_hwc = np.concatenate([np.zeros((8, 10, 3), np.uint8), hwc], axis=-1)
-    np.testing.assert_array_equal(to_chw_frame(stacked_hwc), hwc.transpose(2, 0, 1))
+def test_stores_the_newest_frame_of_a_channel_first_stack():
+    buf = ReplayBuffer(capacity=10, frame_stack=1, n_step=1, seed=0)
+    frames = np.arange(9 * 2 * 5, dtype=np.uint8).reshape(9, 2, 5)   # a stack of three (3, 2, 5) frames
+    buf.add_first({"pixels": frames, "task": np.zeros(2, np.float32)})
+    buf.add(np.zeros(1), 0.0, {"pixels": frames, "task": np.ones(2, np.float32)}, True, False)
+    batch = buf.sample(2)
+    np.testing.assert_array_equal(batch.obs["pixels"][0], frames[-3:])
+    assert set(batch.obs) == {"pixels", "task"}                        # every key stored as is
+    with pytest.raises(ValueError, match="frame stack"):                # H x W x 3 is not the agents' layout
+        ReplayBuffer(capacity=10).add_first({"pixels": np.zeros((5, 4, 3), np.uint8)})
 
 
 def test_sample_mixed_exact_fraction_and_mask():
@@ -216,9 +227,9 @@ def test_load_demos_from_episode_dataset(tmp_path):
 
     writer = EpisodeWriter(tmp_path / "demos", {"task": "reach", "control_hz": 10.0})
     for ep in range(2):
-        writer.start_episode(_obs(ep, 0, size=8))
+        writer.start_episode(_raw_obs(ep, 0, size=8))
         for t in range(6):
-            writer.add_step(np.array([ep, t], np.float32), _obs(ep, t + 1, size=8), reward=1.0,
+            writer.add_step(np.array([ep, t], np.float32), _raw_obs(ep, t + 1, size=8), reward=1.0,
                             terminated=(ep == 1 and t == 5))
         writer.end_episode(success=True)
     buf = ReplayBuffer(capacity=100, frame_stack=2, n_step=1, discount=GAMMA, seed=0)
@@ -226,6 +237,8 @@ def test_load_demos_from_episode_dataset(tmp_path):
     assert buf.transitions == 12 and buf.episodes == 2
     batch = buf.sample(200)
     assert batch.obs["pixels"].shape == (200, 6, 4, 4)
+    newest = batch.obs["pixels"][:, 3:]                 # resized raw frames, channel-first, unchanged values
+    np.testing.assert_array_equal(newest[:, 0, 0, 0], 10 * batch.obs["state"][:, 0] + batch.obs["state"][:, 1])
     ep0_last = (batch.obs["state"][:, 0] == 0) & (batch.obs["state"][:, 1] == 5)
     assert np.all(batch.discount[ep0_last] == GAMMA)   # unterminated end of a demo bootstraps
     ep1_last = (batch.obs["state"][:, 0] == 1) & (batch.obs["state"][:, 1] == 5)

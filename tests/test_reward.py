@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,9 +91,8 @@ def test_bad_classifier_files_say_what(tmp_path):
 def test_reward_train_cli_and_wrapper_on_the_twin(tmp_path, capsys):
     import se_robot.envs.experts  # noqa: F401 - required: CI must fail, not skip, without it
     from se_robot.cli import main as cli_main
-    from se_robot.commands.demos import make_sim_env
-    from se_robot.envs.reward_wrapper import LearnedRewardWrapper, newest_frame
-    from se_robot.envs.wrappers import PixelFrameStack
+    from se_robot.envs import make_env
+    from se_robot.envs.reward_wrapper import LearnedRewardWrapper
 
     common = ["--task", "push", "--image-size", "32"]
     assert cli_main(["demos", *common, "--episodes", "4", "--out", str(tmp_path / "expert")]) == 0
@@ -108,11 +108,27 @@ def test_reward_train_cli_and_wrapper_on_the_twin(tmp_path, capsys):
     assert {"heldout@0.5", "heldout@threshold", "threshold", "sim"} <= set(metrics)
     assert 0.0 <= metrics["sim"]["all_steps"]["fpr"] <= 1.0
 
-    env = LearnedRewardWrapper(PixelFrameStack(make_sim_env("push", obs_mode="both", image_size=32), 3), out,
+    env = LearnedRewardWrapper(make_env("push", obs_mode="both", image_size=32, frame_stack=3), load_reward_model(out),
                                terminate_on_success=False)
     obs, info = env.reset(seed=0)
-    assert newest_frame(obs).shape == (32, 32, 3) and info["is_success"] is False
+    assert obs["pixels"].shape == (9, 32, 32) and info["is_success"] is False
     _, reward, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
     assert reward in (0.0, 1.0) and info["is_success"] == (reward == 1.0)
     assert 0.0 <= info["reward/success_prob"] <= 1.0 and "env_is_success" in info and "env_reward" in info
     env.close()
+
+
+def test_the_wrapper_shows_the_classifier_the_newest_frame_of_the_stack():
+    from se_robot.envs import make_env
+    from se_robot.envs.reward_wrapper import LearnedRewardWrapper
+
+    seen = []
+    model = SimpleNamespace(threshold=0.5, probability=lambda frame: seen.append(frame) or 1.0)
+    env = LearnedRewardWrapper(make_env("reach", obs_mode="pixels", image_size=16, frame_stack=2), model)
+    env.reset(seed=0)
+    obs, reward, terminated, _, info = env.step(np.full(env.action_space.shape, 0.5, np.float32))
+    np.testing.assert_array_equal(seen[0], obs["pixels"][3:].transpose(1, 2, 0))   # H x W x 3, as trained
+    assert reward == 1.0 and terminated and info["is_success"]
+    env.close()
+    with pytest.raises(ValueError, match="PixelFrameStack"):     # raw frames (dataset layout) are refused
+        LearnedRewardWrapper(make_env("reach", obs_mode="pixels", image_size=16, frame_stack=0), model)

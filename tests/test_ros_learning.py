@@ -88,8 +88,8 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
     env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
     try:
         obs, _ = env.reset(seed=0)
-        assert set(obs) == {"features"} and obs_space.contains(obs)
-        assert obs["features"].shape[0] == 2 * 8 + 16   # 2 frames x 4 keypoints x (x, y), then proprioception
+        assert set(obs) == {"features", "state"} and obs_space.contains(obs)
+        assert obs["features"].shape == (2 * 8,) and obs["state"].shape == (16,)   # 2 frames x 4 keypoints x (x, y)
     finally:
         env.close()
 

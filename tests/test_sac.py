@@ -57,17 +57,21 @@ def test_builds_from_spaces_and_acts_in_bounds():
         a = agent.act(obs, step=0, eval_mode=eval_mode)
         assert a.shape == (2,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1)
     np.testing.assert_array_equal(agent.act(obs, 0, True), agent.act(obs, 0, True))
-    box_agent = create(spaces.Box(-1, 1, (3,), np.float32), ACT, small_cfg())
-    assert box_agent.act(np.zeros(3, np.float32), 0, False).shape == (2,)
+    with pytest.raises(TypeError, match="Dict"):   # observations are dicts; a bare Box is not guessed at
+        create(spaces.Box(-1, 1, (3,), np.float32), ACT, small_cfg())
 
 
-def test_prefers_frozen_encoder_features_and_refuses_bare_pixels():
-    feats = spaces.Dict({"pixels": spaces.Box(0, 255, (84, 84, 3), np.uint8),
+def test_learns_on_every_vector_key_in_order_and_refuses_bare_pixels():
+    space = spaces.Dict({"pixels": spaces.Box(0, 255, (9, 84, 84), np.uint8),
                          "features": spaces.Box(-np.inf, np.inf, (16,), np.float32),
-                         "state": spaces.Box(-np.inf, np.inf, (3,), np.float32)})
-    agent = create(feats, ACT, small_cfg())
-    assert agent.obs_key == "features" and agent.obs_dim == 16
-    pixels_only = spaces.Dict({"pixels": spaces.Box(0, 255, (84, 84, 3), np.uint8)})
+                         "state": spaces.Box(-np.inf, np.inf, (3,), np.float32),
+                         "task": spaces.Box(-np.inf, np.inf, (2,), np.float32)})
+    agent = create(space, ACT, small_cfg())
+    assert agent.obs_keys == ("features", "state", "task") and agent.obs_dim == 21
+    obs = {"task": np.full(2, 3.0), "state": np.full(3, 2.0), "features": np.ones(16), "pixels": None}
+    np.testing.assert_array_equal(agent.vector(obs), [1.0] * 16 + [2.0] * 3 + [3.0] * 2)
+    assert agent.act(obs, 0, True).shape == (2,)
+    pixels_only = spaces.Dict({"pixels": spaces.Box(0, 255, (9, 84, 84), np.uint8)})
     with pytest.raises(ValueError, match="features"):
         create(pixels_only, ACT, small_cfg())
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
@@ -113,7 +117,7 @@ def test_resume_from_state_dict_is_exact(layer_norm):
 
     buf.seek(0)
     resumed = create(OBS, ACT, small_cfg(utd_ratio=2, critic_layer_norm=layer_norm), seed=123)
-    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     for step in range(5, 10):
         resumed.update(replay_b, None, step)
     np.testing.assert_array_equal(action_a, resumed.act({"state": np.ones(3, np.float32)}, 10, False))

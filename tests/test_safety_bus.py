@@ -320,16 +320,17 @@ hostile_action_value = st.one_of(st.floats(-1.0, 1.0), st.sampled_from([np.nan, 
 @pytest.fixture(scope="module", params=[("ee_delta", "first_order"), ("joint_delta", "first_order"),
                                         ("ee_delta", "twin")], ids=lambda p: "-".join(p))
 def env_rig(request):
-    """HardwareArmEnv on a VirtualArm whose servos are a first-order model or the MuJoCo twin."""
-    from se_robot.envs.hardware_env import HardwareArmEnv
+    """ArmEnv over a SerialRobot on a VirtualArm whose servos are a first-order model or the MuJoCo twin."""
+    from se_robot.envs.arm_env import ArmEnv
+    from se_robot.hardware.serial_robot import SerialRobot
 
     action_mode, physics = request.param
     with VirtualArm(ARM, physics=physics) as varm:
         # No watchdog here: a stall of the test process past its timeout would add a (safe) hold
         # write between the audited goals; the watchdog has its own test above.
-        env = HardwareArmEnv(task="reach", arm=ARM, port=varm.port, calibration=varm.calibration, scene_camera=None,
-                             control_hz=200.0, obs_mode="state", action_mode=action_mode, watchdog=False)
-        env.robot.currents_seen = record_currents(env.robot)
+        robot = SerialRobot(ARM, varm.port, varm.calibration, control_hz=200.0, watchdog=False)
+        env = ArmEnv(robot, "reach", control_hz=200.0, obs_mode="state", action_mode=action_mode)
+        robot.device.currents_seen = record_currents(robot.device)
         try:
             env.reset(seed=0)
             yield varm, env
@@ -343,16 +344,17 @@ def env_rig(request):
 @given(data=st.data())
 def test_hostile_env_actions_never_put_an_unsafe_goal_on_the_bus(env_rig, data):
     varm, env = env_rig
+    arm = env.robot.device  # the SerialArm whose goal writes are audited
     n = env.action_space.shape[0]
     actions = data.draw(st.lists(st.lists(hostile_action_value, min_size=n, max_size=n), min_size=20, max_size=80))
-    settle(varm, env.robot)
+    settle(varm, arm)
     audit = BusAudit(varm)
     expected = []
     for k, action in enumerate(actions):
         env.step(np.array(action))
         audit.actions += 1
-        expected.append((env.robot.currents_seen[-1], f"env step {k} action {action}"))
-    settle(varm, env.robot, audit.seen + N * len(expected))
+        expected.append((arm.currents_seen[-1], f"env step {k} action {action}"))
+    settle(varm, arm, audit.seen + N * len(expected))
     goals = audit.new_goals()
     if len(goals) != len(expected):
         audit.violations.append(f"{len(goals)} goal writes for {len(expected)} env steps")

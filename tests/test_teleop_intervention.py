@@ -30,9 +30,9 @@ def keyboard():
 
 
 def _env(action_mode="ee_delta"):
-    from se_robot.commands.demos import make_sim_env
+    from se_robot.envs import make_env
 
-    return make_sim_env("push", obs_mode="state", action_mode=action_mode)
+    return make_env("push", obs_mode="state", action_mode=action_mode)
 
 
 def test_device_takes_over_and_labels(keyboard):
@@ -40,7 +40,7 @@ def test_device_takes_over_and_labels(keyboard):
 
     kb, type_keys = keyboard
     env = InterventionWrapper(_env(), kb)
-    estop = env.unwrapped.safety.estop
+    estop = env.unwrapped.robot.estop
     assert kb.estop is estop  # attached automatically: the e-stop key stops this arm
     policy = np.array([0.0, 0.0, -0.5, -1.0], np.float32)
     env.reset(seed=0)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,6 +20,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from se_robot import checkpoint  # noqa: E402
 from se_robot.agents.replay import ReplayBuffer  # noqa: E402
+from se_robot.envs import make_env  # noqa: E402
 from se_robot.logger import Logger  # noqa: E402
 from se_robot.train import build_trainer, load_config  # noqa: E402
 
@@ -205,12 +207,10 @@ def test_evaluate_command_writes_video_and_json(reference_run, tmp_path, capsys)
 
 
 def test_demos_and_frozen_encoder_feature_cache(tmp_path):
-    import gymnasium
-
     from se_robot.data.recording import dataset_meta_for, record_scripted
     from se_robot.envs.experts import expert_for
 
-    env = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=32)
+    env = make_env("reach", obs_mode="both", image_size=32, frame_stack=0)   # datasets keep raw frames
     record_scripted(env, expert_for(env), tmp_path / "demos", dataset_meta_for(env, "reach"), 3, seed=7,
                     log=lambda s: None)
     env.close()
@@ -224,7 +224,32 @@ def test_demos_and_frozen_encoder_feature_cache(tmp_path):
     batch = trainer.replay.sample(4)
     assert "features" in batch.obs and "pixels" not in batch.obs
     assert "features" in trainer.demos.sample(4).obs
+    assert trainer.demos._arrays["pixels"].shape[1:] == (3, 32, 32)   # raw demo frames stored channel-first
     assert (checkpoint.list_checkpoints(tmp_path / "run")[-1] / "demos" / "meta.json").is_file()
+
+
+def test_state_demos_keep_state_and_task_apart_and_mismatched_demos_are_named(tmp_path):
+    from se_robot.data.episodes import DatasetError
+    from se_robot.data.recording import dataset_meta_for, record_scripted
+    from se_robot.envs.experts import expert_for
+
+    for mode in ("state", "both"):
+        env = make_env("reach", obs_mode=mode, image_size=32, frame_stack=0)
+        record_scripted(env, expert_for(env), tmp_path / mode, dataset_meta_for(env, "reach"), 2, seed=3,
+                        log=lambda s: None)
+        env.close()
+    config = {**TINY_SAC, "steps": 20, "eval_every": 20, "learning_starts": 10}
+    trainer = build_trainer(load_config(_write_config(tmp_path / "s.yaml", **config, demos=str(tmp_path / "state"))),
+                            tmp_path / "run")
+    assert set(trainer.demos._arrays) == {"state", "task"}
+    trainer.train()
+    trainer.logger.close()
+    assert set(trainer.replay._arrays) == {"state", "task"}
+    batch = trainer.replay.sample(4)
+    np.testing.assert_array_equal(trainer.agent.vector(batch.obs)[:, -3:], batch.obs["task"])   # task last
+    with pytest.raises(DatasetError, match="episode_000000.npz: task: missing"):
+        build_trainer(load_config(_write_config(tmp_path / "b.yaml", **config, demos=str(tmp_path / "both"))),
+                      tmp_path / "run2")
 
 
 def test_set_parsing_and_bench_table():
@@ -243,7 +268,6 @@ def test_set_parsing_and_bench_table():
 def test_state_runs_film_the_scene_camera(tmp_path):
     """Eval videos show the scene even when the agent sees only the state vector."""
     import imageio.v2 as imageio
-    import numpy as np
 
     from se_robot.train import build_trainer, load_config
 

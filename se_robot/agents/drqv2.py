@@ -33,6 +33,7 @@ from se_robot.agents.augment import draw_shifts, shift_images, shift_images_gath
 from se_robot.agents.base import pick_device
 from se_robot.agents.encoders import make_pixel_encoder
 from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
+from se_robot.agents.obs import PIXELS, vector_obs
 from se_robot.config import from_dict, option, to_dict
 
 __all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target", "parse_schedule"]
@@ -115,16 +116,20 @@ def parse_schedule(spec: str | float) -> Callable[[int], float]:
                      "or step_linear(init,mid,steps1,final,steps2)")
 
 
+#: vector keys DrQ-v2 appends to its image representation, in ``se_robot.agents.obs`` order
+PROPRIO_KEYS = ("state", "task")
+
+
 def _space_shapes(obs_space: Any) -> dict[str, tuple[int, ...]]:
-    """{'pixels': shape, 'state': shape} from a Dict or Box space (duck-typed: no gymnasium import)."""
+    """{'pixels': (3k, H, W), 'state': (D,), 'task': (F,)}, the keys present in a Dict space."""
     spaces = getattr(obs_space, "spaces", None)
     if spaces is None:
-        shape = tuple(obs_space.shape)
-        return {"pixels" if len(shape) == 3 else "state": shape}
+        raise TypeError(f"DrQV2Agent: observations are dicts (pixels, state, task), got space {obs_space!r}")
     shapes = {}
     for key, space in dict(spaces).items():
-        if key not in ("pixels", "state"):
-            raise ValueError(f"DrQV2Agent: observation key {key!r} not understood (expected pixels and/or state)")
+        if key not in (PIXELS, *PROPRIO_KEYS):
+            raise ValueError(f"DrQV2Agent: observation key {key!r} not understood "
+                             f"(expected {PIXELS} and/or {', '.join(PROPRIO_KEYS)})")
         shapes[key] = tuple(space.shape)
     return shapes
 
@@ -175,12 +180,9 @@ class DrQV2Agent:
     def _build_networks(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, cfg: DrQV2Config,
                         device: torch.device) -> None:
         self.encoder: torch.nn.Module | None = None
-        self.pixels_hwc = False
         repr_dim = 0
-        if "pixels" in obs_shapes:
-            shape = obs_shapes["pixels"]
-            self.pixels_hwc = shape[0] > shape[-1]  # same rule as replay.to_chw_frame
-            c, h, w = (shape[2], shape[0], shape[1]) if self.pixels_hwc else shape
+        if PIXELS in obs_shapes:
+            c, h, w = obs_shapes[PIXELS]   # a channel-first frame stack (3k, H, W)
             if c % 3:
                 raise ValueError(f"DrQV2Agent: pixels with {c} channels are not a stack of RGB frames")
             self.encoder = make_pixel_encoder(cfg.encoder, c // 3, (h, w), cfg.encoder_checkpoint,
@@ -189,7 +191,8 @@ class DrQV2Agent:
             if cfg.channels_last:
                 self.encoder.to(memory_format=torch.channels_last)
             repr_dim = self.encoder.repr_dim
-        state_dim = obs_shapes["state"][0] if "state" in obs_shapes else 0
+        self.proprio_keys = tuple(k for k in PROPRIO_KEYS if k in obs_shapes)
+        state_dim = sum(obs_shapes[k][0] for k in self.proprio_keys)
         if repr_dim == 0 and state_dim == 0:
             raise ValueError("DrQV2Agent: the observation has neither pixels nor state")
         self.actor = DeterministicActor(repr_dim, state_dim, action_dim, cfg.feature_dim, cfg.hidden_dim).to(device)
@@ -242,7 +245,12 @@ class DrQV2Agent:
             return self.encoder.encode_frames(x).float().cpu().numpy()
 
     def _to_tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()}
+        """Pixels (or the replay's cached ``features``) as they are; the proprio keys as one vector."""
+        out = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()
+               if k not in PROPRIO_KEYS}
+        if self.proprio_keys:
+            out["proprio"] = torch.as_tensor(vector_obs(obs, self.proprio_keys), device=self.device)
+        return out
 
     def _encode(self, obs: dict[str, torch.Tensor], augment: bool) -> torch.Tensor | None:
         """(B, repr_dim) image representation, or None for state-only agents."""
@@ -250,7 +258,7 @@ class DrQV2Agent:
             return None
         if "features" in obs:  # the replay's cache of a frozen encoder
             return obs["features"].float().flatten(1)
-        x = obs["pixels"]
+        x = obs[PIXELS]
         if augment and self.cfg.aug_pad > 0:
             shifts = draw_shifts(x.shape[0], self.cfg.aug_pad, self.device, self.gen)
             if self.cfg.aug_method == "gather":
@@ -269,14 +277,10 @@ class DrQV2Agent:
     # ------------------------------------------------------------------ acting
     def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
         """Mean action in eval mode; otherwise noisy (uniform during the first num_expl_steps)."""
-        if not isinstance(obs, dict):
-            obs = {next(iter(self.obs_shapes)): obs}
-        obs = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_shapes or k == "features"}
-        if self.pixels_hwc and "pixels" in obs:
-            obs["pixels"] = np.ascontiguousarray(obs["pixels"].transpose(0, 3, 1, 2))
+        obs = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_shapes}
         t = self._to_tensors(obs)
         with torch.no_grad(), self._autocast():
-            mean = self.actor(self._encode(t, augment=False), t.get("state"))
+            mean = self.actor(self._encode(t, augment=False), t.get("proprio"))
             if eval_mode:
                 action = mean
             else:
@@ -303,7 +307,8 @@ class DrQV2Agent:
         return metrics
 
     def update_batch(self, batch: Any, step: int, update_actor: bool = True) -> dict[str, float]:
-        """One critic step (and by default one actor step) on a given Batch; for tests and benches."""
+        """One critic step (and by default one actor step) on a given Batch (``update`` runs critic steps
+        through it; the learner-speed benchmark times it on fixed batches)."""
         t = self._batch_tensors(batch)
         with self._autocast():
             h = self._encode(t["obs"], augment=True)
@@ -337,7 +342,7 @@ class DrQV2Agent:
         return torch.randperm(n, generator=self.gen, device=self.device)[:m]
 
     def _update_critic(self, h, next_h, t: dict[str, Any], step: int) -> dict[str, float]:
-        state, next_state = t["obs"].get("state"), t["next_obs"].get("state")
+        state, next_state = t["obs"].get("proprio"), t["next_obs"].get("proprio")
         with torch.no_grad(), self._autocast():
             next_mean = self.actor(next_h, next_state)
             next_action = sample_clipped(next_mean.float(), self.std(step), self.cfg.stddev_clip, self.gen)
@@ -360,7 +365,7 @@ class DrQV2Agent:
                 "_td_error": td.detach().abs().mean(0).squeeze(-1)}
 
     def _update_actor(self, h, t: dict[str, Any], step: int) -> dict[str, float]:
-        state = t["obs"].get("state")
+        state = t["obs"].get("proprio")
         std = self.std(step)
         self.critic.requires_grad_(False)  # only the action path needs gradients here
         try:

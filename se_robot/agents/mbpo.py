@@ -15,7 +15,9 @@ units of each output's standard deviation in the data (so radians, rad/s and met
 and cutting a rollout where the elites' means differ by more than ``disagreement_cut`` output
 standard deviations in any output.
 
-Where the task defines reward and termination on state vectors the loop passes
+Where the learning vector is proprioception then task features (keys ``state`` and ``task``,
+concatenated by ``se_robot.agents.obs.vector_obs``) and the task defines reward and termination
+on it, the loop passes
 ``reward_fn(state, action, next_state) -> (reward, terminated)`` (numpy, batched) and those
 replace the learned reward; otherwise the reward is learned and rollouts never terminate.
 """
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from se_robot.agents.dynamics import DynamicsConfig, EnsembleTrainer, ProbabilisticEnsemble
-from se_robot.agents.sac import SACAgent, SACConfig, _size, obs_vector
+from se_robot.agents.sac import SACAgent, SACConfig, _size
 from se_robot.config import from_dict, option
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -155,11 +157,11 @@ class ModelBuffer:
 class MBPOAgent:
     """MBPO following ``se_robot.agents.base.Agent``; build with :meth:`create`."""
 
-    def __init__(self, obs_key: str, obs_dim: int, action_dim: int, cfg: MBPOConfig, device: torch.device,
-                 seed: int, reward_fn: RewardFn | None = None):
+    def __init__(self, obs_keys: tuple[str, ...], obs_dim: int, action_dim: int, cfg: MBPOConfig,
+                 device: torch.device, seed: int, reward_fn: RewardFn | None = None):
         self.cfg, self.device = cfg, torch.device(device)
-        self.sac = SACAgent(obs_key, obs_dim, action_dim, cfg.sac, self.device, seed)
-        self.obs_key = obs_key
+        self.sac = SACAgent(obs_keys, obs_dim, action_dim, cfg.sac, self.device, seed)
+        self.obs_keys = self.sac.obs_keys
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 2)
             self.model = ProbabilisticEnsemble(obs_dim, action_dim, cfg.model).to(self.device)
@@ -167,7 +169,7 @@ class MBPOAgent:
         self.buffer = ModelBuffer(obs_dim, action_dim, self._buffer_capacity(0), self.device)
         self.rng = np.random.default_rng(seed + 1)
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
-        self.reward_fn = reward_fn if obs_key == "state" else None
+        self.reward_fn = reward_fn if self.scores_task else None
         self.last_fit_step: int | None = None
         self.last_rollout_step: int | None = None
         self.model_metrics: dict[str, float] = {}
@@ -177,11 +179,17 @@ class MBPOAgent:
                device: str | torch.device = "cpu", seed: int = 0, reward_fn: RewardFn | None = None) -> "MBPOAgent":
         cfg = cfg if isinstance(cfg, MBPOConfig) else from_dict(MBPOConfig, cfg or {}, "<mbpo config>")
         probe = SACAgent.create(obs_space, action_space, cfg.sac, "cpu", seed)  # validates spaces
-        return cls(probe.obs_key, probe.obs_dim, probe.action_dim, cfg, device, seed, reward_fn)
+        return cls(probe.obs_keys, probe.obs_dim, probe.action_dim, cfg, device, seed, reward_fn)
+
+    @property
+    def scores_task(self) -> bool:
+        """Whether the learning vector is the env's own (``state`` then ``task``), the layout a task
+        reward function reads; behind a frozen encoder (``features``) the reward is learned."""
+        return "features" not in self.obs_keys
 
     def set_reward_fn(self, reward_fn: RewardFn | None) -> None:
-        """The task's reward/termination on state vectors (ignored when learning from features)."""
-        self.reward_fn = reward_fn if self.obs_key == "state" else None
+        """The task's reward/termination on (state, task) vectors (ignored on encoder features)."""
+        self.reward_fn = reward_fn if self.scores_task else None
 
     def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
         return self.sac.act(obs, step, eval_mode)
@@ -201,7 +209,7 @@ class MBPOAgent:
         batch = replay.sample(2 * total)
         _, first = np.unique(np.asarray(batch.indices), return_index=True)
         first = first[: self.cfg.model_max_transitions]
-        s, ns = obs_vector(batch.obs, self.obs_key)[first], obs_vector(batch.next_obs, self.obs_key)[first]
+        s, ns = self.sac.vector(batch.obs)[first], self.sac.vector(batch.next_obs)[first]
         a, r = np.asarray(batch.action, np.float32)[first], np.asarray(batch.reward, np.float32)[first]
         return self.trainer.fit(s, a, r, ns, self.rng)
 

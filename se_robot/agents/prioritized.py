@@ -31,9 +31,6 @@ class SumTree:
     def get(self, slots: np.ndarray) -> np.ndarray:
         return self._tree[self._leaves + np.asarray(slots, dtype=np.int64)]
 
-    def max_leaf(self) -> float:
-        return float(self._tree[self._leaves:self._leaves + self.capacity].max(initial=0.0))
-
     def set(self, slots: np.ndarray | int, priorities: np.ndarray | float) -> None:
         """Set leaf priorities and repair the sums above them (duplicates: the last wins)."""
         slots = np.atleast_1d(np.asarray(slots, dtype=np.int64))

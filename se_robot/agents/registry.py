@@ -26,11 +26,4 @@ def make_agent(algo: str, obs_space: Any, action_space: Any, cfg: Any = None, de
     if isinstance(device, str):
         from se_robot.agents.base import pick_device
         device = pick_device(device)
-    module = importlib.import_module(AGENTS[algo])
-    if hasattr(module, "create"):
-        return module.create(obs_space, action_space, cfg, device, seed)
-    for name in dir(module):                      # fall back to a class with a create() classmethod
-        obj = getattr(module, name)
-        if isinstance(obj, type) and name.endswith("Agent") and hasattr(obj, "create"):
-            return obj.create(obs_space, action_space, cfg, device, seed)
-    raise ImportError(f"{AGENTS[algo]} defines neither create() nor an *Agent class with create()")
+    return importlib.import_module(AGENTS[algo]).create(obs_space, action_space, cfg, device, seed)

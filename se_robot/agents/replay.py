@@ -2,8 +2,10 @@
 
 Why this shape: a frame-stacked pixel observation duplicated as ``obs`` and ``next_obs`` costs
 2 x stack copies of each frame; on a small robot PC that is the difference between a 100k and a
-1M-step buffer. So a slot holds one observation (one uint8 CHW frame per camera, the state
-vector) plus the transition that leaves it; an episode of T steps takes T+1 slots. Sampling looks
+1M-step buffer. So a slot holds one observation (the newest uint8 (3, H, W) frame of ``pixels``,
+every other key as is) plus the transition that leaves it; an episode of T steps takes T+1 slots.
+Observations come in as the env gives them (``se_robot.agents.obs``): ``pixels`` is a channel-first
+frame stack (3k, H, W) whose newest frame is stored; batches rebuild stacks of ``frame_stack``. Sampling looks
 back ``frame_stack - 1`` slots (padding with the episode's first frame) and forward up to
 ``n_step`` slots (stopping at the episode's end: discount 0 after termination, bootstrapping
 after truncation).
@@ -27,6 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.prioritized import SumTree
 from se_robot.config import option
 
@@ -57,32 +60,6 @@ class Batch:
     weights: np.ndarray       # float32 (B,) importance weights (ones without PER)
     indices: np.ndarray       # int64 (B,) slots, for update_priorities
     is_demo: np.ndarray       # bool (B,)
-
-
-def _is_image(value: np.ndarray) -> bool:
-    return value.dtype == np.uint8 and value.ndim == 3
-
-
-def is_channel_first(shape: tuple[int, ...]) -> bool:
-    """Whether an image shape (C, H, W) or (H, W, C) is channel-first: channels never outnumber width."""
-    return shape[0] <= shape[-1]
-
-
-def to_chw_frame(value: np.ndarray, channels: int = 3) -> np.ndarray:
-    """The newest single frame of an image observation, channel-first.
-
-    Accepts an HWC frame from the env, or a frame stack in CHW (C*k, H, W) or HWC (H, W, C*k)
-    with the newest frame last, so the loop can store what a frame-stacking env returns.
-    """
-    if value.ndim != 3:
-        raise ValueError(f"image observation must have 3 dims, got shape {value.shape}")
-    if is_channel_first(value.shape):
-        if value.shape[0] % channels:
-            raise ValueError(f"channel-first image {value.shape} is not a stack of {channels}-channel frames")
-        return value[-channels:]
-    if value.shape[-1] % channels:
-        raise ValueError(f"channel-last image {value.shape} is not a stack of {channels}-channel frames")
-    return np.ascontiguousarray(value[..., -channels:].transpose(2, 0, 1))
 
 
 class ReplayBuffer:
@@ -122,8 +99,8 @@ class ReplayBuffer:
     def _allocate(self, obs: dict[str, np.ndarray], action_dim: int | None) -> None:
         for key, value in obs.items():
             value = np.asarray(value)
-            if _is_image(value):
-                frame = to_chw_frame(value)
+            if key == PIXELS:
+                frame = newest_frame(value)
                 self._arrays[key] = np.zeros((self.capacity, *frame.shape), np.uint8)
                 self._image_keys.append(key)
             else:
@@ -137,7 +114,7 @@ class ReplayBuffer:
         slot = self.written % self.capacity
         for key, value in obs.items():
             value = np.asarray(value)
-            self._arrays[key][slot] = to_chw_frame(value) if key in self._image_keys else value
+            self._arrays[key][slot] = newest_frame(value) if key in self._image_keys else value
         self._has_next[slot] = self._is_last[slot] = False
         self._terminated[slot] = self._truncated[slot] = False
         self._reward[slot] = 0.0
@@ -375,7 +352,7 @@ class ReplayBuffer:
         buf = cls(ReplayConfig(**meta["config"]))
         n = min(meta["written"], buf.capacity)
         for path in sorted(directory.glob("*.npy")):
-            name, value = path.stem, np.load(path)
+            name, value = path.stem, np.load(path, allow_pickle=False)
             if name.startswith("obs."):
                 key = name[4:]
                 buf._arrays[key] = np.zeros((buf.capacity, *value.shape[1:]), value.dtype)
@@ -417,59 +394,3 @@ def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: i
     online._fill(batch, slice(n_demo, batch_size), online_rows)
     batch.is_demo[:n_demo] = True
     return batch
-
-
-def load_demos(dataset_dir: str | Path, buffer: ReplayBuffer, obs_keys: tuple[str, ...] | None = None,
-               image_size: int | None = None, action_repeat: int = 1,
-               episode_fn: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None) -> int:
-    """Fill ``buffer`` from an episode dataset (docs/ARCHITECTURE.md); returns episodes read.
-
-    ``obs_keys`` picks the observation arrays to read (default: pixels and state where present);
-    ``image_size`` resizes frames recorded at another resolution. Datasets are recorded at the
-    control rate; with ``action_repeat`` k the loader merges k recorded steps into one agent step
-    (first action, summed reward, every k-th observation), as the training env would have seen them.
-    ``episode_fn`` maps an episode's observations (one row per agent step) to what is stored, e.g.
-    a frozen encoder's features (``EncoderFeatures.encode_episode``).
-    """
-    dataset_dir = Path(dataset_dir)
-    if not (dataset_dir / "dataset.json").is_file():
-        raise FileNotFoundError(f"{dataset_dir}: no dataset.json; not an episode dataset")
-    files = sorted(dataset_dir.glob("episode_*.npz"))
-    if not files:
-        raise FileNotFoundError(f"{dataset_dir}: dataset holds no episode_*.npz files")
-    for path in files:
-        with np.load(path, allow_pickle=False) as ep:
-            keys = obs_keys or tuple(k for k in ("pixels", "state") if k in ep.files)
-            missing = [k for k in (*keys, "action", "reward", "terminated", "truncated") if k not in ep.files]
-            if missing:
-                raise KeyError(f"{path}: missing arrays {missing}")
-            obs = {k: ep[k] for k in keys}
-            action, reward = ep["action"], ep["reward"]
-            term, trunc = ep["terminated"], ep["truncated"]
-        steps = len(action)
-        if any(len(v) != steps + 1 for v in obs.values()):
-            raise ValueError(f"{path}: observations must have T+1={steps + 1} rows")
-        rows, transitions = [0], []  # observation row per agent step; (action, reward, term, trunc) between
-        k = action_repeat
-        for t0 in range(0, steps, k):
-            t1 = min(t0 + k, steps)
-            last = t1 == steps
-            done_term = bool(term[t0:t1].any())
-            if done_term:
-                t1 = t0 + int(np.argmax(term[t0:t1])) + 1
-            rows.append(t1)
-            transitions.append((action[t0], float(reward[t0:t1].sum()), done_term,
-                                not done_term and (bool(trunc[t0:t1].any()) or last)))
-            if done_term or trunc[t0:t1].any():
-                break
-        obs = {n: v[rows] for n, v in obs.items()}
-        for n, v in obs.items():
-            if v.dtype == np.uint8 and image_size and v.shape[1:3] != (image_size, image_size):
-                import cv2
-                obs[n] = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in v])
-        if episode_fn is not None:
-            obs = episode_fn(obs)
-        buffer.add_first({n: v[0] for n, v in obs.items()})
-        for i, (a, r, terminated, truncated) in enumerate(transitions, 1):
-            buffer.add(a, r, {n: v[i] for n, v in obs.items()}, terminated, truncated)
-    return len(files)

@@ -20,9 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from se_robot.agents.dynamics import EnsembleMLP
+from se_robot.agents.obs import vector_dim, vector_keys, vector_obs
 from se_robot.config import from_dict, option
-
-OBS_KEYS = ("features", "state")
 
 
 @dataclasses.dataclass
@@ -45,41 +44,18 @@ class SACConfig:
     log_std_max: float = option(2.0, range=(-5.0, 5.0), help="upper bound of the policy's log std")
     min_replay: int = option(256, range=(1, None), help="update() does nothing until replay holds this many")
     demo_ratio: float = option(0.5, range=(0.0, 1.0), help="fraction of each batch from demos when given (RLPD)")
-    obs_key: str = option("auto", choices=("auto", "features", "state"),
-                          help="observation entry to learn from; auto prefers frozen-encoder features")
 
 
-def select_obs_key(obs_space: Any, requested: str = "auto") -> tuple[str, int]:
-    """Which observation vector to learn from, and its size.
+def vector_space(obs_space: Any) -> tuple[tuple[str, ...], int]:
+    """The vector keys SAC and MBPO learn from (``se_robot.agents.obs.VECTOR_KEYS``) and their total size.
 
-    A Box space counts as ``state``. A Dict space with ``pixels`` but neither ``features`` nor
-    ``state`` is refused: SAC and MBPO here learn on vectors, pixels need a frozen encoder first.
+    Pixels alone are refused: these learners take vectors, so pixels need a frozen encoder first.
     """
-    spaces = getattr(obs_space, "spaces", None)
-    if spaces is None:
-        shape = getattr(obs_space, "shape", None)
-        if shape is None or len(shape) != 1:
-            raise ValueError(f"observation space {obs_space!r}: expected a flat Box or a Dict with 'state'/'features'")
-        return "state", int(shape[0])
-    keys = [requested] if requested != "auto" else [k for k in OBS_KEYS if k in spaces]
-    for key in keys:
-        if key not in spaces:
-            raise ValueError(f"observation space has no {key!r} entry (has {sorted(spaces)})")
-        shape = spaces[key].shape
-        if len(shape) != 1:
-            raise ValueError(f"observation {key!r} must be a flat vector, got shape {shape}")
-        return key, int(shape[0])
-    raise ValueError(f"observation space with keys {sorted(spaces)} has neither 'features' nor 'state'; "
-                     "for pixels give a frozen encoder's output as obs['features']")
-
-
-def obs_vector(obs: Any, key: str) -> np.ndarray:
-    """The learning vector from an env observation or a replay batch's obs (dict or array)."""
-    if isinstance(obs, Mapping):
-        if key not in obs:
-            raise KeyError(f"observation has no {key!r} entry (has {sorted(obs)})")
-        obs = obs[key]
-    return np.asarray(obs, dtype=np.float32)
+    keys = vector_keys(obs_space)
+    if not keys:
+        raise ValueError(f"observation space with keys {sorted(obs_space.spaces)} has no vector key; "
+                         "for pixels give a frozen encoder (obs['features'])")
+    return keys, vector_dim(obs_space)
 
 
 class Actor(nn.Module):
@@ -108,9 +84,10 @@ class Actor(nn.Module):
 class SACAgent:
     """SAC following ``se_robot.agents.base.Agent``; build with :meth:`create`."""
 
-    def __init__(self, obs_key: str, obs_dim: int, action_dim: int, cfg: SACConfig, device: torch.device, seed: int):
+    def __init__(self, obs_keys: tuple[str, ...], obs_dim: int, action_dim: int, cfg: SACConfig,
+                 device: torch.device, seed: int):
         self.cfg, self.device = cfg, torch.device(device)
-        self.obs_key, self.obs_dim, self.action_dim = obs_key, obs_dim, action_dim
+        self.obs_keys, self.obs_dim, self.action_dim = tuple(obs_keys), obs_dim, action_dim
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global stream untouched
@@ -136,15 +113,19 @@ class SACAgent:
     def create(cls, obs_space: Any, action_space: Any, cfg: SACConfig | Mapping | None = None,
                device: str | torch.device = "cpu", seed: int = 0) -> "SACAgent":
         cfg = from_dict(SACConfig, cfg or {}, "<sac config>") if not isinstance(cfg, SACConfig) else cfg
-        key, obs_dim = select_obs_key(obs_space, cfg.obs_key)
+        keys, obs_dim = vector_space(obs_space)
         low, high = np.asarray(action_space.low), np.asarray(action_space.high)
         if low.ndim != 1 or not (np.allclose(low, -1) and np.allclose(high, 1)):
             raise ValueError(f"SAC expects a normalised Box action space [-1, 1]^n, got low={low} high={high}")
-        return cls(key, obs_dim, int(low.shape[0]), cfg, device, seed)
+        return cls(keys, obs_dim, int(low.shape[0]), cfg, device, seed)
 
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
+
+    def vector(self, obs: Mapping[str, Any]) -> np.ndarray:
+        """The learning vector of an observation or a batch's observations (``vector_obs``)."""
+        return vector_obs(obs, self.obs_keys)
 
     # ------------------------------------------------------------------ acting
     def policy(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +133,7 @@ class SACAgent:
 
     @torch.no_grad()
     def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
-        x = torch.as_tensor(obs_vector(obs, self.obs_key), device=self.device).reshape(1, -1)
+        x = torch.as_tensor(self.vector(obs), device=self.device).reshape(1, -1)
         action, _ = self.policy(x, deterministic=eval_mode)
         return action[0].cpu().numpy()
 
@@ -161,9 +142,9 @@ class SACAgent:
         """A replay ``Batch`` (numpy) as float tensors: obs, action, reward (B,1), discount (B,1), next_obs."""
         def t(x: Any) -> torch.Tensor:
             return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
-        return {"obs": t(obs_vector(batch.obs, self.obs_key)), "action": t(batch.action),
+        return {"obs": t(self.vector(batch.obs)), "action": t(batch.action),
                 "reward": t(batch.reward).reshape(-1, 1), "discount": t(batch.discount).reshape(-1, 1),
-                "next_obs": t(obs_vector(batch.next_obs, self.obs_key))}
+                "next_obs": t(self.vector(batch.next_obs))}
 
     def learn(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
         """One gradient step of critics, actor and temperature on a tensor batch."""

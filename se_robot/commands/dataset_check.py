@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from se_robot.data.episodes import DatasetError, check_dataset, stray_temp_files
+    from se_robot.data.dataset import check_dataset
+    from se_robot.data.episodes import DatasetError, stray_temp_files
 
     try:
         count = check_dataset(args.directory)

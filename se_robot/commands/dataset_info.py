@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from se_robot.data.episodes import DatasetError, DatasetInfo
+    from se_robot.data.dataset import DatasetInfo
+    from se_robot.data.episodes import DatasetError
 
     try:
         info = DatasetInfo.from_dir(args.directory)

@@ -30,22 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def make_sim_env(task: str, **kwargs):
-    """The raw twin env for ``task`` (no frame stack/action repeat: datasets hold single frames)."""
-    import gymnasium
-
-    import se_robot.envs  # noqa: F401  registers se_robot/Sim*-v0
-
-    return gymnasium.make(f"se_robot/Sim{task.capitalize()}-v0", **kwargs)
-
-
 def run(args: argparse.Namespace) -> int:
     from se_robot.data.recording import NoisyPolicy, RandomPolicy, dataset_meta_for, record_scripted
+    from se_robot.envs import make_env
 
     if args.episodes < 1:
         raise SystemExit("se-robot demos: --episodes must be at least 1")
-    env = make_sim_env(args.task, obs_mode=args.obs_mode, image_size=args.image_size, camera=args.camera,
-                       action_mode=args.action_mode)
+    # frame_stack=0: a dataset holds the env's own H x W x 3 frames, one per step
+    env = make_env(args.task, frame_stack=0, obs_mode=args.obs_mode, image_size=args.image_size,
+                   camera=args.camera, action_mode=args.action_mode)
     try:
         if args.policy == "random":
             policy = RandomPolicy(env.action_space, seed=args.seed)

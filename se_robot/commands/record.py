@@ -48,32 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def find_estop(env: Any) -> Any | None:
-    """The EStop that guards ``env``'s arm (see se_robot.envs.intervention.find_estop)."""
-    from se_robot.envs.intervention import find_estop as find
-
-    return find(env)
-
-
 def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
-    """The raw env (no frame stack or action repeat: a dataset holds single HxWx3 frames)."""
+    """The env through ``make_env`` with ``frame_stack=0``: a dataset holds single H x W x 3 frames."""
+    from se_robot.envs import make_env
+
     options: dict[str, Any] = dict(obs_mode=args.obs_mode, image_size=args.image_size, camera=args.camera,
                                    action_mode=action_mode, control_hz=args.control_hz)
     if args.backend == "hardware":
-        # the hardware env's ``camera`` is the camera config; which view it is stays in the metadata
-        options.update(port=args.port, calibration=args.calibration, camera=args.camera_config,
+        options.update(port=args.port, calibration=args.calibration, scene_camera=args.camera_config,
                        camera_source=args.camera_source)
-    if args.backend == "hardware":
-        from se_robot.envs.hardware_env import make_hardware_env
-
-        return make_hardware_env(args.task, **options)
-    if args.backend == "ros":
-        from se_robot.nodes.ros_arm_env import make_ros_env
-
-        return make_ros_env(args.task, **options)
-    from se_robot.commands.demos import make_sim_env
-
-    return make_sim_env(args.task, **options)
+    return make_env(args.task, backend=args.backend, frame_stack=0, **options)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,13 +74,9 @@ def run(args: argparse.Namespace) -> int:
     server = None
     try:
         base = env.unwrapped
-        estop = find_estop(env)
-        device = make_teleop(args.teleop, device=args.device, estop=estop, leader_arm=args.leader_arm,
-                             leader_calibration=args.leader_calibration, follower_arm=getattr(base, "arm", None),
-                             speed=args.speed)
-        motion = getattr(device, "motion", device)
-        if hasattr(motion, "action_scale_rad") and hasattr(base, "cfg"):
-            motion.action_scale_rad = base.cfg.joint_step_rad  # the env's joint_delta scale
+        device = make_teleop(args.teleop, device=args.device, estop=base.robot.estop, leader_arm=args.leader_arm,
+                             leader_calibration=args.leader_calibration, follower_arm=base.arm,
+                             speed=args.speed, action_scale_rad=base.cfg.joint_step_rad)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=action_mode, backend=args.backend)
         try:
@@ -105,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"se-robot record: {e}", file=sys.stderr)
             return 1
         episode_meta = {"backend": args.backend}
-        calibration = getattr(getattr(base, "robot", None), "calibration", None)
-        if calibration is not None:
+        if args.backend == "hardware":
+            calibration = base.robot.calibration
             from se_robot.config import to_dict
 
             episode_meta["calibration"] = to_dict(calibration)
@@ -120,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"camera view: {server.url}")
 
             def on_step(obs, cmd):  # noqa: ARG001 - the signature record_teleop calls
-                latest["frame"] = obs["pixels"] if isinstance(obs, dict) else obs
+                latest["frame"] = obs["pixels"]
         print(KeyboardTeleop.help_text())
         with device:
             result = record_teleop(env, device, writer, args.episodes, auto_label=args.auto_label,

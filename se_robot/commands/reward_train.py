@@ -49,15 +49,15 @@ def measure_on_sim(reward_model: Any, task: str, meta: Any, episodes: int, seed:
     """Run the classifier inside the twin and compare with the twin's own success, per step and per episode."""
     import numpy as np
 
-    from se_robot.commands.demos import make_sim_env
     from se_robot.data.recording import NoisyPolicy, RandomPolicy
     from se_robot.data.reward_model import rates
+    from se_robot.envs import make_env
     from se_robot.envs.experts import expert_for
     from se_robot.envs.reward_wrapper import LearnedRewardWrapper
 
     options = {k: meta.extra[k] for k in ("obs_mode", "image_size", "action_mode") if k in meta.extra}
     options["obs_mode"] = "both" if options.get("obs_mode", "both") == "state" else options.get("obs_mode", "both")
-    env = make_sim_env(task, camera=meta.camera, **options)
+    env = make_env(task, frame_stack=1, camera=meta.camera, **options)   # pixels: a (3, H, W) stack of one
     wrapped = LearnedRewardWrapper(env, reward_model, terminate_on_success=False)
     results: dict[str, Any] = {}
     all_scores, all_truth = [], []

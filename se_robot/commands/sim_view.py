@@ -37,16 +37,14 @@ def contact_sheet(frames: list, columns: int = 6, count: int = 12):
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import gymnasium as gym
     import imageio.v2 as imageio
     import numpy as np
 
-    from se_robot.envs import SIM_IDS
+    from se_robot.envs import make_env
     from se_robot.envs.experts import expert_for
 
-    env = gym.make(SIM_IDS[args.task], render_mode="rgb_array", render_size=args.size)
+    env = make_env(args.task, seed=args.seed, render_mode="rgb_array", render_size=args.size)
     expert = expert_for(env)
-    env.action_space.seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames, results = [], []

@@ -8,8 +8,10 @@ nothing. Leftover temporary files are ignored by readers and reported by ``check
 
 Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
 
-    pixels        uint8   (T+1, H, W, 3)   optional; extra cameras as pixels_<name>
-    state         float32 (T+1, D)
+    state         float32 (T+1, D)         proprioception          } the env's observation keys
+    task          float32 (T+1, F)         task features           } (se_robot.envs.spaces); at
+    pixels        uint8   (T+1, H, W, 3)   the env's raw frames    } least one; extra cameras
+                                                                     as pixels_<name>
     action        float32 (T, A)
     reward        float32 (T,)
     terminated    bool    (T,)
@@ -18,10 +20,14 @@ Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
     timestamp     float64 (T+1,)           seconds (wall clock on hardware, sim time in the twin)
     success       bool    ()
     metadata      str     ()               JSON: arm, calibration, camera, task, control_hz, source
+
+Frames are stored as the camera gives them (H x W x 3), never frame-stacked; loaders that feed
+agents convert with this known layout. Every file is read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -41,9 +47,10 @@ DATASET_FILE = "dataset.json"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 TMP_SUFFIX = ".tmp"
 
+#: vector observation keys an episode may hold, each float32 (T+1, D)
+VECTOR_OBS_KEYS = ("state", "task")
 #: key -> (dtype, number of dimensions, leading length: "T" or "T+1" or None for a scalar)
 _SPEC: dict[str, tuple[np.dtype, int, str | None]] = {
-    "state": (np.dtype(np.float32), 2, "T+1"),
     "action": (np.dtype(np.float32), 2, "T"),
     "reward": (np.dtype(np.float32), 1, "T"),
     "terminated": (np.dtype(bool), 1, "T"),
@@ -70,6 +77,11 @@ def episode_filename(index: int) -> str:
 
 def is_pixel_key(key: str) -> bool:
     return key == "pixels" or key.startswith("pixels_")
+
+
+def is_obs_key(key: str) -> bool:
+    """Whether ``key`` is an observation array of an episode (state, task, pixels*)."""
+    return key in VECTOR_OBS_KEYS or is_pixel_key(key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,20 +174,20 @@ def write_dataset_meta(directory: str | Path, meta: DatasetMeta) -> None:
 # Writing
 # --------------------------------------------------------------------------------------------
 
-def _split_obs(obs: Any) -> dict[str, np.ndarray]:
-    """An env observation as episode keys: dicts keep their pixel/state keys, arrays are classified."""
-    if isinstance(obs, Mapping):
-        out = {}
-        for k, v in obs.items():
-            if k == "state" or is_pixel_key(k):
-                out[k] = np.asarray(v)
-        if not out:
-            raise ValueError(f"observation dict has none of the keys state/pixels*: {sorted(obs)}")
-        return out
-    arr = np.asarray(obs)
-    if arr.dtype == np.uint8 and arr.ndim == 3:
-        return {"pixels": arr}
-    return {"state": arr}
+def _obs_arrays(obs: Any) -> dict[str, np.ndarray]:
+    """The observation keys of an env observation dict, checked against the episode layout."""
+    if not isinstance(obs, Mapping):
+        raise TypeError(f"observations are dicts (state, task, pixels), got {type(obs).__name__}")
+    unknown = [k for k in obs if not is_obs_key(k)]
+    if unknown or not obs:
+        raise ValueError(f"episodes store the env's state, task and pixels* keys; got {sorted(obs)} "
+                         "(record the env without encoder wrappers)")
+    out = {k: np.asarray(v) for k, v in obs.items()}
+    for k, v in out.items():
+        if is_pixel_key(k) and (v.dtype != np.uint8 or v.ndim != 3 or v.shape[-1] != 3):
+            raise ValueError(f"{k}: episodes store the camera's raw uint8 (H, W, 3) frames, got {v.dtype} "
+                             f"{v.shape} (record the env without PixelFrameStack)")
+    return out
 
 
 class EpisodeWriter:
@@ -222,7 +234,7 @@ class EpisodeWriter:
     def start_episode(self, obs: Any, timestamp: float | None = None,
                       metadata: Mapping[str, Any] | None = None) -> None:
         """Begin an episode with the observation from ``env.reset``; drops any unfinished one."""
-        first = _split_obs(obs)
+        first = _obs_arrays(obs)
         self._steps = {k: [v.copy()] for k, v in first.items()}
         self._steps.update(action=[], reward=[], terminated=[], truncated=[], intervention=[],
                            timestamp=[time.time() if timestamp is None else float(timestamp)])
@@ -234,7 +246,7 @@ class EpisodeWriter:
         """Record one transition: ``action`` taken, then ``obs`` observed and ``reward`` received."""
         if self._steps is None:
             raise RuntimeError("add_step before start_episode")
-        nxt = _split_obs(obs)
+        nxt = _obs_arrays(obs)
         if tuple(nxt) != self._obs_keys:
             raise ValueError(f"observation keys changed within an episode: {self._obs_keys} -> {tuple(nxt)}")
         for k, v in nxt.items():
@@ -275,6 +287,7 @@ class EpisodeWriter:
                 "control_hz": self.meta.control_hz, **self._episode_meta, **(metadata or {})}
         arrays["metadata"] = np.asarray(json.dumps(meta, sort_keys=True, default=_json_default))
         path = self.directory / episode_filename(self.next_index)
+        validate_arrays(arrays, path)   # a bad episode fails here, at record time, not at training
         save = np.savez_compressed if self.compress else np.savez
         _atomic_write(path, lambda f: save(f, **arrays))
         self.next_index += 1
@@ -320,8 +333,35 @@ class Episode:
         return key in self.arrays
 
     def observation(self, t: int) -> dict[str, np.ndarray]:
-        """The observation at index t (0..T) as the env's dict form."""
-        return {k: v[t] for k, v in self.arrays.items() if k == "state" or is_pixel_key(k)}
+        """The observation at index t (0..T) as the env's dict form (raw frames, not stacked)."""
+        return {k: v[t] for k, v in self.arrays.items() if is_obs_key(k)}
+
+    @property
+    def obs_keys(self) -> list[str]:
+        return sorted(k for k in self.arrays if is_obs_key(k))
+
+
+def _validate_obs(arrays: Mapping[str, np.ndarray], T: int, path: str | Path) -> None:
+    """Observation keys: at least one; vectors float32 (T+1, D), finite; frames uint8 (T+1, H, W, 3)."""
+    unknown = sorted(k for k in arrays if k not in REQUIRED_KEYS and not is_obs_key(k))
+    if unknown:
+        raise DatasetError(path, unknown[0], f"not an episode key (observations: {', '.join(VECTOR_OBS_KEYS)}, "
+                                             "pixels, pixels_<camera>)")
+    obs_keys = [k for k in arrays if is_obs_key(k)]
+    if not obs_keys:
+        raise DatasetError(path, "<observation>", "no observation arrays (state, task or pixels)")
+    for key in obs_keys:
+        a = arrays[key]
+        want_dtype, want = (np.dtype(np.uint8), "(T+1, H, W, 3)") if is_pixel_key(key) else \
+            (np.dtype(np.float32), "(T+1, D)")
+        if a.dtype != want_dtype:
+            raise DatasetError(path, key, f"expected dtype {want_dtype}, got {a.dtype}")
+        if (a.ndim != 4 or a.shape[-1] != 3) if is_pixel_key(key) else a.ndim != 2:
+            raise DatasetError(path, key, f"expected shape {want}, got {a.shape}")
+        if a.shape[0] != T + 1:
+            raise DatasetError(path, key, f"length {a.shape[0]} does not match T+1 = {T + 1}")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise DatasetError(path, key, "contains NaN or infinite values")
 
 
 def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple[bool, dict[str, Any]]:
@@ -349,16 +389,7 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple
             raise DatasetError(path, key, "contains NaN or infinite values")
     if np.any(np.diff(arrays["timestamp"]) < 0):
         raise DatasetError(path, "timestamp", "timestamps go backwards")
-    for key in arrays:
-        if not is_pixel_key(key):
-            continue
-        px = arrays[key]
-        if px.dtype != np.uint8:
-            raise DatasetError(path, key, f"expected dtype uint8, got {px.dtype}")
-        if px.ndim != 4 or px.shape[-1] != 3:
-            raise DatasetError(path, key, f"expected shape (T+1, H, W, 3), got {px.shape}")
-        if px.shape[0] != T + 1:
-            raise DatasetError(path, key, f"length {px.shape[0]} does not match T+1 = {T + 1}")
+    _validate_obs(arrays, T, path)
     meta = arrays["metadata"]
     if meta.dtype.kind != "U" or meta.ndim != 0:
         raise DatasetError(path, "metadata",
@@ -372,27 +403,48 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple
     return bool(arrays["success"]), metadata
 
 
-def load_episode(path: str | Path, validate: bool = True) -> Episode:
-    """Load every array of one episode file; a damaged or malformed file raises DatasetError."""
-    path = Path(path)
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[Any]:
+    """``np.load`` without pickles; unreadable files raise DatasetError naming the file."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            yield npz
+    except DatasetError:
+        raise
     except FileNotFoundError:
         raise DatasetError(path, "<file>", "does not exist") from None
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise DatasetError(path, "<file>", f"not a readable .npz (truncated or corrupt): {e}") from None
     except ValueError as e:
         raise DatasetError(path, "<file>", f"not a readable .npz: {e}") from None
-    if validate:
-        success, metadata = validate_arrays(arrays, path)
-    else:
-        success = bool(arrays.get("success", False))
-        try:
-            metadata = json.loads(str(arrays.get("metadata", "{}")))
-        except json.JSONDecodeError:
-            metadata = {}
+
+
+def _member(npz: Any, path: Path, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as e:   # numpy refuses object arrays without allow_pickle
+        raise DatasetError(path, key, f"holds a pickled object, which episodes never do ({e})") from None
+
+
+def load_episode(path: str | Path) -> Episode:
+    """Load and validate every array of one episode file; anything malformed raises DatasetError."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        arrays = {k: _member(npz, path, k) for k in npz.files}
+    success, metadata = validate_arrays(arrays, path)
     return Episode(path=path, arrays=arrays, success=success, metadata=metadata)
+
+
+def episode_length(path: str | Path) -> int:
+    """T of one episode file, reading only its ``action`` array (for sizing buffers before loading)."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        if "action" not in npz.files:
+            raise DatasetError(path, "action", "missing required key")
+        action = _member(npz, path, "action")
+    if action.ndim != 2 or len(action) < 1:
+        raise DatasetError(path, "action", f"expected shape (T, A) with T >= 1, got {action.shape}")
+    return int(len(action))
 
 
 def _episode_files(directory: Path) -> list[tuple[int, Path]]:
@@ -417,86 +469,7 @@ def stray_temp_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX))
 
 
-def iter_episodes(directory: str | Path, validate: bool = True) -> Iterator[Episode]:
-    """Yield every episode of a dataset in index order, loading one at a time."""
+def iter_episodes(directory: str | Path) -> Iterator[Episode]:
+    """Yield every episode of a dataset in index order, loading (and validating) one at a time."""
     for path in episode_paths(directory):
-        yield load_episode(path, validate=validate)
-
-
-def check_dataset(directory: str | Path) -> int:
-    """Validate ``dataset.json`` and every episode, plus consistency across episodes.
-
-    Returns the number of episodes; raises DatasetError naming the first bad file.
-    """
-    directory = Path(directory)
-    read_dataset_meta(directory)
-    shapes: dict[str, tuple] | None = None
-    count = 0
-    for path in episode_paths(directory):
-        ep = load_episode(path)
-        these = {k: v.shape[1:] for k, v in ep.arrays.items()
-                 if k in ("state", "action") or is_pixel_key(k)}
-        if shapes is None:
-            shapes, first = these, path
-        elif these != shapes:
-            key = next((k for k in sorted(set(these) | set(shapes)) if these.get(k) != shapes.get(k)))
-            raise DatasetError(path, key, f"per-step shape {these.get(key)} differs from {shapes.get(key)} "
-                               f"in {first.name}")
-        count += 1
-    return count
-
-
-@dataclasses.dataclass
-class DatasetInfo:
-    """A summary of a dataset for ``se-robot dataset info`` and for loaders sizing buffers."""
-
-    directory: Path
-    meta: DatasetMeta
-    num_episodes: int
-    lengths: list[int]
-    successes: list[bool]
-    interventions: int
-    size_bytes: int
-    keys: dict[str, tuple[tuple[int, ...], str]]
-
-    @property
-    def num_steps(self) -> int:
-        return int(sum(self.lengths))
-
-    @property
-    def success_rate(self) -> float:
-        return float(np.mean(self.successes)) if self.successes else float("nan")
-
-    @classmethod
-    def from_dir(cls, directory: str | Path, validate: bool = True) -> "DatasetInfo":
-        directory = Path(directory)
-        meta = read_dataset_meta(directory)
-        lengths, successes, interventions, keys, size = [], [], 0, {}, 0
-        for path in episode_paths(directory):
-            ep = load_episode(path, validate=validate)
-            size += path.stat().st_size
-            lengths.append(ep.length)
-            successes.append(ep.success)
-            interventions += int(np.sum(ep.arrays.get("intervention", 0)))
-            if not keys:
-                keys = {k: (tuple(v.shape[1:]), str(v.dtype)) for k, v in ep.arrays.items()
-                        if k not in ("metadata", "success")}
-        return cls(directory, meta, len(lengths), lengths, successes, interventions, size, keys)
-
-    def summary(self) -> str:
-        lines = [f"dataset      {self.directory}",
-                 f"task         {self.meta.task}   arm {self.meta.arm}   camera {self.meta.camera}",
-                 f"control rate {self.meta.control_hz:g} Hz   format v{self.meta.format_version}   "
-                 f"created {self.meta.created}",
-                 f"episodes     {self.num_episodes}   steps {self.num_steps}"]
-        if self.lengths:
-            lens = np.asarray(self.lengths)
-            lines.append(f"length       min {lens.min()}  mean {lens.mean():.1f}  max {lens.max()} steps "
-                         f"({lens.mean() / self.meta.control_hz:.1f} s mean)")
-            lines.append(f"success      {sum(self.successes)}/{self.num_episodes} ({100 * self.success_rate:.1f}%)")
-            share = 100 * self.interventions / max(self.num_steps, 1)
-            lines.append(f"intervention {self.interventions} steps ({share:.1f}%)")
-        lines.append(f"size         {self.size_bytes / 1e6:.2f} MB on disk")
-        for k, (shape, dtype) in sorted(self.keys.items()):
-            lines.append(f"  {k:<14s} {dtype:<8s} per step {shape}")
-        return "\n".join(lines)
+        yield load_episode(path)

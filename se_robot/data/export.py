@@ -5,7 +5,8 @@ CDR bytes are not used because rosbags rejects their padding. Topics::
 
     /camera/<name>/image_raw   sensor_msgs/msg/Image          rgb8, one per camera per step
     /joint_states              sensor_msgs/msg/JointState      positions (and velocities) from state
-    /observation/state         std_msgs/msg/Float64MultiArray  the whole state vector
+    /observation/state         std_msgs/msg/Float64MultiArray  the proprioceptive state vector
+    /observation/task          std_msgs/msg/Float64MultiArray  the task features (obs_mode state)
     /action                    std_msgs/msg/Float64MultiArray  the command taken after each observation
     /reward                    std_msgs/msg/Float32
     /intervention              std_msgs/msg/Bool               True where a human drove
@@ -110,12 +111,12 @@ def export_mcap(directory: str | Path, out: str | Path, episodes: Iterable[int] 
 def _write_episode(ep: Episode, stamps_ns: np.ndarray, put: Any, ts: Any, Header: Any, Image: Any,
                    JointState: Any, Float32: Any, Bool: Any, arm_name: str, camera: str,
                    n_joints: int | None) -> None:
-    state = ep["state"]
-    arm_names = _arm_joint_names(arm_name)
-    n = n_joints or len(arm_names) or state.shape[1]
-    n = min(n, state.shape[1])
-    names = arm_names if len(arm_names) == n else [f"joint_{i}" for i in range(n)]
-    has_vel = state.shape[1] >= 2 * n
+    state = ep.arrays.get("state")   # absent from episodes recorded in obs_mode pixels
+    if state is not None:
+        arm_names = _arm_joint_names(arm_name)
+        n = min(n_joints or len(arm_names) or state.shape[1], state.shape[1])
+        names = arm_names if len(arm_names) == n else [f"joint_{i}" for i in range(n)]
+        has_vel = state.shape[1] >= 2 * n
     frame_ids = {k: (camera if k == "pixels" else k.removeprefix("pixels_")) for k in ep.pixel_keys}
     for t in range(ep.length + 1):
         t_ns = int(stamps_ns[t])
@@ -126,12 +127,15 @@ def _write_episode(ep: Episode, stamps_ns: np.ndarray, put: Any, ts: Any, Header
             msg = Image(header=Header(stamp=stamp, frame_id=f"{name}_optical_frame"), height=h, width=w,
                         encoding="rgb8", is_bigendian=0, step=3 * w, data=frame.reshape(-1))
             put(f"/camera/{name}/image_raw", "sensor_msgs/msg/Image", msg, t_ns)
-        js = JointState(header=Header(stamp=stamp, frame_id=""), name=names,
-                        position=state[t, :n].astype(np.float64),
-                        velocity=state[t, n:2 * n].astype(np.float64) if has_vel else np.zeros(0),
-                        effort=np.zeros(0))
-        put("/joint_states", "sensor_msgs/msg/JointState", js, t_ns)
-        put("/observation/state", "std_msgs/msg/Float64MultiArray", _float_array(ts, state[t], "state"), t_ns)
+        if state is not None:
+            js = JointState(header=Header(stamp=stamp, frame_id=""), name=names,
+                            position=state[t, :n].astype(np.float64),
+                            velocity=state[t, n:2 * n].astype(np.float64) if has_vel else np.zeros(0),
+                            effort=np.zeros(0))
+            put("/joint_states", "sensor_msgs/msg/JointState", js, t_ns)
+            put("/observation/state", "std_msgs/msg/Float64MultiArray", _float_array(ts, state[t], "state"), t_ns)
+        if "task" in ep:
+            put("/observation/task", "std_msgs/msg/Float64MultiArray", _float_array(ts, ep["task"][t], "task"), t_ns)
         if t < ep.length:
             put("/action", "std_msgs/msg/Float64MultiArray", _float_array(ts, ep["action"][t], "action"), t_ns)
             put("/reward", "std_msgs/msg/Float32", Float32(data=float(ep["reward"][t])), t_ns)

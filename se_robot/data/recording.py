@@ -12,33 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from se_robot.data.episodes import DatasetMeta, EpisodeWriter
 
 
-def env_control_hz(env: Any, default: float = 10.0) -> float:
-    """The env's control rate, wherever the env keeps it (attribute, spec kwargs, metadata)."""
-    base = getattr(env, "unwrapped", env)
-    for obj in (env, base):
-        for name in ("control_hz", "control_rate_hz"):
-            value = getattr(obj, name, None)
-            if isinstance(value, (int, float)) and value > 0:
-                return float(value)
-    spec = getattr(env, "spec", None)
-    if spec is not None and isinstance(spec.kwargs.get("control_hz"), (int, float)):
-        return float(spec.kwargs["control_hz"])
-    fps = getattr(base, "metadata", {}).get("render_fps")
-    return float(fps) if isinstance(fps, (int, float)) and fps > 0 else default
+def env_control_hz(env: gym.Env) -> float:
+    """The control rate of an env made by ``make_env`` (an ``ArmEnv`` under its wrappers)."""
+    return float(env.unwrapped.cfg.control_hz)
 
 
-def env_arm_name(env: Any, default: str = "so101") -> str:
-    arm = getattr(getattr(env, "unwrapped", env), "arm", None)
-    return str(getattr(arm, "name", default)) if arm is not None else default
-
-
-def dataset_meta_for(env: Any, task: str, camera: str = "scene", **extra: Any) -> DatasetMeta:
-    return DatasetMeta(task=task, arm=env_arm_name(env), control_hz=env_control_hz(env), camera=camera,
+def dataset_meta_for(env: gym.Env, task: str, camera: str = "scene", **extra: Any) -> DatasetMeta:
+    return DatasetMeta(task=task, arm=env.unwrapped.arm.name, control_hz=env_control_hz(env), camera=camera,
                        extra={k: v for k, v in extra.items() if v is not None})
 
 

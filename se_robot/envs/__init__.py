@@ -1,18 +1,26 @@
-"""Environments: the tasks on the sim twin, the real arm and over ROS, behind one Gymnasium API.
+"""Environments: the tasks on any robot behind one Gymnasium env (``ArmEnv``) and one factory.
 
 Importing this package registers ``se_robot/SimReach-v0``, ``se_robot/SimPush-v0`` and
-``se_robot/SimLift-v0``.
+``se_robot/SimLift-v0`` (``ArmEnv`` over ``TwinRobot``). Everything else builds its env with
+``make_env``, so wrappers are composed in one place whatever the backend.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
 
 from se_robot.config import config_path, read_yaml
+from se_robot.envs.spaces import EnvConfig
 
 SIM_IDS = {"reach": "se_robot/SimReach-v0", "push": "se_robot/SimPush-v0", "lift": "se_robot/SimLift-v0"}
+
+#: options ``ArmEnv`` itself takes, besides the ``EnvConfig`` fields; the rest go to the robot
+ENV_OPTIONS = frozenset(f.name for f in dataclasses.fields(EnvConfig)) | {
+    "render_mode", "render_size", "detector", "home_tolerance_rad", "home_timeout_s", "frame_timeout_s",
+    "object_timeout_s", "max_episode_steps"}
 
 
 def _register() -> None:
@@ -20,7 +28,7 @@ def _register() -> None:
         if env_id in gym.registry:
             continue
         steps = read_yaml(config_path("tasks", f"{task}.yaml")).get("max_episode_steps", 100)
-        gym.register(env_id, entry_point="se_robot.envs.sim_env:SimArmEnv",
+        gym.register(env_id, entry_point="se_robot.envs.arm_env:make_twin_env",
                      kwargs={"task": task}, max_episode_steps=steps, disable_env_checker=True)
 
 
@@ -28,36 +36,57 @@ _register()
 
 
 def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, action_repeat: int = 1,
-             seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", **options: Any) -> gym.Env:
+             seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", arm: str = "so101",
+             **options: Any) -> gym.Env:
     """One place where an env is built and wrapped, whatever the backend.
 
-    ``backend``: ``sim`` (MuJoCo twin), ``hardware`` (SerialArm + OpenCV camera; see
-    ``make_hardware_env`` for ``port=``, ``scene_camera=``, ``camera_source=``) or ``ros`` (topics
-    of arm_node/sim_node; see ``make_ros_env``). ``encoder``: a frozen pixel encoder file whose
-    features replace the frame stack (``se_robot.envs.encoder_features``), run on
-    ``encoder_device``. Options are those of ``EnvConfig``.
+    ``backend``: ``sim`` (the MuJoCo twin in-process), ``hardware`` (``SerialRobot``: ``port=``,
+    ``calibration=``, ``scene_camera=`` / ``wrist_camera=`` as a name in config/cameras, a YAML
+    path or an ``OpenCVCamera``, ``camera_source=`` overriding the scene camera's source,
+    ``watchdog=``; the detector defaults to the scene camera YAML's ``detector`` section) or
+    ``ros`` (the robot behind arm_node/sim_node topics; its options go to
+    ``se_robot.nodes.ros_robot.make_ros_robot``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``.
+
+    Wrappers: ``ActionRepeat`` when ``action_repeat > 1``; ``PixelFrameStack(frame_stack)``
+    whenever the observation has pixels (so agents always see channel-first stacks), except with
+    ``frame_stack=0``: the env's own H x W x 3 frames, which is what recorded episodes store;
+    ``encoder``: a frozen pixel encoder file whose features replace the stack
+    (``se_robot.envs.encoder_features``), run on ``encoder_device``.
     """
     from se_robot.envs.wrappers import ActionRepeat, PixelFrameStack
 
+    env_opts = {k: v for k, v in options.items() if k in ENV_OPTIONS}
+    robot_opts = {k: v for k, v in options.items() if k not in ENV_OPTIONS}
+    control_hz = float(env_opts.get("control_hz", EnvConfig.control_hz))
     if backend == "sim":
         if task not in SIM_IDS:
             raise ValueError(f"unknown task {task!r}; allowed: {', '.join(SIM_IDS)}")
-        env = gym.make(SIM_IDS[task], **options)
+        if robot_opts:
+            raise TypeError(f"backend 'sim' takes no robot options: {', '.join(sorted(robot_opts))}")
+        env = gym.make(SIM_IDS[task], arm=arm, **env_opts)
     elif backend == "hardware":
-        from se_robot.envs.hardware_env import make_hardware_env
+        from se_robot.envs.arm_env import make_arm_env
+        from se_robot.envs.detector import make_detector
+        from se_robot.hardware.serial_robot import make_serial_robot
 
-        env = make_hardware_env(task, **options)
+        robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
+        env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
+        env = make_arm_env(robot, task, **env_opts)
     elif backend == "ros":
-        from se_robot.nodes.ros_arm_env import make_ros_env
+        from se_robot.envs.arm_env import make_arm_env
+        from se_robot.nodes.ros_robot import make_ros_robot
 
-        env = make_ros_env(task, **options)
+        # the one image topic answers to the camera name the env reads its pixels from
+        robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
+        env = make_arm_env(make_ros_robot(arm, **robot_opts), task, **env_opts)
     else:
         raise ValueError(f"unknown backend {backend!r}; allowed: sim, hardware, ros")
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
-    if frame_stack > 1 or options.get("obs_mode", "state") != "state":
-        if options.get("obs_mode", "state") != "state":
-            env = PixelFrameStack(env, frame_stack)
+    if frame_stack < 0:
+        raise ValueError(f"frame_stack must be >= 0 (0: no stacking, raw frames), got {frame_stack}")
+    if frame_stack > 0 and "pixels" in env.observation_space.spaces:
+        env = PixelFrameStack(env, frame_stack)
     if encoder:
         from se_robot.envs.encoder_features import wrap_with_encoder
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from se_robot.config import ConfigError, from_dict, option, read_yaml
+from se_robot.config import ConfigError, config_path, from_dict, option, read_yaml
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,6 @@ class ColorDetector:
         P = calibration.P
         self._target_H = calibration.H if P is None else homography_for_plane(P, calibration.target_plane_z_m)
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "ColorDetector":
-        return cls(load_calibration(path))
-
     def detect(self, frame_rgb: np.ndarray) -> Detections:
         cal = self.calibration
         h, w = frame_rgb.shape[:2]
@@ -170,18 +166,6 @@ class ColorDetector:
         held = (np.linalg.norm(nearest - ee) < held_within_m
                 and nearest[2] > self.calibration.plane_z_m + 0.5 * held_within_m)
         return (nearest if held else on_table), bool(held)
-
-    def project(self, points_m: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
-        """Pixels (N, 2) of base-frame points (N, 3); needs ``projection`` in the calibration."""
-        P = self.calibration.P
-        if P is None:
-            raise ValueError("this calibration has no projection matrix; add `projection` to its YAML")
-        pts = np.atleast_2d(points_m)
-        uvw = (P @ np.c_[pts, np.ones(len(pts))].T).T
-        uv = uvw[:, :2] / uvw[:, 2:3]
-        uv[:, 0] *= frame_shape[1] / self.calibration.image_width
-        uv[:, 1] *= frame_shape[0] / self.calibration.image_height
-        return uv
 
     def _blob(self, hsv: np.ndarray, colour: HsvRange, H: np.ndarray) -> Blob | None:
         mask = colour.mask(hsv)
@@ -268,3 +252,19 @@ def load_calibration(path: str | Path, model=None) -> DetectorCalibration:
         return cal.resolved(model)
     except ValueError as e:
         raise ConfigError(str(path), "detector.mujoco_camera", str(e)) from None
+
+
+def make_detector(detector: "str | Path | DetectorCalibration | ColorDetector | None",
+                  camera_yaml: str | Path | None = None) -> ColorDetector | None:
+    """A detector from a calibration (object, name in ``config/cameras``, or YAML path), or else
+    from the ``detector`` section of the scene camera's YAML; None when neither gives one."""
+    if isinstance(detector, ColorDetector) or detector is None and camera_yaml is None:
+        return detector
+    if isinstance(detector, DetectorCalibration):
+        return ColorDetector(detector)
+    if detector is not None:
+        path = detector if str(detector).endswith((".yaml", ".yml")) else config_path("cameras", f"{detector}.yaml")
+        return ColorDetector(load_calibration(path))
+    if "detector" in read_yaml(camera_yaml):
+        return ColorDetector(load_calibration(camera_yaml))
+    return None

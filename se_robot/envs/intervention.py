@@ -9,9 +9,10 @@ buffers, and logs ``info["intervention_rate"]``.
 
 The operator's buttons act here too: success ends the episode as a success (``terminated``,
 ``info["is_success"] = True``, ``info["operator_label"] = "success"``), failure truncates it,
-e-stop has already latched the safety layer's EStop inside the device (the arm holds) and is
-reported in ``info["estop"]``. The device is any object with ``poll(follower_q) -> TeleopCommand``
-(``se_robot.teleop``); nothing here imports a device driver.
+e-stop has already latched the robot's EStop inside the device (the arm holds) and is reported in
+``info["estop"]``. The device is any object with ``poll(follower_q) -> TeleopCommand``
+(``se_robot.teleop``); nothing here imports a device driver. Observations pass through untouched
+(dicts with the env's keys); the wrapper acts on actions and info only.
 """
 
 from __future__ import annotations
@@ -22,24 +23,14 @@ import gymnasium as gym
 import numpy as np
 
 
-def find_estop(env: Any) -> Any | None:
-    """The EStop guarding ``env``'s arm: the hardware driver's, else the twin's safety filter's."""
-    base = getattr(env, "unwrapped", env)
-    for path in (("robot", "estop"), ("safety", "estop"), ("estop",)):
-        obj = base
-        for name in path:
-            obj = getattr(obj, name, None)
-        if obj is not None:
-            return obj
-    return None
+def find_estop(env: gym.Env) -> Any:
+    """The EStop latch of the robot under ``env`` (an ``ArmEnv`` under its wrappers)."""
+    return env.unwrapped.robot.estop
 
 
-def commanded_joints(env: Any) -> np.ndarray | None:
+def commanded_joints(env: gym.Env) -> np.ndarray:
     """The follower's commanded joints (the reference joint_delta actions are relative to)."""
-    base = getattr(env, "unwrapped", env)
-    value = getattr(base, "commanded_joints", None)
-    value = value() if callable(value) else value
-    return None if value is None else np.asarray(value, dtype=np.float64)
+    return env.unwrapped.commanded_joints
 
 
 class InterventionWrapper(gym.Wrapper):

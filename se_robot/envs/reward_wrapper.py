@@ -7,42 +7,43 @@ the probability of success, and reports ``is_success = p >= threshold`` (optiona
 reward and success stay in ``info["env_reward"]`` / ``info["env_is_success"]``, which is how the
 twin measures the classifier's false positives and false negatives.
 
-Place it on the raw env (frames HxWx3) or after frame stacking (the newest 3 channels are used).
+Place it after ``PixelFrameStack`` (as ``make_env`` builds envs): ``obs["pixels"]`` is a channel-first
+frame stack (3k, H, W) and the classifier sees its newest frame, H x W x 3 as it was trained.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
 
-def newest_frame(obs: Any, key: str = "pixels") -> np.ndarray:
-    """HxWx3 uint8 from an observation: dict or array, single frame or channel-first stack."""
-    px = obs[key] if isinstance(obs, dict) else obs
-    px = np.asarray(px)
-    if px.ndim != 3:
-        raise ValueError(f"expected an image observation, got shape {px.shape}")
-    if px.shape[-1] == 3:
-        return px
-    if px.shape[0] % 3 == 0:  # (3k, H, W) stack from PixelFrameStack: newest frame last
-        return np.transpose(px[-3:], (1, 2, 0))
-    raise ValueError(f"cannot find an RGB frame in pixels of shape {px.shape}")
+def _newest_rgb(stack: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8: the newest frame of a channel-first frame stack (3k, H, W), newest last."""
+    return np.transpose(stack[-3:], (1, 2, 0))
+
+
+class SuccessClassifier(Protocol):
+    """What the wrapper needs of ``se_robot.data.reward_model.RewardModel`` (load it with
+    ``load_reward_model``): a default threshold and P(success) for one H x W x 3 frame."""
+
+    threshold: float
+
+    def probability(self, frame: np.ndarray) -> float: ...
 
 
 class LearnedRewardWrapper(gym.Wrapper):
     """Reward = ``success_reward`` when the classifier says success, else ``failure_reward``."""
 
-    def __init__(self, env: gym.Env, model: Any, threshold: float | None = None, *, pixels_key: str = "pixels",
+    def __init__(self, env: gym.Env, model: SuccessClassifier, threshold: float | None = None, *, pixels_key: str = "pixels",
                  consecutive: int = 1, terminate_on_success: bool = True, success_reward: float = 1.0,
                  failure_reward: float = 0.0):
         super().__init__(env)
-        if isinstance(model, (str, Path)):
-            from se_robot.data.reward_model import load_reward_model
-
-            model = load_reward_model(model)
+        pixels = getattr(env.observation_space, "spaces", {}).get(pixels_key)
+        if pixels is None or len(pixels.shape) != 3 or pixels.shape[0] % 3:
+            raise ValueError(f"LearnedRewardWrapper needs a channel-first frame stack (3k, H, W) in "
+                             f"obs[{pixels_key!r}] (wrap after PixelFrameStack), got {env.observation_space}")
         self.model = model
         self.threshold = float(threshold if threshold is not None else model.threshold)
         self.pixels_key = pixels_key
@@ -61,7 +62,7 @@ class LearnedRewardWrapper(gym.Wrapper):
 
     def step(self, action: Any):
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        p = float(self.model.probability(newest_frame(obs, self.pixels_key)))
+        p = float(self.model.probability(_newest_rgb(np.asarray(obs[self.pixels_key]))))
         self._streak = self._streak + 1 if p >= self.threshold else 0
         success = self._streak >= self.consecutive
         info = dict(info)

@@ -1,12 +1,22 @@
-"""Observation and action spaces, and action decoding, shared by the sim, hardware and ROS envs.
+"""Observation and action spaces, and action decoding: one meaning for every backend.
 
 One module decides what an observation and an action mean, so a policy trained on the twin
-sees the same vectors on the real arm whichever backend produced them.
+sees the same arrays on the real arm or over ROS, whichever ``Robot`` produced them.
 
-State vector layout (float32): joint positions (n), joint velocities (n), gripper opening
-(1, 0 closed .. 1 open), gripper position (3, m, base frame), then, in ``state`` mode only, the
-task's object features (target / cube / goal positions). In ``both`` mode the state is
-proprioceptive only: the camera carries the task, as on a real arm.
+Observations are always a ``gym.spaces.Dict`` with fixed keys (never a layout guessed from a shape):
+
+- ``"state"``: proprioception, float32 (2n + 4): joint positions (n, rad), joint velocities
+  (n, rad/s), gripper opening (1, 0 closed .. 1 open), gripper position (3, m, base frame).
+  Present in obs_mode ``state`` and ``both``; absent in ``pixels``.
+- ``"task"``: the task's features (``Task.feature_names``: target / cube / goal positions),
+  float32, only in obs_mode ``state``. In ``both`` the camera carries the task, as on a real arm.
+- ``"pixels"``: the camera image, uint8 H x W x 3 as the env makes it, in ``pixels`` and ``both``.
+  ``PixelFrameStack`` turns it channel-first (3k, H, W); a frozen encoder replaces it with
+  ``"features"`` (float32).
+
+Vector learners read the concatenation of the present vector keys in the order
+``VECTOR_KEYS`` (features, state, task): in obs_mode ``state`` that is proprioception then task
+features, the layout ``state_reward_fn`` scores.
 """
 
 from __future__ import annotations
@@ -58,18 +68,16 @@ def proprio_dim(arm: ArmDescription) -> int:
     return 2 * arm.n_joints + 4
 
 
-def state_dim(arm: ArmDescription, task: Task, obs_mode: str) -> int:
-    return proprio_dim(arm) + (len(task.feature_names) if obs_mode == "state" else 0)
-
-
-def observation_space(arm: ArmDescription, task: Task, cfg: EnvConfig) -> gym.Space:
-    state = gym.spaces.Box(-np.inf, np.inf, (state_dim(arm, task, cfg.obs_mode),), np.float32)
-    pixels = gym.spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
+def observation_space(arm: ArmDescription, task: Task, cfg: EnvConfig) -> gym.spaces.Dict:
+    """The Dict of the keys present in ``cfg.obs_mode`` (see the module docstring)."""
+    spaces: dict[str, gym.Space] = {}
+    if cfg.obs_mode != "pixels":
+        spaces["state"] = gym.spaces.Box(-np.inf, np.inf, (proprio_dim(arm),), np.float32)
     if cfg.obs_mode == "state":
-        return state
-    if cfg.obs_mode == "pixels":
-        return pixels
-    return gym.spaces.Dict({"pixels": pixels, "state": state})
+        spaces["task"] = gym.spaces.Box(-np.inf, np.inf, (len(task.feature_names),), np.float32)
+    if cfg.obs_mode != "state":
+        spaces["pixels"] = gym.spaces.Box(0, 255, (cfg.image_size, cfg.image_size, 3), np.uint8)
+    return gym.spaces.Dict(spaces)
 
 
 def action_space(arm: ArmDescription, cfg: EnvConfig) -> gym.spaces.Box:
@@ -77,18 +85,13 @@ def action_space(arm: ArmDescription, cfg: EnvConfig) -> gym.spaces.Box:
     return gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
 
 
-def build_state(q: np.ndarray, qd: np.ndarray, gripper: float, ee: np.ndarray,
-                features: np.ndarray | None) -> np.ndarray:
-    parts = [q, qd, [gripper], ee] + ([features] if features is not None else [])
-    return np.concatenate(parts).astype(np.float32)
+#: the order vector learners concatenate the present vector keys in
+VECTOR_KEYS = ("features", "state", "task")
 
 
-def build_obs(cfg: EnvConfig, state: np.ndarray, pixels: np.ndarray | None):
-    if cfg.obs_mode == "state":
-        return state
-    if cfg.obs_mode == "pixels":
-        return pixels
-    return {"pixels": pixels, "state": state}
+def build_proprio(q: np.ndarray, qd: np.ndarray, gripper: float, ee: np.ndarray) -> np.ndarray:
+    """The ``"state"`` vector: joint positions, joint velocities, gripper opening, gripper xyz."""
+    return np.concatenate([q, qd, [gripper], ee]).astype(np.float32)
 
 
 class ActionDecoder:
@@ -131,7 +134,8 @@ class ActionDecoder:
 def state_reward_fn(env: Any) -> Callable | None:
     """``reward_fn(state, action, next_state) -> (reward, terminated)`` from the env's task, batched.
 
-    Reads the state layout of ``se_robot.envs.spaces`` (proprio, then the task's features) and
+    Reads the vector layout of obs_mode ``state`` (``"state"`` then ``"task"``, as ``VECTOR_KEYS``
+    concatenates them: proprio, then the task's features) and
     scores ``next_state`` with the task's own reward and success, so model rollouts see exactly
     the env's reward. None when the layout has no task features (pixels/both modes).
     """

@@ -9,10 +9,10 @@ import numpy as np
 
 
 class PixelFrameStack(gym.ObservationWrapper):
-    """Stacks the last ``k`` camera frames channel-first: pixels (3k, H, W) uint8.
+    """Stacks the last ``k`` camera frames channel-first: ``"pixels"`` (3k, H, W) uint8.
 
-    Works on a pixels-only Box or on the ``pixels`` key of a Dict observation; the state part is
-    left as is (proprioception needs no history at these control rates).
+    Works on the ``pixels`` key of the env's Dict observation (H x W x 3, as ``ArmEnv`` makes it);
+    the other keys are left as they are (proprioception needs no history at these control rates).
     """
 
     def __init__(self, env: gym.Env, k: int):
@@ -22,11 +22,9 @@ class PixelFrameStack(gym.ObservationWrapper):
         self.k = k
         self._frames: deque[np.ndarray] = deque(maxlen=k)
         space = env.observation_space
-        self._dict = isinstance(space, gym.spaces.Dict)
-        pix = space["pixels"] if self._dict else space
-        h, w, c = pix.shape
+        h, w, c = space["pixels"].shape
         stacked = gym.spaces.Box(0, 255, (c * k, h, w), np.uint8)
-        self.observation_space = gym.spaces.Dict({**space.spaces, "pixels": stacked}) if self._dict else stacked
+        self.observation_space = gym.spaces.Dict({**space.spaces, "pixels": stacked})
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -40,13 +38,12 @@ class PixelFrameStack(gym.ObservationWrapper):
         self._frames.append(self._frame(obs))
         return self._stacked(obs)
 
-    def _frame(self, obs) -> np.ndarray:
-        pix = obs["pixels"] if self._dict else obs
-        return np.transpose(pix, (2, 0, 1))
+    @staticmethod
+    def _frame(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.transpose(obs["pixels"], (2, 0, 1))
 
-    def _stacked(self, obs):
-        pix = np.concatenate(list(self._frames), axis=0)
-        return {**obs, "pixels": pix} if self._dict else pix
+    def _stacked(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**obs, "pixels": np.concatenate(list(self._frames), axis=0)}
 
 
 class ActionRepeat(gym.Wrapper):
@@ -66,3 +63,25 @@ class ActionRepeat(gym.Wrapper):
             if terminated or truncated:
                 break
         return obs, total, terminated, truncated, info
+
+
+class FlattenObs(gym.ObservationWrapper):
+    """A Box of the present vector keys concatenated in ``VECTOR_KEYS`` order (features, state,
+    task), for libraries that want one array (SB3). Pixels are not flattened: a Dict with pixels
+    and nothing to encode them is refused, since a flat vector of raw pixels is never what's meant.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        from se_robot.envs.spaces import VECTOR_KEYS
+
+        spaces = env.observation_space.spaces
+        if "pixels" in spaces:
+            raise ValueError("FlattenObs takes vector observations only; encode the pixels first "
+                             "(make_env(encoder=...)) or use a learner that reads the dict")
+        self.keys = tuple(k for k in VECTOR_KEYS if k in spaces)
+        dim = sum(int(np.prod(spaces[k].shape)) for k in self.keys)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+
+    def observation(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in self.keys])

@@ -219,11 +219,12 @@ class SerialArm:
         except BusError as e:
             raise self._fault(e) from e
 
-    def hold(self) -> SafeCommand:
-        """Goal = present position for every joint: the arm stops where it is."""
+    def hold(self, reason: str = "hold") -> SafeCommand:
+        """Goal = present position for every joint: the arm stops where it is (also while
+        e-stopped: a stop must not coast on to the last goal). ``reason`` is what the filter counts."""
         with self._lock:
             state = self.read_state()
-            cmd = self.safety_filter.hold(state.positions, "hold")
+            cmd = self.safety_filter.hold(state.positions, reason)
             self._write_goals(cmd.positions, clamp=False)
             return cmd
 

@@ -78,12 +78,6 @@ def publish_metrics(pub: Any, metrics: dict[str, Any]) -> None:
     pub.publish(String(data=json.dumps(clean, sort_keys=True)))
 
 
-def obs_dict(obs: Any) -> dict[str, np.ndarray]:
-    from se_robot.train import as_obs_dict
-
-    return as_obs_dict(obs)
-
-
 class TransitionBatcher:
     """Collects steps until ``size`` and returns the batch as a nested dict for the wire."""
 
@@ -93,14 +87,15 @@ class TransitionBatcher:
         self._firsts: list[dict[str, np.ndarray]] = []
         self._pending_start = False
 
-    def start_episode(self, obs: Any) -> None:
-        self._firsts.append(obs_dict(obs))
+    def start_episode(self, obs: dict[str, np.ndarray]) -> None:
+        self._firsts.append({k: np.asarray(v) for k, v in obs.items()})
         self._pending_start = True
 
-    def add(self, action: np.ndarray, reward: float, next_obs: Any, terminated: bool, truncated: bool) -> dict | None:
+    def add(self, action: np.ndarray, reward: float, next_obs: dict[str, np.ndarray], terminated: bool,
+            truncated: bool) -> dict | None:
         self._rows.append({"action": np.asarray(action, dtype=np.float32), "reward": np.float32(reward),
                            "terminated": bool(terminated), "truncated": bool(truncated),
-                           "next_obs": obs_dict(next_obs), "start": self._pending_start})
+                           "next_obs": {k: np.asarray(v) for k, v in next_obs.items()}, "start": self._pending_start})
         self._pending_start = False
         return self.flush() if len(self._rows) >= self.size else None
 

@@ -11,8 +11,11 @@ KINDS = ("keyboard", "gamepad", "spacemouse", "leader")
 
 def make_teleop(kind: str, *, device: str | None = None, estop: Any | None = None, keyboard_buttons: bool = True,
                 leader_arm: str = "so101", leader_calibration: str | None = None, follower_arm: Any = None,
-                speed: float = 0.5) -> TeleopDevice:
+                speed: float = 0.5, action_scale_rad: float | None = None) -> TeleopDevice:
     """``device``: the evdev node (gamepad, spacemouse), the serial port (leader) or a tty (keyboard).
+
+    ``action_scale_rad``: the env's ``joint_step_rad``, so a leader arm's joint_delta actions mean
+    what the follower env will do with them (the leader's default otherwise).
 
     With ``keyboard_buttons`` the terminal keyboard is added for success/failure/re-record/e-stop
     to devices with few or no buttons (SpaceMouse, leader arm, and the gamepad as a backup).
@@ -33,7 +36,8 @@ def make_teleop(kind: str, *, device: str | None = None, estop: Any | None = Non
         from se_robot.arm import load_arm
         from se_robot.teleop.leader import LeaderArmTeleop
 
-        motion = LeaderArmTeleop(load_arm(leader_arm), device, leader_calibration, follower_arm=follower_arm)
+        motion = LeaderArmTeleop(load_arm(leader_arm), device, leader_calibration, follower_arm=follower_arm,
+                                 action_scale_rad=action_scale_rad)
     else:
         raise ValueError(f"unknown teleop device {kind!r}; allowed: {', '.join(KINDS)}")
     if not keyboard_buttons:

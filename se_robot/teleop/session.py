@@ -37,15 +37,10 @@ class SessionResult:
     ended_by: str = "done"  # done | quit | estop
 
 
-def follower_joints(env: Any) -> np.ndarray | None:
-    """Measured follower joint positions for joint-space devices, if the env exposes them."""
-    base = getattr(env, "unwrapped", env)
-    for name in ("commanded_joints", "joint_positions"):
-        value = getattr(base, name, None)
-        value = value() if callable(value) else value
-        if value is not None:
-            return np.asarray(value, dtype=np.float64)
-    return None
+def follower_joints(env: Any) -> np.ndarray:
+    """The follower's commanded joints (``ArmEnv.commanded_joints``), the reference a joint-space
+    device's next delta is taken from."""
+    return env.unwrapped.commanded_joints
 
 
 class _Pacer:

@@ -1,0 +1,285 @@
+"""``ArmEnv``: the one Gymnasium env, over any ``se_robot.robot.Robot`` (twin, serial arm, ROS).
+
+Observation assembly, action decoding, reward, termination, pacing and reset are written here
+once, so a policy meets the same arrays and the same task wherever the joints come from. What a
+backend alone knows (its joints, cameras, clock, safety filter, whether it can see the objects)
+stays behind the ``Robot`` interface.
+
+One step (period ``1 / control_hz``):
+
+1. decode the action against the last *commanded* joints (``ActionDecoder``) and ``robot.send``
+   it; the robot's safety filter returns what was applied, and that becomes the next reference;
+   ``t_cmd = robot.now()``.
+2. pace: a real-time robot waits on a ``ControlClock`` (a missed tick is an *overrun*: counted,
+   its lateness reported, the schedule restarted from now instead of bursting to catch up); a
+   simulated robot lets the period pass with ``robot.advance``.
+3. sense: camera frames captured after ``t_cmd`` (at most ``frame_timeout_s``; a frame that
+   does not come makes the step *stale*, counted, and the newest older frame is used), a fresh
+   joint reading, and the objects (the robot's own ``object_state``, or the colour detector on
+   the scene frame for a robot that has none).
+
+Where the task's quantities come from: the gripper position from forward kinematics of the
+measured joints; the cube and target from ``robot.object_state()`` where the backend knows them
+(the twin, sim_node), else from a ``ColorDetector`` on the scene camera; the reach target of such
+a robot is virtual, sampled by this env, since nothing marks a point in the air on a real table.
+
+Episodes are truncated by Gymnasium's ``TimeLimit`` at the task's ``max_episode_steps`` on every
+backend (the registered ids get it from ``gym.make``, the others from ``make_arm_env``).
+
+``info`` carries ``is_success``, the command's safety clip (``safety/clipped``, ``safety/held``,
+``safety/reasons``), ``timing/overrun``, ``timing/late_s``, ``timing/overruns`` (episode count),
+``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (only when a camera was read)
+and ``detector/cube_visible``, ``detector/target_visible``, ``detector/cube_held``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+
+from se_robot.envs.detector import ColorDetector, Detections, DetectorCalibration, make_detector
+from se_robot.envs.spaces import ActionDecoder, action_space, build_proprio, observation_space, resolve_env_parts
+from se_robot.robot import ControlClock, Frame, Robot
+from se_robot.safety import SafeCommand
+from se_robot.tasks import Task, TaskState
+
+
+def center_square(frame: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square and resize: what the twin renders for a square image of the same
+    camera (MuJoCo keeps the vertical field of view, so a square render is a horizontal crop)."""
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    crop = frame[y0:y0 + side, x0:x0 + side]
+    if side == size:
+        return np.ascontiguousarray(crop)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class ArmEnv(gym.Env):
+    """A task on ``robot``; see the module docstring. Options are those of ``EnvConfig``.
+
+    ``detector``: colour-detector calibration (object, name or YAML) for a robot without object
+    state. ``home_tolerance_rad`` / ``home_timeout_s``: how close and how soon reset must get
+    home. ``frame_timeout_s``: how long a step waits for a frame newer than its command.
+    ``object_timeout_s``: how long reset waits for the detector to see the cube.
+    ``render_size``: side of ``render()`` frames where the robot renders (the twin).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    #: gripper opening (0 closed .. 1 open) below which a lift may be holding the cube
+    held_max_gripper = 0.6
+
+    def __init__(self, robot: Robot, task: str | Task = "reach", *, render_mode: str | None = None,
+                 render_size: int = 256, detector: str | DetectorCalibration | ColorDetector | None = None,
+                 home_tolerance_rad: float = 0.05, home_timeout_s: float = 8.0, frame_timeout_s: float = 0.5,
+                 object_timeout_s: float = 5.0, **options: Any):
+        from se_robot.sim.kinematics import Kinematics
+
+        self.cfg, self.arm, self.task = resolve_env_parts(task, robot.arm, render_mode, options)
+        self.robot = robot
+        self.render_mode = render_mode
+        self.render_size = render_size
+        self.metadata = {**self.metadata, "render_fps": self.cfg.control_hz}
+        self.kin = Kinematics(self.arm)
+        self.decoder = ActionDecoder(self.arm, self.kin, self.cfg)
+        self.observation_space = observation_space(self.arm, self.task, self.cfg)
+        self.action_space = action_space(self.arm, self.cfg)
+        self.home_tolerance_rad = home_tolerance_rad
+        self.home_timeout_s = home_timeout_s
+        self.frame_timeout_s = frame_timeout_s
+        self.object_timeout_s = object_timeout_s
+        self.period_s = 1.0 / self.cfg.control_hz
+        self.clock = ControlClock(self.period_s) if robot.realtime else None
+        self.detector = self._check_sensing(make_detector(detector) if not robot.has_object_state else None)
+        self._cameras = self._cameras_to_read()
+        self._q_cmd = self.arm.home.copy()
+        self._q = self.arm.home.copy()
+        self._qd = np.zeros(self.arm.n_joints)
+        self._cube = np.full(3, np.nan)
+        self._target = np.full(3, np.nan)
+        self._frames: dict[str, Frame] = {}
+        self._cube_held = False
+        self._seen: Detections | None = None
+        self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
+
+    def _check_sensing(self, detector: ColorDetector | None) -> ColorDetector | None:
+        """Refuse, at construction, a robot that cannot give this task what it needs."""
+        names = self.robot.camera_names
+        needs_cube = not self.robot.has_object_state and self.task.name != "reach"
+        if needs_cube and "scene" not in names:
+            raise ValueError(f"task {self.task.name!r} needs the scene camera (the cube is found by the "
+                             "detector); pass scene_camera=")
+        if needs_cube and detector is None:
+            raise ValueError(f"task {self.task.name!r} needs a detector calibration (detector=, or a "
+                             "`detector` section in the camera YAML)")
+        if self.cfg.obs_mode != "state" and self.cfg.camera not in names:
+            raise ValueError(f"obs_mode {self.cfg.obs_mode!r} with camera {self.cfg.camera!r} needs that camera "
+                             f"(pass {self.cfg.camera}_camera=); this robot has: {', '.join(names) or 'none'}")
+        return detector if "scene" in names else None
+
+    def _cameras_to_read(self) -> tuple[str, ...]:
+        """The pixel camera, and the scene camera when the detector looks at it."""
+        cams = [self.cfg.camera] if self.cfg.obs_mode != "state" else []
+        if self.detector is not None and "scene" not in cams:
+            cams.append("scene")
+        return tuple(cams)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        robot = self.robot
+        robot.connect()
+        robot.reset_scene(self.np_random)
+        robot.home(self.home_tolerance_rad, self.home_timeout_s)
+        self._q_cmd = self.arm.home.copy()
+        if not robot.has_object_state:
+            sample = self.task.sample_reset(self.np_random)
+            self._target = sample.target_pos.copy()
+            self._cube = sample.cube_pos.copy() if self.task.name == "reach" else np.full(3, np.nan)
+        self._cube_held, self._seen = False, None
+        self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
+        stale = self._sense(robot.now())
+        if self.detector is not None and self.task.name != "reach":
+            self._wait_for_objects()
+        if self.clock is not None:
+            self.clock.restart()
+        s = self.object_state()
+        return self._observe(s), self._info(s, None, 0.0, stale)
+
+    def step(self, action):
+        target = self.decoder.decode(action, self._q_cmd)
+        cmd = self.robot.send(target)
+        t_cmd = self.robot.now()
+        self._q_cmd = cmd.positions
+        late_s = 0.0
+        if self.clock is not None:
+            late_s = self.clock.wait()
+            self.counters["overruns"] += int(late_s > 0)
+        else:
+            self.robot.advance(self.period_s)
+        self.counters["steps"] += 1
+        stale = self._sense(t_cmd)
+        s = self.object_state()
+        success = bool(self.task.success(s))
+        reward = float(self.task.reward(s, self.cfg.reward_type))
+        terminated = success and self.task.cfg.terminate_on_success
+        return self._observe(s), reward, terminated, False, self._info(s, cmd, late_s, stale)
+
+    def render(self):
+        if self.render_mode != "rgb_array" or "scene" not in self.robot.camera_names:
+            return None
+        return self.robot.capture("scene", self.render_size, -np.inf, self.frame_timeout_s).image
+
+    def close(self):
+        self.robot.close()
+
+    # ------------------------------------------------------------------ sensing
+    def _sense(self, t_cmd: float) -> bool:
+        """Frames newer than the command (if they come in time), joints, objects; True if stale."""
+        frames = {name: self.robot.capture(name, self.cfg.image_size, t_cmd, self.frame_timeout_s)
+                  for name in self._cameras}
+        stale = any(f.stale for f in frames.values())
+        self.counters["stale_frames"] += int(stale)
+        self._frames = frames
+        state = self.robot.read()
+        self._q, self._qd = state.positions, state.velocities
+        objects = self.robot.object_state()
+        if objects is not None:
+            self._cube, self._target = objects.cube_pos, objects.target_pos
+        elif self.detector is not None:
+            self._update_objects(self.detector.detect(frames["scene"].image), frames["scene"].image.shape)
+        return stale
+
+    def _update_objects(self, det: Detections, frame_shape: tuple[int, ...]) -> None:
+        """Keep the last known positions when a blob is hidden (e.g. the cube under the gripper)."""
+        self._seen = det
+        if self.task.name == "reach":
+            return
+        if det.cube is not None:
+            # Only a lift can raise the cube, and only with the jaws closing on it; otherwise the
+            # cube is on the table (a gripper hovering near the viewing ray must not lift it).
+            may_hold = self.task.name == "lift" and self.arm.gripper_fraction(self._q) < self.held_max_gripper
+            ee = self.kin.fk(self._q) if may_hold else None
+            self._cube, self._cube_held = self.detector.cube_position(det.cube, frame_shape, ee)
+        if self.task.name == "push" and det.target is not None:
+            self._target = np.array([*det.target.table_xy_m, 0.0])
+
+    def _wait_for_objects(self) -> None:
+        from se_robot.hardware.camera import CameraError
+
+        deadline = self.robot.now() + self.object_timeout_s
+        while np.isnan(self._cube).any() and self.robot.now() < deadline:
+            self._sense(self.robot.now())
+        if np.isnan(self._cube).any():
+            raise CameraError(f"reset: the {self.task.name} task needs the cube, but the detector found no "
+                              f"cube-coloured blob in {self.object_timeout_s:.1f} s; place the cube in view "
+                              "or check the HSV ranges in the camera YAML")
+
+    # ------------------------------------------------------------------ observations
+    def object_state(self) -> TaskState:
+        """What the task sees: FK of the measured joints, the robot's or the detected (or virtual)
+        objects. Scripted experts and teleop read it, as a policy reads the observation."""
+        return TaskState(self.kin.fk(self._q), np.float64(self.arm.gripper_fraction(self._q)),
+                         np.array(self._cube, dtype=np.float64), np.array(self._target, dtype=np.float64))
+
+    def _observe(self, s: TaskState) -> dict[str, np.ndarray]:
+        mode, obs = self.cfg.obs_mode, {}
+        if mode != "pixels":
+            obs["state"] = build_proprio(self._q, self._qd, float(s.gripper), s.ee_pos)
+        if mode == "state":
+            obs["task"] = np.asarray(self.task.features(s), dtype=np.float32)
+        if mode != "state":
+            image = self._frames[self.cfg.camera].image
+            size = self.cfg.image_size
+            obs["pixels"] = image if image.shape[:2] == (size, size) else center_square(image, size)
+        return obs
+
+    def _info(self, s: TaskState, cmd: SafeCommand | None, late_s: float, stale: bool) -> dict[str, Any]:
+        det = self._seen
+        frame = self._frames.get(self.cfg.camera if self.cfg.obs_mode != "state" else "scene")
+        info = {
+            "is_success": bool(self.task.success(s)),
+            "safety/clipped": bool(cmd.clipped) if cmd else False,
+            "safety/held": bool(cmd.held) if cmd else False,
+            "safety/reasons": ",".join(cmd.reasons) if cmd else "",
+            "timing/overrun": late_s > 0,
+            "timing/late_s": float(late_s),
+            "timing/overruns": self.counters["overruns"],
+            "camera/stale": bool(stale),
+            "camera/stale_frames": self.counters["stale_frames"],
+            "detector/cube_visible": bool(det is not None and det.cube is not None),
+            "detector/target_visible": bool(det is not None and det.target is not None),
+            "detector/cube_held": self._cube_held,
+        }
+        if frame is not None:  # absent rather than NaN: NaN != NaN breaks determinism checks
+            info["camera/frame_age_s"] = self.robot.now() - frame.stamp_s
+        return info
+
+    @property
+    def commanded_joints(self) -> np.ndarray:
+        """The last command the safety filter let through: the reference the next action moves."""
+        return self._q_cmd.copy()
+
+
+def make_arm_env(robot: Robot, task: str | Task = "reach", max_episode_steps: int | None = None,
+                 **options: Any) -> gym.Env:
+    """``ArmEnv`` in a ``TimeLimit`` at ``max_episode_steps`` (default: the task's)."""
+    env = ArmEnv(robot, task, **options)
+    return gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps or env.task.cfg.max_episode_steps)
+
+
+def make_twin_env(task: str | Task = "reach", arm: str = "so101", **options: Any) -> ArmEnv:
+    """Entry point of the registered ``se_robot/Sim*-v0`` ids: ``ArmEnv(TwinRobot)``."""
+    from se_robot.sim.twin_robot import TwinRobot
+    from se_robot.tasks import load_task
+
+    task_obj = load_task(task) if isinstance(task, str) else task
+    robot = TwinRobot(arm, task_obj, control_hz=float(options.get("control_hz", 10.0)))
+    return ArmEnv(robot, task_obj, **options)
+
+
+__all__ = ["ArmEnv", "center_square", "make_arm_env", "make_twin_env"]
