@@ -1,8 +1,9 @@
 """learner_node: trains an agent from experience gathered over ROS 2.
 
-``mode: local`` builds RosArmEnv (or the in-process twin, ``env_backend: sim``) and runs the
-usual training loop (``se_robot.train.Trainer``: any ``--algo``, evaluation, checkpoints) in this
-process; every metric the loop logs is also published on ``learner/metrics``.
+``mode: local`` builds its env with ``se_robot.envs.make_env`` (over ROS, or the in-process twin
+with ``env_backend: sim``) and runs the usual training loop (``se_robot.train.Trainer``: any
+``--algo``, evaluation, checkpoints) in this process; every metric the loop logs is also
+published on ``learner/metrics``.
 
 ``mode: split`` learns from an actor_node elsewhere (on the robot computer): transition batches
 arrive on ``learner/transitions``, go into the replay buffer exactly as the local loop would
