@@ -257,9 +257,8 @@ class EnvParams:
     image_size: int = option(84, help="square image side given to the agent (px)", range=(16, 512))
     control_hz: float = option(10.0, help="control rate of the env (Hz)", range=(1.0, 200.0))
     max_episode_steps: int = option(100, help="truncate after this many steps", range=(1, 100_000))
-    stale_timeout_s: float = option(0.5, help="give up waiting for fresh state/image after (s)",
+    stale_timeout_s: float = option(0.5, help="give up waiting for a fresh joint or task state after (s)",
                                     range=(0.01, 10.0))
-    strict_freshness: bool = option(False, help="raise instead of truncating on a stale observation")
     env_backend: str = option("ros", help="ros: the topics of sim_node/arm_node; sim: the twin in this "
                               "process (no robot, for tests)", choices=("ros", "sim"))
 
