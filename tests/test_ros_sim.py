@@ -168,7 +168,7 @@ def test_diagnostics_report_bus_loop_estop_and_safety(sim):
         ros.node.destroy_subscription(sub)
 
 
-def test_a_silent_camera_gives_the_newest_frame_flagged_stale(sim, robot):
+def test_a_silent_camera_gives_the_newest_frame_flagged_stale_and_task_state_goes_on(sim, robot):
     _, ros = sim
     fresh = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=2.0)
     assert not fresh.stale
@@ -177,6 +177,8 @@ def test_a_silent_camera_gives_the_newest_frame_flagged_stale(sim, robot):
         ros.spin_for(0.2)
         late = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=0.3)
         assert late.stale and late.stamp_s >= fresh.stamp_s and late.image.shape == (84, 84, 3)
+        robot.hold("test")  # the task state comes with the joint states, not with the frames
+        assert robot.object_state() is not None
     finally:
         assert set_param(ros, "camera_rate_hz", 30.0).successful
 

@@ -5,8 +5,9 @@ The control loop of :class:`~se_robot.nodes.arm_server.ArmServerNode` advances t
 physics by the wall-clock time between ticks (times ``real_time_factor``). On top of the arm
 interface it renders the task camera (``camera/image_raw`` + ``camera_info``, stamped with the
 wall-clock time of the physics state shown) and, because only a simulator knows object poses
-exactly, publishes ``sim/task_state`` (PoseArray: [target, cube]) and serves ``sim/reset_task``
-(Trigger: arm to home, objects resampled from the ``seed`` parameter on).
+exactly, publishes ``sim/task_state`` (PoseArray: [target, cube]) with every joint state (so it
+stays fresh whatever the camera rate) and serves ``sim/reset_task`` (Trigger: arm to home,
+objects resampled from the ``seed`` parameter on).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class SimNode(ArmServerNode):
         self._camera_stop = threading.Event()
         self._rng = np.random.default_rng(self.cfg.seed)
         self._next_seed: int | None = None
+        self._task_pub = None
         self.frames_published = 0
 
     def world_seconds(self, wall_elapsed_s: float) -> float:
@@ -99,6 +101,27 @@ class SimNode(ArmServerNode):
         with self.io_lock:
             robot.close()
 
+    def _loop(self) -> None:
+        super()._loop()
+        robot, pub = self.robot, self._task_pub
+        if robot is None or pub is None:
+            return
+        try:
+            with self.io_lock:
+                stamp_ns = time.time_ns()
+                objects = robot.object_state()
+        except Exception as e:  # noqa: BLE001 - e.g. the robot closing under teardown: report, keep the loop
+            self._last_error = f"object state: {type(e).__name__}: {e}"
+            return
+        msg = PoseArray()
+        msg.header = conv.header(stamp_ns, "base_link")
+        for p in (objects.target_pos, objects.cube_pos):
+            pose = Pose()
+            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
+            pose.orientation.w = 1.0
+            msg.poses.append(pose)
+        pub.publish(msg)
+
     def _on_params(self, changed: set[str]) -> None:
         super()._on_params(changed)
         if "seed" in changed:
@@ -117,20 +140,11 @@ class SimNode(ArmServerNode):
         with self.io_lock:
             stamp_ns = time.time_ns()
             frame = robot.capture(c.camera, side, 0.0, 0.0).image
-            objects = robot.object_state()
         if frame.shape[:2] != (c.image_height, c.image_width):
             frame = center_crop(frame, c.image_height, c.image_width)
         self._image_pub.publish(conv.image_to_msg(frame, stamp_ns, c.camera_frame_id))
         self._info_pub.publish(conv.camera_info(c.image_width, c.image_height, c.horizontal_fov_deg,
                                                 stamp_ns, c.camera_frame_id))
-        msg = PoseArray()
-        msg.header = conv.header(stamp_ns, "base_link")
-        for p in (objects.target_pos, objects.cube_pos):
-            pose = Pose()
-            pose.position.x, pose.position.y, pose.position.z = (float(v) for v in p)
-            pose.orientation.w = 1.0
-            msg.poses.append(pose)
-        self._task_pub.publish(msg)
         self.frames_published += 1
 
     def _on_reset_task(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
