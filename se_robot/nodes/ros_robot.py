@@ -9,11 +9,11 @@ Clock: stamps are wall-clock seconds (``time.time``; message header stamps), so 
 the nodes need synchronised clocks (same machine, or chrony/PTP across machines).
 
 Freshness (nothing older is ever reused):
-- ``read`` returns a joint state stamped after the last command (``send``/``hold``), the last
-  ``home`` or ``reset_scene``, and at most ``max_state_age_s`` before the call (so a dead
-  arm_node is noticed even when no command was sent); ``object_state`` returns a task state
-  stamped after the last command, home or reset. Waiting longer than ``stale_timeout_s`` raises
-  :class:`StaleObservationError` naming the topic and the age of its newest message.
+- ``read`` and ``object_state`` return a joint / task state stamped after the last command
+  (``send``/``hold``), the last ``home`` or ``reset_scene``, and at most ``max_state_age_s``
+  before the call (so a dead node is noticed even when no command was sent). Waiting longer than
+  ``stale_timeout_s`` raises :class:`StaleObservationError` naming the topic and the age of its
+  newest message. Both topics come at the node's ``state_rate_hz`` (100 Hz by default).
 - ``capture`` waits for an image stamped after ``newer_than_s``; when none comes in time it
   returns the newest one flagged ``stale`` (no image at all raises).
 
@@ -21,7 +21,7 @@ Safety: ``send`` runs a local copy of the SafetyFilter against the last measured
 command it returns (and the reference ``ArmEnv`` decodes the next action against) is what a
 SerialRobot or TwinRobot would return; the node applies the authoritative filter again before the
 bus. The local ``estop`` latch calls ``arm/estop``, so a teleop button or a fault in this process
-stops the arm at the node.
+stops the arm at the node; going on takes ``arm/reset`` at the node and ``estop.reset()`` here.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ class RosRobot:
         self._latest: dict[str, Any] = {}
         self._stamp_ns: dict[str, int] = {}
         self._fresh_after_ns = 0
-        self._q_goal = arm.home.copy()
-        self._q_measured: np.ndarray | None = None
+        self._q_goal: np.ndarray | None = None      # the last safe target this process sent
+        self._q_measured: np.ndarray | None = None  # the last joint state read
         self._node: Node | None = None
         self._executor: SingleThreadedExecutor | None = None
         self.counters = {"ros/commands": 0, "ros/stale": 0, "ros/home_retries": 0}
@@ -195,6 +195,10 @@ class RosRobot:
         self._q_measured = q
         return RobotState(q, qd, effort, stamp_ns * 1e-9)
 
+    def _fresh_floor_ns(self) -> int:
+        """Messages stamped at or before this are not fresh (see the module docstring)."""
+        return max(self._fresh_after_ns, time.time_ns() - int(self.max_state_age_s * 1e9))
+
     def _mark_fresh(self) -> None:
         """From now on, only messages stamped after this moment count as fresh."""
         self._fresh_after_ns = time.time_ns()
@@ -204,19 +208,22 @@ class RosRobot:
         return time.time()
 
     def read(self) -> RobotState:
-        oldest_ns = time.time_ns() - int(self.max_state_age_s * 1e9)
-        return self._read_newer_than(max(self._fresh_after_ns, oldest_ns), self.stale_timeout_s)
+        return self._read_newer_than(self._fresh_floor_ns(), self.stale_timeout_s)
+
+    def _measured(self) -> np.ndarray:
+        return self._q_measured if self._q_measured is not None else self.read().positions
 
     def send(self, q_rad: np.ndarray) -> SafeCommand:
-        current = self._q_measured if self._q_measured is not None else self._q_goal
-        cmd = self.safety.filter(q_rad, current)
+        """Filtered against the last joint state read (a fresh one if none was read yet)."""
+        cmd = self.safety.filter(q_rad, self._measured())
         self._q_goal = cmd.positions
         self._publish(cmd.positions)
         return cmd
 
     def hold(self, reason: str) -> SafeCommand:
-        """Re-send the last safe goal: the node's watchdog stays fed and the arm stays there."""
-        cmd = self.safety.hold(self._q_goal, reason)
+        """Re-send the last safe goal (the measured joints if this process sent none): the node's
+        watchdog stays fed and the arm stays there."""
+        cmd = self.safety.hold(self._q_goal if self._q_goal is not None else self._measured(), reason)
         self._publish(cmd.positions)
         return cmd
 
@@ -258,7 +265,7 @@ class RosRobot:
         """Target and cube from ``sim/task_state`` (sim_node), or None without one."""
         if not self.has_object_state:
             return None
-        msg, _ = self._wait("task", self._fresh_after_ns, self.stale_timeout_s)
+        msg, _ = self._wait("task", self._fresh_floor_ns(), self.stale_timeout_s)
         target, cube = (np.array([p.position.x, p.position.y, p.position.z]) for p in msg.poses[:2])
         return ObjectState(cube_pos=cube, target_pos=target)
 
