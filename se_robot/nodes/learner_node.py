@@ -19,12 +19,13 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from se_robot import ros_params as names
+from se_robot.logger import Logger
 from se_robot.nodes import learning, wire
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import DIAGNOSTICS_QOS, run_node
@@ -34,15 +35,15 @@ from se_robot.ros_params import EnvParams, LearnerParams
 class _PublishingLogger:
     """The loop's logger, also publishing each metrics dict on ``learner/metrics``."""
 
-    def __init__(self, inner: Any, publish: Any):
+    def __init__(self, inner: Logger, publish: Callable[[dict[str, Any]], None]):
         self.inner, self.publish = inner, publish
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.inner.log(metrics, step)
         self.publish({**metrics, "learner/step": step})
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def close(self) -> None:
+        self.inner.close()
 
 
 class LearnerNode(Node):
