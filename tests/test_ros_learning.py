@@ -88,8 +88,7 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
     env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
     try:
         obs, _ = env.reset(seed=0)
-        assert "pixels" not in obs and "features" in obs and obs_space.contains(obs)
-        # 2 frames x 4 keypoints x (x, y), and the proprioception
-        assert sum(v.shape[0] for v in obs.values()) == 2 * 8 + 16
+        assert set(obs) == {"features"} and obs_space.contains(obs)
+        assert obs["features"].shape[0] == 2 * 8 + 16   # 2 frames x 4 keypoints x (x, y), then proprioception
     finally:
         env.close()
