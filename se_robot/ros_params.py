@@ -3,7 +3,7 @@
 A node's parameters are the fields of one flat dataclass (``option(range=, choices=, help=)``), so
 the descriptor a node declares (type, range, description) and the check that rejects a bad
 ``ros2 param set`` both come from the field metadata that already validates YAML. This module is
-pure (no rclpy): ``se_robot.nodes._params`` turns :class:`ParamSpec` into rclpy descriptors, and
+pure (no rclpy): ``se_robot.nodes.params`` turns :class:`ParamSpec` into rclpy descriptors, and
 the static launch test reads the same specs to check a parameters file without starting ROS.
 
 The node configuration dataclasses live here too, together with the topic and service names the
@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from se_robot.config import ConfigError, _check_meta, _convert, from_dict, option, to_dict
+from se_robot.config import ConfigError, _check_meta, _convert, from_dict, option
 
 # ------------------------------------------------------------------------------------------------
 # Names shared by arm_node, camera_node and sim_node (relative: they follow the launch namespace).
@@ -152,11 +152,6 @@ def config_from_params(cls: type, values: dict[str, Any], source: str = "<ros pa
     return from_dict(cls, data, source)
 
 
-def params_from_config(obj: Any) -> dict[str, Any]:
-    """The parameter values of a config object (what a ``ros__parameters`` block would hold)."""
-    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in to_dict(obj).items()}
-
-
 def check_parameters_file(data: dict, node_specs: dict[str, tuple[type, ...]], source: str) -> list[str]:
     """Problems with a ``config/ros/*.yaml`` mapping: unknown nodes, unknown keys, bad values.
 
@@ -253,7 +248,7 @@ class SimParams:
 
 @dataclass(frozen=True)
 class EnvParams:
-    """How RosArmEnv sees the robot (shared by learner_node and actor_node)."""
+    """The env learner_node and actor_node step (``se_robot.envs.make_env``; over ROS: ``RosRobot``)."""
 
     task: str = option("reach", help="task", choices=("reach", "push", "lift"))
     arm: str = option("so101", help="arm description name or YAML path")
@@ -262,9 +257,8 @@ class EnvParams:
     image_size: int = option(84, help="square image side given to the agent (px)", range=(16, 512))
     control_hz: float = option(10.0, help="control rate of the env (Hz)", range=(1.0, 200.0))
     max_episode_steps: int = option(100, help="truncate after this many steps", range=(1, 100_000))
-    stale_timeout_s: float = option(0.5, help="give up waiting for fresh state/image after (s)",
+    stale_timeout_s: float = option(0.5, help="give up waiting for a fresh joint or task state after (s)",
                                     range=(0.01, 10.0))
-    strict_freshness: bool = option(False, help="raise instead of truncating on a stale observation")
     env_backend: str = option("ros", help="ros: the topics of sim_node/arm_node; sim: the twin in this "
                               "process (no robot, for tests)", choices=("ros", "sim"))
 

@@ -151,3 +151,16 @@ def test_arrays_and_weights_round_trip():
     assert torch.equal(out["actor"]["w"], state["actor"]["w"]) and out["steps"] == 4
     with pytest.raises(wire.WireError):
         wire.decode_arrays(b"not an npz")
+
+
+# ---------------------------------------------------------------- trajectory
+def test_trajectory_interpolates_clamps_and_rejects_time_going_back():
+    from se_robot.nodes.trajectory import Trajectory
+
+    traj = Trajectory(10.0, np.zeros(2), np.array([1.0, 3.0]), np.array([[1.0, 2.0], [1.0, 4.0]]))
+    np.testing.assert_allclose(traj.at(10.5), [0.5, 1.0])
+    np.testing.assert_allclose(traj.at(12.0), [1.0, 3.0])
+    np.testing.assert_allclose(traj.at(99.0), [1.0, 4.0])
+    assert traj.end_s == 13.0
+    with pytest.raises(ValueError, match="must not decrease"):
+        Trajectory(0.0, np.zeros(1), np.array([2.0, 1.0]), np.ones((2, 1)))

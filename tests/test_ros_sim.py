@@ -1,7 +1,8 @@
-"""sim_node and RosArmEnv over real DDS on loopback (a private ROS_DOMAIN_ID per run)."""
+"""sim_node and RosRobot over real DDS on loopback (a private ROS_DOMAIN_ID per run)."""
 
 import os
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -35,15 +36,14 @@ def sim():
 
 
 @pytest.fixture(scope="module")
-def env(sim):
-    from se_robot.nodes.ros_arm_env import make_ros_env
+def robot(sim):
+    from se_robot.nodes.ros_robot import make_ros_robot
 
     # sim_node is a separate Python process: on a loaded CI machine it can pause for longer than
     # the default 0.5 s freshness wait without anything being wrong with it.
-    e = make_ros_env("reach", obs_mode="state", control_hz=10.0, domain_id=DOMAIN, discovery_timeout_s=60.0,
-                     stale_timeout_s=2.0)
-    yield e
-    e.close()
+    r = make_ros_robot("so101", domain_id=DOMAIN, discovery_timeout_s=60.0, stale_timeout_s=2.0)
+    yield r
+    r.close()
 
 
 def set_param(ros, name, value):
@@ -66,27 +66,64 @@ def trigger(ros, service):
         ros.node.destroy_client(client)
 
 
-def test_scripted_reach_expert_succeeds_over_ros(env):
+def test_the_robot_moves_the_twin_through_the_node(robot):
+    from se_robot.robot import Robot
+
+    assert isinstance(robot, Robot) and robot.has_object_state
+    robot.home(tolerance_rad=0.05, timeout_s=30.0)
+    target = robot.arm.home.copy()
+    target[0] += 0.2
+    for _ in range(40):  # 2 s at 20 Hz: the filter caps each step, the node's servo model follows
+        cmd = robot.send(target)
+        time.sleep(0.05)
+        state = robot.read()
+        assert state.stamp_s > robot.now() - 1.0
+    assert not cmd.held
+    assert abs(state.positions[0] - target[0]) < 0.05, state.positions
+    frame = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=2.0)
+    assert frame.image.shape == (84, 84, 3) and frame.image.dtype == np.uint8 and not frame.stale
+    objects = robot.object_state()
+    assert objects.cube_pos.shape == (3,) and np.all(np.isfinite(objects.target_pos))
+
+
+def test_reset_scene_is_seeded_by_the_callers_rng(robot):
+    first = robot.reset_scene(np.random.default_rng(5))
+    again = robot.reset_scene(np.random.default_rng(5))
+    other = robot.reset_scene(np.random.default_rng(6))
+    np.testing.assert_allclose(first.target_pos, again.target_pos, atol=1e-6)
+    assert not np.allclose(first.target_pos, other.target_pos)
+    state = robot.read()
+    np.testing.assert_allclose(state.positions, robot.arm.home, atol=0.05)
+
+
+def test_scripted_reach_expert_succeeds_over_ros(sim):
+    """The one env over RosRobot; needs ArmEnv (core-env), skipped in a tree without it."""
+    pytest.importorskip("se_robot.envs.arm_env")
     import gymnasium as gym
 
+    from se_robot.envs import make_env
     from se_robot.envs.experts import expert_for
 
-    sim_env = gym.make("se_robot/SimReach-v0", obs_mode="state", control_hz=10.0)
-    assert env.observation_space == sim_env.observation_space
-    assert env.action_space == sim_env.action_space
-    sim_env.close()
-    obs, info = env.reset(seed=3)
-    assert env.observation_space.contains(obs)
-    expert = expert_for(env)
-    expert.reset()
-    success = False
-    for _ in range(env.max_episode_steps):
-        obs, reward, terminated, truncated, info = env.step(expert(obs))
-        assert "truncation_reason" not in info or not info.get("ros/stale"), info
-        success |= info["is_success"]
-        if terminated or truncated:
-            break
-    assert success and terminated, info
+    env = make_env("reach", backend="ros", obs_mode="state", control_hz=10.0, domain_id=DOMAIN,
+                   discovery_timeout_s=60.0, stale_timeout_s=2.0)
+    try:
+        sim_env = gym.make("se_robot/SimReach-v0", obs_mode="state", control_hz=10.0)
+        assert env.observation_space == sim_env.observation_space
+        assert env.action_space == sim_env.action_space
+        sim_env.close()
+        obs, info = env.reset(seed=3)
+        assert env.observation_space.contains(obs)
+        expert = expert_for(env)
+        expert.reset()
+        success = terminated = False
+        for _ in range(200):
+            obs, reward, terminated, truncated, info = env.step(expert(obs))
+            success |= info["is_success"]
+            if terminated or truncated:
+                break
+        assert success and terminated, info
+    finally:
+        env.close()
 
 
 def test_invalid_parameters_are_rejected_with_a_reason(sim):
@@ -131,35 +168,31 @@ def test_diagnostics_report_bus_loop_estop_and_safety(sim):
         ros.node.destroy_subscription(sub)
 
 
-def test_pixels_are_fresh_and_a_silent_camera_truncates_with_the_reason(sim, env):
-    from se_robot.envs.ros_env import RosArmEnv
-
+def test_a_silent_camera_gives_the_newest_frame_flagged_stale_and_task_state_goes_on(sim, robot):
     _, ros = sim
-    both = RosArmEnv(env.link, "reach", obs_mode="both", control_hz=10.0, stale_timeout_s=0.3)
-    obs, _ = both.reset(seed=1)
-    assert obs["pixels"].shape == (84, 84, 3) and obs["pixels"].dtype == np.uint8
-    obs, _, _, truncated, info = both.step(np.zeros(4, np.float32))
-    assert not truncated and info["ros/image_age_s"] >= 0
+    fresh = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=2.0)
+    assert not fresh.stale
     assert set_param(ros, "camera_rate_hz", 0.0).successful
     try:
         ros.spin_for(0.2)
-        _, _, _, truncated, info = both.step(np.zeros(4, np.float32))
-        assert truncated and info["ros/stale"]
-        assert "camera/image_raw" in info["truncation_reason"]
+        late = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=0.3)
+        assert late.stale and late.stamp_s >= fresh.stamp_s and late.image.shape == (84, 84, 3)
+        robot.hold("test")  # the task state comes with the joint states, not with the frames
+        assert robot.object_state() is not None
     finally:
         assert set_param(ros, "camera_rate_hz", 30.0).successful
 
 
-def test_env_estop_latches_the_node(sim, env):
-    """A latch in RosArmEnv (a teleop e-stop button, say) latches the node that drives the bus."""
+def test_robot_estop_latches_the_node(sim, robot):
+    """A latch in RosRobot (a teleop e-stop button, say) latches the node that drives the bus."""
     _, ros = sim
     seen = []
     sub = ros.node.create_subscription(Bool, "arm/estopped", lambda m: seen.append(m.data), LATCHED_QOS)
     try:
         assert ros.spin_until(lambda: bool(seen), 20.0)
-        env.unwrapped.safety.estop.latch("operator pressed e-stop")
+        robot.trigger_estop("operator pressed e-stop")
         assert ros.spin_until(lambda: seen[-1] is True, 10.0), "the node never latched"
     finally:
-        env.unwrapped.safety.estop.reset()
+        robot.estop.reset()
         assert trigger(ros, "/arm/reset").success
         ros.node.destroy_subscription(sub)

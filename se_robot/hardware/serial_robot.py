@@ -79,6 +79,9 @@ class SerialRobot:
     def connect(self) -> None:
         if not self.device.is_connected:
             self.device.connect()
+            # Powered from the start, holding where the servos are (goal = present position first):
+            # a node that only connects must still move on its first command.
+            self.device.torque_on()
             if self.watchdog:
                 self.device.start_watchdog()
         for cam in self.cameras.values():

@@ -1,11 +1,12 @@
 """actor_node: runs the policy next to the robot and ships its experience to a learner_node.
 
-It steps RosArmEnv (or the in-process twin, ``env_backend: sim``) with its own copy of the agent,
-sends transitions in batches of ``batch_transitions`` (and at every episode end) on
-``learner/transitions``, and loads the newest weights from ``learner/policy_weights`` between
-steps, never mid-step. Acting never waits for the learner: with no weights yet it acts with its
-initial policy, and a slow learner only makes the policy older (``actor/weights_version`` on
-``actor/metrics`` says which one is acting). Wire format and QoS: :mod:`se_robot.nodes.learning`.
+It steps the env of ``se_robot.envs.make_env`` (over ROS, or the in-process twin with
+``env_backend: sim``) with its own copy of the agent, sends transitions in batches of
+``batch_transitions`` (and at every episode end) on ``learner/transitions``, and loads the newest
+weights from ``learner/policy_weights`` between steps, never mid-step. Acting never waits for the
+learner: with no weights yet it acts with its initial policy, and a slow learner only makes the
+policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting). Wire
+format and QoS: :mod:`se_robot.nodes.learning`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""arm_node: the real arm on its servo bus (SerialArm) as a ROS 2 lifecycle node.
+"""arm_node: the real arm on its servo bus (``SerialRobot``) as a ROS 2 lifecycle node.
 
-Lifecycle: configure opens the port and checks every servo, activate turns torque on (goal =
-present first, so nothing jumps), deactivate holds, cleanup releases the port. Topics, services,
-watchdog and diagnostics are those of :class:`se_robot.nodes.arm_server.ArmServerNode`, shared
-with sim_node. Every command passes SerialArm's safety filter, the lowest layer that writes to
-the bus; a bus fault latches the e-stop there, and the latched ``arm/estopped`` topic reports it.
+Lifecycle: configure connects the robot (opens the port, checks every servo, energises them
+holding their present position, so nothing jumps), activate starts accepting commands,
+deactivate holds, cleanup releases the port. Topics, services, watchdog and diagnostics are
+those of :class:`se_robot.nodes.arm_server.ArmServerNode`, shared with sim_node. Every command
+passes the robot's safety filter, the lowest layer that writes to the bus; a bus fault latches
+the e-stop there, and the latched ``arm/estopped`` topic reports it.
 
 Without launch_ros to emit lifecycle events, ``autostart: true`` configures and activates at
 start; otherwise drive it with ``lifecycle_msgs/srv/ChangeState`` on ``/arm_node/change_state``.
@@ -15,13 +16,21 @@ from __future__ import annotations
 from typing import Any
 
 from se_robot.nodes.arm_server import ArmServerNode, run_arm_server
-from se_robot.nodes.backends import SerialBackend
 from se_robot.ros_params import ArmParams
+from se_robot.robot import Robot
+
+
+def make_serial_robot(cfg: ArmParams) -> Robot:
+    """The arm on ``cfg.port``, not yet connected."""
+    from se_robot.hardware.serial_robot import SerialRobot
+
+    return SerialRobot(cfg.arm, cfg.port, cfg.calibration or None, timeout_s=cfg.bus_timeout_s,
+                       retries=cfg.bus_retries)
 
 
 class ArmNode(ArmServerNode):
     def __init__(self, node_name: str = "arm_node", **kwargs: Any):
-        super().__init__(node_name, ArmParams, SerialBackend, **kwargs)
+        super().__init__(node_name, ArmParams, make_serial_robot, **kwargs)
 
 
 def main(args: list[str] | None = None) -> int:

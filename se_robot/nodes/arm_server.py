@@ -1,26 +1,33 @@
 """The arm's ROS interface, shared by arm_node (servo bus) and sim_node (MuJoCo twin).
 
 Both nodes serve the same topics and services (names in :mod:`se_robot.ros_params`) from one
-lifecycle node class; they differ only in the backend that reads joints and sends targets. That
-is what lets a launch file swap the hardware for the twin with ``use_sim`` and nothing else.
+lifecycle node class over a :class:`se_robot.robot.Robot`; they differ only in which Robot they
+build (``SerialRobot`` or ``TwinRobot``). That is what lets a launch file swap the hardware for
+the twin with ``use_sim`` and nothing else.
 
-Lifecycle: configure opens the backend (port, or the twin), activate enables torque, deactivate
-holds (torque stays on, no motion), cleanup releases the port. Joint states are published in
-every configured state; commands act only while active.
+Lifecycle: configure connects the robot (opens the port and energises the servos holding their
+present position, or builds the twin), activate starts accepting commands, deactivate holds
+(torque stays on, no motion), cleanup closes the robot. Joint states are published in every
+configured state; commands act only while active.
 
-Control loop (one timer at ``state_rate_hz``): read state, publish ``JointState``, then send the
-current target through the backend, whose ``send`` applies the SafetyFilter (inside SerialArm on
-hardware, explicitly on the twin). Targets come from a stream of ``Float64MultiArray`` commands
-(the newest wins; the watchdog expects one every ``command_timeout_s``), a ``JointTrajectory``
-(linear interpolation between points), or ``~/home``. When the stream stops (the commanding node
-died or hung) the watchdog holds the arm where it is until the next command.
+Control loop (one timer at ``state_rate_hz``): let the robot's world advance by the wall-clock
+time since the last tick (a no-op on real-time robots; the twin's physics keeps wall-clock
+time), read state, publish ``JointState`` (stamped with the wall clock), then send the current
+target through ``Robot.send``, which applies the SafetyFilter at the lowest layer. Targets come
+from a stream of ``Float64MultiArray`` commands (the newest wins; the watchdog expects one every
+``command_timeout_s``), a ``JointTrajectory`` (linear interpolation between points), or
+``~/home``. When the stream stops (the commanding node died or hung) the watchdog holds the arm
+where it is until the next command.
+
+Every call into the robot holds ``io_lock``: the control timer, the services and sim_node's
+camera thread share one robot, and neither the bus nor MuJoCo data may be used by two at once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -35,53 +42,24 @@ from se_robot import ros_params as names
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS, run_node
-from se_robot.safety import EStop, SafeCommand, Watchdog
-
-
-class ArmBackend(Protocol):
-    """What the node needs of the arm; ``send`` must apply the safety filter."""
-
-    joint_names: list[str]
-    home: np.ndarray
-    estop: EStop
-
-    def open(self) -> None: ...
-    def close(self) -> None: ...
-    def enable(self) -> None: ...
-    def hold(self, reason: str) -> None: ...
-    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-    def send(self, q: np.ndarray) -> SafeCommand: ...
-    def tick(self, dt_s: float) -> None: ...
-    def stats(self) -> dict[str, float]: ...
-
-
-class Trajectory:
-    """Full joint vectors at monotonic times; ``at(t)`` interpolates linearly and clamps."""
-
-    def __init__(self, t0_s: float, start_q: np.ndarray, times_s: np.ndarray, points: np.ndarray):
-        self.times = np.concatenate([[t0_s], t0_s + np.asarray(times_s, dtype=np.float64)])
-        self.points = np.vstack([start_q[None], points])
-        if np.any(np.diff(self.times) < 0):
-            raise ValueError(f"trajectory times_from_start must not decrease: {list(times_s)}")
-
-    @property
-    def end_s(self) -> float:
-        return float(self.times[-1])
-
-    def at(self, t_s: float) -> np.ndarray:
-        return np.array([np.interp(t_s, self.times, self.points[:, j]) for j in range(self.points.shape[1])])
+from se_robot.nodes.trajectory import Trajectory
+from se_robot.robot import Robot
+from se_robot.safety import Watchdog
 
 
 class ArmServerNode(LifecycleNode):
-    """The arm's topics, services, watchdog and diagnostics around an :class:`ArmBackend`."""
+    """The arm's topics, services, watchdog and diagnostics around a :class:`Robot`.
 
-    def __init__(self, node_name: str, params_cls: type, make_backend: Callable[[Any], ArmBackend],
-                 extra_params: tuple[type, ...] = (), **kwargs: Any):
+    ``make_robot(cfg)`` builds the (not yet connected) robot from the node's parameters.
+    """
+
+    def __init__(self, node_name: str, params_cls: type, make_robot: Callable[[Any], Robot], **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self.params_cls = params_cls
-        self.params = NodeParams(self, (params_cls, *extra_params), on_change=self._on_params)
-        self._make_backend = make_backend
-        self.backend: ArmBackend | None = None
+        self.params = NodeParams(self, (params_cls,), on_change=self._on_params)
+        self._make_robot = make_robot
+        self.robot: Robot | None = None
+        self.io_lock = threading.RLock()
         self.active = False
         self._lock = threading.RLock()
         self._mode = "idle"            # idle | stream | trajectory | home
@@ -89,6 +67,7 @@ class ArmServerNode(LifecycleNode):
         self._trajectory: Trajectory | None = None
         self._watchdog: Watchdog | None = None
         self._last_q: np.ndarray | None = None
+        self._last_tick_s: float | None = None
         self._counters = {"watchdog_holds": 0, "rejected_commands": 0, "loop_ticks": 0, "bus_errors": 0}
         self._tick_times: list[float] = []
         self._last_error = ""
@@ -97,6 +76,8 @@ class ArmServerNode(LifecycleNode):
         self._timer = None
         self._diag_timer = None
         self._estop_pub = None
+        self._subs: list[Any] = []
+        self._srvs: list[Any] = []
 
     @property
     def cfg(self) -> Any:
@@ -104,15 +85,18 @@ class ArmServerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        robot = self._make_robot(self.cfg)
         try:
-            self.backend = self._make_backend(self.cfg)
-            self.backend.open()
+            with self.io_lock:
+                robot.connect()
         except Exception as e:  # noqa: BLE001 - any open failure must fail the transition with its reason
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
-            self.backend = None
+            robot.close()
             return TransitionCallbackReturn.FAILURE
-        self.backend.estop.add_listener(lambda reason: self._publish_estop())
+        self.robot = robot
+        robot.estop.add_listener(lambda reason: self._publish_estop())
         self._watchdog = Watchdog(self.cfg.command_timeout_s)
+        self._last_tick_s = None
         self._js_pub = self.create_publisher(JointState, names.JOINT_STATES, SENSOR_QOS)
         self._estop_pub = self.create_publisher(Bool, names.ESTOP_STATE, LATCHED_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS, DIAGNOSTICS_QOS)
@@ -132,11 +116,6 @@ class ArmServerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self.backend.enable()
-        except Exception as e:  # noqa: BLE001
-            self.get_logger().error(f"activate failed: {type(e).__name__}: {e}")
-            return TransitionCallbackReturn.FAILURE
         with self._lock:
             self._mode, self._target, self._trajectory = "idle", None, None
             self.active = True
@@ -164,16 +143,17 @@ class ArmServerNode(LifecycleNode):
                 if t is not None:
                     self.destroy_timer(t)
             self._timer = self._diag_timer = None
-            for s in getattr(self, "_subs", []):
+            for s in self._subs:
                 self.destroy_subscription(s)
-            for s in getattr(self, "_srvs", []):
+            for s in self._srvs:
                 self.destroy_service(s)
             self._subs, self._srvs = [], []
-            if self.backend is not None:
+            if self.robot is not None:
                 try:
-                    self.backend.close()
+                    with self.io_lock:
+                        self.robot.close()
                 finally:
-                    self.backend = None
+                    self.robot = None
 
     def close(self) -> None:
         self._teardown()
@@ -193,7 +173,7 @@ class ArmServerNode(LifecycleNode):
                                              callback_group=self._srv_group)
 
     def _on_params(self, changed: set[str]) -> None:
-        if self.backend is None:
+        if self.robot is None:
             return
         if changed & {"state_rate_hz", "diagnostics_period_s"}:
             self._start_timers()
@@ -201,27 +181,40 @@ class ArmServerNode(LifecycleNode):
             self._watchdog = Watchdog(self.cfg.command_timeout_s)
 
     # ------------------------------------------------------------------ control loop
+    def world_seconds(self, wall_elapsed_s: float) -> float:
+        """How much of the robot's world passes in ``wall_elapsed_s`` (sim_node scales it)."""
+        return wall_elapsed_s
+
+    def _advance(self, robot: Robot, now: float) -> None:
+        """Advance by the wall-clock time since the previous tick, at most 5 control periods, so
+        a stalled process does not make a simulated world jump (real-time robots ignore it)."""
+        period = 1.0 / self.cfg.state_rate_hz
+        elapsed = period if self._last_tick_s is None else min(max(now - self._last_tick_s, 0.0), 5 * period)
+        self._last_tick_s = now
+        robot.advance(self.world_seconds(elapsed))
+
     def _loop(self) -> None:
-        backend = self.backend
-        if backend is None:
+        robot = self.robot
+        if robot is None:
             return
         now = time.monotonic()
         self._tick_times = (self._tick_times + [now])[-200:]
         self._counters["loop_ticks"] += 1
         try:
-            backend.tick(1.0 / self.cfg.state_rate_hz)
-            q, dq, eff = backend.read()
+            with self.io_lock:
+                self._advance(robot, now)
+                st = robot.read()
         except Exception as e:  # noqa: BLE001 - a bus error must be counted and reported, not kill the loop
             self._counters["bus_errors"] += 1
             self._last_error = f"{type(e).__name__}: {e}"
             return
-        self._last_q = q
-        self._js_pub.publish(conv.joint_state_to_msg(backend.joint_names, q, dq, eff, time.time_ns(),
-                                                     self.cfg.joint_frame_id))
+        self._last_q = st.positions
+        self._js_pub.publish(conv.joint_state_to_msg(robot.arm.joint_names, st.positions, st.velocities,
+                                                     st.efforts, time.time_ns(), self.cfg.joint_frame_id))
         with self._lock:
             if not self.active or self._mode == "idle":
                 return
-            if backend.estop.latched:  # latched elsewhere (bus fault): SerialArm already refuses to move
+            if robot.estop.latched:  # latched elsewhere (bus fault): the robot already refuses to move
                 self._mode = "idle"
                 return
             if self._mode == "stream" and self._watchdog.expired(now):
@@ -232,16 +225,18 @@ class ArmServerNode(LifecycleNode):
                 return
             target = self._target if self._mode == "stream" else self._trajectory.at(now)
         try:
-            backend.send(target)
+            with self.io_lock:
+                robot.send(target)
         except Exception as e:  # noqa: BLE001
             self._counters["bus_errors"] += 1
             self._last_error = f"{type(e).__name__}: {e}"
 
     def _safe_hold(self, reason: str) -> None:
-        if self.backend is None:
+        if self.robot is None:
             return
         try:
-            self.backend.hold(reason)
+            with self.io_lock:
+                self.robot.hold(reason)
         except Exception as e:  # noqa: BLE001
             self._counters["bus_errors"] += 1
             self._last_error = f"hold: {type(e).__name__}: {e}"
@@ -253,15 +248,15 @@ class ArmServerNode(LifecycleNode):
         self.get_logger().warning(why, throttle_duration_sec=1.0)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        if self.backend is None:
+        if self.robot is None:
             return
         try:
-            q = conv.msg_to_command(msg, len(self.backend.joint_names))
+            q = conv.msg_to_command(msg, len(self.robot.arm.joint_names))
         except conv.ConversionError as e:
             self._reject(f"{names.JOINT_COMMANDS}: {e}")
             return
-        if self.backend.estop.latched:
-            self._reject(f"{names.JOINT_COMMANDS}: ignored, e-stop latched ({self.backend.estop.reason})")
+        if self.robot.estop.latched:
+            self._reject(f"{names.JOINT_COMMANDS}: ignored, e-stop latched ({self.robot.estop.reason})")
             return
         with self._lock:
             if not self.active or self._mode == "home":
@@ -270,9 +265,9 @@ class ArmServerNode(LifecycleNode):
             self._target, self._mode = q, "stream"
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        if self.backend is None or self._last_q is None:
+        if self.robot is None or self._last_q is None:
             return
-        joint_names = self.backend.joint_names
+        joint_names = self.robot.arm.joint_names
         unknown = [n for n in msg.joint_names if n not in joint_names]
         if unknown or not msg.points:
             self._reject(f"{names.JOINT_TRAJECTORY}: unknown joints {unknown}" if unknown
@@ -296,60 +291,64 @@ class ArmServerNode(LifecycleNode):
             self._reject(f"{names.JOINT_TRAJECTORY}: {e}")
             return
         with self._lock:
-            if self.active and self._mode != "home" and not self.backend.estop.latched:
+            if self.active and self._mode != "home" and not self.robot.estop.latched:
                 self._trajectory, self._mode = traj, "trajectory"
 
     # ------------------------------------------------------------------ services
     def _publish_estop(self) -> None:
-        if self._estop_pub is not None and self.backend is not None:
-            self._estop_pub.publish(Bool(data=self.backend.estop.latched))
+        if self._estop_pub is not None and self.robot is not None:
+            self._estop_pub.publish(Bool(data=self.robot.estop.latched))
 
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.backend is None:
+        if self.robot is None:
             response.success, response.message = False, "not configured"
             return response
-        self.backend.estop.latch("estop service")
         with self._lock:
             self._mode = "idle"
-            self._safe_hold("estop")
+            try:
+                with self.io_lock:
+                    self.robot.trigger_estop("estop service")
+            except Exception as e:  # noqa: BLE001 - the latch is set before the hold; report the hold's failure
+                self._counters["bus_errors"] += 1
+                self._last_error = f"estop hold: {type(e).__name__}: {e}"
         response.success, response.message = True, "e-stop latched; call reset to clear"
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.backend is None:
+        if self.robot is None:
             response.success, response.message = False, "not configured"
             return response
-        held = self.backend.estop.reset()
+        held = self.robot.estop.reset()
         self._publish_estop()
         response.success = True
         response.message = f"cleared e-stop ({held})" if held else "e-stop was not latched"
         return response
 
     def _on_home(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        backend = self.backend
-        if backend is None or not self.active or self._last_q is None:
+        robot = self.robot
+        if robot is None or not self.active or self._last_q is None:
             response.success, response.message = False, f"{names.HOME_NOT_ACTIVE} (configure and activate it first)"
             return response
-        if backend.estop.latched:
-            response.success, response.message = False, f"e-stop latched ({backend.estop.reason}); reset first"
+        if robot.estop.latched:
+            response.success, response.message = False, f"e-stop latched ({robot.estop.reason}); reset first"
             return response
         with self._lock:
             start = self._last_q.copy()
-            duration = max(0.1, float(np.max(np.abs(backend.home - start))) / self.cfg.home_speed_rad_s)
-            self._trajectory = Trajectory(time.monotonic(), start, np.array([duration]), backend.home[None])
+            duration = max(0.1, float(np.max(np.abs(robot.arm.home - start))) / self.cfg.home_speed_rad_s)
+            self._trajectory = Trajectory(time.monotonic(), start, np.array([duration]), robot.arm.home[None])
             self._mode = "home"
         deadline = time.monotonic() + duration + max(1.0, 0.5 * duration)
         tol = self.cfg.home_tolerance_rad
         while time.monotonic() < deadline:
             time.sleep(0.02)
-            if backend.estop.latched or self._mode != "home":
+            if robot.estop.latched or self._mode != "home":
                 response.success, response.message = False, "homing interrupted (e-stop or deactivate)"
                 return response
             if time.monotonic() >= self._trajectory.end_s:
-                err = np.abs(self._last_q - backend.home)
+                err = np.abs(self._last_q - robot.arm.home)
                 if np.all(err <= tol):
                     break
-        err = np.abs(self._last_q - backend.home)
+        err = np.abs(self._last_q - robot.arm.home)
         with self._lock:
             if self._mode == "home":
                 self._mode = "idle"
@@ -358,8 +357,8 @@ class ArmServerNode(LifecycleNode):
         else:
             worst = int(np.argmax(err))
             response.success = False
-            response.message = (f"home not reached: {backend.joint_names[worst]} is {err[worst]:.4f} rad away "
-                                f"(tolerance {tol} rad)")
+            response.message = (f"home not reached: {robot.arm.joint_names[worst]} is {err[worst]:.4f} rad "
+                                f"away (tolerance {tol} rad)")
         return response
 
     # ------------------------------------------------------------------ diagnostics
@@ -368,8 +367,8 @@ class ArmServerNode(LifecycleNode):
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 and t[-1] > t[0] else 0.0
 
     def _publish_diagnostics(self) -> None:
-        backend = self.backend
-        if backend is None:
+        robot = self.robot
+        if robot is None:
             return
         hw = self.get_name()
 
@@ -377,7 +376,8 @@ class ArmServerNode(LifecycleNode):
             return DiagnosticStatus(level=level, name=f"{hw}: {name}", message=message, hardware_id=hw,
                                     values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
-        stats = backend.stats()
+        with self.io_lock:
+            stats = robot.diagnostics()
         rate = self.loop_rate_hz()
         want = self.cfg.state_rate_hz
         bus_errors = self._counters["bus_errors"] + int(stats.get("bus/errors", 0))
@@ -390,9 +390,9 @@ class ArmServerNode(LifecycleNode):
             status("loop", DiagnosticStatus.OK if rate >= 0.8 * want else DiagnosticStatus.WARN,
                    f"{rate:.1f} Hz (want {want:.1f})", {"rate_hz": f"{rate:.2f}", "mode": self._mode,
                                                         "active": self.active, **self._counters}),
-            status("estop", DiagnosticStatus.ERROR if backend.estop.latched else DiagnosticStatus.OK,
-                   backend.estop.reason or "clear", {"latched": backend.estop.latched,
-                                                      "latch_count": backend.estop.latch_count}),
+            status("estop", DiagnosticStatus.ERROR if robot.estop.latched else DiagnosticStatus.OK,
+                   robot.estop.reason or "clear", {"latched": robot.estop.latched,
+                                                   "latch_count": robot.estop.latch_count}),
             status("safety", DiagnosticStatus.OK, "counts since start",
                    {k: v for k, v in stats.items() if not k.startswith("bus/")}),
         ]

@@ -2,7 +2,7 @@
 
 Frames are stamped with the wall-clock time at which the camera's reader thread grabbed them
 (``OpenCVCamera`` measures capture on the monotonic clock; converted here), not the time of
-publishing, so a consumer can tell how old an image is and RosArmEnv can insist on one newer
+publishing, so a consumer can tell how old an image is and RosRobot can insist on one newer
 than its command. A dedicated thread publishes each new frame as soon as it is captured, at most
 ``camera_rate_hz`` (sensor-data QoS: best effort, keep last 2). Images are rgb8 at
 ``image_width`` x ``image_height``; the conversion is ours (no cv_bridge wheel exists).

@@ -1,8 +1,9 @@
 """learner_node: trains an agent from experience gathered over ROS 2.
 
-``mode: local`` builds RosArmEnv (or the in-process twin, ``env_backend: sim``) and runs the
-usual training loop (``se_robot.train.Trainer``: any ``--algo``, evaluation, checkpoints) in this
-process; every metric the loop logs is also published on ``learner/metrics``.
+``mode: local`` builds its env with ``se_robot.envs.make_env`` (over ROS, or the in-process twin
+with ``env_backend: sim``) and runs the usual training loop (``se_robot.train.Trainer``: any
+``--algo``, evaluation, checkpoints) in this process; every metric the loop logs is also
+published on ``learner/metrics``.
 
 ``mode: split`` learns from an actor_node elsewhere (on the robot computer): transition batches
 arrive on ``learner/transitions``, go into the replay buffer exactly as the local loop would
@@ -18,12 +19,13 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rclpy.node import Node
 from std_msgs.msg import String
 
 from se_robot import ros_params as names
+from se_robot.logger import Logger
 from se_robot.nodes import learning, wire
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import DIAGNOSTICS_QOS, run_node
@@ -33,15 +35,15 @@ from se_robot.ros_params import EnvParams, LearnerParams
 class _PublishingLogger:
     """The loop's logger, also publishing each metrics dict on ``learner/metrics``."""
 
-    def __init__(self, inner: Any, publish: Any):
+    def __init__(self, inner: Logger, publish: Callable[[dict[str, Any]], None]):
         self.inner, self.publish = inner, publish
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.inner.log(metrics, step)
         self.publish({**metrics, "learner/step": step})
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def close(self) -> None:
+        self.inner.close()
 
 
 class LearnerNode(Node):

@@ -139,7 +139,7 @@ def replay_batch(batch: dict[str, Any], replay: Any) -> int:
 
 def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1,
                   encoder: str = "") -> Any:
-    """The env an actor or local learner steps: ``ros`` (RosArmEnv) or ``sim`` (the twin in-process).
+    """The env an actor or local learner steps: ``ros`` (ArmEnv over RosRobot) or ``sim`` (the twin in-process).
 
     ``encoder`` (the train config's): sac/mbpo on pixels see the frozen encoder's features, so an
     actor ships features, not images, to the learner.
@@ -149,8 +149,7 @@ def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, acti
     options: dict[str, Any] = dict(obs_mode=p.obs_mode, image_size=p.image_size, action_mode=p.action_mode,
                                    control_hz=p.control_hz)
     if backend == "ros":
-        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
-                       strict_freshness=p.strict_freshness)
+        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s)
     return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat,
                     encoder=encoder, **options)
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import Callable, Protocol
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
@@ -44,7 +43,14 @@ def ensure_ament_prefix() -> None:
         os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([p for p in prefixes if p] + [sys.prefix])
 
 
-def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threads: int = 4) -> int:
+class ClosableNode(Protocol):
+    """Every se_robot node: an rclpy ``Node`` with ``close()`` (stop its threads, release devices)."""
+
+    def close(self) -> None: ...
+    def destroy_node(self) -> None: ...
+
+
+def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = None, threads: int = 4) -> int:
     """Init rclpy, spin the node on a multi-threaded executor until Ctrl-C/SIGTERM, clean up.
 
     Service callbacks that wait (``~/home``) need a second thread while the control timer runs,
@@ -67,9 +73,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None, threa
         raise
     finally:
         if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
+            node.close()
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
