@@ -68,9 +68,11 @@ def run_sb3_sac(task: str, seed: int, steps: int, eval_every: int, eval_episodes
         raise SystemExit("the Stable-Baselines3 baseline needs `pip install stable-baselines3` "
                          "(or `pip install -e '.[bench]'`)") from e
     from se_robot.envs import make_env
+    from se_robot.envs.wrappers import FlattenObs
 
-    env = make_env(task, obs_mode="state", **env_options)
-    eval_env = make_env(task, obs_mode="state", **env_options)
+    # SB3's MlpPolicy takes a Box: the same vector se_robot's learners see (features, state, task)
+    env = FlattenObs(make_env(task, obs_mode="state", **env_options))
+    eval_env = FlattenObs(make_env(task, obs_mode="state", **env_options))
     model = SAC("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     rows: list[EvalRow] = []
 

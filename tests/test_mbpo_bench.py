@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.mark.parametrize("task", ["reach", "push"])
 def test_task_reward_fn_reproduces_env_reward_and_termination(task):
+    from se_robot.agents.obs import vector_obs
     from se_robot.envs import make_env
 
     env = make_env(task, obs_mode="state")
@@ -26,7 +27,7 @@ def test_task_reward_fn_reproduces_env_reward_and_termination(task):
     for _ in range(120):
         action = env.action_space.sample()
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        rows.append((obs, action, next_obs, reward, terminated))
+        rows.append((vector_obs(obs), action, vector_obs(next_obs), reward, terminated))
         obs = next_obs
         if terminated or truncated:
             obs, _ = env.reset()

@@ -20,7 +20,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from se_robot.arm import load_arm  # noqa: E402
 from se_robot.nodes import conversions as conv  # noqa: E402
-from se_robot.nodes import harness  # noqa: E402
+from tests.support import ros_harness as harness  # noqa: E402
 from se_robot.nodes.ros_robot import StaleObservationError, make_ros_robot  # noqa: E402
 from se_robot.nodes.runtime import COMMAND_QOS, SENSOR_QOS, ensure_ament_prefix  # noqa: E402
 from se_robot.robot import HomingError, Robot  # noqa: E402
