@@ -86,5 +86,7 @@ setup(
             "se-robot = se_robot.cli:main",
             *[f"{name} = {target}" for name, target in ROS_NODES.items()],
         ],
+        # Robots make_env can run on by name, besides the built-in sim and hardware backends.
+        "se_robot.robots": ["ros = se_robot.nodes.ros_robot:make_ros_robot"],
     },
 )

@@ -29,6 +29,11 @@ class HomingError(RuntimeError):
     """The arm could not be brought home; the message names the joints, or the rule that blocked it."""
 
 
+class StaleReading(RuntimeError):
+    """No reading fresh enough arrived in time (a topic went quiet, a camera stopped). The env ends
+    the episode (truncated, with this message as the reason) instead of acting on old data."""
+
+
 class RobotNotConnected(RuntimeError):
     """A read or a command before ``connect()`` (or after ``close()``)."""
 

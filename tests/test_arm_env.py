@@ -141,3 +141,31 @@ def test_center_square_crops_then_resizes():
     frame[:, 40:280] = 255  # the central 240 x 240 square
     out = center_square(frame, 60)
     assert out.shape == (60, 60, 3) and out.min() == 255
+
+
+def test_a_stale_reading_truncates_the_episode_with_its_reason():
+    """A backend whose joint topic went quiet: the step ends the episode instead of acting on old data."""
+    from se_robot.robot import StaleReading
+    from se_robot.sim.twin_robot import TwinRobot
+
+    class QuietTwin(TwinRobot):
+        quiet = False
+
+        def read(self):
+            if self.quiet:
+                raise StaleReading("no message on /joint_states within 0.500 s")
+            return super().read()
+
+    robot = QuietTwin("so101", "reach")
+    env = ArmEnv(robot, "reach")
+    try:
+        env.reset(seed=0)
+        obs, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+        robot.quiet = True
+        stale_obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        assert truncated and not terminated and reward == 0.0
+        assert "joint_states" in info["truncation_reason"] and info["camera/stale"]
+        assert env.observation_space.contains(stale_obs)
+        np.testing.assert_array_equal(stale_obs["state"], obs["state"])  # the last reading, not a new one
+    finally:
+        env.close()

@@ -8,7 +8,8 @@ Importing this package registers ``se_robot/SimReach-v0``, ``se_robot/SimPush-v0
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from importlib.metadata import entry_points
+from typing import Any, Callable
 
 import gymnasium as gym
 
@@ -35,6 +36,27 @@ def _register() -> None:
 _register()
 
 
+ROBOT_ENTRY_POINTS = "se_robot.robots"
+
+
+def robot_backend(name: str) -> Callable[..., Any]:
+    """The robot factory a backend name stands for, besides the built-in ``sim`` and ``hardware``.
+
+    Backends above this layer (``ros``: ``se_robot.nodes.ros_robot.make_ros_robot``) and robots
+    of other packages are found through the ``se_robot.robots`` entry points, so an env can run on
+    them without this package importing them: ``factory(arm, **robot_options) -> Robot``.
+    """
+    points = {ep.name: ep for ep in entry_points(group=ROBOT_ENTRY_POINTS)}
+    if name not in points:
+        allowed = ", ".join(["sim", "hardware", *sorted(points)])
+        raise ValueError(f"unknown backend {name!r}; allowed: {allowed}")
+    try:
+        return points[name].load()
+    except ImportError as e:
+        hint = " (install the ROS 2 extra: pip install 'se_robot[ros]', or source a ROS 2 setup)" if name == "ros" else ""
+        raise ImportError(f"backend {name!r} ({points[name].value}) cannot be imported: {e}{hint}") from e
+
+
 def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, action_repeat: int = 1,
              seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", arm: str = "so101",
              **options: Any) -> gym.Env:
@@ -45,7 +67,8 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     path or an ``OpenCVCamera``, ``camera_source=`` overriding the scene camera's source,
     ``watchdog=``; the detector defaults to the scene camera YAML's ``detector`` section) or
     ``ros`` (the robot behind arm_node/sim_node topics; its options go to
-    ``se_robot.nodes.ros_robot.make_ros_robot``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``.
+    ``se_robot.nodes.ros_robot.make_ros_robot``), or any other name registered as a
+    ``se_robot.robots`` entry point (``robot_backend``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``.
 
     Wrappers: ``ActionRepeat`` when ``action_repeat > 1``; ``PixelFrameStack(frame_stack)``
     whenever the observation has pixels (so agents always see channel-first stacks), except with
@@ -72,15 +95,13 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
         robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
         env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
         env = make_arm_env(robot, task, **env_opts)
-    elif backend == "ros":
-        from se_robot.envs.arm_env import make_arm_env
-        from se_robot.nodes.ros_robot import make_ros_robot
-
-        # the one image topic answers to the camera name the env reads its pixels from
-        robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
-        env = make_arm_env(make_ros_robot(arm, **robot_opts), task, **env_opts)
     else:
-        raise ValueError(f"unknown backend {backend!r}; allowed: sim, hardware, ros")
+        from se_robot.envs.arm_env import make_arm_env
+
+        make_robot = robot_backend(backend)
+        # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
+        robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
+        env = make_arm_env(make_robot(arm, **robot_opts), task, **env_opts)
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
     if frame_stack < 0:

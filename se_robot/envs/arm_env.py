@@ -30,6 +30,9 @@ backend (the registered ids get it from ``gym.make``, the others from ``make_arm
 ``safety/reasons``), ``timing/overrun``, ``timing/late_s``, ``timing/overruns`` (episode count),
 ``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (only when a camera was read)
 and ``detector/cube_visible``, ``detector/target_visible``, ``detector/cube_held``.
+
+A reading that does not come fresh in time (``se_robot.robot.StaleReading``: a topic went quiet)
+ends the episode as truncated with ``info["truncation_reason"]``, instead of acting on old data.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import numpy as np
 
 from se_robot.envs.detector import ColorDetector, Detections, DetectorCalibration, make_detector
 from se_robot.envs.spaces import ActionDecoder, action_space, build_proprio, observation_space, resolve_env_parts
-from se_robot.robot import ControlClock, Frame, Robot
+from se_robot.robot import ControlClock, Frame, Robot, StaleReading
 from se_robot.safety import SafeCommand
 from se_robot.tasks import Task, TaskState
 
@@ -162,7 +165,14 @@ class ArmEnv(gym.Env):
         else:
             self.robot.advance(self.period_s)
         self.counters["steps"] += 1
-        stale = self._sense(t_cmd)
+        try:
+            stale = self._sense(t_cmd)
+        except StaleReading as e:
+            # Acting on old data is never safe: the episode ends here, the last observation is
+            # returned as it was, and the reason travels in info (a learner drops nothing).
+            s = self.object_state()
+            info = {**self._info(s, cmd, late_s, True), "truncation_reason": str(e)}
+            return self._observe(s), 0.0, False, True, info
         s = self.object_state()
         success = bool(self.task.success(s))
         reward = float(self.task.reward(s, self.cfg.reward_type))

@@ -15,7 +15,7 @@ Observations are always a ``gym.spaces.Dict`` with fixed keys (never a layout gu
   ``"features"`` (float32).
 
 Vector learners read the concatenation of the present vector keys in the order
-``VECTOR_KEYS`` (features, state, task): in obs_mode ``state`` that is proprioception then task
+``se_robot.agents.obs.VECTOR_KEYS`` (features, state, task): in obs_mode ``state`` that is proprioception then task
 features, the layout ``state_reward_fn`` scores.
 """
 
@@ -86,7 +86,6 @@ def action_space(arm: ArmDescription, cfg: EnvConfig) -> gym.spaces.Box:
 
 
 #: the order vector learners concatenate the present vector keys in
-VECTOR_KEYS = ("features", "state", "task")
 
 
 def build_proprio(q: np.ndarray, qd: np.ndarray, gripper: float, ee: np.ndarray) -> np.ndarray:

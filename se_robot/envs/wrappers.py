@@ -7,6 +7,8 @@ from collections import deque
 import gymnasium as gym
 import numpy as np
 
+from se_robot.agents.obs import vector_keys, vector_obs
+
 
 class PixelFrameStack(gym.ObservationWrapper):
     """Stacks the last ``k`` camera frames channel-first: ``"pixels"`` (3k, H, W) uint8.
@@ -73,15 +75,13 @@ class FlattenObs(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        from se_robot.envs.spaces import VECTOR_KEYS
-
         spaces = env.observation_space.spaces
         if "pixels" in spaces:
             raise ValueError("FlattenObs takes vector observations only; encode the pixels first "
                              "(make_env(encoder=...)) or use a learner that reads the dict")
-        self.keys = tuple(k for k in VECTOR_KEYS if k in spaces)
+        self.keys = vector_keys(env.observation_space)
         dim = sum(int(np.prod(spaces[k].shape)) for k in self.keys)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
 
     def observation(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in self.keys])
+        return vector_obs(obs, self.keys)

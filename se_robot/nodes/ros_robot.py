@@ -47,7 +47,7 @@ from se_robot import ros_params as names
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, ensure_ament_prefix
-from se_robot.robot import Frame, HomingError, ObjectState, RobotNotConnected, RobotState
+from se_robot.robot import Frame, HomingError, ObjectState, RobotNotConnected, RobotState, StaleReading
 from se_robot.safety import EStop, SafeCommand, SafetyFilter
 from se_robot.sim.kinematics import Kinematics
 from se_robot.tasks import ResetSample
@@ -63,7 +63,7 @@ ROBOT_OPTIONS = frozenset({"namespace", "sim_node_name", "task_state", "camera",
 _TOPICS = {"state": names.JOINT_STATES, "image": names.IMAGE, "task": names.TASK_STATE}
 
 
-class StaleObservationError(RuntimeError):
+class StaleObservationError(StaleReading):
     """A fresh enough joint state / image / task state did not arrive in time."""
 
 
