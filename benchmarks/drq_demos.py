@@ -78,15 +78,14 @@ def drq_config(args: argparse.Namespace, demos: str):
 
 def record_demos(out: Path, episodes: int, image_size: int, seed: int, reward_type: str) -> Path:
     """Scripted-expert episodes on the raw twin (single frames, control rate), pixels and state."""
-    import gymnasium
-
-    import se_robot.envs  # noqa: F401
     from se_robot.data.recording import dataset_meta_for, record_scripted
+    from se_robot.envs import make_env
     from se_robot.envs.experts import expert_for
 
     if (out / "dataset.json").is_file():
         return out
-    env = gymnasium.make("se_robot/SimReach-v0", obs_mode="both", image_size=image_size, reward_type=reward_type)
+    # frame_stack=0: datasets hold the env's own frames, stacked again when replay samples them
+    env = make_env("reach", frame_stack=0, obs_mode="both", image_size=image_size, reward_type=reward_type)
     try:
         meta = dataset_meta_for(env, "reach", obs_mode="both", image_size=image_size, reward_type=reward_type)
         written = record_scripted(env, expert_for(env), out, meta, episodes, seed=seed, log=lambda s: None)

@@ -1,11 +1,11 @@
-"""``python -m benchmarks ros``: the control loop through RosArmEnv on the twin, and image latency.
+"""``python -m benchmarks ros``: the control loop through ArmEnv over RosRobot on the twin, and image latency.
 
 Starts sim_node (and, for the camera figure, camera_node reading an in-process MJPEG stream)
 on a private ROS_DOMAIN_ID (with the test suite's ``tests.support.ros_harness``, so it runs from a
 source checkout) and reports:
-- control loop at each ``--rates`` Hz through RosArmEnv: step period p50 / p99 and jitter
+- control loop at each ``--rates`` Hz through ArmEnv(RosRobot): step period p50 / p99 and jitter
   (p99 - p50 of the period, and the std), overruns;
-- the step overhead of RosArmEnv (time not spent pacing: decode, filter, publish, waiting for a
+- the step overhead of ArmEnv(RosRobot) (``timing/act_s`` + ``timing/sense_s``: time not spent pacing: decode, filter, publish, waiting for a
   fresh joint state/image after the tick, conversion) next to the direct sim env's step time;
 - image latency, capture stamp to subscriber callback, at 84x84 and 640x480, for sim_node (stamp
   taken before rendering, so render time is included) and camera_node (stamp at OpenCV grab).
@@ -17,7 +17,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("ros", help="RosArmEnv loop timing and image latency over DDS",
+    p = subparsers.add_parser("ros", help="ArmEnv(RosRobot) loop timing and image latency over DDS",
                               description=__doc__)
     p.add_argument("--rates", type=float, nargs="+", default=[20.0, 50.0], help="control rates (Hz)")
     p.add_argument("--steps", type=int, default=200, help="env steps per rate")
@@ -43,16 +43,16 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
 
     env = make_env("reach", backend="ros", obs_mode=obs_mode, control_hz=rate, domain_id=domain,
                    discovery_timeout_s=60.0, max_episode_steps=10**6, stale_timeout_s=0.5)
-    loop = env.unwrapped  # the timing counters of the env itself, under make_env's wrappers
     try:
         env.reset(seed=0)
-        ends, work, wait, stale = [], [], [], 0
+        ends, work, wait, stale, overruns = [], [], [], 0, 0
         rng = np.random.default_rng(0)
         for _ in range(steps):
             _, _, _, truncated, info = env.step(rng.uniform(-0.3, 0.3, env.action_space.shape).astype(np.float32))
             ends.append(time.perf_counter())
-            work.append(loop.last_timing["work_s"])
-            wait.append(loop.last_timing["wait_s"])
+            work.append(info["timing/act_s"])
+            wait.append(info["timing/sense_s"])
+            overruns += int(info["timing/overrun"])
             if truncated:
                 stale += 1
                 env.reset()
@@ -63,7 +63,7 @@ def _loop_figures(domain: int, rate: float, steps: int, obs_mode: str) -> dict[s
         return {"period_p50_ms": _pct(periods, 50), "period_p99_ms": _pct(periods, 99),
                 "jitter_p99_p50_ms": _pct(periods, 99) - _pct(periods, 50), "jitter_std_ms": float(np.std(periods)),
                 "overhead_p50_ms": _pct(overhead, 50), "overhead_p99_ms": _pct(overhead, 99),
-                "wait_p50_ms": _pct(np.asarray(wait) * 1e3, 50), "overruns": float(loop.overruns),
+                "wait_p50_ms": _pct(np.asarray(wait) * 1e3, 50), "overruns": float(overruns),
                 "stale_truncations": float(stale)}
     finally:
         env.close()
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     sim = start_node("sim_node", domain, {"image_width": 84, "image_height": 84, "camera_rate_hz": camera_hz,
                                            "state_rate_hz": 200.0}, log_path=log)
     try:
-        print(f"\ncontrol loop through RosArmEnv on sim_node (obs_mode={args.obs_mode}, joint states 200 Hz, "
+        print(f"\ncontrol loop through ArmEnv(RosRobot) on sim_node (obs_mode={args.obs_mode}, joint states 200 Hz, "
               f"images 84x84 at {camera_hz:.0f} Hz), {args.steps} steps per rate")
         print(f"{'rate':>6} {'p50 ms':>8} {'p99 ms':>8} {'jit99-50':>9} {'std ms':>7} {'ovh p50':>8} "
               f"{'ovh p99':>8} {'wait p50':>9} {'overruns':>8} {'stale':>6}")
@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stop_node(sim)
     p50, p99 = _direct_sim_step_ms(args.obs_mode)
-    print(f"\ndirect SimArmEnv.step (obs_mode={args.obs_mode}, compute incl. physics and render): "
+    print(f"\ndirect ArmEnv(TwinRobot).step (obs_mode={args.obs_mode}, compute incl. physics and render): "
           f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    print("RosArmEnv overhead above = step time minus pacing sleep (decode, filter, publish, wait, convert)")
+    print("ArmEnv(RosRobot) overhead above = step time minus pacing sleep (decode, filter, publish, wait, convert)")
 
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"\nimage latency, capture stamp -> subscriber callback ({args.image_seconds:.0f} s per size)")

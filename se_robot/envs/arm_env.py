@@ -28,6 +28,8 @@ backend (the registered ids get it from ``gym.make``, the others from ``make_arm
 
 ``info`` carries ``is_success``, the command's safety clip (``safety/clipped``, ``safety/held``,
 ``safety/reasons``), ``timing/overrun``, ``timing/late_s``, ``timing/overruns`` (episode count),
+``timing/act_s`` (decode and send) and ``timing/sense_s`` (waiting for and reading fresh data after
+the tick; both on real-time robots only), the two parts of a step that are not pacing,
 ``camera/stale``, ``camera/stale_frames``, ``camera/frame_age_s`` (only when a camera was read)
 and ``detector/cube_visible``, ``detector/target_visible``, ``detector/cube_held``.
 
@@ -37,6 +39,7 @@ ends the episode as truncated with ``info["truncation_reason"]``, instead of act
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import cv2
@@ -108,6 +111,7 @@ class ArmEnv(gym.Env):
         self._cube_held = False
         self._seen: Detections | None = None
         self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
+        self._timing = {"act_s": 0.0, "sense_s": 0.0}
 
     def _check_sensing(self, detector: ColorDetector | None) -> ColorDetector | None:
         """Refuse, at construction, a robot that cannot give this task what it needs."""
@@ -154,10 +158,12 @@ class ArmEnv(gym.Env):
         return self._observe(s), self._info(s, None, 0.0, stale)
 
     def step(self, action):
+        t0 = time.perf_counter()
         target = self.decoder.decode(action, self._q_cmd)
         cmd = self.robot.send(target)
         t_cmd = self.robot.now()
         self._q_cmd = cmd.positions
+        self._timing["act_s"] = time.perf_counter() - t0
         late_s = 0.0
         if self.clock is not None:
             late_s = self.clock.wait()
@@ -165,6 +171,7 @@ class ArmEnv(gym.Env):
         else:
             self.robot.advance(self.period_s)
         self.counters["steps"] += 1
+        t1 = time.perf_counter()
         try:
             stale = self._sense(t_cmd)
         except StaleReading as e:
@@ -173,6 +180,7 @@ class ArmEnv(gym.Env):
             s = self.object_state()
             info = {**self._info(s, cmd, late_s, True), "truncation_reason": str(e)}
             return self._observe(s), 0.0, False, True, info
+        self._timing["sense_s"] = time.perf_counter() - t1
         s = self.object_state()
         success = bool(self.task.success(s))
         reward = float(self.task.reward(s, self.cfg.reward_type))
@@ -265,6 +273,8 @@ class ArmEnv(gym.Env):
             "detector/target_visible": bool(det is not None and det.target is not None),
             "detector/cube_held": self._cube_held,
         }
+        if self.clock is not None:  # wall-clock figures of a real-time robot (a twin's would only add noise)
+            info["timing/act_s"], info["timing/sense_s"] = self._timing["act_s"], self._timing["sense_s"]
         if frame is not None:  # absent rather than NaN: NaN != NaN breaks determinism checks
             info["camera/frame_age_s"] = self.robot.now() - frame.stamp_s
         return info
