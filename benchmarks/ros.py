@@ -122,15 +122,19 @@ def run(args: argparse.Namespace) -> int:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"\nimage latency, capture stamp -> subscriber callback ({args.image_seconds:.0f} s per size)")
     print(f"{'source':>12} {'size':>9} {'frames':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for w, h in sizes:
-        sim = start_node("sim_node", domain, {"image_width": w, "image_height": h, "camera_rate_hz": 30.0},
-                         log_path=log)
+
+    def latency_row(node: str, w: int, h: int, params: dict, log_path: str) -> None:
+        proc = start_node(node, domain, {"image_width": w, "image_height": h, "camera_rate_hz": 30.0, **params},
+                          log_path=log_path)
         try:
             lat = image_latency_ms(domain, args.image_seconds)
         finally:
-            stop_node(sim)
-        print(f"{'sim_node':>12} {f'{w}x{h}':>9} {len(lat):7d} {_pct(lat, 50):8.2f} {_pct(lat, 99):8.2f} "
+            stop_node(proc)
+        print(f"{node:>12} {f'{w}x{h}':>9} {len(lat):7d} {_pct(lat, 50):8.2f} {_pct(lat, 99):8.2f} "
               f"{max(lat) if lat else float('nan'):8.2f}")
+
+    for w, h in sizes:
+        latency_row("sim_node", w, h, {}, log)
     if not args.no_camera_node:
         import numpy as np
 
@@ -139,13 +143,5 @@ def run(args: argparse.Namespace) -> int:
         for w, h in sizes:
             frame = (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
             with MjpegServer(lambda: frame, fps=30.0) as server:
-                cam = start_node("camera_node", domain, {"camera_source": server.url, "image_width": w,
-                                                          "image_height": h, "camera_rate_hz": 30.0},
-                                 log_path=log.replace("sim", "camera"))
-                try:
-                    lat = image_latency_ms(domain, args.image_seconds)
-                finally:
-                    stop_node(cam)
-            print(f"{'camera_node':>12} {f'{w}x{h}':>9} {len(lat):7d} {_pct(lat, 50):8.2f} {_pct(lat, 99):8.2f} "
-                  f"{max(lat) if lat else float('nan'):8.2f}")
+                latency_row("camera_node", w, h, {"camera_source": server.url}, log.replace("sim", "camera"))
     return 0
