@@ -309,6 +309,8 @@ class TeleopParams:
     device: str = option("keyboard", help="teleop device", choices=("keyboard", "gamepad", "spacemouse", "leader"))
     device_path: str = option("", help="evdev node (gamepad, spacemouse), serial port (leader) or tty (keyboard)")
     arm: str = option("so101", help="arm description name or YAML path")
+    leader_arm_id: str = option("", help="leader: the leader arm's id, whose calibration `se-robot calibrate "
+                                         "--arm-id` stored; empty: <arm>_leader (never the follower's)")
     rate_hz: float = option(30.0, help="command rate (Hz)", range=(1.0, 500.0))
     speed: float = option(0.5, help="device deflection scale", range=(0.01, 1.0))
     ee_step_m: float = option(0.01, help="gripper move per tick at full deflection (m)", range=(1e-4, 0.05))
