@@ -29,7 +29,8 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim", default_value="false", description="the MuJoCo twin instead of hardware"),
         DeclareLaunchArgument("port", default_value="/dev/ttyUSB0", description="servo bus serial port"),
         DeclareLaunchArgument("arm_id", default_value="",
-                              description="whose calibration to use (se-robot calibrate --arm-id); empty: the arm's name"),
+                              description="whose stored calibration to use (se-robot calibrate --arm-id); "
+                                          "empty: the arm's name"),
         DeclareLaunchArgument("camera_source", default_value="0", description="OpenCV camera source"),
         DeclareLaunchArgument("task", default_value="reach", description="task scene of the twin"),
         Node(

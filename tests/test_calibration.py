@@ -142,8 +142,8 @@ def test_the_leader_never_picks_up_the_followers_calibration(data, capsys):
 def test_record_names_the_leader_calibration_to_make(data, tmp_path, capsys):
     """A missing leader calibration ends `se-robot record` before anything moves, with the command."""
     save_calibration(VirtualArm(ARM).calibration, calibration_file("so101"))
-    args = ["record", "--task", "reach", "--obs-mode", "state", "--teleop", "leader", "--device", "/dev/se_robot_leader",
-            "--out", str(tmp_path / "ds"), "--episodes", "1"]
+    args = ["record", "--task", "reach", "--obs-mode", "state", "--teleop", "leader",
+            "--device", "/dev/se_robot_leader", "--out", str(tmp_path / "ds"), "--episodes", "1"]
     assert main(args) == 2
     assert "se-robot calibrate --port /dev/se_robot_leader --arm so101 --arm-id so101_leader" in capsys.readouterr().err
     assert main(args + ["--leader-arm-id", "left_leader"]) == 2

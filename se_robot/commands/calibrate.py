@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="your name for this physical arm, e.g. my_so101 (default: the arm's name, or "
                         "<arm>_leader with --leader)")
     p.add_argument("--leader", action="store_true",
-                   help="this is a leader arm (moved by hand for --teleop leader): the arm id defaults to <arm>_leader, "
-                        "where `se-robot record --teleop leader` looks")
+                   help="this is a leader arm (moved by hand for --teleop leader): the arm id defaults to "
+                        "<arm>_leader, where `se-robot record --teleop leader` looks")
     p.add_argument("--out", default=None,
                    help="where to write (default: <data dir>/calibration/<arm id>.yaml, see below)")
     p.add_argument("--invert", action="append", default=[], metavar="JOINT",

@@ -5,14 +5,15 @@ rclpy, its middleware (RMW) and ROS_DOMAIN_ID; the serial ports the OS sees; wit
 servos answer a ping on that port in each protocol (Feetech and Dynamixel 2.0: ids and model
 numbers) against the arm's description, and whether the calibration the hardware backend would use
 exists (``--calibration``, else the one ``se-robot calibrate`` stored for ``--arm-id``) and, when the
-servos answer, whether each one's present position lies inside its calibrated range; with ``--camera``, what each camera delivers (size, rate,
-frame age). ``--timing`` adds the time of a control tick on the bus and the frame age a control
-loop sees. Probing only reads, so nothing moves.
+servos answer, whether each one's present position lies inside its calibrated range; with
+``--camera``, what each camera delivers (size, rate, frame age). ``--timing`` adds the time of a
+control tick on the bus and the frame age a control loop sees. Probing only reads, so nothing moves.
 
 Every problem is printed with the command that fixes it. The exit status is 1 when the robot cannot
 run (a FAIL: torch or MuJoCo missing, the port or a camera that was asked for unusable, the arm's
-servos not all answering, no calibration for the arm or one that does not fit it), 0 otherwise; WARN lines (no ROS, no offscreen rendering, no --port) name
-what will not work without stopping the rest.
+servos not all answering, no calibration for the arm or one that does not fit it), 0 otherwise;
+WARN lines (no ROS, no offscreen rendering, no --port) name what will not work without stopping
+the rest.
 """
 
 from __future__ import annotations

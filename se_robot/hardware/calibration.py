@@ -10,7 +10,8 @@ measured on that arm by ``se-robot calibrate`` and written to
 never into the package (an installed package is shared by every arm on the machine). The arm id
 is a name the user picks for one physical arm; it defaults to the arm description's name
 (``so101``), which is enough with one arm of a kind; a leader arm's defaults to
-``<arm name>_leader`` (``so101_leader``), so it never picks up its follower's calibration. Drivers refuse to start without a calibration rather than guess one:
+``<arm name>_leader`` (``so101_leader``), so it never picks up its follower's calibration.
+Drivers refuse to start without a calibration rather than guess one:
 
     rad = direction * (ticks - homing_offset_ticks) * 2*pi / ticks_per_rev
 

@@ -3,12 +3,14 @@
 The leader is read with the same ``SerialArm`` driver as the follower (so calibration turns ticks
 into the same radians), joint to joint by name. It is a physical arm of its own with a calibration
 of its own, looked up by its arm id: ``<leader arm name>_leader`` (``so101_leader``) unless given,
-never the follower's. Calibrate it once with
-``se-robot calibrate --port /dev/ttyACM1 --arm so101 --arm-id so101_leader``. Its positions become the follower's joint targets
-(``TeleopCommand.joint_targets``, clipped to the follower's limits) and, given the follower's
-measured joints, a ``joint_delta`` action scaled by ``action_scale_rad`` per unit, the form the
-envs take. The follower's safety filter still bounds every step, so a leader yanked across its range
-moves the follower no faster than ``max_joint_step_rad`` per tick.
+never the follower's. Calibrate it once with ``se-robot calibrate --port /dev/ttyACM1 --leader``
+(the same as ``--arm-id so101_leader``).
+
+Its positions become the follower's joint targets (``TeleopCommand.joint_targets``, clipped to
+the follower's limits) and, given the follower's measured joints, a ``joint_delta`` action scaled
+by ``action_scale_rad`` per unit, the form the envs take. The follower's safety filter still
+bounds every step, so a leader yanked across its range moves the follower no faster than
+``max_joint_step_rad`` per tick.
 
 A leader has no buttons: combine it with the keyboard (``CombinedDevice``) for success, failure,
 re-record and e-stop.
