@@ -1,6 +1,7 @@
 """The arm and its camera, or the MuJoCo twin in their place (use_sim:=true).
 
     ros2 launch se_robot robot.launch.py port:=/dev/ttyACM0 camera_source:=0
+    ros2 launch se_robot robot.launch.py port:=/dev/ttyACM0 arm_id:=my_so101   # its stored calibration
     ros2 launch se_robot robot.launch.py use_sim:=true task:=push
 
 Both branches serve the same topics (joint_states, arm/joint_commands, arm/joint_trajectory,
@@ -27,13 +28,16 @@ def generate_launch_description():
         DeclareLaunchArgument("arm", default_value="so101", description="config/arms/<arm>.yaml"),
         DeclareLaunchArgument("use_sim", default_value="false", description="the MuJoCo twin instead of hardware"),
         DeclareLaunchArgument("port", default_value="/dev/ttyUSB0", description="servo bus serial port"),
+        DeclareLaunchArgument("arm_id", default_value="",
+                              description="whose stored calibration to use (se-robot calibrate --arm-id); "
+                                          "empty: the arm's name"),
         DeclareLaunchArgument("camera_source", default_value="0", description="OpenCV camera source"),
         DeclareLaunchArgument("task", default_value="reach", description="task scene of the twin"),
         Node(
             package="se_robot", executable="arm_node", name="arm_node", output="screen",
             condition=UnlessCondition(use_sim),
             parameters=[os.path.join(CONFIG, "robot.yaml"),
-                        {"arm": arm, "port": LaunchConfiguration("port")}],
+                        {"arm": arm, "port": LaunchConfiguration("port"), "arm_id": LaunchConfiguration("arm_id")}],
         ),
         Node(
             package="se_robot", executable="camera_node", name="camera_node", output="screen",

@@ -54,11 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from se_robot.config import ConfigError
+    from se_robot.hardware.calibration import CalibrationError
 
     try:
         result = args.func(args)
     except ConfigError as e:
         print(f"se-robot: configuration error: {e}", file=sys.stderr)
+        return 2
+    except CalibrationError as e:  # no calibration for an arm id, or one made on another arm: says what to run
+        print(f"se-robot: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("se-robot: interrupted", file=sys.stderr)

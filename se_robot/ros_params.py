@@ -198,7 +198,10 @@ class ArmParams:
 
     arm: str = option("so101", help="arm description name (config/arms/NAME.yaml) or a YAML path")
     port: str = option("/dev/ttyUSB0", help="serial port of the servo bus")
-    calibration: str = option("", help="calibration file; empty: the arm's default")
+    arm_id: str = option("", help="this arm's id, whose calibration `se-robot calibrate --arm-id` stored in the "
+                                  "user's data directory; empty: the arm's name (so101)")
+    calibration: str = option("", help="calibration YAML path; empty: the one stored for arm_id. Without either, "
+                                       "configure fails naming the `se-robot calibrate` command to run")
     bus_timeout_s: float = option(0.05, help="wait for a servo's reply before a retry (s)", range=(0.001, 2.0))
     bus_retries: int = option(3, help="retries of a bus transaction before the e-stop latches", range=(0, 20))
     state_rate_hz: float = option(100.0, help="joint state publish and control loop rate (Hz)",
@@ -306,6 +309,8 @@ class TeleopParams:
     device: str = option("keyboard", help="teleop device", choices=("keyboard", "gamepad", "spacemouse", "leader"))
     device_path: str = option("", help="evdev node (gamepad, spacemouse), serial port (leader) or tty (keyboard)")
     arm: str = option("so101", help="arm description name or YAML path")
+    leader_arm_id: str = option("", help="leader: the leader arm's id, whose calibration `se-robot calibrate "
+                                         "--arm-id` stored; empty: <arm>_leader (never the follower's)")
     rate_hz: float = option(30.0, help="command rate (Hz)", range=(1.0, 500.0))
     speed: float = option(0.5, help="device deflection scale", range=(0.01, 1.0))
     ee_step_m: float = option(0.01, help="gripper move per tick at full deflection (m)", range=(1e-4, 0.05))

@@ -12,7 +12,7 @@ from se_robot.arm import load_arm
 from se_robot.cli import main
 from se_robot.config import config_path
 from se_robot.hardware.calibration import (CalibrationError, calibration_file, data_dir, inside_package,
-                                           load_calibration)
+                                           load_calibration, save_calibration)
 from se_robot.hardware.emulator import VirtualArm
 from se_robot.hardware.serial_arm import SerialArm
 
@@ -113,3 +113,80 @@ def test_the_emulator_ships_its_own_fixture():
     assert virtual.calibration == load_calibration(fixture, ARM)
     assert not config_path("arms", "so101_calibration.yaml").exists()
     assert "emulator" in fixture.read_text().splitlines()[0]
+
+
+def test_the_leader_never_picks_up_the_followers_calibration(data, capsys):
+    from se_robot.hardware.calibration import default_arm_id, default_leader_arm_id
+    from se_robot.teleop.devices import make_teleop
+    from se_robot.teleop.leader import LeaderArmTeleop
+
+    assert default_leader_arm_id(ARM) == "so101_leader" != default_arm_id(ARM)
+    with VirtualArm(ARM) as virtual:
+        save_calibration(virtual.calibration, calibration_file("so101"))   # the follower's only
+        with pytest.raises(CalibrationError) as err:
+            LeaderArmTeleop(ARM, virtual.port)
+        assert f"se-robot calibrate --port {virtual.port} --arm so101 --arm-id so101_leader" in str(err.value)
+        # the command the error names (spelled --leader here) makes the leader usable
+        assert main(["calibrate", "--port", virtual.port, "--leader", "--non-interactive",
+                     "--from-limit-registers"]) == 0
+        assert "arm id: so101_leader (se-robot record --teleop leader finds it)" in capsys.readouterr().out
+        assert (data / "calibration" / "so101_leader.yaml").is_file()
+        with LeaderArmTeleop(ARM, virtual.port) as leader:
+            assert leader.arm_id == "so101_leader"
+            np.testing.assert_allclose(leader.leader_positions(), ARM.home, atol=2e-3)
+        # another id, set through the factory record uses
+        with pytest.raises(CalibrationError, match="--arm-id bench_leader"):
+            make_teleop("leader", device=virtual.port, leader_arm_id="bench_leader", keyboard_buttons=False)
+
+
+def test_record_names_the_leader_calibration_to_make(data, tmp_path, capsys):
+    """A missing leader calibration ends `se-robot record` before anything moves, with the command."""
+    save_calibration(VirtualArm(ARM).calibration, calibration_file("so101"))
+    args = ["record", "--task", "reach", "--obs-mode", "state", "--teleop", "leader",
+            "--device", "/dev/se_robot_leader", "--out", str(tmp_path / "ds"), "--episodes", "1"]
+    assert main(args) == 2
+    assert "se-robot calibrate --port /dev/se_robot_leader --arm so101 --arm-id so101_leader" in capsys.readouterr().err
+    assert main(args + ["--leader-arm-id", "left_leader"]) == 2
+    assert "--arm-id left_leader" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()   # refused before the dataset was created
+
+
+def test_arm_id_reaches_serial_arm_through_make_env_and_record(data):
+    from se_robot.cli import build_parser
+    from se_robot.commands.record import make_record_env
+    from se_robot.envs import make_env
+
+    with VirtualArm(ARM) as virtual:
+        save_calibration(virtual.calibration, calibration_file("bench_so101"))
+        with pytest.raises(CalibrationError, match="--arm-id so101"):
+            make_env("reach", backend="hardware", port=virtual.port, scene_camera=None, obs_mode="state")
+        env = make_env("reach", backend="hardware", port=virtual.port, arm_id="bench_so101", scene_camera=None,
+                       obs_mode="state", frame_stack=0)
+        try:
+            robot = env.unwrapped.robot
+            assert robot.device.arm_id == "bench_so101" and robot.calibration == virtual.calibration
+            obs, _ = env.reset(seed=0)   # connects (the stored calibration fits the servos) and homes
+            assert env.observation_space.contains(obs)
+            np.testing.assert_allclose(robot.read().positions, ARM.home, atol=0.05)
+        finally:
+            env.close()
+    args = build_parser().parse_args(["record", "--backend", "hardware", "--port", "/dev/se_robot_follower",
+                                      "--arm-id", "bench_so101", "--obs-mode", "state", "--task", "reach",
+                                      "--out", str(data / "ds")])
+    env = make_record_env(args, "ee_delta")   # built, never connected
+    assert env.unwrapped.robot.device.arm_id == "bench_so101"
+    env.close()
+
+
+def test_train_and_evaluate_carry_arm_id_in_the_env_options(data, tmp_path):
+    from se_robot.cli import build_parser
+    from se_robot.commands.train import resolve_config
+    from se_robot.config import ConfigError
+
+    parse = build_parser().parse_args
+    cfg, _, _ = resolve_config(parse(["train", "--backend", "hardware", "--arm-id", "bench_so101", "--set",
+                                      "env.port=/dev/ttyACM0", "--out", str(tmp_path / "run")]))
+    assert cfg.env == {"arm_id": "bench_so101", "port": "/dev/ttyACM0"}
+    with pytest.raises(ConfigError, match="only the hardware backend"):
+        resolve_config(parse(["train", "--arm-id", "bench_so101", "--out", str(tmp_path / "run")]))
+    assert parse(["evaluate", "--checkpoint", "x", "--arm-id", "bench_so101"]).arm_id == "bench_so101"

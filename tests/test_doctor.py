@@ -4,12 +4,14 @@ read over MJPEG on loopback, and a non-zero exit with a fix line for what cannot
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from se_robot.arm import load_arm
 from se_robot.cli import main
 from se_robot.commands.doctor import parse_ids
+from se_robot.hardware.calibration import calibrate_command, calibration_file, save_calibration
 from se_robot.hardware.emulator import VirtualArm
 
 pytestmark = pytest.mark.timeout(180)
@@ -21,10 +23,20 @@ def lines_with(text: str, *words: str) -> list[str]:
     return [line for line in text.splitlines() if all(w in line for w in words)]
 
 
+def fail_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("FAIL")]
+
+
+def store_calibration(calibration, arm_id: str) -> Path:
+    """What ``se-robot calibrate --arm-id`` leaves behind, in the session's private data dir."""
+    return save_calibration(calibration, calibration_file(arm_id))
+
+
 def test_doctor_finds_the_emulated_servos_and_camera(capsys):
     with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240)) as virtual:
         url = virtual.camera_url
-        code = main(["doctor", "--port", virtual.port, "--camera", url, "--timing",
+        stored = store_calibration(virtual.calibration, "doctor_so101")
+        code = main(["doctor", "--port", virtual.port, "--arm-id", "doctor_so101", "--camera", url, "--timing",
                      "--ticks", "20", "--seconds", "0.5"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -35,7 +47,38 @@ def test_doctor_finds_the_emulated_servos_and_camera(capsys):
     assert lines_with(out, "ok", "control tick on", "Hz possible")
     assert lines_with(out, "ok", f"camera {url}: 320x240", "fps delivered")
     assert lines_with(out, "ok", "frame age p50")
+    assert lines_with(out, "ok", "calibration of arm id 'doctor_so101'", str(stored))
+    assert lines_with(out, "ok", "every servo of so101 is inside its calibrated range")
     assert not lines_with(out, "FAIL")
+
+
+def test_a_missing_calibration_fails_with_the_calibrate_command(capsys):
+    with VirtualArm(ARM) as virtual:
+        assert main(["doctor", "--port", virtual.port, "--arm-id", "never_calibrated"]) == 1
+        out = capsys.readouterr().out
+        assert lines_with(out, "ok", "feetech servos on")   # the servos are fine: only the calibration is missing
+        (fail,) = fail_lines(out)
+        assert "no calibration for arm id 'never_calibrated'" in fail and "never_calibrated.yaml" in fail
+        lines = out.splitlines()
+        fix = lines[lines.index(fail) + 1].strip()
+        assert fix == f"fix: {calibrate_command(ARM, 'never_calibrated', virtual.port)}"
+        # the emulator's own calibration, given as a file, passes
+        assert main(["doctor", "--port", virtual.port, "--calibration", str(virtual.calibration_path)]) == 0
+        assert lines_with(capsys.readouterr().out, "ok", "inside its calibrated range")
+
+
+def test_a_servo_outside_its_calibrated_range_fails(capsys):
+    """A calibration made on another arm (or a remounted horn): the joint and its range are named."""
+    with VirtualArm(ARM) as virtual:
+        store_calibration(virtual.calibration, "moved_so101")
+        wrist = virtual.calibration.joints["wrist_flex"]
+        virtual.physics.move_to(wrist.servo_id, wrist.min_ticks - 400)
+        assert main(["doctor", "--port", virtual.port, "--arm-id", "moved_so101"]) == 1
+    out = capsys.readouterr().out
+    (fail,) = fail_lines(out)
+    assert f"wrist_flex (servo {wrist.servo_id}) is at {wrist.min_ticks - 400} ticks" in fail
+    assert f"{wrist.min_ticks}..{wrist.max_ticks}" in fail and "shoulder_pan" not in fail
+    assert lines_with(out, "fix:", "se-robot calibrate", "--arm-id moved_so101")
 
 
 def test_a_missing_port_fails_with_a_fix(capsys):

@@ -188,3 +188,35 @@ def test_lifecycle_deactivate_holds_and_activate_resumes(rig):
     finally:
         ros.node.destroy_client(change)
         ros.node.destroy_client(get)
+
+
+def test_arm_node_reads_the_calibration_stored_for_its_arm_id(tmp_path, monkeypatch):
+    from se_robot.hardware.calibration import calibration_file, save_calibration
+    from se_robot.hardware.emulator import VirtualArm
+    from se_robot.nodes.arm_node import make_serial_robot
+    from se_robot.ros_params import ArmParams
+
+    monkeypatch.setenv("SE_ROBOT_DATA_DIR", str(tmp_path))
+    factory = VirtualArm(ARM).calibration
+    save_calibration(factory, calibration_file("ros_so101"))
+    robot = make_serial_robot(ArmParams(port="/dev/null-never-opened", arm_id="ros_so101"))
+    assert robot.device.arm_id == "ros_so101" and robot.calibration == factory
+
+
+def test_arm_node_without_a_calibration_refuses_to_configure_naming_the_command(tmp_path):
+    """autostart: configure fails with the calibrate command in the log, and the node keeps running
+    (unconfigured, so nothing was opened or powered)."""
+    log = tmp_path / "arm_node.log"
+    port = "/dev/se_robot_never_opened"
+    proc = harness.start_node("arm_node", DOMAIN, {"port": port, "arm_id": "never_calibrated", "autostart": True},
+                              log_path=str(log))
+    try:
+        expected = f"se-robot calibrate --port {port} --arm so101 --arm-id never_calibrated"
+        deadline = time.monotonic() + 60.0
+        while expected not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "configure failed: CalibrationError" in text and expected in text, text
+        assert proc.poll() is None, text
+    finally:
+        harness.stop_node(proc)

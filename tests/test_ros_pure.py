@@ -27,7 +27,7 @@ def test_every_node_config_has_ros_parameter_form(node):
 
 def test_sim_declares_the_arm_and_camera_parameter_names():
     sim = {f.name for f in dataclasses.fields(ros_params.SimParams)}
-    shared_arm = {f.name for f in dataclasses.fields(ros_params.ArmParams)} - {"port", "calibration"}
+    shared_arm = {f.name for f in dataclasses.fields(ros_params.ArmParams)} - {"port", "arm_id", "calibration"}
     shared_cam = {f.name for f in dataclasses.fields(ros_params.CameraParams)} - {"camera_source"}
     assert shared_arm <= sim and shared_cam <= sim
 

@@ -1,8 +1,15 @@
 """`se-robot calibrate`: record each joint's zero and range on the servo bus and write the YAML.
 
 The calibration belongs to one physical arm, named by ``--arm-id`` (default: the arm's name,
-e.g. ``so101``; give each arm its own id when there are several of a kind, e.g. ``leader`` and
-``follower``). It is written to the user's data directory,
+e.g. ``so101``; give each arm its own id when there are several of a kind). A leader arm for
+``se-robot record --teleop leader`` is looked up as ``<arm>_leader`` unless ``--leader-arm-id``
+says otherwise; ``--leader`` calibrates under that id:
+
+    se-robot calibrate --port /dev/ttyACM0 --arm so101                  # the follower: id so101
+    se-robot calibrate --port /dev/ttyACM1 --arm so101 --leader         # the leader: id so101_leader
+    se-robot calibrate --port /dev/ttyACM1 --arm so101 --arm-id so101_leader   # the same, spelled out
+
+It is written to the user's data directory,
 ``$XDG_DATA_HOME/se_robot/calibration/<arm_id>.yaml`` (``~/.local/share/...`` by default,
 ``$SE_ROBOT_DATA_DIR`` overrides), where the drivers look it up by the same arm id; ``--out``
 writes elsewhere, never into the installed package.
@@ -26,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", required=True, help="serial port of the servo bus (or the emulator's pty)")
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
     p.add_argument("--arm-id", default=None,
-                   help="your name for this physical arm, e.g. my_so101 (default: the arm's name)")
+                   help="your name for this physical arm, e.g. my_so101 (default: the arm's name, or "
+                        "<arm>_leader with --leader)")
+    p.add_argument("--leader", action="store_true",
+                   help="this is a leader arm (moved by hand for --teleop leader): the arm id defaults to "
+                        "<arm>_leader, where `se-robot record --teleop leader` looks")
     p.add_argument("--out", default=None,
                    help="where to write (default: <data dir>/calibration/<arm id>.yaml, see below)")
     p.add_argument("--invert", action="append", default=[], metavar="JOINT",
@@ -63,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from se_robot.arm import load_arm
     from se_robot.hardware.calibration import (calibration_file, calibration_from_recording, default_arm_id,
-                                               inside_package, save_calibration)
+                                               default_leader_arm_id, inside_package, save_calibration)
     from se_robot.hardware.registers import get_model
     from se_robot.hardware.servo_bus import open_bus
 
@@ -76,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print("se-robot calibrate: --non-interactive needs --samples-from-bus or --from-limit-registers",
               file=sys.stderr)
         return 2
-    arm_id = args.arm_id or default_arm_id(arm)
+    arm_id = args.arm_id or (default_leader_arm_id(arm) if args.leader else default_arm_id(arm))
     try:
         out = args.out or calibration_file(arm_id)
     except ValueError as e:
@@ -135,5 +146,10 @@ def run(args: argparse.Namespace) -> int:
               f"  direction {j.direction:+d}")
     print(f"wrote {out}")
     if not args.out:
-        print(f"arm id: {arm_id} (the hardware backend looks the calibration up by this id)")
+        if args.leader or arm_id == default_leader_arm_id(arm):
+            flag = "" if arm_id == default_leader_arm_id(arm) else f" --leader-arm-id {arm_id}"
+            print(f"arm id: {arm_id} (se-robot record --teleop leader{flag} finds it)")
+        else:
+            flag = "" if arm_id == default_arm_id(arm) else f" --arm-id {arm_id}"
+            print(f"arm id: {arm_id} (the hardware backend finds it: se-robot record --backend hardware{flag})")
     return 0

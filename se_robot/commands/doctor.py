@@ -3,14 +3,17 @@
 Checks, in order: torch and its device; MuJoCo and offscreen rendering (the twin's cameras);
 rclpy, its middleware (RMW) and ROS_DOMAIN_ID; the serial ports the OS sees; with ``--port``, which
 servos answer a ping on that port in each protocol (Feetech and Dynamixel 2.0: ids and model
-numbers) against the arm's description; with ``--camera``, what each camera delivers (size, rate,
-frame age). ``--timing`` adds the time of a control tick on the bus and the frame age a control
-loop sees. Probing only reads, so nothing moves.
+numbers) against the arm's description, and whether the calibration the hardware backend would use
+exists (``--calibration``, else the one ``se-robot calibrate`` stored for ``--arm-id``) and, when the
+servos answer, whether each one's present position lies inside its calibrated range; with
+``--camera``, what each camera delivers (size, rate, frame age). ``--timing`` adds the time of a
+control tick on the bus and the frame age a control loop sees. Probing only reads, so nothing moves.
 
 Every problem is printed with the command that fixes it. The exit status is 1 when the robot cannot
 run (a FAIL: torch or MuJoCo missing, the port or a camera that was asked for unusable, the arm's
-servos not all answering), 0 otherwise; WARN lines (no ROS, no offscreen rendering, no --port) name
-what will not work without stopping the rest.
+servos not all answering, no calibration for the arm or one that does not fit it), 0 otherwise;
+WARN lines (no ROS, no offscreen rendering, no --port) name what will not work without stopping
+the rest.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", help="serial port of the arm's servo bus (e.g. /dev/ttyACM0): ping its servos")
     p.add_argument("--arm", default="so101", help="arm name or YAML path: expected ids, protocol, model")
+    p.add_argument("--arm-id", help="with --port: the arm id whose stored calibration to check "
+                   "(default: the arm's name; a leader arm's is <arm>_leader)")
+    p.add_argument("--calibration", metavar="YAML", help="with --port: check this calibration file instead")
     p.add_argument("--ids", help="servo ids to ping, e.g. 1-6 or 1,2,7 (default: the arm's)")
     p.add_argument("--baud", type=int, help="bus baud rate (default: the arm's)")
     p.add_argument("--camera", action="append", default=[], metavar="SOURCE",
@@ -143,7 +149,8 @@ def check_serial(args: argparse.Namespace) -> list[Finding]:
         findings.append(Finding("warn", "no --port given: servos not checked",
                                 "se-robot doctor --port " + (ports[0][0] if ports else "/dev/ttyACM0")))
         return findings
-    return findings + check_servos(args)
+    servos = check_servos(args)
+    return findings + servos + check_calibration(args, servos_answer=not any(f.level == "fail" for f in servos))
 
 
 def check_servos(args: argparse.Namespace) -> list[Finding]:
@@ -206,6 +213,52 @@ def check_servos(args: argparse.Namespace) -> list[Finding]:
     if args.timing and not missing:
         findings.append(time_bus(arm, port, baud, args))
     return findings
+
+
+def check_calibration(args: argparse.Namespace, servos_answer: bool) -> list[Finding]:
+    """The calibration the hardware backend would use: does it exist, does it fit the arm's joints
+    and servo ids, and (when ``servos_answer``) does every servo's present position lie inside its
+    calibrated range? One outside means a calibration made on another arm, or a remounted horn."""
+    from se_robot.arm import load_arm
+    from se_robot.config import ConfigError
+    from se_robot.hardware.calibration import (CalibrationError, calibrate_command, calibration_file,
+                                               default_arm_id, load_calibration)
+    from se_robot.hardware.registers import get_model
+    from se_robot.hardware.rig_check import read_present_ticks
+    from se_robot.hardware.transport import BusError
+
+    arm = load_arm(args.arm)
+    arm_id = args.arm_id or default_arm_id(arm)
+    try:
+        path = args.calibration or calibration_file(arm_id)
+    except ValueError as e:
+        return [Finding("fail", f"--arm-id: {e}", "se-robot doctor --port PORT --arm-id my_so101")]
+    fix = calibrate_command(arm, arm_id, args.port) + (f" --out {path}" if args.calibration else "")
+    if not os.path.exists(path):
+        whose = f"--calibration {path}" if args.calibration else f"arm id {arm_id!r} ({path})"
+        return [Finding("fail", f"no calibration for {whose}: the hardware backend refuses to start without one",
+                        fix)]
+    try:
+        cal = load_calibration(path, arm)
+    except (ConfigError, ValueError) as e:
+        return [Finding("fail", f"calibration {path} does not fit {arm.name}: {e}", fix)]
+    found = Finding("ok", f"calibration of arm id {arm_id!r}: {path}" if not args.calibration
+                    else f"calibration {path}")
+    if not servos_answer or (args.ids and not set(arm.servo_ids) <= set(parse_ids(args.ids))):
+        return [found]   # the range check needs every servo of the arm
+    try:
+        ticks = read_present_ticks(args.port, arm.bus.protocol, get_model(arm.bus.model), list(arm.servo_ids),
+                                   args.baud or arm.bus.baudrate)
+    except BusError as e:
+        return [found, Finding("fail", f"could not read the servos' present positions on {args.port}: {e}",
+                               "check the bus cable and power; close whatever else holds the port")]
+    by_joint = [ticks[j.servo_id] for j in arm.joints]
+    try:
+        cal.check_within_range(by_joint, arm.joint_names)
+    except CalibrationError as e:
+        return [found, Finding("fail", str(e), fix)]
+    return [found, Finding("ok", f"every servo of {arm.name} is inside its calibrated range "
+                                 f"({', '.join(f'{n} {t}' for n, t in zip(arm.joint_names, by_joint))} ticks)")]
 
 
 def time_bus(arm, port: str, baud: int, args: argparse.Namespace) -> Finding:

@@ -14,11 +14,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--video", action="store_true", help="write the first episode as mp4")
     p.add_argument("--out", metavar="DIR", help="where videos and eval.json go (default: the checkpoint dir)")
     p.add_argument("--seed", type=int, help="seed of the evaluation start states (default: the run's)")
+    p.add_argument("--arm-id", dest="arm_id", metavar="ID",
+                   help="hardware: the arm id whose stored calibration SerialArm uses (default: the run's env.arm_id, "
+                        "else the arm's name)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
+    from se_robot.commands.train import check_arm_id
     from se_robot.config import ConfigError
     from se_robot.train import Trainer, make_envs, seed_everything
     from se_robot.train_config import load_config
@@ -32,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"eval_episodes": args.episodes, "eval_video": bool(args.video), "progress": False}
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.arm_id is not None:
+        overrides["env"] = {"arm_id": args.arm_id}
     cfg = load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line")
+    check_arm_id(cfg)
     saved = checkpoint.load(ckpt)
 
     from se_robot.agents.registry import make_agent

@@ -34,11 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--control-hz", type=float, default=10.0)
     p.add_argument("--speed", type=float, default=0.5, help="keyboard/gamepad speed scale in (0, 1]")
     p.add_argument("--port", default="/dev/ttyUSB0", help="hardware: the follower arm's serial port")
-    p.add_argument("--calibration", default=None, help="hardware: follower calibration YAML")
+    p.add_argument("--arm-id", default=None,
+                   help="hardware: the follower's arm id, whose calibration `se-robot calibrate --arm-id` stored "
+                        "(default: the arm's name, so101)")
+    p.add_argument("--calibration", default=None,
+                   help="hardware: follower calibration YAML (default: the one stored for --arm-id)")
     p.add_argument("--camera-config", default="usb_scene", help="hardware: camera name in config/cameras or YAML")
     p.add_argument("--camera-source", default=None, help="hardware: override the camera source (index or URL)")
     p.add_argument("--leader-arm", default="so101", help="leader: arm description name or YAML")
-    p.add_argument("--leader-calibration", default=None, help="leader: calibration YAML of the leader arm")
+    p.add_argument("--leader-arm-id", default=None,
+                   help="leader: the leader arm's id (default: <leader arm>_leader, e.g. so101_leader); calibrate "
+                        "it once with: se-robot calibrate --port LEADER_PORT --arm so101 --arm-id so101_leader")
+    p.add_argument("--leader-calibration", default=None,
+                   help="leader: calibration YAML of the leader arm (default: the one stored for --leader-arm-id)")
     p.add_argument("--auto-label", action="store_true",
                    help="when the env ends an episode, label it from info['is_success'] instead of asking")
     p.add_argument("--seed", type=int, default=None, help="sim: seed of the first episode")
@@ -55,8 +63,8 @@ def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
     options: dict[str, Any] = dict(obs_mode=args.obs_mode, image_size=args.image_size, camera=args.camera,
                                    action_mode=action_mode, control_hz=args.control_hz)
     if args.backend == "hardware":
-        options.update(port=args.port, calibration=args.calibration, scene_camera=args.camera_config,
-                       camera_source=args.camera_source)
+        options.update(port=args.port, calibration=args.calibration, arm_id=args.arm_id,
+                       scene_camera=args.camera_config, camera_source=args.camera_source)
     return make_env(args.task, backend=args.backend, frame_stack=0, **options)
 
 
@@ -75,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         base = env.unwrapped
         device = make_teleop(args.teleop, device=args.device, estop=base.robot.estop, leader_arm=args.leader_arm,
-                             leader_calibration=args.leader_calibration, follower_arm=base.arm,
+                             leader_calibration=args.leader_calibration, leader_arm_id=args.leader_arm_id,
+                             follower_arm=base.arm,
                              speed=args.speed, action_scale_rad=base.cfg.joint_step_rad)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=action_mode, backend=args.backend)
@@ -90,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             from se_robot.config import to_dict
 
             episode_meta["calibration"] = to_dict(calibration)
+            episode_meta["arm_id"] = base.robot.device.arm_id
         on_step = None
         if args.stream_port is not None and args.obs_mode != "state":
             from se_robot.hardware.mjpeg_server import MjpegServer

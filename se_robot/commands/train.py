@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", dest="image_size", type=int, metavar="PX", help="square camera image side")
     p.add_argument("--backend", help="sim (the MuJoCo twin) | hardware (SerialArm + camera; env options via "
                    "--set env.port=/dev/ttyACM0) | ros (topics of arm_node or sim_node)")
+    p.add_argument("--arm-id", dest="arm_id", metavar="ID",
+                   help="hardware: the arm id whose stored calibration SerialArm uses (default: the arm's name); "
+                        "same as --set env.arm_id=ID")
     p.add_argument("--teleop", help="keyboard | gamepad | spacemouse | leader: an operator can take over; "
                    "takeovers also go to the demo buffer")
     p.add_argument("--teleop-device", dest="teleop_device", metavar="PATH",
@@ -41,6 +44,17 @@ CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "imag
                   "teleop_device")
 
 
+def check_arm_id(cfg) -> None:
+    """An arm id names a calibration on this machine: only the hardware backend reads one (a ROS
+    arm_node has its own ``arm_id`` parameter)."""
+    from se_robot.config import ConfigError
+
+    if "arm_id" in cfg.env and cfg.backend != "hardware":
+        raise ConfigError("--arm-id", str(cfg.env["arm_id"]),
+                          f"only the hardware backend reads a calibration; backend is {cfg.backend!r}"
+                          + (" (set arm_node's arm_id parameter instead)" if cfg.backend == "ros" else ""))
+
+
 def resolve_config(args: argparse.Namespace):
     """The validated TrainConfig and the run directory, before anything is built."""
     from se_robot import checkpoint
@@ -48,6 +62,8 @@ def resolve_config(args: argparse.Namespace):
     from se_robot.train_config import load_config
 
     overrides = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
+    if getattr(args, "arm_id", None) is not None:
+        overrides["env"] = {"arm_id": args.arm_id}
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     if args.resume:
@@ -58,9 +74,11 @@ def resolve_config(args: argparse.Namespace):
         except FileNotFoundError as e:
             raise ConfigError("--resume", args.resume, str(e)) from None
         cfg = load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line")
+        check_arm_id(cfg)
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
     cfg = load_config(args.config, overrides, args.set, source="command line")
+    check_arm_id(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
     run_dir = Path(args.out) if args.out else Path("runs") / (

@@ -63,7 +63,8 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     """One place where an env is built and wrapped, whatever the backend.
 
     ``backend``: ``sim`` (the MuJoCo twin in-process), ``hardware`` (``SerialRobot``: ``port=``,
-    ``calibration=``, ``scene_camera=`` / ``wrist_camera=`` as a name in config/cameras, a YAML
+    ``calibration=`` or ``arm_id=`` (the id whose calibration ``se-robot calibrate`` stored; default
+    the arm's name), ``scene_camera=`` / ``wrist_camera=`` as a name in config/cameras, a YAML
     path or an ``OpenCVCamera``, ``camera_source=`` overriding the scene camera's source,
     ``watchdog=``; the detector defaults to the scene camera YAML's ``detector`` section) or
     ``ros`` (the robot behind arm_node/sim_node topics; its options go to

@@ -9,8 +9,9 @@ measured on that arm by ``se-robot calibrate`` and written to
 
 never into the package (an installed package is shared by every arm on the machine). The arm id
 is a name the user picks for one physical arm; it defaults to the arm description's name
-(``so101``), which is enough with one arm of a kind; a second one (a leader beside its follower)
-needs its own id. Drivers refuse to start without a calibration rather than guess one:
+(``so101``), which is enough with one arm of a kind; a leader arm's defaults to
+``<arm name>_leader`` (``so101_leader``), so it never picks up its follower's calibration.
+Drivers refuse to start without a calibration rather than guess one:
 
     rad = direction * (ticks - homing_offset_ticks) * 2*pi / ticks_per_rev
 
@@ -182,6 +183,12 @@ def data_dir() -> Path:
 def default_arm_id(arm: ArmDescription) -> str:
     """The arm id used when none is given: the arm description's name (``so101``)."""
     return arm.name
+
+
+def default_leader_arm_id(arm: ArmDescription) -> str:
+    """The arm id of a leader arm when none is given: ``<arm name>_leader`` (``so101_leader``), so a
+    leader beside its follower of the same kind never picks up the follower's calibration."""
+    return f"{arm.name}_leader"
 
 
 def calibration_file(arm_id: str) -> Path:

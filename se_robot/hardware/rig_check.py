@@ -1,7 +1,8 @@
 """Probes of a robot rig: the serial ports, the servos answering on one, what a camera delivers, and
 how long a control tick and a camera frame take.
 
-``se-robot doctor`` prints these for a user's rig; the bus and camera benchmarks time the same loops
+``se-robot doctor`` prints these for a user's rig (and reads the servos' present positions to check
+them against the arm's calibration); the bus and camera benchmarks time the same loops
 against the emulator. Probing only reads: a ping, a model-number read, a sync read and a sync write
 of the goals the servos already hold, so nothing moves.
 """
@@ -68,6 +69,16 @@ def scan_bus(port: str, protocol: str, ids: list[int], baudrate: int, timeout_s:
     finally:
         bus.transport.close()
     return found
+
+
+def read_present_ticks(port: str, protocol: str, model: ServoModel, ids: list[int], baudrate: int) -> dict[int, int]:
+    """Each servo's ``Present_Position`` (ticks) in one sync read: a read only, nothing moves."""
+    bus = open_bus(port, protocol, model, baudrate)
+    try:
+        raw = bus.sync_read(ids, ("Present_Position",))
+    finally:
+        bus.transport.close()
+    return {s: int(raw[s]["Present_Position"]) for s in ids}
 
 
 def time_control_ticks(bus: ServoBus, ids: list[int], ticks: int) -> np.ndarray:

@@ -50,7 +50,8 @@ class SerialRobot:
     Nothing is opened until ``connect``, so spaces can be built and checked without the rig.
     ``control_hz`` is the rate homing commands at; ``watchdog`` starts SerialArm's watchdog at
     connect, so the arm holds (or goes limp, per the arm's YAML) if this process stalls.
-    ``serial_options`` go to ``SerialArm`` (``timeout_s``, ``retries``, ``disconnect_torque``).
+    ``serial_options`` go to ``SerialArm`` (``arm_id``: whose stored calibration to use when no
+    ``calibration`` is given; ``timeout_s``, ``retries``, ``disconnect_torque``).
     """
 
     realtime = True

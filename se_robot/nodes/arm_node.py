@@ -21,11 +21,12 @@ from se_robot.robot import Robot
 
 
 def make_serial_robot(cfg: ArmParams) -> Robot:
-    """The arm on ``cfg.port``, not yet connected."""
+    """The arm on ``cfg.port``, not yet connected; raises ``CalibrationError`` (naming the calibrate
+    command) when neither ``calibration`` nor a calibration stored for ``arm_id`` exists."""
     from se_robot.hardware.serial_robot import SerialRobot
 
-    return SerialRobot(cfg.arm, cfg.port, cfg.calibration or None, timeout_s=cfg.bus_timeout_s,
-                       retries=cfg.bus_retries)
+    return SerialRobot(cfg.arm, cfg.port, cfg.calibration or None, arm_id=cfg.arm_id or None,
+                       timeout_s=cfg.bus_timeout_s, retries=cfg.bus_retries)
 
 
 class ArmNode(ArmServerNode):

@@ -85,13 +85,15 @@ class ArmServerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        robot = self._make_robot(self.cfg)
+        robot = None
         try:
+            robot = self._make_robot(self.cfg)  # no calibration for the arm id fails here, saying what to run
             with self.io_lock:
                 robot.connect()
         except Exception as e:  # noqa: BLE001 - any open failure must fail the transition with its reason
             self.get_logger().error(f"configure failed: {type(e).__name__}: {e}")
-            robot.close()
+            if robot is not None:
+                robot.close()
             return TransitionCallbackReturn.FAILURE
         self.robot = robot
         robot.estop.add_listener(lambda reason: self._publish_estop())

@@ -42,7 +42,7 @@ class TeleopNode(Node):
         self.estop = EStop()
         self.estop.add_listener(self._call_estop)
         self.device = make_teleop(p.device, device=p.device_path or None, estop=self.estop, speed=p.speed,
-                                  leader_arm=p.arm).connect()
+                                  leader_arm=p.arm, leader_arm_id=p.leader_arm_id or None).connect()
         self._q: np.ndarray | None = None
         self._q_cmd: np.ndarray | None = None
         self._pub = self.create_publisher(Float64MultiArray, names.JOINT_COMMANDS, COMMAND_QOS)

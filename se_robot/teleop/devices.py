@@ -10,9 +10,12 @@ KINDS = ("keyboard", "gamepad", "spacemouse", "leader")
 
 
 def make_teleop(kind: str, *, device: str | None = None, estop: Any | None = None, keyboard_buttons: bool = True,
-                leader_arm: str = "so101", leader_calibration: str | None = None, follower_arm: Any = None,
-                speed: float = 0.5, action_scale_rad: float | None = None) -> TeleopDevice:
+                leader_arm: str = "so101", leader_calibration: str | None = None, leader_arm_id: str | None = None,
+                follower_arm: Any = None, speed: float = 0.5, action_scale_rad: float | None = None) -> TeleopDevice:
     """``device``: the evdev node (gamepad, spacemouse), the serial port (leader) or a tty (keyboard).
+
+    A leader arm uses ``leader_calibration`` (a YAML path), else the calibration stored for
+    ``leader_arm_id`` (default: ``<leader arm name>_leader``), never the follower's.
 
     ``action_scale_rad``: the env's ``joint_step_rad``, so a leader arm's joint_delta actions mean
     what the follower env will do with them (the leader's default otherwise).
@@ -37,7 +40,7 @@ def make_teleop(kind: str, *, device: str | None = None, estop: Any | None = Non
         from se_robot.teleop.leader import LeaderArmTeleop
 
         motion = LeaderArmTeleop(load_arm(leader_arm), device, leader_calibration, follower_arm=follower_arm,
-                                 action_scale_rad=action_scale_rad)
+                                 action_scale_rad=action_scale_rad, arm_id=leader_arm_id)
     else:
         raise ValueError(f"unknown teleop device {kind!r}; allowed: {', '.join(KINDS)}")
     if not keyboard_buttons:

@@ -1,11 +1,16 @@
 """Leader-arm teleoperation: a second servo-bus arm, torque off, moved by hand; the follower copies it.
 
 The leader is read with the same ``SerialArm`` driver as the follower (so calibration turns ticks
-into the same radians), joint to joint by name. Its positions become the follower's joint targets
-(``TeleopCommand.joint_targets``, clipped to the follower's limits) and, given the follower's
-measured joints, a ``joint_delta`` action scaled by ``action_scale_rad`` per unit, the form the
-envs take. The follower's safety filter still bounds every step, so a leader yanked across its range
-moves the follower no faster than ``max_joint_step_rad`` per tick.
+into the same radians), joint to joint by name. It is a physical arm of its own with a calibration
+of its own, looked up by its arm id: ``<leader arm name>_leader`` (``so101_leader``) unless given,
+never the follower's. Calibrate it once with ``se-robot calibrate --port /dev/ttyACM1 --leader``
+(the same as ``--arm-id so101_leader``).
+
+Its positions become the follower's joint targets (``TeleopCommand.joint_targets``, clipped to
+the follower's limits) and, given the follower's measured joints, a ``joint_delta`` action scaled
+by ``action_scale_rad`` per unit, the form the envs take. The follower's safety filter still
+bounds every step, so a leader yanked across its range moves the follower no faster than
+``max_joint_step_rad`` per tick.
 
 A leader has no buttons: combine it with the keyboard (``CombinedDevice``) for success, failure,
 re-record and e-stop.
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from se_robot.arm import ArmDescription
+from se_robot.hardware.calibration import default_leader_arm_id, resolve_calibration
 from se_robot.teleop.base import TeleopDevice
 
 
@@ -29,12 +35,19 @@ class LeaderArmTeleop(TeleopDevice):
     def __init__(self, leader_arm: ArmDescription, port: str, calibration: Any = None,
                  follower_arm: ArmDescription | None = None, joint_map: Mapping[str, str] | None = None,
                  action_scale_rad: float | None = None, motion_threshold_rad: float = 0.01,
-                 estop: Any | None = None):
-        """``joint_map`` maps follower joint name -> leader joint name (default: same names)."""
+                 estop: Any | None = None, arm_id: str | None = None):
+        """``joint_map`` maps follower joint name -> leader joint name (default: same names).
+
+        ``calibration``: an ``ArmCalibration`` or YAML path; without one, the calibration stored
+        for ``arm_id`` (default ``default_leader_arm_id``: ``<leader arm name>_leader``). A missing
+        one raises ``CalibrationError`` here, naming the calibrate command, before anything opens.
+        """
         super().__init__(estop=estop)
         self.leader_arm = leader_arm
         self.follower_arm = follower_arm or leader_arm
-        self.port, self.calibration = port, calibration
+        self.port = port
+        self.arm_id = arm_id or default_leader_arm_id(leader_arm)
+        self.calibration = resolve_calibration(leader_arm, calibration, self.arm_id, port)
         names = self.follower_arm.joint_names
         jm = dict(joint_map or {n: n for n in names})
         missing = [n for n in names if n not in jm]
@@ -58,7 +71,7 @@ class LeaderArmTeleop(TeleopDevice):
     def connect(self) -> "LeaderArmTeleop":
         from se_robot.hardware.serial_arm import SerialArm
 
-        driver = SerialArm(self.leader_arm, self.port, self.calibration, disconnect_torque="off")
+        driver = SerialArm(self.leader_arm, self.port, self.calibration, arm_id=self.arm_id, disconnect_torque="off")
         driver.connect()
         try:
             driver.torque_off()  # the human moves it; the servos only report
