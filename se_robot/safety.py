@@ -69,7 +69,6 @@ class FaultKind(enum.Enum):
     PORT_LOST = "port_lost"                  # the serial port vanished or stopped answering
     RETRIES_EXHAUSTED = "retries_exhausted"  # a read/write failed more times than allowed
     BAD_STATE = "bad_state"                  # the measured joint state is malformed (NaN, wrong length)
-    WATCHDOG = "watchdog"                    # no command for too long, and the policy is to fault
     USER = "user"                            # someone pressed stop
 
 
