@@ -39,12 +39,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from se_robot import ros_params as names
+from se_robot.estop import Watchdog
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS, run_node
 from se_robot.nodes.trajectory import Trajectory
 from se_robot.robot import Robot
-from se_robot.safety import Watchdog
 
 
 class ArmServerNode(LifecycleNode):
