@@ -21,7 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from se_robot.arm import ArmDescription
-from se_robot.safety import EStop, SafeCommand
+from se_robot.estop import EStop
+from se_robot.safety import SafeCommand
 from se_robot.tasks import ResetSample
 
 

@@ -17,7 +17,8 @@ import pytest
 from se_robot.cli import main as cli_main
 from se_robot.data.dataset import DatasetInfo, check_dataset
 from se_robot.data.demos import dataset_slots, load_demos
-from se_robot.data.episodes import DatasetError, EpisodeWriter, episode_paths, iter_episodes, load_episode
+from se_robot.data.episodes import DatasetError, episode_paths, iter_episodes, load_episode
+from se_robot.data.writer import EpisodeWriter
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -206,7 +207,7 @@ def test_kill_9_mid_recording_leaves_every_written_episode_readable(tmp_path):
     """A writer killed at an arbitrary moment: whatever is on disk under a final name is whole."""
     script = textwrap.dedent(f"""
         import numpy as np, sys
-        from se_robot.data.episodes import EpisodeWriter
+        from se_robot.data.writer import EpisodeWriter
         w = EpisodeWriter({str(tmp_path)!r}, {{"task": "push"}})
         rng = np.random.default_rng(0)
         while True:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _joint_dataset(directory, episodes=2, steps=4):
     """State laid out as the envs do: 6 joint positions, 6 velocities, gripper and its xyz; then task features."""
-    from se_robot.data.episodes import EpisodeWriter
+    from se_robot.data.writer import EpisodeWriter
 
     w = EpisodeWriter(directory, {"task": "push", "control_hz": 10.0, "arm": "so101"})
     for e in range(episodes):

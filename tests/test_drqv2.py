@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from se_robot.agents.drqv2 import DrQV2Agent, DrQV2Config, bc_loss, critic_target
-from se_robot.agents.drqv2 import parse_schedule
+from se_robot.agents.drqv2 import DrQV2Agent, DrQV2Config
+from se_robot.agents.losses import bc_loss, critic_target
+from se_robot.agents.schedule import parse_schedule
 from se_robot.agents.replay import Batch, ReplayBuffer
 from se_robot.config import ConfigError, from_dict
 

@@ -13,12 +13,13 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from se_robot.arm import BusSpec, load_arm  # noqa: E402
 from se_robot.config import ConfigError  # noqa: E402
+from se_robot.estop import EStop, FaultKind, SafetyFault  # noqa: E402
 from se_robot.hardware.calibration import (default_calibration, load_calibration,  # noqa: E402
                                            save_calibration)
 from se_robot.hardware.emulator import VirtualArm  # noqa: E402
 from se_robot.hardware.serial_arm import SerialArm  # noqa: E402
 from se_robot.hardware.servo_emulator import RealityGap  # noqa: E402
-from se_robot.safety import EStop, FaultKind, SafetyFault, SafetyFilter  # noqa: E402
+from se_robot.safety import SafetyFilter  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

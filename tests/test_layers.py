@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[1] / "se_robot"
 #: Bottom to top. Names are top-level modules or subpackages of se_robot.
 LAYERS: list[set[str]] = [
     {"__init__", "config", "arm", "tasks", "logger", "checkpoint", "ros_params"},
-    {"safety"},
+    {"safety", "estop"},
     {"robot"},
     {"sim", "agents", "data"},
     {"hardware"},
@@ -110,8 +110,9 @@ def test_agents_need_no_simulator_bus_or_gym_internals():
 def test_safety_is_pure():
     allowed_roots = {"numpy", "se_robot", "__future__", "dataclasses", "enum", "threading", "time",
                      "typing", "collections", "math", "collections.abc"}
-    roots = {n.split(".")[0] for n in imports_of(PKG / "safety.py")}
-    assert roots <= allowed_roots, roots - allowed_roots
+    for module in ("safety.py", "estop.py"):
+        roots = {n.split(".")[0] for n in imports_of(PKG / module)}
+        assert roots <= allowed_roots, (module, roots - allowed_roots)
 
 
 def test_a_violation_is_caught(tmp_path, monkeypatch):

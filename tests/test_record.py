@@ -40,7 +40,8 @@ class _Typist:
 
 
 def test_record_teleop_labels_rerecord_and_estop(tmp_path, sim_env):
-    from se_robot.data.episodes import EpisodeWriter, iter_episodes
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.data.writer import EpisodeWriter
     from se_robot.data.recording import dataset_meta_for
     from se_robot.teleop.keyboard import KeyboardTeleop
     from se_robot.teleop.session import record_teleop
@@ -102,7 +103,8 @@ def test_leader_arm_drives_the_twin_follower(tmp_path):
     import se_robot.hardware.servo_emulator
     emu_mod = se_robot.hardware.servo_emulator
     from se_robot.arm import load_arm
-    from se_robot.data.episodes import EpisodeWriter, iter_episodes
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.data.writer import EpisodeWriter
     from se_robot.data.recording import dataset_meta_for
     from se_robot.hardware.calibration import default_calibration
     from se_robot.hardware.registers import get_model

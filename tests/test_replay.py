@@ -223,7 +223,7 @@ def test_feature_cache_computes_each_frame_once():
 
 
 def test_load_demos_from_episode_dataset(tmp_path):
-    from se_robot.data.episodes import EpisodeWriter
+    from se_robot.data.writer import EpisodeWriter
 
     writer = EpisodeWriter(tmp_path / "demos", {"task": "reach", "control_hz": 10.0})
     for ep in range(2):

@@ -164,3 +164,53 @@ def test_trajectory_interpolates_clamps_and_rejects_time_going_back():
     assert traj.end_s == 13.0
     with pytest.raises(ValueError, match="must not decrease"):
         Trajectory(0.0, np.zeros(1), np.array([2.0, 1.0]), np.ones((2, 1)))
+
+
+def test_trajectory_from_msg_fills_unnamed_joints_and_names_what_is_wrong():
+    from builtin_interfaces.msg import Duration
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    from se_robot.nodes.trajectory import trajectory_from_msg
+
+    joints = ["a", "b", "c"]
+    start = np.array([1.0, 2.0, 3.0])
+    msg = JointTrajectory(joint_names=["c", "a"], points=[
+        JointTrajectoryPoint(positions=[30.0, 10.0], time_from_start=Duration(sec=1, nanosec=500_000_000))])
+    traj = trajectory_from_msg(msg, joints, start, 5.0)
+    assert traj.end_s == 6.5
+    np.testing.assert_allclose(traj.at(6.5), [10.0, 2.0, 30.0])
+    np.testing.assert_allclose(start, [1.0, 2.0, 3.0])   # the start configuration is not modified
+    with pytest.raises(ValueError, match=r"unknown joints \['x'\]"):
+        trajectory_from_msg(JointTrajectory(joint_names=["x"], points=msg.points), joints, start, 0.0)
+    with pytest.raises(ValueError, match="no points"):
+        trajectory_from_msg(JointTrajectory(joint_names=["a"]), joints, start, 0.0)
+    with pytest.raises(ValueError, match="point 0 has 2 positions for 1 joint names"):
+        trajectory_from_msg(JointTrajectory(joint_names=["a"], points=msg.points), joints, start, 0.0)
+
+
+# ---------------------------------------------------------------- arm diagnostics
+def test_arm_diagnostics_levels_follow_errors_rate_and_estop():
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from se_robot.estop import EStop
+    from se_robot.nodes.arm_diagnostics import arm_diagnostics, loop_rate_hz
+
+    assert loop_rate_hz([0.0, 0.1]) == 0.0
+    assert loop_rate_hz([0.0, 0.1, 0.2, 0.3]) == pytest.approx(10.0)
+    estop = EStop()
+    counters = {"watchdog_holds": 0, "rejected_commands": 0, "loop_ticks": 4, "bus_errors": 1}
+    stats = {"bus/errors": 2, "arm/clipped": 3}
+
+    def levels(**kw):
+        args = dict(counters=counters, last_error="", rate_hz=10.0, want_rate_hz=10.0, mode="idle", active=True)
+        msg = arm_diagnostics("arm", 1_500_000_000, stats, estop, **{**args, **kw})
+        return {s.name: (s.level, {v.key: v.value for v in s.values}) for s in msg.status}
+
+    ok = levels()
+    assert [lvl for lvl, _ in ok.values()] == [DiagnosticStatus.OK] * 4
+    assert ok["arm: bus"][1] == {"errors": "3", "bus/errors": "2"}
+    assert ok["arm: safety"][1] == {"arm/clipped": "3"}
+    assert levels(last_error="PortLostError: gone")["arm: bus"][0] == DiagnosticStatus.WARN
+    assert levels(rate_hz=7.9)["arm: loop"][0] == DiagnosticStatus.WARN
+    estop.latch("test")
+    assert levels()["arm: estop"] == (DiagnosticStatus.ERROR, {"latched": "True", "latch_count": "1"})

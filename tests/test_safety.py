@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from se_robot.arm import load_arm
+from se_robot.estop import EStop, FaultKind, SafetyFault, Watchdog
 from se_robot.sim.kinematics import Kinematics
-from se_robot.safety import (REASONS, EStop, FaultKind, SafetyFault, SafetyFilter, Watchdog,
-                             cap_joint_step, clip_to_limits, effort_limit_fraction,
+from se_robot.safety import (REASONS, SafetyFilter, cap_joint_step, clip_to_limits, effort_limit_fraction,
                              gripper_effort_limit_nm, soft_limits, validate_target, workspace_violations)
 
 pytestmark = pytest.mark.timeout(120)

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from se_robot.arm import load_arm
+from se_robot.estop import FaultKind, SafetyFault
 from se_robot.hardware.emulator import VirtualArm
 from se_robot.hardware.serial_arm import SerialArm
 from se_robot.sim.kinematics import Kinematics
-from se_robot.safety import FaultKind, SafetyFault, soft_limits, workspace_violations
+from se_robot.safety import soft_limits, workspace_violations
 
 pytestmark = pytest.mark.timeout(240)
 

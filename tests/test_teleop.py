@@ -33,7 +33,7 @@ class _EStop:
 
 def _estop():
     try:
-        from se_robot.safety import EStop
+        from se_robot.estop import EStop
     except ImportError:
         return _EStop()
     return EStop()

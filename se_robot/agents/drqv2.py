@@ -11,32 +11,33 @@ demo and online data, critic LayerNorm, an N-critic ensemble with a random M-sub
 whose per-frame features the replay caches, and proprioceptive state appended to the features.
 
 Defaults are the paper's (table 1); the demo knobs default to "off" or to the value that changes
-nothing, so the defaults train exactly the published agent. The discount and n-step horizon are not agent settings: the replay buffer builds
-n-step targets and returns ``discount = gamma^n`` (0 after termination), so they live in
-``ReplayConfig``.
+nothing, so the defaults train exactly the published agent. The discount and n-step horizon are not
+agent settings: the replay buffer builds n-step targets and returns ``discount = gamma^n`` (0 after
+termination), so they live in ``ReplayConfig``. The loss terms are in `se_robot.agents.losses`, the
+exploration-std schedule in `se_robot.agents.schedule`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from se_robot.agents.augment import draw_shifts, shift_images, shift_images_gather
 from se_robot.agents.base import pick_device
 from se_robot.agents.encoders import make_pixel_encoder
+from se_robot.agents.losses import bc_loss, critic_target
 from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
 from se_robot.agents.obs import PIXELS, vector_obs
+from se_robot.agents.schedule import parse_schedule
 from se_robot.config import from_dict, option, to_dict
 
-__all__ = ["DrQV2Agent", "DrQV2Config", "bc_loss", "critic_target", "parse_schedule"]
+__all__ = ["DrQV2Agent", "DrQV2Config"]
 
 
 @dataclass(frozen=True)
@@ -89,33 +90,6 @@ class DrQV2Config:
         parse_schedule(self.stddev_schedule)
 
 
-_NUM = r"\s*([-+0-9.eE]+)\s*"
-
-
-def parse_schedule(spec: str | float) -> Callable[[int], float]:
-    """``"0.2"``, ``"linear(init,final,duration)"`` or ``"step_linear(init,mid,d1,final,d2)"`` -> f(step)."""
-    try:
-        value = float(spec)
-        return lambda step: value
-    except ValueError:
-        pass
-    m = re.fullmatch(rf"linear\({_NUM},{_NUM},{_NUM}\)", str(spec).strip())
-    if m:
-        init, final, duration = map(float, m.groups())
-        return lambda step: init + (final - init) * min(max(step / duration, 0.0), 1.0)
-    m = re.fullmatch(rf"step_linear\({_NUM},{_NUM},{_NUM},{_NUM},{_NUM}\)", str(spec).strip())
-    if m:
-        init, mid, d1, final, d2 = map(float, m.groups())
-
-        def step_linear(step: int) -> float:
-            if step <= d1:
-                return init + (mid - init) * min(max(step / d1, 0.0), 1.0)
-            return mid + (final - mid) * min((step - d1) / d2, 1.0)
-        return step_linear
-    raise ValueError(f"stddev_schedule {spec!r}: expected a number, linear(init,final,steps) "
-                     "or step_linear(init,mid,steps1,final,steps2)")
-
-
 #: vector keys DrQ-v2 appends to its image representation, in ``se_robot.agents.obs`` order
 PROPRIO_KEYS = ("state", "task")
 
@@ -132,24 +106,6 @@ def _space_shapes(obs_space: Any) -> dict[str, tuple[int, ...]]:
                              f"(expected {PIXELS} and/or {', '.join(PROPRIO_KEYS)})")
         shapes[key] = tuple(space.shape)
     return shapes
-
-
-def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Tensor,
-                  subset: torch.Tensor | None = None) -> torch.Tensor:
-    """reward + discount * min over the (subset of the) ensemble of next-state Q; shapes (B, 1).
-
-    ``next_q`` is (N, B, 1); ``discount`` already holds gamma^n (0 after termination).
-    """
-    if subset is not None:
-        next_q = next_q.index_select(0, subset)
-    return reward + discount * next_q.min(dim=0).values
-
-
-def bc_loss(mean_action: torch.Tensor, demo_action: torch.Tensor, is_demo: torch.Tensor) -> torch.Tensor:
-    """MSE between the actor's mean and the recorded action, over demo rows only (0 if none)."""
-    if not bool(is_demo.any()):
-        return mean_action.sum() * 0.0
-    return F.mse_loss(mean_action[is_demo].float(), demo_action[is_demo].float())
 
 
 class DrQV2Agent:

@@ -71,7 +71,8 @@ def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from se_robot.data.episodes import DatasetError, EpisodeWriter
+    from se_robot.data.episodes import DatasetError
+    from se_robot.data.writer import EpisodeWriter
     from se_robot.data.recording import dataset_meta_for
     from se_robot.teleop.devices import make_teleop
     from se_robot.teleop.keyboard import KeyboardTeleop

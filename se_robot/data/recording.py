@@ -15,7 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from se_robot.data.episodes import DatasetMeta, EpisodeWriter
+from se_robot.data.episodes import DatasetMeta
+from se_robot.data.writer import EpisodeWriter
 
 
 def env_control_hz(env: gym.Env) -> float:

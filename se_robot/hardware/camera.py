@@ -165,11 +165,6 @@ class OpenCVCamera:
         """Seconds since the newest frame was grabbed (``inf`` before the first)."""
         return time.monotonic() - self._stamp
 
-    @property
-    def last_capture_time(self) -> float:
-        """``time.monotonic()`` at which the newest frame was grabbed (``-inf`` before the first)."""
-        return self._stamp
-
     def read(self, timeout_s: float = 1.0) -> tuple[np.ndarray, float]:
         """The newest frame (RGB uint8 HxWx3, a copy the caller owns) and its capture time."""
         return self.read_newer_than(-np.inf, timeout_s)

@@ -18,12 +18,13 @@ from typing import Literal
 import numpy as np
 
 from se_robot.arm import ArmDescription
+from se_robot.estop import EStop, FaultKind, SafetyFault, Watchdog
 from se_robot.hardware.calibration import ArmCalibration, calibrate_command, default_arm_id, resolve_calibration
 from se_robot.hardware.registers import get_model
 from se_robot.hardware.servo_bus import ServoBus, make_protocol
 from se_robot.hardware.transport import (BusError, BusTimeoutError, PortLostError, SerialTransport,
                                          ServoStatusError)
-from se_robot.safety import EStop, FaultKind, SafeCommand, SafetyFault, SafetyFilter, Watchdog
+from se_robot.safety import SafeCommand, SafetyFilter
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
@@ -39,12 +39,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from se_robot import ros_params as names
+from se_robot.estop import Watchdog
 from se_robot.nodes import conversions as conv
+from se_robot.nodes.arm_diagnostics import arm_diagnostics, loop_rate_hz
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS, run_node
-from se_robot.nodes.trajectory import Trajectory
+from se_robot.nodes.trajectory import Trajectory, trajectory_from_msg
 from se_robot.robot import Robot
-from se_robot.safety import Watchdog
 
 
 class ArmServerNode(LifecycleNode):
@@ -269,26 +270,8 @@ class ArmServerNode(LifecycleNode):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         if self.robot is None or self._last_q is None:
             return
-        joint_names = self.robot.arm.joint_names
-        unknown = [n for n in msg.joint_names if n not in joint_names]
-        if unknown or not msg.points:
-            self._reject(f"{names.JOINT_TRAJECTORY}: unknown joints {unknown}" if unknown
-                         else f"{names.JOINT_TRAJECTORY}: no points")
-            return
-        base = self._last_q.copy()
-        idx = [joint_names.index(n) for n in msg.joint_names]
-        points, times = [], []
-        for k, p in enumerate(msg.points):
-            if len(p.positions) != len(idx):
-                self._reject(f"{names.JOINT_TRAJECTORY}: point {k} has {len(p.positions)} positions "
-                             f"for {len(idx)} joint names")
-                return
-            full = base.copy()
-            full[idx] = p.positions
-            points.append(full)
-            times.append(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9)
         try:
-            traj = Trajectory(time.monotonic(), base, np.array(times), np.array(points))
+            traj = trajectory_from_msg(msg, self.robot.arm.joint_names, self._last_q.copy(), time.monotonic())
         except ValueError as e:
             self._reject(f"{names.JOINT_TRAJECTORY}: {e}")
             return
@@ -364,41 +347,16 @@ class ArmServerNode(LifecycleNode):
         return response
 
     # ------------------------------------------------------------------ diagnostics
-    def loop_rate_hz(self) -> float:
-        t = self._tick_times
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 2 and t[-1] > t[0] else 0.0
-
     def _publish_diagnostics(self) -> None:
         robot = self.robot
         if robot is None:
             return
-        hw = self.get_name()
-
-        def status(name: str, level: bytes, message: str, values: dict[str, Any]) -> DiagnosticStatus:
-            return DiagnosticStatus(level=level, name=f"{hw}: {name}", message=message, hardware_id=hw,
-                                    values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-
         with self.io_lock:
             stats = robot.diagnostics()
-        rate = self.loop_rate_hz()
-        want = self.cfg.state_rate_hz
-        bus_errors = self._counters["bus_errors"] + int(stats.get("bus/errors", 0))
-        msg = DiagnosticArray()
-        msg.header.stamp = conv.ns_to_time(time.time_ns())
-        msg.status = [
-            status("bus", DiagnosticStatus.OK if not self._last_error else DiagnosticStatus.WARN,
-                   self._last_error or "ok", {"errors": bus_errors, **{k: v for k, v in stats.items()
-                                                                        if k.startswith("bus/")}}),
-            status("loop", DiagnosticStatus.OK if rate >= 0.8 * want else DiagnosticStatus.WARN,
-                   f"{rate:.1f} Hz (want {want:.1f})", {"rate_hz": f"{rate:.2f}", "mode": self._mode,
-                                                        "active": self.active, **self._counters}),
-            status("estop", DiagnosticStatus.ERROR if robot.estop.latched else DiagnosticStatus.OK,
-                   robot.estop.reason or "clear", {"latched": robot.estop.latched,
-                                                   "latch_count": robot.estop.latch_count}),
-            status("safety", DiagnosticStatus.OK, "counts since start",
-                   {k: v for k, v in stats.items() if not k.startswith("bus/")}),
-        ]
-        self._diag_pub.publish(msg)
+        self._diag_pub.publish(arm_diagnostics(
+            self.get_name(), time.time_ns(), stats, robot.estop, counters=self._counters,
+            last_error=self._last_error, rate_hz=loop_rate_hz(self._tick_times),
+            want_rate_hz=self.cfg.state_rate_hz, mode=self._mode, active=self.active))
 
 
 def run_arm_server(node_cls: type[ArmServerNode], args: list[str] | None = None) -> int:

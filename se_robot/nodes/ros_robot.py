@@ -45,10 +45,11 @@ from std_srvs.srv import Trigger
 
 from se_robot import ros_params as names
 from se_robot.arm import ArmDescription, load_arm
+from se_robot.estop import EStop
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, ensure_ament_prefix
 from se_robot.robot import Frame, HomingError, ObjectState, RobotNotConnected, RobotState, StaleReading
-from se_robot.safety import EStop, SafeCommand, SafetyFilter
+from se_robot.safety import SafeCommand, SafetyFilter
 from se_robot.sim.kinematics import Kinematics
 from se_robot.tasks import ResetSample
 

@@ -31,7 +31,7 @@ class TeleopNode(Node):
         from se_robot.config import from_dict
         from se_robot.envs.spaces import ActionDecoder, EnvConfig
         from se_robot.sim.kinematics import Kinematics
-        from se_robot.safety import EStop
+        from se_robot.estop import EStop
         from se_robot.teleop.devices import make_teleop
 
         self.params = NodeParams(self, (TeleopParams,))

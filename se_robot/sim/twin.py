@@ -36,7 +36,6 @@ class ArmTwin:
         self._coupled = [(m.jnt_qposadr[m.eq_obj1id[e]], m.eq_data[e, 1]) for e in range(m.neq)
                          if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT]
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
-        self.cube_start = np.zeros(3)
         self.time_s = 0.0
         self._style_target()
 
@@ -68,7 +67,6 @@ class ArmTwin:
         d.qpos[c + 3:c + 7] = [np.cos(sample.cube_yaw / 2), 0, 0, np.sin(sample.cube_yaw / 2)]
         d.mocap_pos[self._mocap] = sample.target_pos
         mujoco.mj_forward(m, d)
-        self.cube_start = sample.cube_pos.copy()
         self.time_s = 0.0
         return sample
 

@@ -19,8 +19,9 @@ import threading
 import numpy as np
 
 from se_robot.arm import ArmDescription, load_arm
+from se_robot.estop import EStop
 from se_robot.robot import Frame, ObjectState, RobotState, drive_home
-from se_robot.safety import EStop, SafeCommand, SafetyFilter
+from se_robot.safety import SafeCommand, SafetyFilter
 from se_robot.sim.twin import ArmTwin
 from se_robot.tasks import ResetSample, Task
 

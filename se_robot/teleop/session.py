@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from se_robot.data.episodes import EpisodeWriter
+from se_robot.data.writer import EpisodeWriter
 from se_robot.data.recording import env_control_hz
 from se_robot.teleop.base import TeleopCommand, TeleopDevice
 
