@@ -34,11 +34,13 @@ EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same st
 
 
 def make_envs(cfg: TrainConfig):
-    """Training and evaluation envs through ``se_robot.envs.make_env`` (frame stack, action repeat)."""
+    """Training and evaluation envs through ``se_robot.envs.make_env`` (frame stack, action repeat,
+    the learned reward of ``cfg.reward_model``; scene operator options ride in ``cfg.env``)."""
     from se_robot.envs import make_env
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
-                  obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
+                  obs_mode=cfg.obs_mode, image_size=cfg.image_size, reward_model=cfg.reward_model,
+                  reward_threshold=cfg.reward_threshold or None, **cfg.env)
     if cfg.encoder:
         from se_robot.agents.base import pick_device
 

@@ -62,6 +62,10 @@ class TrainConfig:
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
     threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
     env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
+    reward_model: str = option("", help="success classifier file (se-robot reward train) whose sparse reward "
+                                        "replaces the task's; episodes end on success ('' : the task's reward)")
+    reward_threshold: float = option(0.0, range=(0.0, 1.0), help="the classifier's success probability "
+                                                                 "threshold (0: the model's own)")
     teleop: str = option("", choices=("", "keyboard", "gamepad", "spacemouse", "leader"),
                          help="attach a teleop device that can take over ('' : none); its steps also go to the demo buffer")
     teleop_device: str = option("", help="evdev node, leader-arm port or tty of the teleop device ('' : default)")
@@ -85,6 +89,9 @@ class TrainConfig:
                               "agent.encoder=checkpoint, agent.encoder_checkpoint=FILE, agent.freeze_encoder=true")
         if self.encoder and self.obs_mode == "state":
             raise ConfigError("<train config>", "encoder", "a pixel encoder needs obs_mode pixels or both, got state")
+        if self.reward_model and self.obs_mode == "state":
+            raise ConfigError("<train config>", "reward_model", "a success classifier judges camera frames: "
+                              "use obs_mode pixels or both")
         if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
             raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
                               f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "

@@ -24,10 +24,11 @@ N = ARM.n_joints
 
 
 def test_one_env_class_for_the_twin_and_the_emulated_serial_arm():
-    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="reach") as vm:
-        hw = make_env("reach", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
-                      scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="both", image_size=48)
-        sim = make_env("reach", frame_stack=0, obs_mode="both", image_size=48)
+    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="lift") as vm:
+        hw = make_env("lift", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
+                      scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="both", image_size=48,
+                      operator=vm.scene_operator())
+        sim = make_env("lift", frame_stack=0, obs_mode="both", image_size=48)
         try:
             assert type(hw.unwrapped) is ArmEnv and type(sim.unwrapped) is ArmEnv
             assert isinstance(hw.unwrapped.robot, Robot) and isinstance(sim.unwrapped.robot, Robot)

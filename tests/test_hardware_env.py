@@ -68,8 +68,10 @@ def _run_expert(env, max_steps: int):
 @pytest.mark.parametrize("task", ["reach", "push", "lift"])
 def test_expert_succeeds_on_the_emulated_arm(task):
     with _virtual_arm(task) as vm:
+        # pixel reach has no target the camera sees on a real table: reach observes its virtual target
         env = make_env(task, backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
-                       scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="both", image_size=64)
+                       scene_camera="twin_scene", camera_source=vm.camera_url, image_size=64,
+                       obs_mode="state" if task == "reach" else "both", operator=vm.scene_operator())
         try:
             infos = _run_expert(env, env.unwrapped.task.cfg.max_episode_steps)
         finally:
@@ -139,7 +141,7 @@ def test_reset_without_a_visible_cube_says_so():
 
     blind = replace(cal, cube=HsvRange(h_min=170, h_max=171, s_min=255, s_max=255, v_min=255, v_max=255))
     with _virtual_arm("push") as vm:
-        env = _hardware_env("push", vm, detector=blind, object_timeout_s=0.5)
+        env = _hardware_env("push", vm, detector=blind, object_timeout_s=0.5, operator=vm.scene_operator())
         try:
             with pytest.raises(CameraError, match="no cube"):
                 env.reset(seed=0)
@@ -155,9 +157,9 @@ def test_tasks_that_need_the_camera_refuse_to_build_without_it():
 
 
 def test_make_env_composes_the_hardware_backend_with_wrappers():
-    with _virtual_arm("reach") as vm:
-        env = make_env("reach", backend="hardware", frame_stack=2, port=vm.port, calibration=vm.calibration,
-                       scene_camera="twin_scene",
+    with _virtual_arm("push") as vm:
+        env = make_env("push", backend="hardware", frame_stack=2, port=vm.port, calibration=vm.calibration,
+                       scene_camera="twin_scene", operator=vm.scene_operator(),
                        camera_source=vm.camera_url, obs_mode="both", image_size=64)
         try:
             obs, _ = env.reset(seed=0)

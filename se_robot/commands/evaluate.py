@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arm-id", dest="arm_id", metavar="ID",
                    help="hardware: the arm id whose stored calibration SerialArm uses (default: the run's env.arm_id, "
                         "else the arm's name)")
+    p.add_argument("--reward-model", dest="reward_model", metavar="FILE",
+                   help="success classifier as the reward and success judge (default: the run's reward_model)")
+    p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
+                   help="the classifier's success probability threshold (default: the run's, else the model's)")
     p.set_defaults(func=run)
 
 
@@ -36,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"eval_episodes": args.episodes, "eval_video": bool(args.video), "progress": False}
     if args.seed is not None:
         overrides["seed"] = args.seed
+    overrides.update({k: getattr(args, k) for k in ("reward_model", "reward_threshold")
+                      if getattr(args, k, None) is not None})
     if args.arm_id is not None:
         overrides["env"] = {"arm_id": args.arm_id}
     cfg = load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line")

@@ -53,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-port", type=int, default=None,
                    help="serve the camera view as MJPEG on this port (open http://HOST:PORT/stream.mjpg; "
                         "use ssh -L to watch from another machine)")
+    p.add_argument("--scene-timeout", type=float, default=None, metavar="S",
+                   help="hardware push/lift: seconds to wait for 'scene restored' (keyboard p, gamepad left "
+                        "shoulder) before stopping with an error (default: wait)")
+    p.add_argument("--reward-model", default=None, metavar="FILE",
+                   help="a success classifier (se-robot reward train) whose sparse reward and success replace the "
+                        "task's; the episode ends on success (the env's own judgement stays in info)")
+    p.add_argument("--reward-threshold", type=float, default=None, metavar="P",
+                   help="the classifier's success probability threshold (default: the model's own)")
     p.set_defaults(func=run)
 
 
@@ -61,15 +69,28 @@ def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
     from se_robot.envs import make_env
 
     options: dict[str, Any] = dict(obs_mode=args.obs_mode, image_size=args.image_size, camera=args.camera,
-                                   action_mode=action_mode, control_hz=args.control_hz)
+                                   action_mode=action_mode, control_hz=args.control_hz,
+                                   reward_model=args.reward_model or "", reward_threshold=args.reward_threshold)
     if args.backend == "hardware":
         options.update(port=args.port, calibration=args.calibration, arm_id=args.arm_id,
                        scene_camera=args.camera_config, camera_source=args.camera_source)
     return make_env(args.task, backend=args.backend, frame_stack=0, **options)
 
 
-def run(args: argparse.Namespace) -> int:
+def live_view_url(env: Any) -> str | None:
+    """The scene camera's own MJPEG/HTTP URL, where the robot has one (the emulator's, an IP camera)."""
+    cameras = getattr(env.unwrapped.robot, "cameras", {})
+    cam = cameras.get("scene") or cameras.get("wrist")
+    source = getattr(cam, "source", None)
+    return source if isinstance(source, str) and source.startswith(("http://", "https://")) else None
+
+
+def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
+    """``scene_operator``: who restores push/lift scenes on the arm (default: the teleop device's
+    'scene restored' button; tests pass the emulator's ``VirtualArm.scene_operator()``)."""
     import numpy as np
+
+    from se_robot.envs.operator import TeleopButtonOperator
 
     from se_robot.data.episodes import DatasetError
     from se_robot.data.writer import EpisodeWriter
@@ -87,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                              leader_calibration=args.leader_calibration, leader_arm_id=args.leader_arm_id,
                              follower_arm=base.arm,
                              speed=args.speed, action_scale_rad=base.cfg.joint_step_rad)
+        # The keyboard holds the terminal in raw mode: the scene is confirmed with the device's button.
+        base.operator = scene_operator or TeleopButtonOperator(device, timeout_s=args.scene_timeout)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=action_mode, backend=args.backend)
         try:
@@ -108,10 +131,14 @@ def run(args: argparse.Namespace) -> int:
             latest = {"frame": np.zeros((args.image_size, args.image_size, 3), np.uint8)}
             server = MjpegServer(lambda: latest["frame"].repeat(4, 0).repeat(4, 1), host="0.0.0.0",
                                  port=args.stream_port, fps=args.control_hz).start()
-            print(f"camera view: {server.url}")
+            print(f"live view: {server.url}", flush=True)
 
             def on_step(obs, cmd):  # noqa: ARG001 - the signature record_teleop calls
                 latest["frame"] = obs["pixels"]
+        elif live_view_url(env):
+            print(f"live view: {live_view_url(env)} (the camera's own stream)", flush=True)
+        elif args.backend != "sim":
+            print("live view: none; add --stream-port PORT to watch the camera over HTTP", flush=True)
         print(KeyboardTeleop.help_text())
         with device:
             result = record_teleop(env, device, writer, args.episodes, auto_label=args.auto_label,

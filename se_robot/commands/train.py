@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "takeovers also go to the demo buffer")
     p.add_argument("--teleop-device", dest="teleop_device", metavar="PATH",
                    help="evdev node, leader-arm serial port or tty of the teleop device")
+    p.add_argument("--reward-model", dest="reward_model", metavar="FILE",
+                   help="success classifier (se-robot reward train) as the reward: sparse, episodes end on success")
+    p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
+                   help="the classifier's success probability threshold (default: the model's own)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue exactly")
     p.add_argument("--seed", type=int)
@@ -41,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 #: Options that are config keys of the same name (the rest steer the command itself).
 CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "backend", "seed", "teleop",
-                  "teleop_device")
+                  "teleop_device", "reward_model", "reward_threshold")
 
 
 def check_arm_id(cfg) -> None:

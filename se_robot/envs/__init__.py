@@ -21,7 +21,7 @@ SIM_IDS = {"reach": "se_robot/SimReach-v0", "push": "se_robot/SimPush-v0", "lift
 #: options ``ArmEnv`` itself takes, besides the ``EnvConfig`` fields; the rest go to the robot
 ENV_OPTIONS = frozenset(f.name for f in dataclasses.fields(EnvConfig)) | {
     "render_mode", "render_size", "detector", "home_tolerance_rad", "home_timeout_s", "frame_timeout_s",
-    "object_timeout_s", "max_episode_steps"}
+    "object_timeout_s", "max_episode_steps", "operator", "scene_timeout_s", "scene_tries"}
 
 
 def _register() -> None:
@@ -59,7 +59,7 @@ def robot_backend(name: str) -> Callable[..., Any]:
 
 def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, action_repeat: int = 1,
              seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", arm: str = "so101",
-             **options: Any) -> gym.Env:
+             reward_model: Any = "", reward_threshold: float | None = None, **options: Any) -> gym.Env:
     """One place where an env is built and wrapped, whatever the backend.
 
     ``backend``: ``sim`` (the MuJoCo twin in-process), ``hardware`` (``SerialRobot``: ``port=``,
@@ -69,7 +69,14 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     ``watchdog=``; the detector defaults to the scene camera YAML's ``detector`` section) or
     ``ros`` (the robot behind arm_node/sim_node topics; its options go to
     ``se_robot.nodes.ros_robot.make_ros_robot``), or any other name registered as a
-    ``se_robot.robots`` entry point (``robot_backend``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``.
+    ``se_robot.robots`` entry point (``robot_backend``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``
+    (``operator=``: who restores push/lift scenes on a robot that cannot, ``se_robot.envs.operator``).
+
+    ``reward_model``: a success classifier file (``se-robot reward train``) or loaded model whose
+    sparse reward replaces the task's (``LearnedRewardWrapper`` right over the env: the episode
+    ends on the first tick at ``reward_threshold``, default the model's own). Without one, the
+    task's reward from the robot's objects or the colour detector. Reach from pixels on a robot
+    that cannot see a target (the real arm: its target is virtual) is refused unless one is given.
 
     Wrappers: ``ActionRepeat`` when ``action_repeat > 1``; ``PixelFrameStack(frame_stack)``
     whenever the observation has pixels (so agents always see channel-first stacks), except with
@@ -103,6 +110,7 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
         # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
         robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
         env = make_arm_env(make_robot(arm, **robot_opts), task, **env_opts)
+    env = _with_reward(env, task, reward_model, reward_threshold)
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
     if frame_stack < 0:
@@ -116,3 +124,26 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def _with_reward(env: gym.Env, task: str, reward_model: Any, threshold: float | None) -> gym.Env:
+    """The learned success classifier over the env's raw frames, or the task's own reward (refused
+    where it cannot be seen: pixel reach with a virtual target)."""
+    base = env.unwrapped
+    has_pixels = "pixels" in env.observation_space.spaces
+    if not reward_model:
+        if task == "reach" and has_pixels and not base.robot.has_object_state:
+            raise ValueError("reach from pixels on this robot has no target the camera can see (the target is "
+                             "virtual on a real table): give a success classifier as the reward (reward_model=, "
+                             "--reward-model; se-robot reward train), or use obs_mode state")
+        return env
+    if not has_pixels:
+        raise ValueError("a learned reward (reward_model) judges camera frames: use obs_mode pixels or both")
+    from se_robot.envs.reward_wrapper import LearnedRewardWrapper
+
+    if isinstance(reward_model, (str, bytes)) or hasattr(reward_model, "__fspath__"):
+        from se_robot.data.reward_model import load_reward_model
+
+        reward_model = load_reward_model(reward_model)
+    return LearnedRewardWrapper(env, reward_model, threshold, layout="raw",
+                                terminate_on_success=True)

@@ -23,6 +23,10 @@ measured joints; the cube and target from ``robot.object_state()`` where the bac
 (the twin, sim_node), else from a ``ColorDetector`` on the scene camera; the reach target of such
 a robot is virtual, sampled by this env, since nothing marks a point in the air on a real table.
 
+Reset homes the arm, then restores the scene: the robot's own ``reset_scene`` (the twin), else, for
+push and lift, an operator (``se_robot.envs.operator``); a start that is already successful is
+rejected and restored again (``info["scene/tries"]`` counts the restores of the returned start).
+
 Episodes are truncated by Gymnasium's ``TimeLimit`` at the task's ``max_episode_steps`` on every
 backend (the registered ids get it from ``gym.make``, the others from ``make_arm_env``).
 
@@ -47,6 +51,7 @@ import gymnasium as gym
 import numpy as np
 
 from se_robot.envs.detector import ColorDetector, Detections, DetectorCalibration, make_detector
+from se_robot.envs.operator import SceneOperator, SceneResetError, make_operator
 from se_robot.envs.spaces import ActionDecoder, action_space, build_proprio, observation_space, resolve_env_parts
 from se_robot.robot import ControlClock, Frame, Robot, StaleReading
 from se_robot.safety import SafeCommand
@@ -73,6 +78,10 @@ class ArmEnv(gym.Env):
     home. ``frame_timeout_s``: how long a step waits for a frame newer than its command.
     ``object_timeout_s``: how long reset waits for the detector to see the cube.
     ``render_size``: side of ``render()`` frames where the robot renders (the twin).
+    ``operator``: who restores push/lift scenes on a robot whose ``reset_scene`` returns None
+    (``se_robot.envs.operator``: ``terminal`` by default, or any object with ``restore``), with
+    ``scene_timeout_s`` (None: wait) for a named one; ``scene_tries``: restores before a scene that
+    keeps starting already successful stops reset.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -82,7 +91,8 @@ class ArmEnv(gym.Env):
     def __init__(self, robot: Robot, task: str | Task = "reach", *, render_mode: str | None = None,
                  render_size: int = 256, detector: str | DetectorCalibration | ColorDetector | None = None,
                  home_tolerance_rad: float = 0.05, home_timeout_s: float = 8.0, frame_timeout_s: float = 0.5,
-                 object_timeout_s: float = 5.0, **options: Any):
+                 object_timeout_s: float = 5.0, operator: SceneOperator | str | None = "terminal",
+                 scene_timeout_s: float | None = None, scene_tries: int = 3, **options: Any):
         from se_robot.sim.kinematics import Kinematics
 
         self.cfg, self.arm, self.task = resolve_env_parts(task, robot.arm, render_mode, options)
@@ -98,6 +108,10 @@ class ArmEnv(gym.Env):
         self.home_timeout_s = home_timeout_s
         self.frame_timeout_s = frame_timeout_s
         self.object_timeout_s = object_timeout_s
+        self.operator = make_operator(operator, scene_timeout_s)
+        if scene_tries < 1:
+            raise ValueError(f"scene_tries must be >= 1, got {scene_tries}")
+        self.scene_tries = scene_tries
         self.period_s = 1.0 / self.cfg.control_hz
         self.clock = ControlClock(self.period_s) if robot.realtime else None
         self.detector = self._check_sensing(make_detector(detector) if not robot.has_object_state else None)
@@ -137,25 +151,49 @@ class ArmEnv(gym.Env):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Home, restore the scene (the robot's own reset, else the operator), and start only from
+        a scene that is not already successful: such a start is rejected and restored again, at
+        most ``scene_tries`` times, then ``SceneResetError`` (never a fake-success episode)."""
         super().reset(seed=seed)
         robot = self.robot
         robot.connect()
-        robot.reset_scene(self.np_random)
+        scene = robot.reset_scene(self.np_random)
         robot.home(self.home_tolerance_rad, self.home_timeout_s)
         self._q_cmd = self.arm.home.copy()
-        if not robot.has_object_state:
+        self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
+        by_operator = scene is None and self.task.name != "reach"
+        message = f"new {self.task.name} episode: put the cube back on the table, in view, away from the goal"
+        for attempt in range(1, self.scene_tries + 1):
+            if attempt > 1 and not by_operator:
+                robot.reset_scene(self.np_random)  # the twin resamples (arm at home); a virtual target below
+            if by_operator and not self.operator.restore(self.task, self.np_random, message):
+                raise SceneResetError(f"reset: the operator did not restore the {self.task.name} scene")
+            stale = self._sense_start()
+            s = self.object_state()
+            if not self.task.success(s):
+                break
+            message = (f"the {self.task.name} episode would start already successful (cube at "
+                       f"{np.round(s.cube_pos, 3).tolist()} m): move the cube away from the goal "
+                       f"(try {attempt + 1} of {self.scene_tries})")
+        else:
+            raise SceneResetError(f"reset: the {self.task.name} scene started already successful "
+                                  f"{self.scene_tries} times in a row; such an episode is never used. Check "
+                                  "the scene (cube off the goal, on the table) and the detector's calibration")
+        if self.clock is not None:
+            self.clock.restart()
+        return self._observe(s), {**self._info(s, None, 0.0, stale), "scene/tries": attempt}
+
+    def _sense_start(self) -> bool:
+        """The start state after a scene reset: a virtual reach target, the objects seen anew."""
+        if not self.robot.has_object_state:
             sample = self.task.sample_reset(self.np_random)
             self._target = sample.target_pos.copy()
             self._cube = sample.cube_pos.copy() if self.task.name == "reach" else np.full(3, np.nan)
         self._cube_held, self._seen = False, None
-        self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
-        stale = self._sense(robot.now())
+        stale = self._sense(self.robot.now())
         if self.detector is not None and self.task.name != "reach":
             self._wait_for_objects()
-        if self.clock is not None:
-            self.clock.restart()
-        s = self.object_state()
-        return self._observe(s), self._info(s, None, 0.0, stale)
+        return stale
 
     def step(self, action):
         t0 = time.perf_counter()

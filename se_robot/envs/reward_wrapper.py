@@ -7,8 +7,11 @@ the probability of success, and reports ``is_success = p >= threshold`` (optiona
 reward and success stay in ``info["env_reward"]`` / ``info["env_is_success"]``, which is how the
 twin measures the classifier's false positives and false negatives.
 
-Place it after ``PixelFrameStack`` (as ``make_env`` builds envs): ``obs["pixels"]`` is a channel-first
-frame stack (3k, H, W) and the classifier sees its newest frame, H x W x 3 as it was trained.
+Where it sits is declared, never guessed from a shape: ``layout="stack"`` (default) after
+``PixelFrameStack``, where ``obs["pixels"]`` is a channel-first frame stack (3k, H, W) and the
+classifier sees its newest frame; ``layout="raw"`` right over the env, whose H x W x 3 frames the
+classifier sees as they come. ``make_env(reward_model=...)`` uses ``raw``, inside action repeat, so
+an episode ends on the control tick the classifier first says success (SERL's sparse reward).
 """
 
 from __future__ import annotations
@@ -38,12 +41,18 @@ class LearnedRewardWrapper(gym.Wrapper):
 
     def __init__(self, env: gym.Env, model: SuccessClassifier, threshold: float | None = None, *, pixels_key: str = "pixels",
                  consecutive: int = 1, terminate_on_success: bool = True, success_reward: float = 1.0,
-                 failure_reward: float = 0.0):
+                 failure_reward: float = 0.0, layout: str = "stack"):
         super().__init__(env)
+        if layout not in ("stack", "raw"):
+            raise ValueError(f"layout must be stack or raw, got {layout!r}")
         pixels = getattr(env.observation_space, "spaces", {}).get(pixels_key)
-        if pixels is None or len(pixels.shape) != 3 or pixels.shape[0] % 3:
+        if layout == "stack" and (pixels is None or len(pixels.shape) != 3 or pixels.shape[0] % 3):
             raise ValueError(f"LearnedRewardWrapper needs a channel-first frame stack (3k, H, W) in "
                              f"obs[{pixels_key!r}] (wrap after PixelFrameStack), got {env.observation_space}")
+        if layout == "raw" and (pixels is None or len(pixels.shape) != 3 or pixels.shape[2] != 3):
+            raise ValueError(f"LearnedRewardWrapper(layout='raw') needs H x W x 3 frames in obs[{pixels_key!r}] "
+                             f"(obs_mode pixels or both, no frame stack), got {env.observation_space}")
+        self.layout = layout
         self.model = model
         self.threshold = float(threshold if threshold is not None else model.threshold)
         self.pixels_key = pixels_key
@@ -62,7 +71,8 @@ class LearnedRewardWrapper(gym.Wrapper):
 
     def step(self, action: Any):
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        p = float(self.model.probability(_newest_rgb(np.asarray(obs[self.pixels_key]))))
+        frame = np.asarray(obs[self.pixels_key])
+        p = float(self.model.probability(_newest_rgb(frame) if self.layout == "stack" else frame))
         self._streak = self._streak + 1 if p >= self.threshold else 0
         success = self._streak >= self.consecutive
         info = dict(info)

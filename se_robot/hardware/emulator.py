@@ -23,6 +23,7 @@ from se_robot.config import config_path
 from se_robot.hardware.calibration import ArmCalibration, default_calibration, load_calibration
 from se_robot.hardware.registers import ServoModel, get_model
 from se_robot.hardware.servo_emulator import FirstOrderServos, RealityGap, ServoEmulator
+from se_robot.tasks import ResetSample, Task
 
 
 class TwinServos:
@@ -93,6 +94,11 @@ class TwinServos:
         vel = direction * dq / self.cal.rad_per_tick
         load = np.clip(direction * eff / self._max_effort, -1.0, 1.0)
         return {sid: (float(ticks[i]), float(vel[i]), float(load[i])) for sid, i in self._index.items()}
+
+    def place_objects(self, sample: ResetSample) -> None:
+        """Put the cube (and target) where ``sample`` says; the arm keeps its pose and goals."""
+        with self.lock:
+            self.twin.place_objects(sample)
 
     def render(self, camera: str = "scene", width: int = 640, height: int = 480) -> np.ndarray:
         """Only the scene update holds the physics lock; the (slow, software GL) drawing does not,
@@ -228,6 +234,16 @@ class VirtualArm:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def place_objects(self, sample: ResetSample) -> None:
+        """Move the twin's cube and target (the camera then shows them there); twin physics only."""
+        if not isinstance(self.physics, TwinServos):
+            raise ValueError("placing objects needs physics='twin' (first-order servos have no scene)")
+        self.physics.place_objects(sample)
+
+    def scene_operator(self) -> "ScriptedSceneOperator":
+        """An operator for ``make_env(..., operator=)`` that restores this twin's scene unattended."""
+        return ScriptedSceneOperator(self)
+
     def joint_positions_rad(self) -> np.ndarray:
         """Ground truth from the physics (what the servos' encoders would read, noise-free)."""
         st = self.physics.state(time.monotonic())
@@ -235,5 +251,25 @@ class VirtualArm:
         return self.calibration.ticks_to_rad(ticks, self.arm.joint_names)
 
 
-__all__ = ["VirtualArm", "TwinServos", "FirstOrderServos", "RealityGap", "emulator_calibration_path",
+class ScriptedSceneOperator:
+    """The emulator's stand-in for the person who puts the cube back between episodes.
+
+    Asked to restore (``se_robot.envs.operator.SceneOperator``), it draws a pose from the task's
+    reset distribution with the env's generator and places the cube there in the twin behind the
+    pty, so the camera the env reads shows it. ``requests`` counts the calls, ``messages`` keeps them.
+    """
+
+    def __init__(self, virtual: VirtualArm):
+        self.virtual = virtual
+        self.requests = 0
+        self.messages: list[str] = []
+
+    def restore(self, task: Task, rng: np.random.Generator, message: str) -> bool:
+        self.requests += 1
+        self.messages.append(message)
+        self.virtual.place_objects(task.sample_reset(rng))
+        return True
+
+
+__all__ = ["VirtualArm", "ScriptedSceneOperator", "TwinServos", "FirstOrderServos", "RealityGap", "emulator_calibration_path",
            "servo_model_for"]

@@ -28,6 +28,7 @@ class ArmTwin:
         self._act = np.array([m.actuator(n).id for n in arm.joint_names])
         self._site = m.site(arm.ee_site).id
         self._cube_q = m.jnt_qposadr[m.joint("cube_joint").id]
+        self._cube_dof = m.jnt_dofadr[m.joint("cube_joint").id]
         self._cube_body = m.body("cube").id
         self._mocap = m.body_mocapid[m.body("target").id]
         self._target_geom = m.geom("target_geom").id
@@ -62,13 +63,20 @@ class ArmTwin:
             for adr, coef in self._coupled:
                 d.qpos[adr] = coef * q0[self.arm.gripper_index]
         d.ctrl[self._act] = q0
+        self.place_objects(sample)
+        self.time_s = 0.0
+        return sample
+
+    def place_objects(self, sample: ResetSample) -> None:
+        """Cube (at rest) and target where ``sample`` says, the arm untouched: what a person
+        restoring the scene between episodes does (the emulator's scripted operator)."""
+        m, d = self.model, self.data
         c = self._cube_q
         d.qpos[c:c + 3] = sample.cube_pos
         d.qpos[c + 3:c + 7] = [np.cos(sample.cube_yaw / 2), 0, 0, np.sin(sample.cube_yaw / 2)]
+        d.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
         d.mocap_pos[self._mocap] = sample.target_pos
         mujoco.mj_forward(m, d)
-        self.time_s = 0.0
-        return sample
 
     def set_targets(self, q: np.ndarray) -> None:
         """Position-servo targets (rad, joint order); the servos track them as the physics steps."""

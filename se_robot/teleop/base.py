@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 #: Operator buttons every device can produce (edge-triggered: reported once per press).
-BUTTONS = ("success", "failure", "rerecord", "intervene", "estop", "quit")
+BUTTONS = ("success", "failure", "rerecord", "intervene", "estop", "quit", "restored")
 
 EE_DELTA_DIM = 4  # dx, dy, dz, gripper
 

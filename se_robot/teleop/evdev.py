@@ -167,7 +167,8 @@ class GamepadMap:
     close_trigger: int = ABS_RZ  # right trigger closes
     buttons: tuple[tuple[int, str], ...] = ((BTN_SOUTH, "success"), (BTN_EAST, "failure"),
                                             (BTN_NORTH, "rerecord"), (BTN_WEST, "intervene"),
-                                            (BTN_MODE, "estop"), (BTN_SELECT, "estop"), (BTN_START, "quit"))
+                                            (BTN_MODE, "estop"), (BTN_SELECT, "estop"), (BTN_START, "quit"),
+                                            (BTN_TL, "restored"))
     gripper_toggle: int = BTN_TR
 
 

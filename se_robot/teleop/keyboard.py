@@ -12,6 +12,7 @@ Keys (also printed by ``KeyboardTeleop.help_text()``)::
     g                       toggle gripper;  o open, c close
     + / -                   speed up / down
     Enter or y              mark success      n   mark failure
+    p                       scene restored (the cube is back; the next episode may start)
     x or Backspace          re-record (drop this episode)
     i or Tab                toggle intervention (take over from the policy)
     Space                   E-STOP (latches; reset is separate)
@@ -39,7 +40,7 @@ _MOTION = {"w": (0, 1), "up": (0, 1), "s": (0, -1), "down": (0, -1),
            "r": (2, 1), "pgup": (2, 1), "f": (2, -1), "pgdn": (2, -1)}
 _BUTTON_KEYS = {"\r": "success", "\n": "success", "y": "success", "n": "failure",
                 "x": "rerecord", "\x7f": "rerecord", "\x08": "rerecord",
-                "i": "intervene", "\t": "intervene", " ": "estop",
+                "i": "intervene", "\t": "intervene", " ": "estop", "p": "restored",
                 "q": "quit", "\x03": "quit", "\x04": "quit"}
 SPEEDS = (0.25, 0.5, 0.75, 1.0)
 

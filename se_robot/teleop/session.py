@@ -4,7 +4,9 @@
 the env at its control rate, steps it with the device's action, writes the same episode format as
 ``se-robot demos`` and acts on the operator's buttons:
 
-- success / failure: close the episode with that label (the operator is the judge);
+- success / failure: close the episode with that label (the operator is the judge); the env's own
+  ``is_success`` is stored beside it (metadata ``env_success``, ``operator_success``,
+  ``label_conflict``) and a label that contradicts it is warned about;
 - re-record: drop the episode in progress and start it again;
 - e-stop: the device already latched the safety layer's EStop; the episode is kept as a failure
   with ``metadata["estop"]`` and the session ends (resetting the e-stop is a separate act);
@@ -69,6 +71,18 @@ def _wait_for_label(device: TeleopDevice, pacer: _Pacer, log: Callable[[str], No
         pacer.wait()
 
 
+def _labels(operator_success: bool, env_success: bool, log: Callable[[str], None]) -> dict[str, bool]:
+    """Both judgements, kept apart: the episode's ``success`` is the operator's label (the judge a
+    reward classifier learns from), the metadata also holds the env's; a disagreement is warned
+    about, since it is either a mislabel or a detector that is wrong, and either poisons data."""
+    conflict = operator_success != env_success
+    if conflict:
+        log(f"warning: the operator marked {'success' if operator_success else 'failure'} but the env says "
+            f"{'success' if env_success else 'failure'}; both are stored (success = the operator's label, "
+            "metadata env_success = the env's)")
+    return {"env_success": env_success, "operator_success": operator_success, "label_conflict": conflict}
+
+
 def record_teleop(env: Any, device: TeleopDevice, writer: EpisodeWriter, episodes: int, *,
                   source: str | None = None, auto_label: bool = False, max_steps: int | None = None,
                   episode_metadata: dict | None = None, log: Callable[[str], None] = print,
@@ -115,7 +129,7 @@ def record_teleop(env: Any, device: TeleopDevice, writer: EpisodeWriter, episode
             writer.discard()
             continue
         if label in ("success", "failure"):
-            path = writer.end_episode(label == "success", metadata={"env_success": success})
+            path = writer.end_episode(label == "success", metadata=_labels(label == "success", success, log))
             result.written += 1
             result.successes += int(label == "success")
             log(f"{path.name}: {steps} steps, {label}")
