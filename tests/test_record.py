@@ -1,4 +1,5 @@
-"""Teleoperated recording on the sim twin, keys typed into a pty: labels, re-record, e-stop, CLI."""
+"""Teleoperated recording on the sim twin and the emulated arm: labels (the operator's and the env's),
+re-record, e-stop, scene restores, the CLI with keys typed into a pty."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import threading
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 os.environ.setdefault("MUJOCO_GL", "egl")
-import se_robot.envs.experts  # noqa: F401 - required: CI must fail, not skip, without it
+import se_robot.envs.experts  # noqa: E402 - required: CI must fail, not skip, without it
+from se_robot.teleop.base import TeleopDevice  # noqa: E402
 
 
 @pytest.fixture
@@ -153,3 +155,94 @@ def test_leader_arm_drives_the_twin_follower(tmp_path):
     assert ep.metadata["teleop"] == "leader+keyboard" and ep["action"].shape[1] == 6
     assert ep["action"][1, 0] > 0.9  # 0.25 rad away: a full-scale joint_delta step
     assert follower[0] == pytest.approx(moved[0], abs=0.02)  # the follower caught up with the leader
+
+
+class ExpertDevice(TeleopDevice):
+    """A teleop device whose "operator" is the scripted expert: it drives the env while an episode
+    runs and, asked for a label when the env ends one, presses the next of ``labels``."""
+
+    name = "expert"
+
+    def __init__(self, env, labels: list[str]):
+        super().__init__()
+        self.env, self.labels = env, list(labels)
+        self.expert = se_robot.envs.experts.expert_for(env)
+
+    def _read(self, follower_q):
+        idle = np.zeros(self.env.action_space.shape, np.float32)
+        if follower_q is None:   # record_teleop waits for the operator's label
+            return idle, False, {self.labels.pop(0)}
+        if self.env.unwrapped.counters["steps"] == 0:
+            self.expert.reset()
+        return self.expert(), True, set()
+
+
+def test_record_lift_on_the_emulated_arm_with_its_scripted_operator(tmp_path):
+    """2 lift episodes on the byte-level emulator; the cube is put back between them by the
+    emulator's operator; a label that contradicts the env is warned about and both are stored."""
+    from se_robot.arm import load_arm
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.data.recording import dataset_meta_for
+    from se_robot.data.writer import EpisodeWriter
+    from se_robot.envs import make_env
+    from se_robot.hardware.emulator import VirtualArm
+    from se_robot.teleop.session import record_teleop
+
+    with VirtualArm(load_arm("so101"), physics="twin", camera_port=0, camera_size=(320, 240), task="lift") as vm:
+        operator = vm.scene_operator()
+        env = make_env("lift", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
+                       scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="both", image_size=32,
+                       operator=operator)
+        logs: list[str] = []
+        try:
+            device = ExpertDevice(env, ["success", "failure"])
+            writer = EpisodeWriter(tmp_path, dataset_meta_for(env, "lift", backend="hardware"))
+            with device:
+                result = record_teleop(env, device, writer, episodes=2, log=logs.append, seed=0)
+        finally:
+            env.close()
+    assert (result.written, result.successes, result.ended_by) == (2, 1, "done")
+    assert operator.requests == 2
+    eps = list(iter_episodes(tmp_path))
+    assert [e.success for e in eps] == [True, False]            # the operator's labels
+    assert [e.metadata["env_success"] for e in eps] == [True, True]
+    assert [e.metadata["operator_success"] for e in eps] == [True, False]
+    assert [e.metadata["label_conflict"] for e in eps] == [False, True]
+    assert sum("warning: the operator marked failure but the env says success" in line for line in logs) == 1
+    assert eps[0]["pixels"].shape[1:] == (32, 32, 3) and eps[0].length > 1
+
+
+def test_record_cli_against_the_emulated_arm_prints_the_live_view(tmp_path, capsys):
+    """`se-robot record --backend hardware` on the emulator's pty: 'p' (scene restored), a move, 'y'
+    typed on a pty keyboard; the camera's URL is printed, the contradicting label warned about."""
+    from se_robot.arm import load_arm
+    from se_robot.cli import main as cli_main
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.hardware.emulator import VirtualArm
+
+    out = tmp_path / "rec"
+    with VirtualArm(load_arm("so101"), physics="twin", camera_port=0, camera_size=(320, 240), task="lift") as vm:
+        master, slave = os.openpty()
+        rc: list[int] = []
+        t = threading.Thread(target=lambda: rc.append(cli_main([
+            "record", "--task", "lift", "--backend", "hardware", "--port", vm.port,
+            "--calibration", str(vm.calibration_path), "--camera-config", "twin_scene",
+            "--camera-source", vm.camera_url, "--teleop", "keyboard", "--device", os.ttyname(slave),
+            "--episodes", "2", "--out", str(out), "--image-size", "32"])))
+        t.start()
+        keys = [b"p", b"w", b"y"]
+        i = 0
+        while t.is_alive():
+            os.write(master, keys[i % len(keys)])
+            i += 1
+            t.join(0.1)
+        os.close(master)
+        os.close(slave)
+        camera_url = vm.camera_url
+    assert rc == [0]
+    text = capsys.readouterr().out
+    assert f"live view: {camera_url}" in text and "press 'scene restored'" in text
+    assert "warning: the operator marked success but the env says failure" in text
+    eps = list(iter_episodes(out))
+    assert len(eps) == 2 and all(e.success and not e.metadata["env_success"] and e.metadata["label_conflict"]
+                                 for e in eps)

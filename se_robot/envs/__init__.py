@@ -110,7 +110,7 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
         # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
         robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
         env = make_arm_env(make_robot(arm, **robot_opts), task, **env_opts)
-    env = _with_reward(env, task, reward_model, reward_threshold)
+    env = _with_reward(env, task, backend, reward_model, reward_threshold)
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
     if frame_stack < 0:
@@ -126,13 +126,13 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     return env
 
 
-def _with_reward(env: gym.Env, task: str, reward_model: Any, threshold: float | None) -> gym.Env:
+def _with_reward(env: gym.Env, task: str, backend: str, reward_model: Any, threshold: float | None) -> gym.Env:
     """The learned success classifier over the env's raw frames, or the task's own reward (refused
-    where it cannot be seen: pixel reach with a virtual target)."""
-    base = env.unwrapped
+    where it cannot be seen: pixel reach with the virtual target of the real arm; a ROS robot
+    learns whether sim_node gives it objects only at connect, so it is not judged here)."""
     has_pixels = "pixels" in env.observation_space.spaces
     if not reward_model:
-        if task == "reach" and has_pixels and not base.robot.has_object_state:
+        if task == "reach" and has_pixels and backend == "hardware":
             raise ValueError("reach from pixels on this robot has no target the camera can see (the target is "
                              "virtual on a real table): give a success classifier as the reward (reward_model=, "
                              "--reward-model; se-robot reward train), or use obs_mode state")
