@@ -192,7 +192,7 @@ def test_record_lift_on_the_emulated_arm_with_its_scripted_operator(tmp_path):
         operator = vm.scene_operator()
         env = make_env("lift", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
                        scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="both", image_size=32,
-                       operator=operator)
+                       operator=operator, timeout_s=0.5)  # generous bus deadline: the suite runs loaded
         logs: list[str] = []
         try:
             device = ExpertDevice(env, ["success", "failure"])
@@ -246,3 +246,52 @@ def test_record_cli_against_the_emulated_arm_prints_the_live_view(tmp_path, caps
     eps = list(iter_episodes(out))
     assert len(eps) == 2 and all(e.success and not e.metadata["env_success"] and e.metadata["label_conflict"]
                                  for e in eps)
+
+
+def test_record_cli_against_se_robot_emulate_in_another_process(tmp_path, capsys):
+    """The user's setup: `se-robot emulate` (twin, camera, scene service) in its own process and
+    `se-robot record --backend hardware` against its pty, the cube restored over the scene service."""
+    import subprocess
+    import sys
+
+    from se_robot.arm import load_arm
+    from se_robot.cli import main as cli_main
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.hardware.emulator import emulator_calibration_path
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "se_robot.cli", "emulate", "--task", "lift", "--camera-port", "0",
+                             "--scene-port", "0", "--seconds", "600"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = tmp_path / "rec"
+    try:
+        printed: dict[str, str] = {}
+        while "scene operator" not in printed:
+            line = proc.stdout.readline()
+            assert line, "emulate exited: " + proc.stderr.read()
+            key, _, value = line.partition(": ")
+            printed[key] = value.split(" ")[0].strip()
+        master, slave = os.openpty()
+        rc: list[int] = []
+        t = threading.Thread(target=lambda: rc.append(cli_main([
+            "record", "--task", "lift", "--backend", "hardware", "--port", printed["pty"],
+            "--calibration", str(emulator_calibration_path(load_arm("so101"))), "--camera-config", "twin_scene",
+            "--camera-source", printed["camera"], "--scene-operator", printed["scene operator"],
+            "--teleop", "keyboard", "--device", os.ttyname(slave), "--episodes", "2", "--out", str(out),
+            "--image-size", "32"])))
+        t.start()
+        i = 0
+        while t.is_alive():
+            os.write(master, b"wn"[i % 2:i % 2 + 1])
+            i += 1
+            t.join(0.1)
+        os.close(master)
+        os.close(slave)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert rc == [0]
+    text = capsys.readouterr().out
+    assert f"live view: {printed['camera']}" in text and "warning" not in text
+    eps = list(iter_episodes(out))
+    assert len(eps) == 2 and not any(e.success or e.metadata["label_conflict"] for e in eps)

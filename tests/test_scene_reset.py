@@ -124,7 +124,7 @@ def test_the_emulator_operator_restores_the_cube_and_successful_starts_are_rejec
         scripted = vm.scene_operator()
         env = make_env("push", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
                        scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="state",
-                       operator=scripted)
+                       operator=scripted, timeout_s=0.5)  # generous bus deadline: the suite runs loaded
         base = env.unwrapped
         try:
             info = _push_to_success(env)
@@ -158,7 +158,7 @@ def test_the_emulator_operator_restores_the_cube_and_successful_starts_are_rejec
 def test_without_an_operator_push_on_the_arm_stops_with_a_clear_error():
     with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="push") as vm:
         env = make_env("push", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
-                       scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="state")
+                       scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="state", timeout_s=0.5)
         try:  # pytest's stdin cannot be read: the default terminal operator says so
             with pytest.raises(SceneResetError, match="no terminal to ask on"):
                 env.reset(seed=0)
@@ -220,3 +220,28 @@ def test_train_config_and_make_envs_take_a_reward_model(tmp_path):
         eval_env.close()
     with pytest.raises(ConfigError, match="reward_model"):
         load_config(None, {"obs_mode": "state"}, [f"reward_model={path}"])
+
+
+def test_the_scene_service_restores_over_http_and_refuses_what_it_cannot():
+    import urllib.request
+
+    from se_robot.envs.operator import HttpSceneOperator, make_operator
+
+    with VirtualArm(ARM, physics="twin", task="lift", scene_port=0) as vm:
+        op = make_operator(vm.scene_url)
+        assert isinstance(op, HttpSceneOperator)
+        before = vm.physics.twin.cube_position()
+        assert op.restore(load_task("lift"), np.random.default_rng(7), "put it back") is True
+        expected = load_task("lift").sample_reset(np.random.default_rng(
+            np.random.default_rng(7).integers(0, 2**31 - 1))).cube_pos
+        np.testing.assert_allclose(vm.physics.twin.cube_position()[:2], expected[:2], atol=1e-6)
+        assert not np.allclose(before, vm.physics.twin.cube_position())
+        with pytest.raises(SceneResetError, match="409.*'lift', asked to restore 'push'"):
+            op.restore(load_task("push"), RNG, "wrong scene")
+        bomb = urllib.request.Request(f"{vm.scene_url}/scene/restore", data=b"x" * 10_000, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(bomb, timeout=30)
+        assert err.value.code == 400
+        assert vm.scene_service.requests == 1
+    with pytest.raises(SceneResetError, match="no answer from the scene operator"):
+        HttpSceneOperator(vm.scene_url or "http://127.0.0.1:9", timeout_s=5).restore(load_task("lift"), RNG, "x")

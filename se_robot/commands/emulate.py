@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-port", type=int, default=None, help="serve the twin's camera as MJPEG on this port")
     p.add_argument("--camera", default="scene", help="twin camera to stream (scene | wrist)")
     p.add_argument("--task", default="reach", help="twin task scene (reach | push | lift)")
+    p.add_argument("--scene-port", type=int, default=None,
+                   help="serve the scripted scene operator on localhost:PORT (twin physics): an env in another "
+                        "process restores the cube between episodes with operator=http://127.0.0.1:PORT")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until Ctrl-C)")
     p.add_argument("--noise-ticks", type=float, default=0.0, help="reality gap: position noise std (ticks)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="reality gap: command latency (ms)")
@@ -48,11 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from se_robot.hardware.servo_emulator import RealityGap
 
     arm = load_arm(args.arm)
-    physics = args.physics or ("twin" if args.camera_port is not None else "first_order")
+    physics = args.physics or ("twin" if args.camera_port is not None or args.scene_port is not None
+                               else "first_order")
     gap = RealityGap(position_noise_ticks=args.noise_ticks, command_latency_s=args.latency_ms / 1e3,
                      drop_probability=args.drop, corrupt_probability=args.corrupt)
     virtual = VirtualArm(arm, protocol=args.protocol, physics=physics, calibration=args.calibration, gap=gap,
-                         link=args.link, camera_port=args.camera_port, camera=args.camera, task=args.task)
+                         link=args.link, camera_port=args.camera_port, camera=args.camera, task=args.task,
+                         scene_port=args.scene_port)
 
     def _terminate(signum, frame):  # systemd, docker, ros2 launch stop with SIGTERM: clean up the same way
         raise KeyboardInterrupt
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
                   f"--port {virtual.port} --arm {args.arm} --arm-id ID", flush=True)
         if virtual.camera_url:
             print(f"camera: {virtual.camera_url}", flush=True)
+        if virtual.scene_url:
+            print(f"scene operator: {virtual.scene_url} (give it to envs as operator=, record --scene-operator)",
+                  flush=True)
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.1)

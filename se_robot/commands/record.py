@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scene-timeout", type=float, default=None, metavar="S",
                    help="hardware push/lift: seconds to wait for 'scene restored' (keyboard p, gamepad left "
                         "shoulder) before stopping with an error (default: wait)")
+    p.add_argument("--scene-operator", default=None, metavar="WHO",
+                   help="hardware push/lift: who restores the scene between episodes: the teleop device's 'scene "
+                        "restored' button (default), or http://HOST:PORT of `se-robot emulate --scene-port`")
     p.add_argument("--reward-model", default=None, metavar="FILE",
                    help="a success classifier (se-robot reward train) whose sparse reward and success replace the "
                         "task's; the episode ends on success (the env's own judgement stays in info)")
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
     'scene restored' button; tests pass the emulator's ``VirtualArm.scene_operator()``)."""
     import numpy as np
 
-    from se_robot.envs.operator import TeleopButtonOperator
+    from se_robot.envs.operator import TeleopButtonOperator, make_operator
 
     from se_robot.data.episodes import DatasetError
     from se_robot.data.writer import EpisodeWriter
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
                              follower_arm=base.arm,
                              speed=args.speed, action_scale_rad=base.cfg.joint_step_rad)
         # The keyboard holds the terminal in raw mode: the scene is confirmed with the device's button.
-        base.operator = scene_operator or TeleopButtonOperator(device, timeout_s=args.scene_timeout)
+        base.operator = scene_operator or (make_operator(args.scene_operator, args.scene_timeout) if args.scene_operator
+                                           else TeleopButtonOperator(device, timeout_s=args.scene_timeout))
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=action_mode, backend=args.backend)
         try:

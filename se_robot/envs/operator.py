@@ -124,15 +124,44 @@ class TeleopButtonOperator:
         return wait_for_answer(poll, self.timeout_s, message)
 
 
+class HttpSceneOperator:
+    """A scripted operator in another process (``se-robot emulate --scene-port``): POSTs the task
+    and a seed drawn from ``rng`` to ``URL/scene/restore`` (``se_robot.hardware.scene_service``)."""
+
+    def __init__(self, url: str, timeout_s: float | None = None):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def restore(self, task: Task, rng: np.random.Generator, message: str) -> bool:
+        import json
+        import urllib.error
+        import urllib.request
+
+        body = json.dumps({"task": task.name, "seed": int(rng.integers(0, 2**31 - 1))}).encode()
+        request = urllib.request.Request(f"{self.url}/scene/restore", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s or 30.0) as reply:
+                return bool(json.loads(reply.read(4096)).get("restored", False))
+        except urllib.error.HTTPError as e:
+            raise SceneResetError(f"scene reset: {self.url} refused ({e.code}): {e.read(4096).decode(errors='replace')}"
+                                  ) from None
+        except (urllib.error.URLError, TimeoutError, ValueError) as e:
+            raise SceneResetError(f"scene reset: no answer from the scene operator at {self.url}: {e}") from None
+
+
 def make_operator(spec: Any, timeout_s: float | None = None) -> SceneOperator:
-    """An operator from a name (``terminal``) or an object that already has ``restore``."""
+    """An operator from a name (``terminal``, an ``http://`` URL) or an object with ``restore``."""
     if hasattr(spec, "restore"):
         return spec
     if spec in (None, "terminal"):
         return TerminalOperator(timeout_s)
-    raise ValueError(f"unknown scene operator {spec!r}; allowed: terminal, or an object with restore(task, rng, "
-                     "message) (TeleopButtonOperator, VirtualArm.scene_operator(), a ROS service client)")
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        return HttpSceneOperator(spec, timeout_s)
+    raise ValueError(f"unknown scene operator {spec!r}; allowed: terminal, http://HOST:PORT (se-robot emulate "
+                     "--scene-port), or an object with restore(task, rng, message) (TeleopButtonOperator, "
+                     "VirtualArm.scene_operator(), a ROS service client)")
 
 
-__all__ = ["SceneOperator", "SceneResetError", "SceneResetTimeout", "TeleopButtonOperator", "TerminalOperator",
+__all__ = ["HttpSceneOperator", "SceneOperator", "SceneResetError", "SceneResetTimeout", "TeleopButtonOperator", "TerminalOperator",
            "make_operator", "wait_for_answer"]

@@ -147,7 +147,8 @@ class VirtualArm:
     def __init__(self, arm: ArmDescription, *, protocol: str | None = None, physics: str = "first_order",
                  calibration: ArmCalibration | str | Path | None = None, gap: RealityGap | None = None,
                  link: str | None = None, camera_port: int | None = None, camera: str = "scene",
-                 camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach"):
+                 camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach",
+                 scene_port: int | None = None):
         if physics not in ("first_order", "twin"):
             raise ValueError(f"physics must be first_order or twin, got {physics!r}")
         if camera_port is not None and physics != "twin":
@@ -169,6 +170,10 @@ class VirtualArm:
         self.camera_size = camera_size
         self.camera_fps = camera_fps
         self.camera_server = None
+        if scene_port is not None and physics != "twin":
+            raise ValueError("a scene service needs physics='twin' (there is no cube otherwise)")
+        self.scene_port = scene_port
+        self.scene_service = None
 
     @staticmethod
     def _factory_calibration(arm: ArmDescription, calibration: ArmCalibration | str | Path | None
@@ -218,9 +223,21 @@ class VirtualArm:
             self.camera_server = MjpegServer(lambda: self.physics.render(self.camera, width, height),
                                              port=self.camera_port, fps=self.camera_fps,
                                              on_producer_exit=self.physics.close_renderers).start()
+        if self.scene_port is not None:
+            from se_robot.hardware.scene_service import SceneService
+
+            self.scene_service = SceneService(self.physics.twin.task, self.place_objects, port=self.scene_port).start()
         return self
 
+    @property
+    def scene_url(self) -> str | None:
+        """Where another process's env asks for the scene to be restored (``operator=`` this URL)."""
+        return None if self.scene_service is None else self.scene_service.url
+
     def stop(self) -> None:
+        if self.scene_service is not None:
+            self.scene_service.stop()
+            self.scene_service = None
         if self.camera_server is not None:
             self.camera_server.stop()
             self.camera_server = None
