@@ -123,12 +123,30 @@ def test_the_wrapper_shows_the_classifier_the_newest_frame_of_the_stack():
     from se_robot.envs.reward_wrapper import LearnedRewardWrapper
 
     seen = []
-    model = SimpleNamespace(threshold=0.5, probability=lambda frame: seen.append(frame) or 1.0)
+    model = SimpleNamespace(threshold=0.5, probability=lambda frame: seen.append(frame) or float(len(seen) > 1))
     env = LearnedRewardWrapper(make_env("reach", obs_mode="pixels", image_size=16, frame_stack=2), model)
     env.reset(seed=0)
     obs, reward, terminated, _, info = env.step(np.full(env.action_space.shape, 0.5, np.float32))
-    np.testing.assert_array_equal(seen[0], obs["pixels"][3:].transpose(1, 2, 0))   # H x W x 3, as trained
+    np.testing.assert_array_equal(seen[1], obs["pixels"][3:].transpose(1, 2, 0))   # H x W x 3, as trained
     assert reward == 1.0 and terminated and info["is_success"]
     env.close()
     with pytest.raises(ValueError, match="PixelFrameStack"):     # raw frames (dataset layout) are refused
         LearnedRewardWrapper(make_env("reach", obs_mode="pixels", image_size=16, frame_stack=0), model)
+
+
+def test_a_start_the_classifier_calls_a_success_is_rejected():
+    from se_robot.envs import make_env
+    from se_robot.envs.operator import SceneResetError
+    from se_robot.envs.reward_wrapper import LearnedRewardWrapper
+
+    probs = iter([0.9, 0.1, 0.2])
+    model = SimpleNamespace(threshold=0.5, probability=lambda frame: next(probs))
+    env = LearnedRewardWrapper(make_env("push", obs_mode="pixels", image_size=16, frame_stack=1), model)
+    _, info = env.reset(seed=0)   # the first start looked successful: reset ran again
+    assert info["reward/success_prob"] == 0.1 and info["is_success"] is False
+    always = SimpleNamespace(threshold=0.5, probability=lambda frame: 0.99)
+    env = LearnedRewardWrapper(make_env("push", obs_mode="pixels", image_size=16, frame_stack=1), always,
+                               start_tries=2)
+    with pytest.raises(SceneResetError, match="start successful .* 2 times"):
+        env.reset(seed=0)
+    env.close()

@@ -186,7 +186,7 @@ def test_pixel_reach_on_the_arm_needs_a_learned_reward():
 
 def test_the_learned_reward_is_sparse_ends_on_success_and_sees_raw_frames():
     seen: list[np.ndarray] = []
-    probs = iter([0.2, 0.7, 0.9])
+    probs = iter([0.1, 0.2, 0.7, 0.9])   # the start (0.1), then two ticks of one agent step
     model = SimpleNamespace(threshold=0.95, probability=lambda frame: seen.append(frame) or next(probs))
     env = make_env("lift", obs_mode="both", image_size=24, frame_stack=3, action_repeat=2, reward_model=model,
                    reward_threshold=0.6)
@@ -194,7 +194,7 @@ def test_the_learned_reward_is_sparse_ends_on_success_and_sees_raw_frames():
     zero = np.zeros(env.action_space.shape, np.float32)
     obs, reward, terminated, _, info = env.step(zero)   # ticks 1 (0.2) and 2 (0.7 >= 0.6): success
     assert reward == 1.0 and terminated and info["is_success"] and info["reward/success_prob"] == 0.7
-    assert "env_is_success" in info and len(seen) == 2 and seen[0].shape == (24, 24, 3)
+    assert "env_is_success" in info and len(seen) == 3 and seen[0].shape == (24, 24, 3)
     np.testing.assert_array_equal(seen[-1], obs["pixels"][-3:].transpose(1, 2, 0))
     env.close()
 

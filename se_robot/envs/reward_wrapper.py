@@ -5,7 +5,8 @@ the twin knows. The wrapper reads the camera frame from the observation, asks th
 the probability of success, and reports ``is_success = p >= threshold`` (optionally only after
 ``consecutive`` positive frames in a row, to ride out single-frame glitches). The env's own
 reward and success stay in ``info["env_reward"]`` / ``info["env_is_success"]``, which is how the
-twin measures the classifier's false positives and false negatives.
+twin measures the classifier's false positives and false negatives. A start it already calls a
+success is rejected, as ``ArmEnv`` rejects one the task calls a success: reset runs again.
 
 Where it sits is declared, never guessed from a shape: ``layout="stack"`` (default) after
 ``PixelFrameStack``, where ``obs["pixels"]`` is a channel-first frame stack (3k, H, W) and the
@@ -20,6 +21,8 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+from se_robot.envs.operator import SceneResetError
 
 
 def _newest_rgb(stack: np.ndarray) -> np.ndarray:
@@ -41,7 +44,7 @@ class LearnedRewardWrapper(gym.Wrapper):
 
     def __init__(self, env: gym.Env, model: SuccessClassifier, threshold: float | None = None, *, pixels_key: str = "pixels",
                  consecutive: int = 1, terminate_on_success: bool = True, success_reward: float = 1.0,
-                 failure_reward: float = 0.0, layout: str = "stack"):
+                 failure_reward: float = 0.0, layout: str = "stack", start_tries: int = 3):
         super().__init__(env)
         if layout not in ("stack", "raw"):
             raise ValueError(f"layout must be stack or raw, got {layout!r}")
@@ -59,20 +62,36 @@ class LearnedRewardWrapper(gym.Wrapper):
         self.consecutive = max(1, int(consecutive))
         self.terminate_on_success = terminate_on_success
         self.success_reward, self.failure_reward = success_reward, failure_reward
+        self.start_tries = max(1, int(start_tries))
         self._streak = 0
 
     def reset(self, **kwargs: Any):
-        obs, info = self.env.reset(**kwargs)
+        """A start the classifier already calls a success is a fake episode: reset again (the
+        env asks for the scene anew), at most ``start_tries`` times, then ``SceneResetError``."""
+        for _ in range(self.start_tries):
+            obs, info = self.env.reset(**kwargs)
+            p = self._probability(obs)
+            if p < self.threshold:
+                break
+            kwargs.pop("seed", None)  # the same seed would restore the same scene on the twin
+        else:
+            raise SceneResetError(f"reset: the success classifier judged the start successful (p={p:.2f} >= "
+                                  f"{self.threshold:.2f}) {self.start_tries} times in a row; such an episode "
+                                  "is never used. Check the scene, or the classifier and its threshold")
         self._streak = 0
         info = dict(info)
         info["env_is_success"] = bool(info.get("is_success", False))
         info["is_success"] = False
+        info["reward/success_prob"] = p
         return obs, info
+
+    def _probability(self, obs: dict[str, Any]) -> float:
+        frame = np.asarray(obs[self.pixels_key])
+        return float(self.model.probability(_newest_rgb(frame) if self.layout == "stack" else frame))
 
     def step(self, action: Any):
         obs, env_reward, terminated, truncated, info = self.env.step(action)
-        frame = np.asarray(obs[self.pixels_key])
-        p = float(self.model.probability(_newest_rgb(frame) if self.layout == "stack" else frame))
+        p = self._probability(obs)
         self._streak = self._streak + 1 if p >= self.threshold else 0
         success = self._streak >= self.consecutive
         info = dict(info)
