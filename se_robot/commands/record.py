@@ -93,11 +93,10 @@ def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
     'scene restored' button; tests pass the emulator's ``VirtualArm.scene_operator()``)."""
     import numpy as np
 
-    from se_robot.envs.operator import TeleopButtonOperator, make_operator
-
     from se_robot.data.episodes import DatasetError
     from se_robot.data.writer import EpisodeWriter
     from se_robot.data.recording import dataset_meta_for
+    from se_robot.envs.operator import TeleopButtonOperator, make_operator
     from se_robot.teleop.devices import make_teleop
     from se_robot.teleop.keyboard import KeyboardTeleop
     from se_robot.teleop.session import record_teleop
