@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -218,9 +219,11 @@ def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_st
 def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several unrelated types for a pickle it refuses or a bad file
-        raise CheckpointError(f"{path}: cannot be loaded as tensors and plain containers "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
+        raise CheckpointError(f"{path}: holds Python objects, not only tensors and plain containers; "
+                              "refused (loading it would run code from the file)") from None
+    except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
+        raise CheckpointError(f"{path}: cannot be read: {type(e).__name__}: {e}") from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
