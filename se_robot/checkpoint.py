@@ -220,8 +220,8 @@ def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
-        raise CheckpointError(f"{path}: holds Python objects, not only tensors and plain containers; "
-                              "refused (loading it would run code from the file)") from None
+        raise CheckpointError(f"{path}: not only tensors and plain containers (corrupt, or pickled Python "
+                              "objects, refused since loading them would run code)") from None
     except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
         raise CheckpointError(f"{path}: cannot be read: {type(e).__name__}: {e}") from None
 

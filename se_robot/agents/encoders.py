@@ -204,8 +204,9 @@ def load_encoder(path: str | Path, image_size: tuple[int, int]) -> nn.Module:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
-        raise ValueError(f"encoder checkpoint {path}: holds Python objects, not only tensors and plain "
-                         "containers (a pickled module is refused: write its weights with save_encoder)") from None
+        raise ValueError(f"encoder checkpoint {path}: not only tensors and plain containers (corrupt, or "
+                         "pickled Python objects such as a whole module, refused since loading them would run "
+                         "code; write an encoder's weights with save_encoder)") from None
     except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
         raise ValueError(f"encoder checkpoint {path}: cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
