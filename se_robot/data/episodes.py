@@ -3,8 +3,9 @@
 Why one file per episode: demonstrations and operator recordings are collected on a real arm over
 hours, and a crash, a ``kill -9`` or a pulled power cable must never cost earlier episodes. Every
 episode is written (by `se_robot.data.writer.EpisodeWriter`) to a hidden temporary name in the
-same directory, flushed with ``fsync`` and then ``os.replace``d into place (atomic on POSIX), so a
-reader sees either the whole episode or nothing. Leftover temporary files are ignored by readers and reported by ``check``.
+same directory, flushed with ``fsync`` and then hard-linked to its final name (atomic, and it never
+overwrites: concurrent recorders each take a free index), so a reader sees either the whole episode
+or nothing. Leftover temporary files are ignored by readers and reported by ``check``.
 
 Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
 
