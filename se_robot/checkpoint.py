@@ -138,7 +138,8 @@ def verify(ckpt: str | Path) -> None:
     present = _files(ckpt)
     unlisted = sorted(set(present) - set(files))
     if unlisted:
-        raise CheckpointError(f"{ckpt / unlisted[0]}: not listed in {MANIFEST} (added after the checkpoint was written)")
+        raise CheckpointError(f"{ckpt / unlisted[0]}: not listed in {MANIFEST} "
+                              "(added after the checkpoint was written)")
     for name, entry in sorted(files.items()):
         path = ckpt / name
         if name not in present:

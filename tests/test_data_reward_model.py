@@ -27,7 +27,7 @@ def _saved(tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict]:
 def test_a_pickle_in_the_classifier_file_is_refused_without_running(tmp_path):
     path, blob = _saved(tmp_path)
     torch.save({**blob, "info": _RunsCode(tmp_path / "pwned")}, path)
-    with pytest.raises(ValueError, match=r"clf\.pt: not a readable reward classifier: .*pickled Python objects, refused"):
+    with pytest.raises(ValueError, match=r"clf\.pt: not a readable reward classifier: .*pickled Python objects"):
         load_reward_model(path)
     assert not (tmp_path / "pwned").exists()
 

@@ -131,7 +131,7 @@ def test_pickled_module_is_refused_without_running(tmp_path):
 
     path = tmp_path / "module.pt"
     torch.save(RunsCode(), path)
-    with pytest.raises(ValueError, match=r"module\.pt: not only tensors .*pickled Python objects such as a whole module, refused"):
+    with pytest.raises(ValueError, match=r"module\.pt: not only tensors .*pickled Python objects such as a whole module"):
         load_encoder(path, (16, 16))
     assert not (tmp_path / "pwned").exists()
 
