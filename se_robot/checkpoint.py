@@ -188,7 +188,7 @@ def resolve(path: str | Path) -> Path:
 
 def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_state: dict[str, Any],
          config: dict[str, Any], buffers: dict[str, Any] | None = None, keep_last: int = 3) -> Path:
-    """Write ``step_<step>`` atomically with its manifest and delete all but the newest ``keep_last``."""
+    """Write ``step_<step>`` atomically with its manifest; keep it and the ``keep_last - 1`` newest older ones."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):
@@ -212,7 +212,10 @@ def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_st
         os.fsync(fd)
     finally:
         os.close(fd)
-    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+    # Only older steps count: newer ones are left from a run that resumed past a damaged newest
+    # checkpoint, and counting them could delete every intact one.
+    older = [c for c in list_checkpoints(run_dir) if int(_NAME.match(c.name).group(1)) < step]
+    for old in older[:len(older) - (keep_last - 1)] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

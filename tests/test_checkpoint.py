@@ -93,6 +93,17 @@ def test_damaged_newest_checkpoint_falls_back_to_newest_intact_with_a_warning(tm
         assert all(torch.isfinite(v).all() for v in state.values() if torch.is_tensor(v))
 
 
+def test_saving_after_a_fallback_never_prunes_the_intact_checkpoints(tmp_path):
+    run = _run(tmp_path, (10, 20))
+    _flip_bytes(checkpoint.list_checkpoints(run)[-1] / "agent.pt")
+    with pytest.warns(CheckpointWarning):
+        assert checkpoint.resolve(run).name == "step_000000010"
+    checkpoint.save(run, 15, _agent_state(15.0), {"step": 15}, {}, keep_last=1)   # the resumed run saves
+    assert [p.name for p in checkpoint.list_checkpoints(run)] == ["step_000000015", "step_000000020"]
+    with pytest.warns(CheckpointWarning, match="step_000000020"):
+        assert _weight(checkpoint.load(run)) == 15
+
+
 def test_damaged_checkpoint_named_explicitly_is_refused_naming_the_file(tmp_path):
     run = _run(tmp_path, (10, 20))
     newest = checkpoint.list_checkpoints(run)[-1]
