@@ -315,15 +315,21 @@ def test_a_stray_npz_is_refused_alike_by_check_and_by_the_demo_loaders(tmp_path,
         EpisodeWriter(tmp_path, {"task": "push", "control_hz": 10.0})
 
 
-def test_train_with_demos_holding_a_nan_reward_stops_naming_the_file(tmp_path):
+@pytest.mark.parametrize("damage", ["nan_reward", "truncated"])
+def test_train_with_demos_stops_naming_the_bad_file(tmp_path, capsys, damage):
     data = tmp_path / "demos"
     write_dataset(data, episodes=2)
     bad = data / "episode_000001.npz"
-    _rewrite(bad, reward=np.array([0, 1, np.nan, 3, 4], np.float32))
-    with pytest.raises(DatasetError, match=f"{bad}: reward: contains NaN"):
-        cli_main(["train", "--task", "reach", "--algo", "sac", "--obs-mode", "state", "--demos", str(data),
-                  "--steps", "10", "--out", str(tmp_path / "run"), "--no-progress",
-                  "--set", "tensorboard=false", "--set", "device=cpu"])
+    if damage == "nan_reward":
+        _rewrite(bad, reward=np.array([0, 1, np.nan, 3, 4], np.float32))
+    else:
+        bad.write_bytes(bad.read_bytes()[:-200])
+    assert cli_main(["train", "--task", "reach", "--algo", "sac", "--obs-mode", "state", "--demos", str(data),
+                     "--steps", "10", "--out", str(tmp_path / "run"), "--no-progress",
+                     "--set", "tensorboard=false", "--set", "device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"se-robot: dataset error: {bad}: " in err
+    assert ("reward: contains NaN" if damage == "nan_reward" else "truncated or corrupt") in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
