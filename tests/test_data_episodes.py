@@ -380,3 +380,12 @@ def test_two_recorder_processes_on_one_directory_never_overwrite_each_other(tmp_
     kept = sorted((ep.metadata["writer"], ep.metadata["i"]) for ep in iter_episodes(tmp_path / "data"))
     assert kept == sorted((w, i) for i in range(25) for w in "ab")
     assert check_dataset(tmp_path / "data") == 50
+
+
+def test_episode_files_get_the_usual_permissions(tmp_path):
+    """Temp files are created exclusively, but with the umask's mode like any file (not mkstemp's 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_dataset(tmp_path, episodes=1)
+    for name in ("dataset.json", "episode_000000.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -197,7 +197,7 @@ def save_encoder(encoder: nn.Module, path: str | Path, architecture: str, **kwar
 
 
 def load_encoder(path: str | Path, image_size: tuple[int, int]) -> nn.Module:
-    """Load an encoder checkpoint in either documented format; errors name the file and the problem."""
+    """Load an encoder checkpoint (the documented dict, tensors only); errors name the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {path}: file does not exist")

@@ -15,8 +15,8 @@ import dataclasses
 import datetime
 import json
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,17 @@ def _fsync_dir(directory: Path) -> None:
 
 def _write_temp(path: Path, write: Any) -> Path:
     """Write via ``write(fileobj)`` to a new hidden temp file next to ``path``, fsynced; returns its path."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")   # unique per write
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        os.unlink(name)
+        tmp.unlink()
         raise
-    return Path(name)
+    return tmp
 
 
 def _link_new(tmp: Path, path: Path) -> bool:
