@@ -1,23 +1,36 @@
-"""Checkpoints that survive ``kill -9``: written to a temp dir, fsynced, renamed into place.
+"""Checkpoints that survive ``kill -9`` and refuse to load when damaged.
 
 A checkpoint is the directory ``<run>/checkpoints/step_<N>/`` holding:
 
 - ``agent.pt``    the agent's ``state_dict()`` (networks, optimizers, schedules);
 - ``trainer.pt``  step counters, RNG states of python/numpy/torch, the env's RNG state, logger state;
 - ``config.yaml`` the full training config, so ``evaluate`` and ``--resume`` need nothing else;
-- ``replay/`` and ``demos/`` the buffers (``ReplayBuffer.save``), when saved.
+- ``replay/`` and ``demos/`` the buffers (``ReplayBuffer.save``), when saved;
+- ``manifest.json`` the size and sha256 of every other file, written last.
 
-``os.replace`` of a complete temp directory is atomic on POSIX, so a reader sees either the old
-set of checkpoints or the old set plus one complete new one, never a half-written one. Temp
-directories left by a killed writer start with a dot and are ignored (and removed on the next save).
+Writing: everything goes to a temp dir, the manifest last, all fsynced, then ``os.replace`` renames
+the directory into place (atomic on POSIX), so a reader sees either the old set of checkpoints or
+the old set plus one complete new one. Temp directories left by a killed writer start with a dot
+and are ignored (and removed on the next save).
+
+Reading: a disk that flips bits or a copy cut short would otherwise load silently (flipped bytes in
+``agent.pt`` become NaN optimizer state). `resolve` verifies the manifest and, given a run directory,
+skips a damaged newest checkpoint for the newest intact one with a `CheckpointWarning` naming the bad
+file. A checkpoint without a manifest (unfinished, or written before checkpoints carried checksums)
+counts as damaged. Files are loaded with ``weights_only=True``: tensors and plain containers only, so
+a planted pickle cannot run code even with a matching manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import pickle
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +39,22 @@ import torch
 import yaml
 
 CHECKPOINT_DIR = "checkpoints"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+REQUIRED_FILES = ("agent.pt", "trainer.pt", "config.yaml")
 _NAME = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(FileNotFoundError):
+    """No usable checkpoint where one was asked for: missing, corrupt, or holding more than tensors.
+
+    A ``FileNotFoundError`` so that callers which already turn "no checkpoint here" into a clear
+    message (``train --resume``, ``evaluate --checkpoint``) do the same for "no intact one here".
+    """
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped because it failed verification; an older one was used instead."""
 
 
 def _fsync_tree(root: Path) -> None:
@@ -67,21 +95,100 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(ckpt: Path) -> list[str]:
+    """Every file under ``ckpt`` but the manifest, as sorted POSIX paths relative to it."""
+    return sorted(p.relative_to(ckpt).as_posix() for p in ckpt.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _write_manifest(ckpt: Path) -> None:
+    files = {name: {"bytes": (ckpt / name).stat().st_size, "sha256": _sha256(ckpt / name)}
+             for name in _files(ckpt)}
+    tmp = ckpt / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"format": MANIFEST_FORMAT, "files": files}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt / MANIFEST)
+
+
+def verify(ckpt: str | Path) -> None:
+    """Check every file of a checkpoint against its manifest; raise CheckpointError naming the first bad one."""
+    ckpt = Path(ckpt)
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
+    except FileNotFoundError:
+        raise CheckpointError(f"{ckpt / MANIFEST}: missing (an unfinished checkpoint, or one written "
+                              "before checkpoints carried checksums)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt / MANIFEST}: unreadable ({e})") from None
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise CheckpointError(f"{ckpt / name}: not listed in {MANIFEST}")
+    present = _files(ckpt)
+    unlisted = sorted(set(present) - set(files))
+    if unlisted:
+        raise CheckpointError(f"{ckpt / unlisted[0]}: not listed in {MANIFEST} "
+                              "(added after the checkpoint was written)")
+    for name, entry in sorted(files.items()):
+        path = ckpt / name
+        if name not in present:
+            raise CheckpointError(f"{path}: missing (listed in {MANIFEST})")
+        try:
+            size, digest = int(entry["bytes"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{ckpt / MANIFEST}: entry for {name} is malformed") from None
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"{path}: {actual} bytes, the manifest says {size} (truncated or overwritten)")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path}: sha256 does not match the manifest (the file is corrupt)")
+
+
 def resolve(path: str | Path) -> Path:
-    """A checkpoint directory from either itself or its run directory (the latest one)."""
+    """An intact checkpoint directory from either itself or its run directory.
+
+    Given a checkpoint directory, it is verified and returned, or CheckpointError names the bad
+    file. Given a run directory, the newest checkpoint that verifies is returned; each newer damaged
+    one is skipped with a CheckpointWarning naming its bad file. Nothing intact: CheckpointError
+    listing every checkpoint tried and why it failed.
+    """
     path = Path(path)
-    if (path / "agent.pt").is_file():
+    if _NAME.match(path.name) or (path / "agent.pt").is_file() or (path / MANIFEST).is_file():
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such checkpoint directory")
+        verify(path)
         return path
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(f"{path}: neither a checkpoint (no agent.pt) nor a run directory with "
-                                f"checkpoints under {CHECKPOINT_DIR}/")
-    return found[-1]
+        raise CheckpointError(f"{path}: neither a checkpoint (no agent.pt) nor a run directory with "
+                              f"checkpoints under {CHECKPOINT_DIR}/")
+    tried = []
+    for ckpt in reversed(found):
+        try:
+            verify(ckpt)
+        except CheckpointError as e:
+            tried.append(str(e))
+            continue
+        for problem in tried:
+            warnings.warn(f"skipping a damaged checkpoint: {problem}; using {ckpt}", CheckpointWarning, stacklevel=2)
+        return ckpt
+    raise CheckpointError(f"{path}: no intact checkpoint; tried, newest first:\n  " + "\n  ".join(tried))
 
 
 def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_state: dict[str, Any],
          config: dict[str, Any], buffers: dict[str, Any] | None = None, keep_last: int = 3) -> Path:
-    """Write ``step_<step>`` atomically and delete all but the newest ``keep_last`` checkpoints."""
+    """Write ``step_<step>`` atomically with its manifest; keep it and the ``keep_last - 1`` newest older ones."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):
@@ -95,6 +202,7 @@ def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_st
     for name, buffer in (buffers or {}).items():
         if buffer is not None:
             buffer.save(tmp / name)
+    _write_manifest(tmp)         # last: its presence means every file it lists was written
     _fsync_tree(tmp)
     if final.exists():           # same step saved twice (e.g. final save right after a periodic one)
         shutil.rmtree(final)
@@ -104,16 +212,30 @@ def save(run_dir: str | Path, step: int, agent_state: dict[str, Any], trainer_st
         os.fsync(fd)
     finally:
         os.close(fd)
-    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+    # Only older steps count: newer ones are left from a run that resumed past a damaged newest
+    # checkpoint, and counting them could delete every intact one.
+    older = [c for c in list_checkpoints(run_dir) if int(_NAME.match(c.name).group(1)) < step]
+    for old in older[:len(older) - (keep_last - 1)] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
+        raise CheckpointError(f"{path}: not only tensors and plain containers (corrupt, or pickled Python "
+                              "objects, refused since loading them would run code)") from None
+    except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
+        raise CheckpointError(f"{path}: cannot be read: {type(e).__name__}: {e}") from None
+
+
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Agent state, trainer state and config of a checkpoint (or of the newest one in a run dir)."""
+    """Agent state, trainer state and config of an intact checkpoint (see `resolve`)."""
     ckpt = resolve(path)
-    config = yaml.safe_load((ckpt / "config.yaml").read_text())
-    # Tensors and plain containers only (no pickled objects): a checkpoint file cannot run code.
-    agent = torch.load(ckpt / "agent.pt", map_location=map_location, weights_only=True)
-    trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
-    return {"path": ckpt, "agent": agent, "trainer": trainer, "config": config}
+    try:
+        config = yaml.safe_load((ckpt / "config.yaml").read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{ckpt / 'config.yaml'}: not valid YAML ({e})") from None
+    return {"path": ckpt, "agent": _load_tensors(ckpt / "agent.pt", map_location),
+            "trainer": _load_tensors(ckpt / "trainer.pt", "cpu"), "config": config}

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from se_robot.config import ConfigError
+    from se_robot.data.episodes import DatasetError
     from se_robot.hardware.calibration import CalibrationError
 
     try:
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"se-robot: configuration error: {e}", file=sys.stderr)
         return 2
+    except DatasetError as e:  # a bad episode file (train --demos, record into a dataset): names file and key
+        print(f"se-robot: dataset error: {e}", file=sys.stderr)
+        return 1
     except CalibrationError as e:  # no calibration for an arm id, or one made on another arm: says what to run
         print(f"se-robot: {e}", file=sys.stderr)
         return 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import tracemalloc
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -230,3 +233,159 @@ def test_kill_9_mid_recording_leaves_every_written_episode_readable(tmp_path):
     assert n >= 3
     for ep in iter_episodes(tmp_path):
         assert ep.length == 40
+
+
+# ------------------------------------------------------------------ files from someone else: limits, strays, races
+
+def _npz_with_member(path: Path, key: str, header: dict, payload: bytes, compress: bool = False) -> None:
+    """An episode file whose ``key`` member is written by hand: any header, any bytes behind it."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != key}
+    np.savez(path, **arrays)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, header)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "a", compression=method, allowZip64=True) as zf:
+        with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+            f.write(head.getvalue())
+            f.write(payload)
+
+
+def _demo_readers(directory: Path) -> list:
+    """Every path ``train --demos`` and ``dataset check`` read a dataset through."""
+    sink = SimpleNamespace(add_first=lambda obs: None, add=lambda *transition: None)
+    return [check_dataset, DatasetInfo.from_dir, dataset_slots,
+            lambda d: load_demos(d, sink, obs_keys=("state",))]
+
+
+def test_a_member_claiming_a_huge_array_is_refused_before_allocating(tmp_path):
+    write_dataset(tmp_path, episodes=2)
+    bad = tmp_path / "episode_000001.npz"
+    shape = (3_000_000_000_000,)    # float64: 21.8 TiB, in a file of a few kB
+    _npz_with_member(bad, "reward", {"descr": "<f8", "fortran_order": False, "shape": shape}, b"\0" * 40)
+    with pytest.raises(DatasetError, match=r"reward: header claims a float64 array of shape \(3000000000000,\) "
+                                           r"\(21.8 TiB\), but the member holds 40 bytes") as err:
+        load_episode(bad)
+    assert str(err.value).startswith(str(bad))
+    for read in _demo_readers(tmp_path):
+        with pytest.raises(DatasetError, match="episode_000001.npz: reward: header claims"):
+            read(tmp_path)
+
+
+def test_a_zip_bomb_is_refused_from_its_zip_directory_without_inflating(tmp_path):
+    """The issue's bomb (1.5 MB inflating to GBs) made ``dataset check`` use 1.87 GB."""
+    write_dataset(tmp_path, episodes=2)
+    bad = tmp_path / "episode_000000.npz"
+    frames = (6, 4096, 4096, 3)   # uint8 zeros: 302 MB that deflate to ~0.3 MB
+    zeros = bytes(1 << 24)
+    with np.load(bad) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "pixels"}
+    np.savez(bad, **arrays)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "|u1", "fortran_order": False, "shape": frames})
+    with zipfile.ZipFile(bad, "a", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        with zf.open("pixels.npy", "w", force_zip64=True) as f:
+            f.write(head.getvalue())
+            for _ in range(int(np.prod(frames)) // len(zeros)):
+                f.write(zeros)
+    assert bad.stat().st_size < 2_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=r"episode_000000.npz: pixels: inflates \d+x .* a zip bomb"):
+            load_episode(bad)
+        for read in _demo_readers(tmp_path):
+            with pytest.raises(DatasetError, match="episode_000000.npz: pixels: inflates"):
+                read(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"refusing the bomb allocated {peak / 2**20:.0f} MiB"
+    assert cli_main(["dataset", "check", str(tmp_path)]) == 1
+
+
+def test_a_stray_npz_is_refused_alike_by_check_and_by_the_demo_loaders(tmp_path, capsys):
+    write_dataset(tmp_path, episodes=2)
+    (tmp_path / "episode_000001.npz").rename(tmp_path / "episode_old.npz")
+    for read in _demo_readers(tmp_path):
+        with pytest.raises(DatasetError, match="episode_old.npz: <file>: not a numbered episode file"):
+            read(tmp_path)
+    assert cli_main(["dataset", "check", str(tmp_path)]) == 1
+    assert "episode_old.npz" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="episode_old.npz"):   # and no recorder appends past it unseen
+        EpisodeWriter(tmp_path, {"task": "push", "control_hz": 10.0})
+
+
+@pytest.mark.parametrize("damage", ["nan_reward", "truncated"])
+def test_train_with_demos_stops_naming_the_bad_file(tmp_path, capsys, damage):
+    data = tmp_path / "demos"
+    write_dataset(data, episodes=2)
+    bad = data / "episode_000001.npz"
+    if damage == "nan_reward":
+        _rewrite(bad, reward=np.array([0, 1, np.nan, 3, 4], np.float32))
+    else:
+        bad.write_bytes(bad.read_bytes()[:-200])
+    assert cli_main(["train", "--task", "reach", "--algo", "sac", "--obs-mode", "state", "--demos", str(data),
+                     "--steps", "10", "--out", str(tmp_path / "run"), "--no-progress",
+                     "--set", "tensorboard=false", "--set", "device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"se-robot: dataset error: {bad}: " in err
+    assert ("reward: contains NaN" if damage == "nan_reward" else "truncated or corrupt") in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_two_writers_opened_on_one_directory_keep_every_episode(tmp_path):
+    a = EpisodeWriter(tmp_path, {"task": "push", "control_hz": 10.0})
+    b = EpisodeWriter(tmp_path, {"task": "push", "control_hz": 10.0})
+    written = []
+    for i in range(6):
+        for name, w in (("a", a), ("b", b)):
+            w.start_episode(_obs(0), metadata={"writer": name, "i": i})
+            w.add_step(np.zeros(4), _obs(1))
+            written.append(w.end_episode(True))
+    assert len(set(written)) == 12
+    assert sorted((ep.metadata["writer"], ep.metadata["i"]) for ep in iter_episodes(tmp_path)) == \
+        sorted((w, i) for i in range(6) for w in "ab")
+
+
+def test_two_recorder_processes_on_one_directory_never_overwrite_each_other(tmp_path):
+    """The issue's case (33 of 81 episodes lost): both pick their first index before either writes."""
+    go = tmp_path / "go"
+    script = textwrap.dedent(f"""
+        import pathlib, sys, time
+        import numpy as np
+        from se_robot.data.writer import EpisodeWriter
+        name = sys.argv[1]
+        w = EpisodeWriter({str(tmp_path / "data")!r}, {{"task": "push"}})
+        print("ready", flush=True)
+        while not pathlib.Path({str(go)!r}).exists():
+            time.sleep(0.01)
+        for i in range(25):
+            w.start_episode({{"state": np.zeros(3)}}, metadata={{"writer": name, "i": i}})
+            w.add_step(np.zeros(4), {{"state": np.ones(3)}})
+            w.end_episode(True)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
+             for name in "ab"]
+    try:
+        for proc in procs:   # both writers exist (and chose index 0) before either writes
+            assert proc.stdout.readline() == "ready\n"
+        go.touch()
+        for proc in procs:
+            assert proc.wait() == 0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+    kept = sorted((ep.metadata["writer"], ep.metadata["i"]) for ep in iter_episodes(tmp_path / "data"))
+    assert kept == sorted((w, i) for i in range(25) for w in "ab")
+    assert check_dataset(tmp_path / "data") == 50
+
+
+def test_episode_files_get_the_usual_permissions(tmp_path):
+    """Temp files are created exclusively, but with the umask's mode like any file (not mkstemp's 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_dataset(tmp_path, episodes=1)
+    for name in ("dataset.json", "episode_000000.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask

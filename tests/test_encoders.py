@@ -122,16 +122,18 @@ def test_checkpoint_errors_name_the_file(tmp_path):
         load_encoder(path, (32, 32))
 
 
-def test_pickled_module_needs_trust(tmp_path):
-    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.Flatten())
+def test_pickled_module_is_refused_without_running(tmp_path):
+    import pathlib
+
+    class RunsCode(torch.nn.Module):
+        def __reduce_ex__(self, protocol):
+            return (pathlib.Path.touch, (tmp_path / "pwned",))
+
     path = tmp_path / "module.pt"
-    torch.save(module, path)
-    with pytest.raises(ValueError, match="trust_pickle"):
+    torch.save(RunsCode(), path)
+    with pytest.raises(ValueError, match=r"module\.pt: not only tensors .*pickled Python objects such as a whole module"):
         load_encoder(path, (16, 16))
-    enc = load_encoder(path, (16, 16), trust_pickle=True)
-    x = torch.rand(1, 3, 16, 16) * 255
-    torch.testing.assert_close(enc(x), module(x / 255.0))
-    assert enc.repr_dim == 4 * 7 * 7
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_unknown_architecture():

@@ -260,3 +260,67 @@ def test_errors_say_what():
     buf.add_first({"state": np.zeros(2)})
     with pytest.raises(KeyError, match="keys"):
         buf.add(np.zeros(1), 0.0, {"other": np.zeros(2)}, False, False)
+
+
+# ------------------------------------------------------------------ a saved buffer is data, not code
+
+def _saved(tmp_path) -> "Path":
+    buf = ReplayBuffer(capacity=20, frame_stack=2, n_step=2, discount=GAMMA, seed=1)
+    for ep in range(2):
+        _add_episode(buf, ep, [1.0, 2.0, 3.0], "terminated")
+    buf.save(tmp_path / "replay")
+    return tmp_path / "replay"
+
+
+def _rewrite_npy(path, header: dict, payload: bytes) -> None:
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(payload)
+
+
+def test_load_refuses_a_pickled_array_and_runs_nothing(tmp_path):
+    import pathlib
+
+    class RunsCode:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (tmp_path / "pwned",))
+
+    directory = _saved(tmp_path)
+    np.save(directory / "reward.npy", np.array([RunsCode()] * 8, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"reward\.npy: not a plain saved array"):
+        ReplayBuffer.load(directory)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_load_refuses_a_header_claiming_more_than_the_file_holds(tmp_path):
+    directory = _saved(tmp_path)
+    _rewrite_npy(directory / "obs.pixels.npy", {"descr": "|u1", "fortran_order": False,
+                                                "shape": (8, 3, 1 << 20, 1 << 20)}, b"\0" * 64)   # 24 TiB
+    with pytest.raises(ValueError, match=r"obs\.pixels\.npy: not a plain saved array"):
+        ReplayBuffer.load(directory)
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("reward", np.array([0, 1, np.nan, 3, 0, 1, 2, 3], np.float32), "contains NaN"),
+    ("reward", np.zeros(8, np.float64), "expected dtype float32"),
+    ("reward", np.zeros(5, np.float32), r"shape \(5,\), expected 8 saved rows"),
+    ("action", np.zeros(8, np.float32), r"expected shape \(N, A\)"),
+    ("rng", np.zeros(8, np.float32), "not an array a replay buffer saves"),
+    ("priority", np.ones(8), "config is not prioritized"),
+])
+def test_load_checks_every_array_and_names_the_file(tmp_path, name, value, message):
+    directory = _saved(tmp_path)
+    np.save(directory / f"{name}.npy", value)
+    with pytest.raises(ValueError, match=rf"{name}\.npy: .*{message}"):
+        ReplayBuffer.load(directory)
+
+
+def test_load_refuses_a_capacity_beyond_this_machines_memory(tmp_path):
+    import json
+
+    directory = _saved(tmp_path)
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["config"]["capacity"] = 10**15
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"meta\.json: capacity 1000000000000000 needs .* more than this machine"):
+        ReplayBuffer.load(directory)

@@ -48,8 +48,6 @@ class DrQV2Config:
                                "keypoint net, or a checkpoint file (e.g. from se-robot pretrain-encoder)")
     encoder_checkpoint: str = option("", help="torch.save file for encoder=checkpoint "
                                               "(format: se_robot.agents.encoders)")
-    trust_pickle: bool = option(False, help="allow encoder_checkpoint to be a whole pickled module "
-                                            "(runs code from the file)")
     freeze_encoder: bool = option(False, help="no encoder gradients; replay caches each frame's features once")
     feature_dim: int = option(50, range=(1, None), help="trunk output size (Linear -> LayerNorm -> Tanh)")
     hidden_dim: int = option(1024, range=(1, None), help="hidden units of the actor and critic MLPs")
@@ -142,7 +140,7 @@ class DrQV2Agent:
             if c % 3:
                 raise ValueError(f"DrQV2Agent: pixels with {c} channels are not a stack of RGB frames")
             self.encoder = make_pixel_encoder(cfg.encoder, c // 3, (h, w), cfg.encoder_checkpoint,
-                                              frame_wise=cfg.freeze_encoder, trust_pickle=cfg.trust_pickle)
+                                              frame_wise=cfg.freeze_encoder)
             self.encoder.to(device)
             if cfg.channels_last:
                 self.encoder.to(memory_format=torch.channels_last)

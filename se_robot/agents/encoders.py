@@ -10,15 +10,11 @@ returning (B, repr_dim). Two kinds of input:
   frozen with features cached in replay, because replay stores each frame once and the cache
   must hold one feature vector per stored frame.
 
-Checkpoint files (:func:`load_encoder`), written with ``torch.save``, take either form:
-
-1. a dict ``{"format": "se_robot.encoder/1", "architecture": "drqv2" | "resnet" | "keypoints",
-   "kwargs": {...constructor arguments...}, "state_dict": {...}}`` (see :func:`save_encoder`);
-   loaded with ``weights_only=True``, so it runs no code from the file;
-2. a whole pickled ``nn.Module`` (``torch.save(module, path)``), which takes float (N, 3, H, W)
-   pixels scaled to [0, 1] and returns (N, F) or anything that flattens to it (ImageNet
-   normalization, if it wants it, must be inside the module). Unpickling runs code from the file:
-   load only files you trust; it needs ``trust_pickle=True``.
+Checkpoint files (:func:`load_encoder`), written with ``torch.save``, are a dict
+``{"format": "se_robot.encoder/1", "architecture": "drqv2" | "resnet" | "keypoints",
+"kwargs": {...constructor arguments...}, "state_dict": {...}}`` (see :func:`save_encoder`), loaded
+with ``weights_only=True``: encoder files are shared between people, and a whole pickled
+``nn.Module`` would run code from the file on loading, so one is refused.
 
 A checkpoint encoder is treated as frame-wise unless its ``kwargs["in_channels"]`` says otherwise.
 """
@@ -26,6 +22,7 @@ A checkpoint encoder is treated as frame-wise unless its ``kwargs["in_channels"]
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -153,26 +150,6 @@ class KeypointEncoder(nn.Module):
         return torch.cat([attention @ self.grid_x, attention @ self.grid_y], dim=-1)
 
 
-class PickledModuleEncoder(nn.Module):
-    """Wraps a user's module that takes [0, 1] pixels (N, 3, H, W); always frame-wise."""
-
-    frame_wise = True
-
-    def __init__(self, module: nn.Module, image_size: tuple[int, int]):
-        super().__init__()
-        self.module = module
-        self.in_channels = 3
-        with torch.no_grad():
-            was_training = module.training
-            module.eval()
-            probe = module(torch.zeros(1, 3, *image_size))
-            module.train(was_training)
-        self.repr_dim = int(probe.flatten(1).shape[1])
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.module(pixels / 255.0).flatten(1)
-
-
 class FrameWise(nn.Module):
     """Runs a 3-channel encoder on each frame of a (B, 3k, H, W) stack; output (B, k * F)."""
 
@@ -219,21 +196,21 @@ def save_encoder(encoder: nn.Module, path: str | Path, architecture: str, **kwar
     os.replace(tmp, path)
 
 
-def load_encoder(path: str | Path, image_size: tuple[int, int], trust_pickle: bool = False) -> nn.Module:
-    """Load an encoder checkpoint in either documented format; errors name the file and the problem."""
+def load_encoder(path: str | Path, image_size: tuple[int, int]) -> nn.Module:
+    """Load an encoder checkpoint (the documented dict, tensors only); errors name the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {path}: file does not exist")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
-    except Exception as e:  # torch raises several unrelated types for a bad or pickled file
-        hint = ("" if trust_pickle else
-                " (a whole pickled module needs trust_pickle=True; load only files you trust)")
-        raise ValueError(f"encoder checkpoint {path}: cannot be read: {e}{hint}") from None
-    if isinstance(obj, nn.Module):
-        return PickledModuleEncoder(obj, image_size)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
+        raise ValueError(f"encoder checkpoint {path}: not only tensors and plain containers (corrupt, or "
+                         "pickled Python objects such as a whole module, refused since loading them would run "
+                         "code; write an encoder's weights with save_encoder)") from None
+    except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
+        raise ValueError(f"encoder checkpoint {path}: cannot be read: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"encoder checkpoint {path}: expected a module or a dict with "
+        raise ValueError(f"encoder checkpoint {path}: expected a dict with "
                          f"format={CHECKPOINT_FORMAT!r}, got {type(obj).__name__}")
     for key in ("architecture", "kwargs", "state_dict"):
         if key not in obj:
@@ -254,7 +231,7 @@ def load_encoder(path: str | Path, image_size: tuple[int, int], trust_pickle: bo
 
 
 def make_pixel_encoder(architecture: str, frame_stack: int, image_size: tuple[int, int],
-                       checkpoint: str = "", frame_wise: bool = False, trust_pickle: bool = False) -> nn.Module:
+                       checkpoint: str = "", frame_wise: bool = False) -> nn.Module:
     """The encoder an agent uses for (B, 3 * frame_stack, H, W) observations.
 
     ``architecture == "checkpoint"`` loads ``checkpoint``; a frame-wise encoder (checkpoint, or any
@@ -264,7 +241,7 @@ def make_pixel_encoder(architecture: str, frame_stack: int, image_size: tuple[in
     if architecture == "checkpoint":
         if not checkpoint:
             raise ValueError("encoder 'checkpoint' needs encoder_checkpoint: a path to a torch.save file")
-        base = load_encoder(checkpoint, image_size, trust_pickle=trust_pickle)
+        base = load_encoder(checkpoint, image_size)
         if getattr(base, "frame_wise", True):
             return FrameWise(base, frame_stack)
         if base.in_channels != 3 * frame_stack:

@@ -341,36 +341,76 @@ class ReplayBuffer:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ReplayBuffer":
+        """A buffer written by `save`: arrays only, each checked before use; errors name the file.
+
+        A saved buffer may come from another machine, so nothing in it is trusted: no pickles, only
+        the array names `save` writes, each memory-mapped first (a header claiming more than the file
+        holds is refused without allocating) and checked for the saved length, the buffer's dtypes and
+        finiteness; a capacity larger than this machine's memory is refused before allocating it.
+        """
         directory = Path(directory)
         try:
             meta = json.loads((directory / "meta.json").read_text())
-        except (OSError, ValueError) as e:
+            version = meta.get("format_version")
+            buf_cfg = ReplayConfig(**meta["config"])
+            written = int(meta["written"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{directory}: not a saved replay buffer ({e})") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory}/meta.json: format_version {meta.get('format_version')!r}, "
-                             f"this code reads {FORMAT_VERSION}")
-        buf = cls(ReplayConfig(**meta["config"]))
-        n = min(meta["written"], buf.capacity)
-        for path in sorted(directory.glob("*.npy")):
-            name, value = path.stem, np.load(path, allow_pickle=False)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{directory}/meta.json: format_version {version!r}, this code reads {FORMAT_VERSION}")
+        arrays = {path.stem: _mapped_array(path, min(written, buf_cfg.capacity))
+                  for path in sorted(directory.glob("*.npy"))}
+        row_bytes = sum(v[:1].nbytes for v in arrays.values())
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if buf_cfg.capacity * row_bytes > memory:
+            raise ValueError(f"{directory}/meta.json: capacity {buf_cfg.capacity} needs "
+                             f"{buf_cfg.capacity * row_bytes / 2**30:.1f} GiB, more than this machine's "
+                             f"{memory / 2**30:.1f} GiB")
+        buf = cls(buf_cfg)
+        n = min(written, buf.capacity)
+        per_slot = {name.lstrip("_"): getattr(buf, name).dtype for name in cls._PER_SLOT}
+        for name, value in arrays.items():
+            path = directory / f"{name}.npy"
+            want = {"action": np.dtype(np.float32), "priority": np.dtype(np.float64)}.get(name, per_slot.get(name))
+            if want is None and not name.startswith("obs."):
+                raise ValueError(f"{path}: not an array a replay buffer saves")
+            if want is not None and value.dtype != want:
+                raise ValueError(f"{path}: expected dtype {want}, got {value.dtype}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"{path}: contains NaN or infinite values")
             if name.startswith("obs."):
                 key = name[4:]
                 buf._arrays[key] = np.zeros((buf.capacity, *value.shape[1:]), value.dtype)
                 buf._arrays[key][:n] = value
             elif name == "action":
+                if value.ndim != 2:
+                    raise ValueError(f"{path}: expected shape (N, A), got {value.shape}")
                 buf._action = np.zeros((buf.capacity, value.shape[1]), np.float32)
                 buf._action[:n] = value
             elif name == "priority":
+                if buf._tree is None:
+                    raise ValueError(f"{path}: priorities saved for a buffer whose config is not prioritized")
                 leaves = np.zeros(buf.capacity)
                 leaves[:n] = value
                 buf._tree.load(leaves)
             else:
                 getattr(buf, "_" + name)[:n] = value
         buf._image_keys = list(meta["image_keys"])
-        buf.written, buf.transitions, buf.episodes = meta["written"], meta["transitions"], meta["episodes"]
+        buf.written, buf.transitions, buf.episodes = written, meta["transitions"], meta["episodes"]
         buf._open, buf._max_priority = meta["open"], meta["max_priority"]
         buf.rng.bit_generator.state = meta["rng"]
         return buf
+
+
+def _mapped_array(path: Path, rows: int) -> np.ndarray:
+    """A saved array memory-mapped read-only (nothing read yet), refused unless it holds ``rows`` rows."""
+    try:
+        value = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:   # a pickled dtype, a header claiming more than the file holds
+        raise ValueError(f"{path}: not a plain saved array ({e})") from None
+    if value.ndim < 1 or value.shape[0] != rows:
+        raise ValueError(f"{path}: shape {value.shape}, expected {rows} saved rows (meta.json)")
+    return value
 
 
 def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: int,

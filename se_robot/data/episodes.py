@@ -3,8 +3,9 @@
 Why one file per episode: demonstrations and operator recordings are collected on a real arm over
 hours, and a crash, a ``kill -9`` or a pulled power cable must never cost earlier episodes. Every
 episode is written (by `se_robot.data.writer.EpisodeWriter`) to a hidden temporary name in the
-same directory, flushed with ``fsync`` and then ``os.replace``d into place (atomic on POSIX), so a
-reader sees either the whole episode or nothing. Leftover temporary files are ignored by readers and reported by ``check``.
+same directory, flushed with ``fsync`` and then hard-linked to its final name (atomic, and it never
+overwrites: concurrent recorders each take a free index), so a reader sees either the whole episode
+or nothing. Leftover temporary files are ignored by readers and reported by ``check``.
 
 Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
 
@@ -22,7 +23,13 @@ Layout (see docs/ARCHITECTURE.md), for an episode of T steps::
     metadata      str     ()               JSON: arm, calibration, camera, task, control_hz, source
 
 Frames are stored as the camera gives them (H x W x 3), never frame-stacked; loaders that feed
-agents convert with this known layout. Every file is read with ``allow_pickle=False``.
+agents convert with this known layout.
+
+Files come from other people and other machines, so reading trusts nothing: every file is read
+with ``allow_pickle=False``, and before any array is read its zip directory and ``.npy`` header are
+checked against the limits below (a member claiming a 21.8 TiB array, or a 1.5 MB zip bomb that
+inflates to GBs, is refused without allocating it); then every array is checked for dtype, shape,
+length and finiteness. Errors name the file and the member.
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ FORMAT_VERSION = 1
 DATASET_FILE = "dataset.json"
 EPISODE_RE = re.compile(r"^episode_(\d{6,})\.npz$")
 TMP_SUFFIX = ".tmp"
+
+#: Uncompressed bytes one episode file may hold in all: ~80,000 frames of 128x128, or ~4,500 of
+#: 640x480 (7.5 min at 10 Hz). Raise it here for longer recordings.
+MAX_EPISODE_BYTES = 4 << 30
+#: Past RATIO_CHECK_BYTES uncompressed, a member (and the whole file) may not inflate more than
+#: MAX_COMPRESSION_RATIO times its compressed size: camera frames deflate about 5-50x, a zip bomb ~1000x.
+MAX_COMPRESSION_RATIO = 200
+RATIO_CHECK_BYTES = 64 << 20
 
 #: vector observation keys an episode may hold, each float32 (T+1, D)
 VECTOR_OBS_KEYS = ("state", "task")
@@ -232,10 +247,74 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> tuple
     return bool(arrays["success"]), metadata
 
 
+def _too_inflated(uncompressed: int, compressed: int) -> bool:
+    return uncompressed > RATIO_CHECK_BYTES and uncompressed > MAX_COMPRESSION_RATIO * max(compressed, 1)
+
+
+def _read_npy_header(f: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f".npy format version {version} (episodes are written as 1.0 or 2.0)")
+    return shape, dtype
+
+
+def check_npz_limits(path: str | Path) -> None:
+    """Refuse an ``.npz`` whose members could not be read within the documented limits.
+
+    Reads only the zip directory and each member's ``.npy`` header (a few hundred bytes): member
+    names must be episode keys, declared sizes within MAX_EPISODE_BYTES and MAX_COMPRESSION_RATIO,
+    no object dtype, and each header's shape x itemsize must equal the bytes the member holds.
+    Since zipfile never inflates past a member's declared size, what a later ``np.load`` allocates is
+    bounded by what was checked here.
+    """
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            key = info.filename.removesuffix(".npy")
+            if key == info.filename or (key not in REQUIRED_KEYS and not is_obs_key(key)):
+                raise DatasetError(path, key, "not an episode key (an episode holds only "
+                                   f"{', '.join(REQUIRED_KEYS)} and observation .npy members)")
+            if _too_inflated(info.file_size, info.compress_size):
+                raise DatasetError(path, key, f"inflates {info.file_size / max(info.compress_size, 1):.0f}x "
+                                   f"({info.compress_size} -> {info.file_size} bytes), over the "
+                                   f"{MAX_COMPRESSION_RATIO}x limit: a zip bomb, not an episode")
+        total, packed = sum(i.file_size for i in infos), sum(i.compress_size for i in infos)
+        if total > MAX_EPISODE_BYTES:
+            raise DatasetError(path, "<file>", f"would inflate to {_size(total)}, over the "
+                               f"{_size(MAX_EPISODE_BYTES)} limit (MAX_EPISODE_BYTES)")
+        if _too_inflated(total, packed):
+            raise DatasetError(path, "<file>", f"inflates {total / max(packed, 1):.0f}x ({packed} -> {total} "
+                               f"bytes), over the {MAX_COMPRESSION_RATIO}x limit: a zip bomb, not an episode")
+        for info in infos:
+            key = info.filename.removesuffix(".npy")
+            with zf.open(info) as f:
+                try:
+                    shape, dtype = _read_npy_header(f)
+                except ValueError as e:
+                    raise DatasetError(path, key, f"not a valid .npy header: {e}") from None
+                if dtype.hasobject:
+                    raise DatasetError(path, key, "holds a pickled object, which episodes never do")
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                held = info.file_size - f.tell()
+                if claimed != held:
+                    raise DatasetError(path, key, f"header claims a {dtype} array of shape {shape} "
+                                       f"({_size(claimed)}), but the member holds {held} bytes")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**40:.1f} TiB" if nbytes >= 2**40 else f"{nbytes / 2**30:.3g} GiB"
+
+
 @contextlib.contextmanager
 def _open_npz(path: Path) -> Iterator[Any]:
-    """``np.load`` without pickles; unreadable files raise DatasetError naming the file."""
+    """``np.load`` without pickles, after `check_npz_limits`; unreadable files raise DatasetError naming the file."""
     try:
+        check_npz_limits(path)
         with np.load(path, allow_pickle=False) as npz:
             yield npz
     except DatasetError:
@@ -277,12 +356,20 @@ def episode_length(path: str | Path) -> int:
 
 
 def numbered_episode_files(directory: Path) -> list[tuple[int, Path]]:
-    """(index, path) of every episode file in ``directory``, in index order."""
+    """(index, path) of every episode file in ``directory``, in index order: THE rule for what an episode is.
+
+    Every ``*.npz`` must be named ``episode_NNNNNN.npz``: a stray ``episode_old.npz`` or
+    ``episode_1.npz`` raises DatasetError rather than being silently left out (or, worse, silently
+    loaded) by one tool and not another. Temporary files of a writer are hidden and not ``.npz``.
+    """
     out = []
     for p in directory.iterdir():
         m = EPISODE_RE.match(p.name)
         if m:
             out.append((int(m.group(1)), p))
+        elif p.suffix == ".npz" and not p.name.startswith("."):
+            raise DatasetError(p, "<file>", "not a numbered episode file (episode_NNNNNN.npz): rename it "
+                                            "or move it out of the dataset directory")
     return sorted(out)
 
 

@@ -13,6 +13,7 @@ agent to stop short, which is worse than a missed one.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from se_robot.data.episodes import Episode
+
+
+#: the largest classifier input side a saved file may ask for (its first dense layer grows with its square)
+MAX_INPUT_SIZE = 1024
 
 
 class SuccessClassifier(nn.Module):
@@ -243,16 +248,31 @@ class RewardModel:
 
 
 def load_reward_model(path: str | Path) -> RewardModel:
+    """A classifier written by `RewardModel.save`: tensors and plain values only, checked; errors name the file."""
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: reward classifier file does not exist") from None
+    except pickle.UnpicklingError:   # torch's own message suggests loading it unsafely: not ours to repeat
+        raise ValueError(f"{path}: not a readable reward classifier: not only tensors and plain values (corrupt, "
+                         "or pickled Python objects, refused since loading them would run code)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise ValueError(f"{path}: not a readable reward classifier ({type(e).__name__}: {e})") from None
     if not isinstance(blob, dict) or blob.get("format") != "se_robot.reward_classifier/1":
         raise ValueError(f"{path}: not an se_robot reward classifier (from `se-robot reward train`)")
-    model = SuccessClassifier(input_size=int(blob["input_size"]))
-    model.load_state_dict(blob["state_dict"])
+    try:
+        input_size = int(blob["input_size"])
+        if not 4 <= input_size <= MAX_INPUT_SIZE:   # sizes the network: checked before allocating it
+            raise ValueError(f"input_size {input_size} outside [4, {MAX_INPUT_SIZE}]")
+        model = SuccessClassifier(input_size=input_size)
+        model.load_state_dict(blob["state_dict"])
+        threshold, info = float(blob["threshold"]), dict(blob.get("info", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: a damaged reward classifier ({type(e).__name__}: {e})") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{path}: threshold {threshold} is not a probability in [0, 1]")
+    if not all(torch.isfinite(t).all() for t in model.state_dict().values()):
+        raise ValueError(f"{path}: weights hold NaN or infinite values")
     model.eval()
-    return RewardModel(model, float(blob["threshold"]), dict(blob.get("info", {})))
+    return RewardModel(model, threshold, info)

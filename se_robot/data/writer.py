@@ -2,8 +2,11 @@
 
 The layout is defined, and every episode validated, by `se_robot.data.episodes` (the one reader):
 an episode that would not load fails here, at record time, not at training. Each file is written
-to a hidden temporary name in the same directory, flushed with ``fsync`` and then ``os.replace``d
-into place, so a crash or a ``kill -9`` mid-write never leaves a partial episode under a final name.
+to a hidden temporary name in the same directory, flushed with ``fsync`` and then hard-linked to its
+final name, which fails if that name exists: a crash or a ``kill -9`` mid-write never leaves a
+partial episode under a final name, and two recorders writing one directory never overwrite each
+other (the second to claim an index takes the next free one). The directory must be on a file
+system with hard links (any local POSIX one).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import datetime
 import json
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,24 +41,40 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(fileobj)`` to a hidden temp name, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+def _write_temp(path: Path, write: Any) -> Path:
+    """Write via ``write(fileobj)`` to a new hidden temp file next to ``path``, fsynced; returns its path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")   # unique per write
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # the umask applies, as for open()
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink()
         raise
+    return tmp
+
+
+def _link_new(tmp: Path, path: Path) -> bool:
+    """Give the complete file ``tmp`` the name ``path`` too, unless that name exists (atomic, never overwrites)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
     _fsync_dir(path.parent)
+    return True
 
 
-def write_dataset_meta(directory: str | Path, meta: DatasetMeta) -> None:
+def write_dataset_meta(directory: str | Path, meta: DatasetMeta) -> bool:
+    """Create ``dataset.json`` unless another writer already did; returns whether this call created it."""
+    path = Path(directory) / DATASET_FILE
     payload = json.dumps(meta.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-    _atomic_write(Path(directory) / DATASET_FILE, lambda f: f.write(payload))
+    tmp = _write_temp(path, lambda f: f.write(payload))
+    try:
+        return _link_new(tmp, path)
+    finally:
+        tmp.unlink()
 
 
 def _obs_arrays(obs: Any) -> dict[str, np.ndarray]:
@@ -91,20 +111,21 @@ class EpisodeWriter:
         if not meta.created:
             meta = dataclasses.replace(meta, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
         existing = self.directory / DATASET_FILE
-        if existing.exists():
+        if existing.exists() or not write_dataset_meta(self.directory, meta):
             old = read_dataset_meta(self.directory)
             for key in ("task", "arm", "control_hz", "camera"):
                 if getattr(old, key) != getattr(meta, key):
                     raise DatasetError(existing, key, f"dataset has {getattr(old, key)!r}, "
                                        f"new episodes would have {getattr(meta, key)!r}; use another directory")
             meta = old
-        else:
-            write_dataset_meta(self.directory, meta)
         self.meta = meta
         self.compress = compress
-        self.next_index = max((i for i, _ in numbered_episode_files(self.directory)), default=-1) + 1
+        self.next_index = self._first_free_index()
         self._steps: dict[str, list] | None = None
         self._episode_meta: dict[str, Any] = {}
+
+    def _first_free_index(self) -> int:
+        return max((i for i, _ in numbered_episode_files(self.directory)), default=-1) + 1
 
     @property
     def recording(self) -> bool:
@@ -172,7 +193,13 @@ class EpisodeWriter:
         path = self.directory / episode_filename(self.next_index)
         validate_arrays(arrays, path)   # a bad episode fails here, at record time, not at training
         save = np.savez_compressed if self.compress else np.savez
-        _atomic_write(path, lambda f: save(f, **arrays))
+        tmp = _write_temp(path, lambda f: save(f, **arrays))
+        try:
+            while not _link_new(tmp, path):   # another recorder took this index: take the next free one
+                self.next_index = max(self.next_index + 1, self._first_free_index())
+                path = self.directory / episode_filename(self.next_index)
+        finally:
+            tmp.unlink()
         self.next_index += 1
         self.discard()
         return path

@@ -86,11 +86,10 @@ class EncoderFeatures(gym.ObservationWrapper):
         return out
 
 
-def wrap_with_encoder(env: gym.Env, checkpoint: str | Path, device: str | torch.device = "cpu",
-                      trust_pickle: bool = False) -> EncoderFeatures:
+def wrap_with_encoder(env: gym.Env, checkpoint: str | Path, device: str | torch.device = "cpu") -> EncoderFeatures:
     """``env`` (after PixelFrameStack) seen through the encoder saved at ``checkpoint``."""
     from se_robot.agents.encoders import make_pixel_encoder
 
     c, h, w = _pixel_space(env.observation_space).shape
-    encoder = make_pixel_encoder("checkpoint", c // 3, (h, w), checkpoint=str(checkpoint), trust_pickle=trust_pickle)
+    encoder = make_pixel_encoder("checkpoint", c // 3, (h, w), checkpoint=str(checkpoint))
     return EncoderFeatures(env, encoder, device)
