@@ -34,7 +34,9 @@ Decisions (documented here because callers rely on them):
   e-stop and raises `SafetyFault(FaultKind.BAD_STATE)`; the driver must stop.
 * "Hold" means: keep the reference configuration as the target (``positions`` equals ``goal``
   when one is given, else ``current``). Position servos hold the goal against gravity; re-sending
-  the measured position instead would let the arm sag a little further every tick.
+  the measured position instead would let the arm sag a little further every tick. Only a joint
+  that lags its goal by more than the step cap (blocked, or slower than its goals) has its held
+  goal drawn to within the cap of the reading, as a moving command would.
 """
 
 from __future__ import annotations
@@ -320,8 +322,9 @@ class SafetyFilter:
         if self.estop.latched:
             why = ("estop",) if bad is None else ("estop", bad)
             return self._record(SafeCommand(ref.copy(), False, True, why))
+        hold_at = ref if goal is None else cap_joint_step_between(ref, ref, cur, self.max_joint_step_rad)
         if bad is not None:
-            return self._record(SafeCommand(ref.copy(), False, True, (bad,)))
+            return self._record(SafeCommand(hold_at, False, True, (bad,)))
 
         reasons: list[str] = []
         lo = np.minimum(self.lower, np.minimum(cur, ref))
@@ -352,7 +355,7 @@ class SafetyFilter:
             reasons.append("current_unsafe")
         changed = any(r != "current_unsafe" for r in reasons)
         if changed and np.array_equal(q, ref):
-            return self._record(SafeCommand(ref.copy(), False, True, tuple(reasons)))
+            return self._record(SafeCommand(hold_at, False, True, tuple(reasons)))
         return self._record(SafeCommand(q, changed, False, tuple(reasons)))
 
     def _project(self, cur: np.ndarray, cand: np.ndarray, base: _Baseline, only_arm: bool,

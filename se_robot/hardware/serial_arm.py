@@ -302,8 +302,8 @@ class SerialArm:
     def _torque(self, enabled: bool) -> None:
         bus = self._require_bus()
         try:
-            for sid in self._ids:
-                bus.write(sid, "Torque_Enable", int(enabled))
+            for sid in self._ids:  # under a latch a faulted servo must not keep the rest powered
+                bus.write(sid, "Torque_Enable", int(enabled), raise_faults=not self.estop.latched)
         except BusError as e:
             raise self._fault(e) from e
 

@@ -198,10 +198,11 @@ class ServoBus:
                                f"read of {reg.name} (address {reg.address}) from servo {servo_id}", reg.size)
         return reg.decode(frames[0].params)
 
-    def write(self, servo_id: int, register: str | Register, value: int) -> None:
+    def write(self, servo_id: int, register: str | Register, value: int, raise_faults: bool = True) -> None:
+        """One register of one servo; ``raise_faults``: see ``transact``."""
         reg = register if isinstance(register, Register) else self.model[register]
         self.transact(self.protocol.write(servo_id, reg.address, reg.encode(value)), [servo_id],
-                      f"write of {reg.name}={value} to servo {servo_id}")
+                      f"write of {reg.name}={value} to servo {servo_id}", raise_faults=raise_faults)
 
     def sync_read(self, servo_ids: list[int], registers: tuple[str, ...],
                   raise_faults: bool = True) -> dict[int, dict[str, int]]:
