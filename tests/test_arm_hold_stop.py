@@ -63,6 +63,7 @@ def test_a_held_arm_does_not_sag(how):
     with VirtualArm(ARM, physics="twin") as virtual, _arm(virtual) as arm:
         arm.torque_on()
         _drive(arm, _lifted(), 2.0)
+        arm.read_state()  # a round trip: the emulator has processed every write
         goal = _goals(virtual)[-1]
         assert abs(goal[LIFT] - 0.71) < 0.01
         n = len(virtual.emulator.goal_log)
@@ -104,6 +105,7 @@ def test_a_fault_latch_writes_one_stop_then_nothing_and_reads_keep_working(actio
         arm.torque_on()
         start = arm.read_state().positions
         arm.send_joint_targets(start + np.array([CAP, 0, 0, 0, 0, 0]))  # moving when the fault comes
+        arm.bus.ping(ARM.servo_ids[0])  # a round trip (no fault yet): that goal write was processed
         n = len(virtual.emulator.goal_log)
         virtual.emulator.set_fault(3, OVERLOAD)
         with pytest.raises(SafetyFault) as info:
@@ -151,6 +153,7 @@ def test_the_step_cap_uses_the_last_goal_and_a_same_tick_reading():
             return real(target, current, goal)
 
         arm.safety_filter.filter = recording
+        arm.read_state()
         n = len(virtual.emulator.goal_log)
         prev = _goals(virtual)[-1]
         for _ in range(150):
@@ -208,3 +211,25 @@ def test_the_port_is_opened_exclusively():
         assert virtual.port in other.stdout and "another process" in other.stdout
         arm.send_joint_targets(ARM.home)  # the first driver is untouched
         assert not arm.estop.latched
+
+
+def test_the_twin_holds_and_stops_as_the_arm_does():
+    from se_robot.sim.twin_robot import TwinRobot
+
+    robot = TwinRobot(ARM)
+    robot.connect()
+    target = _lifted()
+    for _ in range(40):
+        robot.send(target)
+        robot.advance(0.05)
+    goal = robot._goal.copy()
+    for _ in range(60):  # 6 s of physics of rejected commands: the goal is kept, nothing sags
+        assert robot.send(np.full(N, np.nan)).held
+        robot.advance(0.1)
+    np.testing.assert_array_equal(robot._goal, goal)
+    assert abs(robot.read().positions[LIFT] - goal[LIFT]) < 0.03
+    for _ in range(3):
+        robot.send(ARM.home)  # moving again when someone latches
+    robot.advance(0.02)
+    robot.estop.latch("fault elsewhere")  # not trigger_estop: any latch stops the twin
+    np.testing.assert_allclose(robot._goal, robot.read().positions)
