@@ -53,8 +53,8 @@ from se_robot.estop import EStop, FaultKind, SafetyFault
 
 __all__ = [
     "SafeCommand", "SafetyFilter", "KinematicsLike",
-    "soft_limits", "clip_to_limits", "cap_joint_step", "cap_joint_step_between", "workspace_violations", "gripper_effort_limit_nm",
-    "effort_limit_fraction", "validate_target", "REASONS",
+    "soft_limits", "clip_to_limits", "cap_joint_step", "cap_joint_step_between", "workspace_violations",
+    "gripper_effort_limit_nm", "effort_limit_fraction", "validate_target", "REASONS",
 ]
 
 # Every reason a command may be changed; stats count each under "reason/<name>".

@@ -5,8 +5,10 @@ What reached the "motors" is the only thing that counts, so every check decodes 
 ticks back to radians with the same calibration and asks: inside the joint limits, within the
 per-tick joint cap of both the same-tick reading and the previous goal, within the Cartesian cap
 of the previous goal, FK inside the workspace box and every link above the floor; a held command
-re-sends the previous goal, and each e-stop latch writes exactly one goal: the present position. Goal ticks are integers, so limits and steps are checked to half a tick and Cartesian
-bounds to ``FK_TOL_M`` (half a tick on every joint moves the gripper well under that).
+re-sends the previous goal, and each e-stop latch writes exactly one goal: the present position.
+Goal ticks are integers, so limits and steps are checked to half a tick and Cartesian bounds to
+``FK_TOL_M`` (half a tick on every joint moves the gripper well under that). A held command of a
+joint lagging its goal by more than the cap is drawn to within the cap of the reading.
 """
 
 from __future__ import annotations

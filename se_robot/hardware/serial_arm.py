@@ -38,6 +38,10 @@ from se_robot.hardware.transport import (BusError, BusTimeoutError, PortLostErro
 from se_robot.safety import SafeCommand, SafetyFilter
 
 
+#: how many times a latch's stop write is tried (at the latch, then by the watchdog or disconnect)
+STOP_TRIES = 3
+
+
 @dataclass(frozen=True)
 class JointState:
     positions: np.ndarray  # rad, joint order
@@ -86,7 +90,7 @@ class SerialArm:
         # The last goal written (rad, exactly the ticks sent); None while the servos' goal is
         # unknown to us (before the first write, after torque was off).
         self._goal: np.ndarray | None = None
-        self._stop_pending = False  # a latch whose one stop write has not reached the bus yet
+        self._stop_tries_left = 0  # > 0: a latch whose one stop write has not reached the bus yet
         self._bus_suspect = False   # the latch came from the bus failing: do not wait on a re-read
         self.estop.add_listener(self._on_latch)
 
@@ -176,15 +180,17 @@ class SerialArm:
     def _on_latch(self, reason: str) -> None:
         """EStop listener (runs in whichever thread latched): make the one stop write now."""
         with self._lock:
-            self._stop_pending = True
+            self._stop_tries_left = STOP_TRIES
             self._write_pending_stop()
 
     def _write_pending_stop(self) -> None:
         """Hold at the present position (or torque off, per ``arm.safety.estop_action``) once per
-        latch. A failed write stays pending, so the watchdog and ``disconnect`` try it again."""
+        latch. A failed write stays pending, so the watchdog and ``disconnect`` try it again, up to
+        ``STOP_TRIES`` times in all (a vanished port would otherwise count a fault every period)."""
         with self._lock:
-            if not (self._stop_pending and self.estop.latched and self.bus is not None):
+            if not (self._stop_tries_left > 0 and self.estop.latched and self.bus is not None):
                 return
+            self._stop_tries_left -= 1
             suspect, self._bus_suspect = self._bus_suspect, False
             try:
                 if self.arm.safety.estop_action == "disable_torque":
@@ -192,7 +198,7 @@ class SerialArm:
                     self._goal = None
                 else:
                     self._write_goals(self._present_for_stop(fresh=not suspect), clamp=False)
-                self._stop_pending = False
+                self._stop_tries_left = 0
                 self.counters["estop_stops"] += 1
             except (BusError, SafetyFault):
                 self.counters["estop_stop_failures"] += 1
