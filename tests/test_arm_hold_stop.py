@@ -168,14 +168,39 @@ def test_the_step_cap_uses_the_last_goal_and_a_same_tick_reading():
             prev = goal
 
 
-def test_homing_climbs_out_from_under_the_floor_on_the_twin():
+def _under_the_floor() -> np.ndarray:
+    """A pose with a link below the floor clearance whose straight way home first goes deeper
+    (before issue 17 the filter held every homing command from here)."""
     from se_robot.sim.kinematics import Kinematics
-    from se_robot.sim.twin_robot import TwinRobot
 
     q = ARM.home.copy()
-    q[1], q[2], q[3] = 0.4, 0.8, 0.8  # a link ~1.8 cm below the floor clearance
+    q[1], q[2], q[3] = 0.4, 1.2, 0.8
     s = ARM.safety
-    assert Kinematics(ARM).link_points(q)[:, 2].min() < s.floor_z + s.floor_clearance_m - 0.01
+    assert Kinematics(ARM).link_points(q)[:, 2].min() < s.floor_z + s.floor_clearance_m
+    return q
+
+
+def test_homing_climbs_out_from_under_the_floor_on_the_emulator():
+    from se_robot.hardware.serial_robot import SerialRobot
+
+    q = _under_the_floor()
+    with VirtualArm(ARM) as virtual:
+        for sid, ticks in zip(ARM.servo_ids, virtual.calibration.rad_to_ticks(q, ARM.joint_names)):
+            virtual.physics.move_to(sid, float(ticks))  # left there with torque off, as after calibrate
+        robot = SerialRobot(ARM, virtual.port, virtual.calibration, cameras={}, control_hz=50.0,
+                            watchdog=False, timeout_s=0.25, retries=4)
+        robot.connect()
+        try:
+            robot.home(tolerance_rad=0.03, timeout_s=60.0)
+            assert np.abs(robot.read().positions - ARM.home).max() <= 0.03
+        finally:
+            robot.close()
+
+
+def test_homing_climbs_out_from_under_the_floor_on_the_twin():
+    from se_robot.sim.twin_robot import TwinRobot
+
+    q = _under_the_floor()
     robot = TwinRobot(ARM)
     robot.connect()
     with robot.lock:
