@@ -3,10 +3,9 @@
 The same ``ArmEnv`` that drives the serial arm drives this, so a policy trained here meets the
 real arm's observation, action decoding and safety envelope unchanged. The twin applies its own
 ``SafetyFilter`` (built as ``SerialArm`` builds its own) before a servo target is set, and its own
-``EStop``, with ``SerialArm``'s hold semantics so sim and arm agree: steps are capped against the
-last goal and the measured joints, a held command keeps the last goal (position servos hold it
-against gravity), and a latch of the e-stop stops the arm once at its present position, after
-which nothing moves until the latch is reset.
+``EStop``, with ``SerialArm``'s hold semantics so sim and arm agree: a held command (and
+``hold``) keeps the last goal (position servos hold it against gravity), and a latch of the e-stop
+stops the arm once at its present position, after which nothing moves until the latch is reset.
 
 Time is the physics time: nothing moves until ``advance`` steps the simulation, which is why
 ``realtime`` is False and an env paces the twin by advancing it rather than by sleeping.
@@ -84,10 +83,19 @@ class TwinRobot:
             return RobotState(t.joint_positions(), t.joint_velocities(), t.joint_efforts(), t.time_s)
 
     def send(self, q_rad: np.ndarray) -> SafeCommand:
-        """Filter against the last goal and the measured joints; a held command keeps the last
-        goal, and while e-stopped nothing is set (the latch already stopped the arm)."""
+        """Filter against the joints measured now; a held command keeps the last goal (as
+        ``SerialArm`` does), and while e-stopped nothing is set (the latch already stopped the arm).
+
+        Unlike the bus, the twin's reading is never stale, so the caps are measured from it alone.
+        Where the measured pose is already outside the envelope (``current_unsafe``: an arm pressed
+        under the floor clearance while pushing the cube) a held command stops where the arm is,
+        as before: keeping the goal there made the scripted push expert fail 9 of 100 episodes
+        instead of 1, and measuring the caps from the goal as well, 10.
+        """
         with self.lock:
-            cmd = self.filter.filter(q_rad, self.twin.joint_positions(), self._goal)
+            cmd = self.filter.filter(q_rad, self.twin.joint_positions())
+            if cmd.held and not self.estop.latched and "current_unsafe" not in cmd.reasons:
+                cmd = SafeCommand(self._goal.copy(), False, True, cmd.reasons)
             if not (self.estop.latched and cmd.held):
                 self.twin.set_targets(cmd.positions)
                 self._goal = cmd.positions.copy()
