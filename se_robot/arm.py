@@ -71,6 +71,8 @@ class SafetySpec:
     watchdog_action: Literal["hold", "disable_torque"] = option("hold", help="what the watchdog does")
     disconnect_action: Literal["hold", "disable_torque"] = option(
         "hold", help="on disconnect: keep torque and hold the last pose, or let the arm go limp")
+    estop_action: Literal["hold", "disable_torque"] = option(
+        "hold", help="on an e-stop or fault latch: one hold at the present position, or torque off")
 
     def __post_init__(self) -> None:
         if any(lo >= hi for lo, hi in zip(self.workspace_min, self.workspace_max)):

@@ -157,17 +157,61 @@ class ControlClock:
         return 0.0
 
 
+class HomingPlan:
+    """Where each homing tick aims: ``arm.home``, or, while the safety filter holds the way
+    straight home (a pose under the floor or outside the workspace, where the straight path first
+    goes deeper), home for one joint at a time: each tick a held try moves on to the next joint,
+    so homing climbs out by whichever single-joint moves reduce the violation. When every joint
+    was tried and held in a row, ``record`` raises :class:`HomingError` naming the rules."""
+
+    def __init__(self, arm: ArmDescription, tolerance_rad: float, where: str = ""):
+        self.arm = arm
+        self.tolerance_rad = tolerance_rad
+        self.where = where
+        self.joint: int | None = None  # None: straight home
+        self.held_in_row = 0
+        self.last_reasons: tuple[str, ...] = ()
+
+    def target(self, q: np.ndarray) -> np.ndarray:
+        home = self.arm.home
+        if self.joint is not None and abs(q[self.joint] - home[self.joint]) <= self.tolerance_rad:
+            self.joint = None
+        if self.joint is None:
+            return home
+        out = np.array(q, dtype=np.float64)
+        out[self.joint] = home[self.joint]
+        return out
+
+    def record(self, cmd: SafeCommand, q: np.ndarray) -> None:
+        self.last_reasons = cmd.reasons
+        if not cmd.held:
+            self.held_in_row = 0
+            return
+        joints = list(self.arm.arm_indices)
+        self.held_in_row += 1
+        if self.held_in_row > len(joints) + 1:
+            rules = ", ".join(r for r in cmd.reasons if r not in ("joint_step", "joint_limit")) or "unknown"
+            raise HomingError(f"reset: the safety filter held every homing move of the arm{self.where} "
+                              f"(rules: {rules}) at {np.round(q, 3).tolist()}; it cannot climb out on its "
+                              f"own: switch torque off, move it clear of the floor and workspace edges "
+                              f"by hand, and home again")
+        self.joint = joints[(self.held_in_row - 1) % len(joints)]
+
+
 def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: float, where: str = "") -> None:
     """Command ``arm.home`` every control period until every joint is within ``tolerance_rad``.
 
     Written once for every backend that homes by sending targets (the twin, the serial arm): the
     safety filter inside ``robot.send`` limits each step, so homing moves no faster than a policy
-    may. Pacing is the robot's: a real arm waits on a :class:`ControlClock`, a simulated one lets
-    ``period_s`` of physics pass. Raises :class:`HomingError` naming every joint still off home
-    (position, home, error) when ``timeout_s`` of the robot's clock runs out, and at once when the
-    e-stop holds the arm (homing cannot succeed until a person resets it).
+    may, and a pose outside the envelope is left by moves that reduce the violation
+    (:class:`HomingPlan`). Pacing is the robot's: a real arm waits on a :class:`ControlClock`, a
+    simulated one lets ``period_s`` of physics pass. Raises :class:`HomingError` naming every joint
+    still off home (and the rules that last held it) when ``timeout_s`` of the robot's clock runs
+    out, and at once when the e-stop holds the arm (homing cannot succeed until a person resets
+    it) or when the filter holds every way out.
     """
     home = robot.arm.home
+    plan = HomingPlan(robot.arm, tolerance_rad, where)
     clock = ControlClock(period_s) if robot.realtime else None
     deadline = robot.now() + timeout_s
     while True:
@@ -178,11 +222,13 @@ def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: f
         if robot.now() > deadline:
             far = [f"{name} at {q[i]:+.3f} rad (home {home[i]:+.3f}, off by {err[i]:.3f})"
                    for i, name in enumerate(robot.arm.joint_names) if err[i] > tolerance_rad]
+            rules = f"; the safety filter last acted for: {', '.join(plan.last_reasons)}" if plan.last_reasons else ""
             raise HomingError(f"reset: arm{where} did not reach home within {timeout_s:.1f} s "
-                              f"(tolerance {tolerance_rad} rad): " + "; ".join(far))
-        cmd = robot.send(home)
+                              f"(tolerance {tolerance_rad} rad): " + "; ".join(far) + rules)
+        cmd = robot.send(plan.target(q))
         if cmd.held and "estop" in cmd.reasons:
             raise HomingError(f"reset: e-stop latched ({robot.estop.reason}); reset it before homing")
+        plan.record(cmd, q)
         if clock is not None:
             clock.wait()
         else:

@@ -12,21 +12,31 @@ Decisions (documented here because callers rely on them):
   ``soft_margin_rad``). If the *current* position is already outside (after a manual move or a
   calibration shift) a joint may move back towards the limits but not further out: its interval
   is widened to include the current position.
-* Per tick, no joint target moves more than ``max_joint_step_rad`` from the current position.
+* Per tick, no joint target moves more than ``max_joint_step_rad`` from the current position and,
+  when the driver passes the last commanded ``goal``, from that goal too (`cap_joint_step_between`):
+  consecutive goals never jump more than the cap and no goal lands further than the cap from a
+  reading of the same tick. A goal that lags the reading by more than twice the cap (a blocked
+  joint) steps towards the reading.
 * The gripper site may move at most ``max_ee_step_m`` per tick (Cartesian, by FK), must stay in the
   workspace box, and every link point must stay ``floor_clearance_m`` above ``floor_z``. A command
   that breaks one of these is *projected*, not dropped: we bisect along the joint-space segment
   from the current configuration to the candidate and keep the largest verified fraction. The
   fraction 0 (the current configuration) always passes, so the answer is never worse than holding;
-  if nothing better is found the command is held. If the current configuration itself is outside
-  the workspace, a move passes only if it makes no violation (each box face, each link point under
-  the floor) worse.
+  if nothing better is found the command is held. If the reference configuration itself is outside
+  the workspace or under the floor, a move passes if it makes no violation worse (each box face,
+  each link point under the floor) or if it reduces the total violation without deepening the
+  worst one: homing must always be able to climb out of a bad pose, even when one link dips a
+  little while the pose as a whole recovers.
 * Malformed targets (wrong length, non-numeric dtype, NaN/inf) are never sent: the command is
   held, counted and reported in ``reasons``. A latched `EStop` holds every command (the e-stop,
   the faults and the watchdog live in `se_robot.estop`).
 * A malformed *current* state cannot be held (we would send garbage), so the filter latches its
   e-stop and raises `SafetyFault(FaultKind.BAD_STATE)`; the driver must stop.
-* "Hold" means: send the current position as the target (``positions`` equals ``current``).
+* "Hold" means: keep the reference configuration as the target (``positions`` equals ``goal``
+  when one is given, else ``current``). Position servos hold the goal against gravity; re-sending
+  the measured position instead would let the arm sag a little further every tick. Only a joint
+  that lags its goal by more than the step cap (blocked, or slower than its goals) has its held
+  goal drawn to within the cap of the reading, as a moving command would.
 """
 
 from __future__ import annotations
@@ -43,8 +53,8 @@ from se_robot.estop import EStop, FaultKind, SafetyFault
 
 __all__ = [
     "SafeCommand", "SafetyFilter", "KinematicsLike",
-    "soft_limits", "clip_to_limits", "cap_joint_step", "workspace_violations", "gripper_effort_limit_nm",
-    "effort_limit_fraction", "validate_target", "REASONS",
+    "soft_limits", "clip_to_limits", "cap_joint_step", "cap_joint_step_between", "workspace_violations",
+    "gripper_effort_limit_nm", "effort_limit_fraction", "validate_target", "REASONS",
 ]
 
 # Every reason a command may be changed; stats count each under "reason/<name>".
@@ -87,6 +97,19 @@ def clip_to_limits(target: np.ndarray, current: np.ndarray, lower: np.ndarray,
 def cap_joint_step(target: np.ndarray, current: np.ndarray, max_step_rad: float | np.ndarray) -> np.ndarray:
     """Move each joint at most ``max_step_rad`` from ``current`` towards ``target``."""
     return current + np.clip(target - current, -max_step_rad, max_step_rad)
+
+
+def cap_joint_step_between(target: np.ndarray, goal: np.ndarray, reading: np.ndarray,
+                           max_step_rad: float | np.ndarray) -> np.ndarray:
+    """Move each joint towards ``target`` staying within ``max_step_rad`` of both the last
+    commanded ``goal`` and the same-tick ``reading``. Where the two windows do not overlap (the
+    joint lags its goal by more than twice the cap), step the goal towards the reading instead:
+    that relieves a blocked joint and is still a bounded jump from the last goal."""
+    lo = np.maximum(goal, reading) - max_step_rad
+    hi = np.minimum(goal, reading) + max_step_rad
+    overlap = lo <= hi
+    inside = np.clip(target, np.where(overlap, lo, -np.inf), np.where(overlap, hi, np.inf))
+    return np.where(overlap, inside, cap_joint_step(reading, goal, max_step_rad))
 
 
 def workspace_violations(ee_pos_m: np.ndarray, link_points_m: np.ndarray, box_min_m: np.ndarray,
@@ -252,47 +275,73 @@ class SafetyFilter:
         return np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
 
     def _acceptable(self, q: np.ndarray, base: _Baseline, lazy: bool = True) -> tuple[bool, bool, bool, bool]:
-        """(ok, ee_step_ok, box_ok, floor_ok) of q against the current configuration ``base``.
+        """(ok, ee_step_ok, box_ok, floor_ok) of q against the reference configuration ``base``.
 
         link_points costs far more than fk, so with ``lazy`` it is skipped once fk alone rejects q
-        (floor_ok is then reported True, unknown). The current configuration's own floor check is
-        needed only when q has a link under the floor (a zero violation is never worse).
+        (floor_ok is then reported True, unknown). The reference's own floor check is needed only
+        when q has a link under the floor or leaves the box (a zero violation is never worse).
         """
         ee = np.asarray(self.kinematics.fk(q), dtype=np.float64)
         d = ee - base.ee
         ee_ok = float(d @ d) <= self.max_ee_step_m ** 2 * (1 + 1e-9)
         box = self._box_violation(ee)
         box_ok = not (box > base.box + _TOL).any()
-        if lazy and not (ee_ok and box_ok):
+        if lazy and not ee_ok:
             return False, ee_ok, box_ok, True
+        if lazy and not box_ok and not base.box.any() and not base.floor(self).any():
+            return False, ee_ok, box_ok, True  # a safe reference: nothing to recover from
         under = self._floor_violation(q)
         floor_ok = not under.any() or not (under > base.floor(self) + _TOL).any()
+        if not (box_ok and floor_ok) and self._recovers(box, under, base):
+            box_ok = floor_ok = True
         return ee_ok and box_ok and floor_ok, ee_ok, box_ok, floor_ok
 
+    def _recovers(self, box: np.ndarray, under: np.ndarray, base: _Baseline) -> bool:
+        """True when the reference is outside and q reduces the total violation (m, box faces plus
+        link points under the floor) without deepening the worst single one."""
+        base_box, base_floor = base.box, base.floor(self)
+        total0 = float(base_box.sum() + base_floor.sum())
+        if total0 <= _TOL:
+            return False
+        worst0 = max(float(base_box.max()), float(base_floor.max(initial=0.0)))
+        worst = max(float(box.max()), float(under.max(initial=0.0)))
+        return float(box.sum() + under.sum()) < total0 - _TOL and worst <= worst0 + _TOL
+
     # -- the filter ----------------------------------------------------------------------------
-    def filter(self, target: Any, current: Any) -> SafeCommand:
-        """The command to send this tick for ``target``, given the arm at ``current``."""
+    def filter(self, target: Any, current: Any, goal: Any = None) -> SafeCommand:
+        """The command to send this tick for ``target``, given the arm at ``current`` (a reading
+        of this tick) and the last commanded ``goal`` (None: the reading is the reference).
+
+        Steps, the Cartesian step and the "no worse" workspace rules are measured from the
+        reference (the goal when given), and steps also from the reading; a held command keeps
+        the reference.
+        """
         cur = self._check_current(current)
+        ref = cur if goal is None else self._check_current(goal)
         tgt, bad = validate_target(target, self.n)
         if self.estop.latched:
             why = ("estop",) if bad is None else ("estop", bad)
-            return self._record(SafeCommand(cur.copy(), False, True, why))
+            return self._record(SafeCommand(ref.copy(), False, True, why))
+        hold_at = ref if goal is None else cap_joint_step_between(ref, ref, cur, self.max_joint_step_rad)
         if bad is not None:
-            return self._record(SafeCommand(cur.copy(), False, True, (bad,)))
+            return self._record(SafeCommand(hold_at, False, True, (bad,)))
 
         reasons: list[str] = []
-        lo = np.minimum(self.lower, cur)
-        hi = np.maximum(self.upper, cur)
+        lo = np.minimum(self.lower, np.minimum(cur, ref))
+        hi = np.maximum(self.upper, np.maximum(cur, ref))
         q = np.minimum(np.maximum(tgt, lo), hi)
         if not np.array_equal(q, tgt):
             reasons.append("joint_limit")
-        capped = cap_joint_step(q, cur, self.max_joint_step_rad)
+        if goal is None:
+            capped = cap_joint_step(q, cur, self.max_joint_step_rad)
+        else:
+            capped = cap_joint_step_between(q, ref, cur, self.max_joint_step_rad)
         if not np.array_equal(capped, q):
             reasons.append("joint_step")
         q = capped
 
-        ee0 = np.asarray(self.kinematics.fk(cur), dtype=np.float64)
-        base = _Baseline(cur, ee0, self._box_violation(ee0))
+        ee0 = np.asarray(self.kinematics.fk(ref), dtype=np.float64)
+        base = _Baseline(ref, ee0, self._box_violation(ee0))
         ok, ee_ok, box_ok, floor_ok = self._acceptable(q, base, lazy=False)
         if not ok:
             if not ee_ok:
@@ -301,15 +350,16 @@ class SafetyFilter:
                 reasons.append("workspace")
             if not floor_ok:
                 reasons.append("floor")
-            q = self._project(cur, q, base, only_arm=box_ok and floor_ok)
+            q = self._project(ref, q, base, box_ok and floor_ok, lo, hi)
         if base.unsafe:
             reasons.append("current_unsafe")
         changed = any(r != "current_unsafe" for r in reasons)
-        if changed and np.array_equal(q, cur):
-            return self._record(SafeCommand(cur.copy(), False, True, tuple(reasons)))
+        if changed and np.array_equal(q, ref):
+            return self._record(SafeCommand(hold_at, False, True, tuple(reasons)))
         return self._record(SafeCommand(q, changed, False, tuple(reasons)))
 
-    def _project(self, cur: np.ndarray, cand: np.ndarray, base: _Baseline, only_arm: bool) -> np.ndarray:
+    def _project(self, cur: np.ndarray, cand: np.ndarray, base: _Baseline, only_arm: bool,
+                 lo_lim: np.ndarray, hi_lim: np.ndarray) -> np.ndarray:
         """Largest verified fraction of the step cur -> cand (bisection; fraction 0 always passes).
 
         When only the Cartesian step is too long, only the arm joints are scaled (the jaw keeps its
@@ -319,8 +369,6 @@ class SafetyFilter:
         start = np.where(self._arm_mask, cur, cand) if only_arm else cur
         if only_arm:
             step = np.where(self._arm_mask, step, 0.0)
-        lo_lim = np.minimum(self.lower, cur)
-        hi_lim = np.maximum(self.upper, cur)
 
         def at(frac: float) -> np.ndarray:
             return np.minimum(np.maximum(start + frac * step, lo_lim), hi_lim)

@@ -135,7 +135,7 @@ def test_retries_exhausted_latch_the_estop_and_stop_writing(kinematics):
         cmd = robot.send_joint_targets(ARM.home + 0.1)  # no crash loop: a held command, no bytes
         assert cmd.held and "estop" in cmd.reasons
         _settle(robot)
-        assert len(virtual.emulator.goal_log) == n_goals
+        assert len(virtual.emulator.goal_log) == n_goals + ARM.n_joints  # the latch's one stop write
         with pytest.raises(SafetyFault):
             robot.torque_on()
         robot.estop.reset()
@@ -286,13 +286,13 @@ def test_external_estop_blocks_every_write_until_reset(kinematics):
         robot.send_joint_targets(robot.read_state().positions + np.array([0.1, 0, 0, 0, 0, 0]))
         _settle(robot)
         n = len(virtual.emulator.goal_log)
-        robot.estop.latch("operator pressed stop")
+        robot.estop.latch("operator pressed stop")  # one stop write at the present position
         assert robot.send_joint_targets(ARM.home).held
         robot.start_watchdog()  # not even the watchdog writes under a latched e-stop
         time.sleep(0.3)
         robot.stop_watchdog()
         _settle(robot)
-        assert len(virtual.emulator.goal_log) == n
+        assert len(virtual.emulator.goal_log) == n + ARM.n_joints
         robot.estop.reset()
         robot.read_state()
         assert not robot.send_joint_targets(robot.read_state().positions).held

@@ -3,9 +3,12 @@ emulator over its pty, checked against the emulator's log of every goal position
 
 What reached the "motors" is the only thing that counts, so every check decodes the logged goal
 ticks back to radians with the same calibration and asks: inside the joint limits, within the
-per-tick caps of the state the filter saw, FK inside the workspace box and every link above the
-floor. Goal ticks are integers, so limits and steps are checked to half a tick and Cartesian
-bounds to ``FK_TOL_M`` (half a tick on every joint moves the gripper well under that).
+per-tick joint cap of both the same-tick reading and the previous goal, within the Cartesian cap
+of the previous goal, FK inside the workspace box and every link above the floor; a held command
+re-sends the previous goal, and each e-stop latch writes exactly one goal: the present position.
+Goal ticks are integers, so limits and steps are checked to half a tick and Cartesian bounds to
+``FK_TOL_M`` (half a tick on every joint moves the gripper well under that). A held command of a
+joint lagging its goal by more than the cap is drawn to within the cap of the reading.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from se_robot.estop import FaultKind, SafetyFault
 from se_robot.hardware.emulator import VirtualArm
 from se_robot.hardware.serial_arm import SerialArm
 from se_robot.sim.kinematics import Kinematics
-from se_robot.safety import soft_limits, workspace_violations
+from se_robot.safety import cap_joint_step_between, soft_limits, workspace_violations
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -66,8 +69,12 @@ class BusAudit:
         self.goal_vectors += len(vectors)
         return vectors
 
-    def check(self, goal: np.ndarray, state: np.ndarray, label: str) -> None:
+    def check(self, goal: np.ndarray, state: np.ndarray, label: str, ref: np.ndarray | None = None) -> None:
+        """``state``: the same-tick reading the filter saw; ``ref``: the previous goal (None: none)."""
         v = self.violations
+        ref = state if ref is None else ref
+        if (np.abs(goal - ref) > S.max_joint_step_rad + 1e-9).any():
+            v.append(f"{label}: goal jumped {np.abs(goal - ref).max():.4f} rad from the previous goal {ref}")
         if (goal < ARM.lower).any() or (goal > ARM.upper).any():
             v.append(f"{label}: goal {goal} outside the joint limits")
         lo, hi = np.minimum(LOWER, state), np.maximum(UPPER, state)
@@ -76,30 +83,31 @@ class BusAudit:
         # SerialArm rounds goal ticks towards the present position: steps hold exactly.
         if (np.abs(goal - state) > S.max_joint_step_rad + 1e-9).any():
             v.append(f"{label}: joint step {np.abs(goal - state).max():.4f} rad from {state}")
-        ee, ee0 = KIN.fk(goal), KIN.fk(state)
+        ee, ee0 = KIN.fk(goal), KIN.fk(ref)
         if np.linalg.norm(ee - ee0) > S.max_ee_step_m + FK_TOL_M:
             v.append(f"{label}: gripper step {np.linalg.norm(ee - ee0):.4f} m")
         viol = workspace_violations(ee, KIN.link_points(goal), np.array(S.workspace_min),
                                     np.array(S.workspace_max), S.floor_z + S.floor_clearance_m)
         TOTALS["max_box_excursion_m"] = max(TOTALS["max_box_excursion_m"], float(viol[:6].max()))
         TOTALS["max_floor_excursion_m"] = max(TOTALS["max_floor_excursion_m"], float(viol[6:].max()))
-        TOTALS["max_step_rad"] = max(TOTALS["max_step_rad"], float(np.abs(goal - state).max()))
+        TOTALS["max_step_rad"] = max(TOTALS["max_step_rad"], float(np.abs(goal - state).max()),
+                                     float(np.abs(goal - ref).max()))
         if viol[:6].max() > FK_TOL_M:
             v.append(f"{label}: gripper {ee} outside the workspace box by {viol[:6].max():.4f} m")
         if viol[6:].max() > FK_TOL_M:
             v.append(f"{label}: a link {viol[6:].max():.4f} m below the floor clearance")
 
 
-def record_currents(arm: SerialArm) -> list[np.ndarray]:
-    """Record the ``current`` the driver hands its safety filter on every call (the state the caps
-    are measured from), calling through to the real filter."""
-    seen: list[np.ndarray] = []
+def record_currents(arm: SerialArm) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Record the (reading, previous goal) the driver hands its safety filter on every call (what
+    the caps are measured from), calling through to the real filter."""
+    seen: list[tuple[np.ndarray, np.ndarray | None]] = []
     filt = arm.safety_filter
     real = filt.filter
 
-    def recording(target, current):
-        seen.append(np.array(current, dtype=np.float64))
-        return real(target, current)
+    def recording(target, current, goal=None):
+        seen.append((np.array(current, dtype=np.float64), None if goal is None else np.array(goal, dtype=np.float64)))
+        return real(target, current, goal)
 
     filt.filter = recording
     return seen
@@ -108,7 +116,8 @@ def record_currents(arm: SerialArm) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def rig():
     with VirtualArm(ARM, physics="first_order") as varm:
-        arm = SerialArm(ARM, varm.port, varm.calibration)
+        # Generous bus timeouts: the emulator shares a loaded machine with the test.
+        arm = SerialArm(ARM, varm.port, varm.calibration, timeout_s=0.25, retries=4)
         arm.currents_seen = record_currents(arm)
         arm.connect()
         arm.torque_on()
@@ -171,14 +180,17 @@ def test_hostile_streams_never_put_an_unsafe_goal_on_the_bus(rig, data):
     settle(varm, arm)
     audit = BusAudit(varm)
     state = arm.read_state().positions
-    # Each unlatched send must put exactly one goal vector on the wire, in order; latched sends none.
-    # Pairing in order (not by read) keeps the audit exact even when a reply comes late.
-    expected: list[tuple[np.ndarray, str, bool]] = []  # (state the filter used, label, held)
+    # Each unlatched send must put exactly one goal vector on the wire, in order; each latch one
+    # (the stop, at the present position); latched sends none. Pairing in order (not by read)
+    # keeps the audit exact even when a reply comes late.
+    expected: list[tuple[tuple, str, str]] = []  # ((reading, previous goal) the filter used, label, kind)
     n_events = data.draw(st.integers(1, 60))
     for i in range(n_events):
         event = data.draw(st.sampled_from(EVENTS))
         if event == "latch":
-            arm.estop.latch("test: e-stop pressed")
+            if not arm.estop.latched:
+                arm.estop.latch("test: e-stop pressed")
+                expected.append(((arm._last_state.positions, None), f"latch #{i}", "stop"))
             continue
         if event == "reset":
             arm.estop.reset()
@@ -186,9 +198,14 @@ def test_hostile_streams_never_put_an_unsafe_goal_on_the_bus(rig, data):
         if event == "fault":
             sid = data.draw(st.sampled_from(ARM.servo_ids))
             varm.emulator.set_fault(sid, OVERLOAD)
+            was_latched = arm.estop.latched
             try:
-                with pytest.raises(SafetyFault):
-                    arm.read_state()
+                if was_latched:
+                    arm.read_state()  # reads keep working under a latch, fault bits and all
+                else:
+                    with pytest.raises(SafetyFault):
+                        arm.read_state()
+                    expected.append(((arm._last_state.positions, None), f"fault #{i}", "stop"))
             finally:
                 varm.emulator.set_fault(sid, 0)
             assert arm.estop.latched
@@ -207,7 +224,7 @@ def test_hostile_streams_never_put_an_unsafe_goal_on_the_bus(rig, data):
             if latched:
                 assert cmd.held and "estop" in cmd.reasons
             else:
-                expected.append((arm.currents_seen[-1], f"{event} #{i}", cmd.held))
+                expected.append((arm.currents_seen[-1], f"{event} #{i}", "held" if cmd.held else "move"))
             if event == "push":
                 time.sleep(0.004)  # let the servos move towards the goal
             state = arm.read_state().positions
@@ -218,10 +235,16 @@ def test_hostile_streams_never_put_an_unsafe_goal_on_the_bus(rig, data):
         extra = len(goals) - len(expected)
         audit.violations.append(f"{len(goals)} goal writes for {len(expected)} unlatched sends")
         TOTALS["estop_writes"] += max(extra, 0)
-    for goal, (state_seen, label, held) in zip(goals, expected):
-        audit.check(goal, state_seen, label)
-        if held and np.abs(goal - state_seen).max() > audit.half_tick:
-            audit.violations.append(f"{label}: a held command moved the goal off the present position")
+    for goal, ((state_seen, prev_goal), label, kind) in zip(goals, expected):
+        if kind == "stop":
+            if np.abs(goal - state_seen).max() > audit.half_tick:
+                audit.violations.append(f"{label}: the stop {goal} is not the present position {state_seen}")
+            continue
+        audit.check(goal, state_seen, label, prev_goal)
+        if kind == "held" and prev_goal is not None:
+            kept = cap_joint_step_between(prev_goal, prev_goal, state_seen, S.max_joint_step_rad)
+            if np.abs(goal - kept).max() > audit.half_tick:
+                audit.violations.append(f"{label}: a held command moved the goal off the previous goal")
     for key in ("actions", "goal_vectors"):
         TOTALS[key] += getattr(audit, key)
     TOTALS["violations"] += len(audit.violations)
@@ -235,11 +258,13 @@ def test_estop_blocks_the_bus_until_reset(rig):
     audit = BusAudit(varm)
     state = arm.read_state().positions
     arm.estop.latch("test")
+    present = arm._last_state.positions  # the stop's reading
     for _ in range(20):
         assert arm.send_joint_targets(state + 0.1).held
         arm.read_state()
     settle(varm, arm)
-    assert audit.new_goals() == []
+    stops = audit.new_goals()  # the latch writes one hold at the present position, then nothing
+    assert len(stops) == 1 and np.abs(stops[0] - present).max() <= audit.half_tick
     arm.estop.reset()
     arm.send_joint_targets(state + 0.01)
     settle(varm, arm, audit.seen + N)
@@ -262,14 +287,14 @@ def test_a_servo_fault_latches_the_estop_and_stops_goal_writes(rig):
     assert arm.estop.latched and arm.estop.reason.startswith("servo_status")
     cmd = arm.send_joint_targets(state + 0.05)
     settle(varm, arm)
-    assert cmd.held and audit.new_goals() == []
+    assert cmd.held and len(audit.new_goals()) == 1  # the one stop write, then nothing
     arm.estop.reset()
 
 
 def measure_watchdog_reaction(varm: VirtualArm, arm: SerialArm, n_commands: int = 20,
                               period_s: float = 0.01) -> tuple[float, float]:
     """(seconds from the last command to the watchdog's hold write at the bus, largest joint motion
-    in the 0.2 s after that write). Sends a slow sweep first so the arm is moving when it stops."""
+    in 0.2 s once the arm reached the held goal). Sends a slow sweep first so the arm is moving when it stops."""
     emu = varm.emulator
     settle(varm, arm)
     state = arm.read_state().positions
@@ -295,6 +320,15 @@ def measure_watchdog_reaction(varm: VirtualArm, arm: SerialArm, n_commands: int 
         assert arm.counters["watchdog_trips"] > trips, "the watchdog never held the arm"
         records = emu.goal_log[first_after - N:first_after]
         reaction_s = records[0].time_s - t_last
+        # The hold keeps the last goal (not the reading): the arm finishes that step, then stays.
+        last_goal, held = (varm.calibration.ticks_to_rad(np.array([g.ticks for g in r], dtype=np.float64),
+                                                         ARM.joint_names) for r in
+                           (emu.goal_log[first_after - 2 * N:first_after - N], records))
+        np.testing.assert_allclose(held, last_goal)
+        end = time.monotonic() + 10.0  # liveness bound for a loaded machine
+        while np.abs(varm.joint_positions_rad() - held).max() > 2 * varm.calibration.rad_per_tick:
+            assert time.monotonic() < end, "the arm never reached its held goal"
+            time.sleep(0.01)
         q0 = varm.joint_positions_rad()
         time.sleep(0.2)
         drift = float(np.abs(varm.joint_positions_rad() - q0).max())
@@ -329,7 +363,8 @@ def env_rig(request):
     with VirtualArm(ARM, physics=physics) as varm:
         # No watchdog here: a stall of the test process past its timeout would add a (safe) hold
         # write between the audited goals; the watchdog has its own test above.
-        robot = SerialRobot(ARM, varm.port, varm.calibration, control_hz=200.0, watchdog=False)
+        robot = SerialRobot(ARM, varm.port, varm.calibration, control_hz=200.0, watchdog=False,
+                            timeout_s=0.25, retries=4)
         env = ArmEnv(robot, "reach", control_hz=200.0, obs_mode="state", action_mode=action_mode)
         robot.device.currents_seen = record_currents(robot.device)
         try:
@@ -359,8 +394,8 @@ def test_hostile_env_actions_never_put_an_unsafe_goal_on_the_bus(env_rig, data):
     goals = audit.new_goals()
     if len(goals) != len(expected):
         audit.violations.append(f"{len(goals)} goal writes for {len(expected)} env steps")
-    for goal, (state_seen, label) in zip(goals, expected):
-        audit.check(goal, state_seen, label)
+    for goal, ((state_seen, prev_goal), label) in zip(goals, expected):
+        audit.check(goal, state_seen, label, prev_goal)
     TOTALS["env_actions"] += audit.actions
     TOTALS["goal_vectors"] += audit.goal_vectors
     TOTALS["violations"] += len(audit.violations)

@@ -1,11 +1,22 @@
 """``SerialArm``: the arm on a servo bus, in radians, behind the safety filter.
 
 This is the lowest layer that moves the real arm, so it is where safety is enforced: every goal
-passes ``SafetyFilter.filter`` inside ``send_joint_targets`` before a byte is written, a servo
-fault, a vanished port or a bus that keeps returning garbage latches the e-stop and raises a
-``SafetyFault`` once (later calls hold instead of raising again, so a control loop cannot turn a
-fault into a crash loop), and an optional watchdog thread holds the arm (or drops torque) when
-the commands stop coming. One control tick costs one sync read and one sync write.
+passes ``SafetyFilter.filter`` inside ``send_joint_targets`` before a byte is written, measured
+against the last goal written and a reading taken in the same call (never a cached one), so
+consecutive goals and goal-to-arm distances both respect the step cap. One control tick costs one
+sync read and one sync write.
+
+Holding keeps the last goal written: position servos hold it against gravity, whereas re-writing
+the measured position every tick lets the arm sag a little further each time. Only when the
+servos' goal is unknown (after connect, after torque was off) does a hold take the present position.
+
+A latch of the e-stop (a servo fault, a vanished port, a bus that keeps returning garbage, a
+teleop key, a ROS service) makes exactly one write: a hold at the present position, or torque off
+(``arm.safety.estop_action``); then nothing until ``estop.reset()``. Bus faults raise a
+``SafetyFault`` once; later sends return a held command instead of raising again, so a control
+loop cannot turn a fault into a crash loop, and ``read_state`` keeps working (reads are safe) so
+the operator and the env still see the arm. An optional watchdog thread holds the arm (or drops
+torque) when the commands stop coming.
 """
 
 from __future__ import annotations
@@ -25,6 +36,10 @@ from se_robot.hardware.servo_bus import ServoBus, make_protocol
 from se_robot.hardware.transport import (BusError, BusTimeoutError, PortLostError, SerialTransport,
                                          ServoStatusError)
 from se_robot.safety import SafeCommand, SafetyFilter
+
+
+#: how many times a latch's stop write is tried (at the latch, then by the watchdog or disconnect)
+STOP_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class SerialArm:
         self.bus: ServoBus | None = None
         self._bus_counters = None  # kept after disconnect for diagnostics
         self.counters = {"ticks": 0, "clipped": 0, "held": 0, "calibration_clamped": 0,
-                         "watchdog_trips": 0, "faults": 0}
+                         "watchdog_trips": 0, "faults": 0, "estop_stops": 0, "estop_stop_failures": 0}
         self._ids = arm.servo_ids
         self._names = arm.joint_names
         self._last_state: JointState | None = None
@@ -72,6 +87,12 @@ class SerialArm:
         self._wd_thread: threading.Thread | None = None
         self._wd_stop = threading.Event()
         self._wd_tripped = False
+        # The last goal written (rad, exactly the ticks sent); None while the servos' goal is
+        # unknown to us (before the first write, after torque was off).
+        self._goal: np.ndarray | None = None
+        self._stop_tries_left = 0  # > 0: a latch whose one stop write has not reached the bus yet
+        self._bus_suspect = False   # the latch came from the bus failing: do not wait on a re-read
+        self.estop.add_listener(self._on_latch)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     @property
@@ -91,7 +112,7 @@ class SerialArm:
         calibrated range, read the state."""
         _ = self.safety_filter  # build kinematics before anything can move
         transport = SerialTransport(self.port, self.arm.bus.baudrate)
-        transport.open()
+        transport.open()  # exclusive: PortInUseError names the port when someone else holds it
         self.bus = ServoBus(transport, make_protocol(self.arm.bus.protocol), self.model,
                             timeout_s=self.timeout_s, retries=self.retries)
         self._bus_counters = self.bus.counters
@@ -113,15 +134,20 @@ class SerialArm:
             transport.close()
             self.bus = None
             raise
+        self._goal = None  # whatever the servos hold now, we did not write it
         self.watchdog.feed()
         return self
 
     def disconnect(self) -> None:
-        """Stop the watchdog, apply the disconnect torque policy (best effort), close the port."""
+        """Stop the watchdog, apply the disconnect torque policy (best effort), close the port.
+
+        Under a latched e-stop the stop write is made first if it has not reached the bus yet.
+        """
         self.stop_watchdog()
         if self.bus is None:
             return
         try:
+            self._write_pending_stop()
             if self.disconnect_torque == "off":
                 self.torque_off()
             elif not self.estop.latched:
@@ -147,9 +173,49 @@ class SerialArm:
         else:
             fault = SafetyFault(FaultKind.RETRIES_EXHAUSTED, str(error))
         self.counters["faults"] += 1
+        self._bus_suspect = not isinstance(error, ServoStatusError)
         self.estop.latch(fault)
         return fault
 
+    def _on_latch(self, reason: str) -> None:
+        """EStop listener (runs in whichever thread latched): make the one stop write now."""
+        with self._lock:
+            self._stop_tries_left = STOP_TRIES
+            self._write_pending_stop()
+
+    def _write_pending_stop(self) -> None:
+        """Hold at the present position (or torque off, per ``arm.safety.estop_action``) once per
+        latch. A failed write stays pending, so the watchdog and ``disconnect`` try it again, up to
+        ``STOP_TRIES`` times in all (a vanished port would otherwise count a fault every period)."""
+        with self._lock:
+            if not (self._stop_tries_left > 0 and self.estop.latched and self.bus is not None):
+                return
+            self._stop_tries_left -= 1
+            suspect, self._bus_suspect = self._bus_suspect, False
+            try:
+                if self.arm.safety.estop_action == "disable_torque":
+                    self._torque(False)
+                    self._goal = None
+                else:
+                    self._write_goals(self._present_for_stop(fresh=not suspect), clamp=False)
+                self._stop_tries_left = 0
+                self.counters["estop_stops"] += 1
+            except (BusError, SafetyFault):
+                self.counters["estop_stop_failures"] += 1
+
+    def _present_for_stop(self, fresh: bool) -> np.ndarray:
+        """Where the arm is: a fresh reading unless the bus itself just failed (then the newest
+        one we have, so a stop never waits on another round of retries)."""
+        if fresh:
+            try:
+                return self.read_state().positions
+            except SafetyFault:
+                pass
+        if self._last_state is not None:
+            return self._last_state.positions
+        if self._goal is not None:
+            return self._goal
+        raise SafetyFault(FaultKind.BAD_STATE, f"no reading of the arm on {self.port} to stop at")
 
     def _require_bus(self) -> ServoBus:
         if self.bus is None:
@@ -158,9 +224,11 @@ class SerialArm:
 
     # ---- state and commands ------------------------------------------------------------------
     def _read_raw(self) -> dict[int, dict[str, int]]:
+        """One sync read. Once the e-stop is latched a servo's fault bits no longer raise (they
+        are counted on the bus): reads are safe, and the operator still needs to see the arm."""
         bus = self._require_bus()
         try:
-            return bus.sync_read(self._ids, self.model.state_block)
+            return bus.sync_read(self._ids, self.model.state_block, raise_faults=not self.estop.latched)
         except BusError as e:
             raise self._fault(e) from e
 
@@ -179,36 +247,38 @@ class SerialArm:
             self._last_state = state
             return state
 
-    def _current(self) -> np.ndarray:
-        st = self._last_state
-        if st is None or time.monotonic() - st.stamp > self.arm.safety.watchdog_timeout_s:
-            st = self.read_state()
-        return st.positions
-
     def send_joint_targets(self, q_rad: np.ndarray) -> SafeCommand:
-        """Filter ``q_rad`` against the last measured state and write it as goal positions.
+        """Filter ``q_rad`` against the last goal and a reading taken now, write it as goal positions.
 
-        Returns what was actually sent. With the e-stop latched nothing is written and the
-        returned command is a hold with reason ``estop``.
+        Returns what was actually sent; a held command re-sends the last goal (the arm stays
+        where it was commanded, it does not sag to where gravity pulled it). With the e-stop
+        latched nothing is written and the returned command is a hold with reason ``estop``.
         """
         with self._lock:
             if self.estop.latched:
-                current = self._last_state.positions if self._last_state is not None else self.arm.home
-                cmd = self.safety_filter.filter(q_rad, current)
                 self.counters["held"] += 1
-                return cmd
-            current = self._current()
-            cmd = self.safety_filter.filter(q_rad, current)
-            if self.estop.latched and not cmd.held:  # latched while the filter ran: send nothing
+                return self.safety_filter.filter(q_rad, self._reference())
+            state = self.read_state()  # same tick: never a cached reading
+            cmd = self.safety_filter.filter(q_rad, state.positions, self._goal)
+            if self.estop.latched:  # latched while the filter ran: the stop was written, send nothing
                 self.counters["held"] += 1
-                return self.safety_filter.hold(current, "estop")
-            self._write_goals(cmd.positions, toward_rad=current)
+                return self.safety_filter.hold(self._reference(), "estop")
+            # Round ticks towards the middle of the allowed window so quantisation never makes a
+            # step longer than the filter allowed, from the goal or from the reading.
+            ref = state.positions if self._goal is None else 0.5 * (state.positions + self._goal)
+            self._write_goals(cmd.positions, toward_rad=ref)
             self.counters["ticks"] += 1
             self.counters["clipped"] += int(cmd.clipped)
             self.counters["held"] += int(cmd.held)
             self.watchdog.feed()
             self._wd_tripped = False
             return cmd
+
+    def _reference(self) -> np.ndarray:
+        """What the servos are holding as far as we know: the last goal, else the last reading."""
+        if self._goal is not None:
+            return self._goal
+        return self._last_state.positions if self._last_state is not None else self.arm.home
 
     def _write_goals(self, q_rad: np.ndarray, clamp: bool = True, toward_rad: np.ndarray | None = None) -> None:
         cal = self.calibration
@@ -219,21 +289,27 @@ class SerialArm:
             self._require_bus().sync_write("Goal_Position", dict(zip(self._ids, (int(t) for t in ticks))))
         except BusError as e:
             raise self._fault(e) from e
+        self._goal = cal.ticks_to_rad(ticks.astype(np.float64), self._names)
 
     def hold(self, reason: str = "hold") -> SafeCommand:
-        """Goal = present position for every joint: the arm stops where it is (also while
-        e-stopped: a stop must not coast on to the last goal). ``reason`` is what the filter counts."""
+        """Keep the last goal written (it passed the filter; position servos hold it against
+        gravity). When the servos' goal is unknown (after connect or torque off) the present
+        position becomes the goal. Under a latched e-stop nothing is written: the latch already
+        wrote its one stop. ``reason`` is what the filter counts."""
         with self._lock:
-            state = self.read_state()
-            cmd = self.safety_filter.hold(state.positions, reason)
+            if self.estop.latched:
+                self._write_pending_stop()
+                return self.safety_filter.hold(self._reference(), "estop")
+            goal = self._goal if self._goal is not None else self.read_state().positions
+            cmd = self.safety_filter.hold(goal, reason)
             self._write_goals(cmd.positions, clamp=False)
             return cmd
 
     def _torque(self, enabled: bool) -> None:
         bus = self._require_bus()
         try:
-            for sid in self._ids:
-                bus.write(sid, "Torque_Enable", int(enabled))
+            for sid in self._ids:  # under a latch a faulted servo must not keep the rest powered
+                bus.write(sid, "Torque_Enable", int(enabled), raise_faults=not self.estop.latched)
         except BusError as e:
             raise self._fault(e) from e
 
@@ -247,7 +323,9 @@ class SerialArm:
             self.watchdog.feed()
 
     def torque_off(self) -> None:
+        """Limp servos; the next hold takes the present position (someone may move the arm)."""
         with self._lock:
+            self._goal = None
             self._torque(False)
 
     # ---- watchdog ----------------------------------------------------------------------------
@@ -270,7 +348,10 @@ class SerialArm:
 
     def _watch(self, period_s: float) -> None:
         while not self._wd_stop.wait(period_s):
-            if self._wd_tripped or not self.watchdog.expired() or self.bus is None or self.estop.latched:
+            if self.estop.latched:
+                self._write_pending_stop()  # a stop the latch could not write is retried here
+                continue
+            if self._wd_tripped or not self.watchdog.expired() or self.bus is None:
                 continue
             try:
                 with self._lock:
@@ -281,7 +362,7 @@ class SerialArm:
                 self._wd_tripped = True
                 self.counters["watchdog_trips"] += 1
             except (SafetyFault, RuntimeError):
-                return  # the e-stop is latched; the control thread will hear about it
+                continue  # the e-stop is latched (its stop is retried above); the control thread hears of it
 
     # ---- diagnostics -------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:

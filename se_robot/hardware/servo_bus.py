@@ -105,17 +105,20 @@ class ServoBus:
         return frames, bytes(seen)
 
     def transact(self, packet: bytes, expected_ids: list[int], what: str,
-                 data_length: int | None = None) -> list[Frame]:
-        """Send ``packet`` and collect one status from each of ``expected_ids``, retrying on bad bytes."""
+                 data_length: int | None = None, raise_faults: bool = True) -> list[Frame]:
+        """Send ``packet`` and collect one status from each of ``expected_ids``, retrying on bad bytes.
+
+        With ``raise_faults`` False a servo's fault bits are counted but the data is returned
+        (a driver whose e-stop is already latched still needs to see the arm)."""
         try:
-            return self._transact(packet, expected_ids, what, data_length)
+            return self._transact(packet, expected_ids, what, data_length, raise_faults)
         except PortLostError as e:
             self.counters.failures += 1
             self.counters.last_error = f"{what}: {e}"
             raise PortLostError(f"serial port lost during {what}: {e}") from e
 
     def _transact(self, packet: bytes, expected_ids: list[int], what: str,
-                  data_length: int | None) -> list[Frame]:
+                  data_length: int | None, raise_faults: bool = True) -> list[Frame]:
         with self.lock:
             self.counters.transactions += 1
             last: BusError | None = None
@@ -144,7 +147,7 @@ class ServoBus:
                                               f"expected {data_length}: {hexs(bad[0].raw)}")
                     self._note(f"attempt {attempt + 1}: {last}")
                     continue
-                self._check_status(frames, what)
+                self._check_status(frames, what, raise_faults)
                 return frames
             self.counters.failures += 1
             kind = type(last)
@@ -152,7 +155,7 @@ class ServoBus:
             self.counters.last_error = message
             raise kind(message)
 
-    def _check_status(self, frames: list[Frame], what: str) -> None:
+    def _check_status(self, frames: list[Frame], what: str, raise_faults: bool = True) -> None:
         for frame in frames:
             if not frame.error:
                 continue
@@ -164,7 +167,9 @@ class ServoBus:
             self.counters.status_errors += 1
             if self.protocol.is_fault(frame.error) or isinstance(self.protocol, DynamixelProtocol):
                 self.counters.last_error = f"servo {frame.servo_id}: {', '.join(faults)} ({what})"
-                raise ServoStatusError(frame.servo_id, faults, what)
+                if raise_faults:
+                    raise ServoStatusError(frame.servo_id, faults, what)
+                continue
             self._note(f"servo {frame.servo_id} warning: {', '.join(faults)} ({what})")
 
     def _read_hardware_error(self, servo_id: int) -> int:
@@ -193,16 +198,20 @@ class ServoBus:
                                f"read of {reg.name} (address {reg.address}) from servo {servo_id}", reg.size)
         return reg.decode(frames[0].params)
 
-    def write(self, servo_id: int, register: str | Register, value: int) -> None:
+    def write(self, servo_id: int, register: str | Register, value: int, raise_faults: bool = True) -> None:
+        """One register of one servo; ``raise_faults``: see ``transact``."""
         reg = register if isinstance(register, Register) else self.model[register]
         self.transact(self.protocol.write(servo_id, reg.address, reg.encode(value)), [servo_id],
-                      f"write of {reg.name}={value} to servo {servo_id}")
+                      f"write of {reg.name}={value} to servo {servo_id}", raise_faults=raise_faults)
 
-    def sync_read(self, servo_ids: list[int], registers: tuple[str, ...]) -> dict[int, dict[str, int]]:
-        """Contiguous ``registers`` of every servo in one instruction; replies come in id order."""
+    def sync_read(self, servo_ids: list[int], registers: tuple[str, ...],
+                  raise_faults: bool = True) -> dict[int, dict[str, int]]:
+        """Contiguous ``registers`` of every servo in one instruction; replies come in id order.
+        ``raise_faults``: see ``transact``."""
         start, length = self.model.block(registers)
         frames = self.transact(self.protocol.sync_read(servo_ids, start, length), list(servo_ids),
-                               f"sync read of {'+'.join(registers)} from servos {list(servo_ids)}", length)
+                               f"sync read of {'+'.join(registers)} from servos {list(servo_ids)}", length,
+                               raise_faults)
         return {f.servo_id: self.model.decode_block(registers, f.params) for f in frames}
 
     def sync_write(self, register: str, values: dict[int, int]) -> None:

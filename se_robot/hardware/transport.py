@@ -9,6 +9,7 @@ so the arm layer can latch its e-stop instead of spinning on exceptions it does 
 
 from __future__ import annotations
 
+import os
 import select
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ class CorruptPacketError(BusError):
 
 class PortLostError(BusError):
     """The serial port closed or failed underneath us; nothing more can be sent."""
+
+
+class PortInUseError(BusError):
+    """Another process (or another driver in this one) already holds the serial port open."""
 
 
 class ServoStatusError(BusError):
@@ -68,7 +73,12 @@ def hexs(data: bytes | bytearray) -> str:
 
 class SerialTransport:
     """A pyserial port used without pyserial's blocking timeouts: reads wait on ``select`` with
-    the caller's deadline, so one slow reply never stretches into the next control tick."""
+    the caller's deadline, so one slow reply never stretches into the next control tick.
+
+    The port is opened exclusively (pyserial's ``exclusive=True``: an ``flock`` on POSIX, which
+    also covers a second open in this process): two drivers on one bus would interleave goals,
+    so the second one fails with ``PortInUseError`` instead.
+    """
 
     def __init__(self, port: str, baudrate: int = 1_000_000):
         self.port = port
@@ -79,8 +89,15 @@ class SerialTransport:
         import serial
 
         try:
-            self._serial = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=1.0)
-        except (serial.SerialException, OSError, ValueError) as e:
+            self._serial = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=1.0,
+                                         exclusive=True if os.name == "posix" else None)
+        except serial.SerialException as e:
+            if "exclusively lock" in str(e):
+                raise PortInUseError(f"serial port {self.port!r} is held by another process (or another "
+                                     f"driver in this one); close it there first, e.g. find it with "
+                                     f"`fuser {self.port}`") from e
+            raise PortLostError(f"cannot open serial port {self.port!r} at {self.baudrate} baud: {e}") from e
+        except (OSError, ValueError) as e:
             raise PortLostError(f"cannot open serial port {self.port!r} at {self.baudrate} baud: {e}") from e
 
     @property
