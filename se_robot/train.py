@@ -235,8 +235,10 @@ class Trainer(FaultPauses):
             if terminated or truncated:
                 self._end_episode(info.get("truncation_reason"))
                 self._periodic_checkpoint()
-                if self.step < end:
-                    obs = self._pause_then_reset(f"e-stop latched: {latched}", None) if latched else self._reset()
+                if self.step < end and latched:
+                    obs = self._pause_then_reset(f"e-stop latched: {latched}", None)
+                elif self.step < end:
+                    obs = self._start_episode()
         self._account_time()
 
     def _account_time(self) -> None:
