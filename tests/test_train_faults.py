@@ -128,10 +128,10 @@ def test_latched_fault_pauses_checkpoints_then_continues_after_the_operator(tmp_
         _train(trainer, operator)
     assert trainer.step == TINY["steps"], "the run went on after the pause"
     assert trainer.pauses >= 1 and operator.seen
-    first = operator.seen[0]
-    assert "servo_status" in first["reason"] and "overload" in first["reason"]
-    # the checkpoint of the pause was on disk before the operator continued
-    assert f"step_{first['step']:09d}" in first["checkpoints"]
+    # (a loaded machine may add a retries_exhausted pause of its own: that one continues the same way)
+    assert any("servo_status" in s["reason"] and "overload" in s["reason"] for s in operator.seen)
+    for seen in operator.seen:   # each pause's checkpoint was on disk before the operator continued
+        assert f"step_{seen['step']:09d}" in seen["checkpoints"]
     err = capsys.readouterr().err
     assert "PAUSED at step" in err and "estop.reset()" in err and "truncated" in err
     events = (tmp_path / "run" / "events.log").read_text()
