@@ -31,7 +31,7 @@ from se_robot import checkpoint
 from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
-from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses  # noqa: F401  (FaultExit: for callers)
+from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses, hold_arm  # noqa: F401  (FaultExit: callers)
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
 EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same start states every evaluation
@@ -179,7 +179,11 @@ class Trainer(FaultPauses):
                 self._bar.close()
                 self._bar = None
         if self.step >= cfg.steps and self.step % cfg.eval_every != 0:
-            self._log_eval()
+            try:
+                self._log_eval()
+            except PAUSING_FAULTS as e:   # the training is done and is saved below; say why no final eval
+                self._note(f"final evaluation stopped by a fault: {e}; "
+                           + (hold_arm(self.env.unwrapped.robot, str(e)) or "the arm holds, e-stop latched"))
         if self._ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness
             self.save_checkpoint(mid_episode=True)
         elif not checkpoint.list_checkpoints(self.run_dir) or \
@@ -189,10 +193,14 @@ class Trainer(FaultPauses):
 
     def _loop(self, end: int) -> None:
         cfg = self.cfg
+        obs = None
         if self.step == 0 and not self.last_eval:
-            self._log_eval()
+            try:
+                self._log_eval()
+            except PAUSING_FAULTS as e:   # one arm: evaluation episodes fault like training ones
+                obs = self._pause_then_reset(f"fault during evaluation: {e}", e)
         self._tick = time.perf_counter()
-        obs = self._start_episode()
+        obs = obs if obs is not None else self._start_episode()
         update_metrics: dict[str, float] = {}
         while self.step < end:
             action = self.agent.act(obs, self.step, eval_mode=False)
