@@ -196,6 +196,9 @@ def test_resume_asks_for_more_steps_and_a_sim_run_continues_on_the_arm(tmp_path,
     assert code == 0
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["step"] == 32 and 0.0 <= result["eval/success"] <= 1.0
+    # the run, now continued on the arm, evaluates in sim again: its port and camera are left behind
+    assert main(["evaluate", "--checkpoint", str(run_dir), "--episodes", "1", "--backend", "sim",
+                 "--out", str(tmp_path / "eval_sim")]) == 0
     # hardware options without the hardware backend are refused, naming the option
     assert main(["evaluate", "--checkpoint", str(run_dir), "--backend", "sim", "--port", "/dev/ttyX"]) == 2
     assert "--port" in capsys.readouterr().err

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
-    from se_robot.commands.train import backend_overrides, check_arm_id, check_hardware_options
+    from se_robot.commands.train import backend_overrides, check_arm_id, fit_backend
     from se_robot.config import ConfigError
     from se_robot.train import Trainer, make_envs, seed_everything
     from se_robot.train_config import load_config
@@ -38,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"eval_episodes": args.episodes, "eval_video": bool(args.video), "progress": False}
     if args.seed is not None:
         overrides["seed"] = args.seed
-    overrides.update(backend_overrides(args))
-    cfg = load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line")
+    given = backend_overrides(args)
+    overrides.update(given)
+    cfg = fit_backend(load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line"), given, [])
     check_arm_id(cfg)
-    check_hardware_options(cfg)
     saved = checkpoint.load(ckpt)
 
     from se_robot.agents.registry import make_agent

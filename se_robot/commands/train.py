@@ -77,14 +77,26 @@ def backend_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def check_hardware_options(cfg) -> None:
-    """The port, calibration and camera options belong to the hardware backend only."""
-    from se_robot.config import ConfigError
+def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
+    """``cfg`` for its backend: hardware options given on the command line for another backend are an
+    error; with ``set_pairs`` (a saved run's config under these ``--set`` pairs), the ones the saved
+    run carries from the arm and nobody set again are dropped when it runs elsewhere (a run trained
+    on the arm evaluated in sim). ``given`` is what :func:`backend_overrides` returned."""
+    import dataclasses
 
-    given = [k for k in ENV_OPTIONS if k in cfg.env and k != "arm_id"]
-    if given and cfg.backend != "hardware":
-        raise ConfigError("--" + given[0].replace("_", "-"), str(cfg.env[given[0]]),
+    from se_robot.config import ConfigError, parse_set
+
+    if cfg.backend == "hardware":
+        return cfg
+    named = [k for k in given.get("env", {}) if k != "arm_id"]   # --arm-id: check_arm_id says more
+    if named:
+        raise ConfigError("--" + named[0].replace("_", "-"), str(given["env"][named[0]]),
                           f"a hardware option; backend is {cfg.backend!r} (add --backend hardware)")
+    if set_pairs is None:
+        return cfg
+    explicit = {*given.get("env", {}), *parse_set(set_pairs, "--set").get("env", {})}
+    env = {k: v for k, v in cfg.env.items() if k not in ENV_OPTIONS or k in explicit}
+    return cfg if env == cfg.env else dataclasses.replace(cfg, env=env)
 
 
 #: Options that are config keys of the same name (the rest steer the command itself).
@@ -110,7 +122,8 @@ def resolve_config(args: argparse.Namespace):
     from se_robot.train_config import load_config
 
     overrides = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
-    overrides.update(backend_overrides(args))
+    given = backend_overrides(args)
+    overrides.update(given)
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     more = getattr(args, "more_steps", None)
@@ -126,9 +139,9 @@ def resolve_config(args: argparse.Namespace):
             raise ConfigError("--resume", args.resume, str(e)) from None
         if more is not None:
             overrides["steps"] = checkpoint_step(ckpt) + more
-        cfg = load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line")
+        cfg = fit_backend(load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line"),
+                          given, args.set)
         check_arm_id(cfg)
-        check_hardware_options(cfg)
         done = checkpoint_step(ckpt)
         if done >= cfg.steps:
             raise ConfigError("--resume", args.resume,
@@ -136,9 +149,8 @@ def resolve_config(args: argparse.Namespace):
                               f"more with --more-steps N (or --steps M, M > {done}: the new total)")
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
-    cfg = load_config(args.config, overrides, args.set, source="command line")
+    cfg = fit_backend(load_config(args.config, overrides, args.set, source="command line"), given)
     check_arm_id(cfg)
-    check_hardware_options(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
     run_dir = Path(args.out) if args.out else Path("runs") / (
