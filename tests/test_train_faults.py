@@ -59,7 +59,7 @@ class ScriptedOperator(threading.Thread):
     """Optionally faults a servo once the run passes ``fault_at_step``; whenever the trainer waits,
     notes what is on disk, clears the servo fault and resets the e-stop (the "continue")."""
 
-    def __init__(self, trainer, vm: VirtualArm, fault_at_step: int | None = None):
+    def __init__(self, trainer, vm: VirtualArm | None, fault_at_step: int | None = None):
         super().__init__(daemon=True)
         self.trainer, self.vm, self.fault_at_step = trainer, vm, fault_at_step
         self.seen: list[dict] = []
@@ -69,14 +69,18 @@ class ScriptedOperator(threading.Thread):
         servo = ARM.servo_ids[2]
         while not self.done.is_set():
             if self.fault_at_step is not None and self.trainer.step >= self.fault_at_step:
-                self.vm.emulator.set_fault(servo, OVERLOAD)
+                if self.vm is not None:
+                    self.vm.emulator.set_fault(servo, OVERLOAD)
+                else:   # the twin has no servos to fault: the operator's teleop key latches the e-stop
+                    self.trainer.env.unwrapped.robot.estop.latch("teleop e-stop (keyboard)")
                 self.fault_at_step = None
             if not self.trainer.waiting_for_operator.wait(0.02):
                 continue
             robot = self.trainer.env.unwrapped.robot
             self.seen.append({"step": self.trainer.step, "reason": robot.estop.reason,
                               "checkpoints": [p.name for p in checkpoint.list_checkpoints(self.trainer.run_dir)]})
-            self.vm.emulator.set_fault(servo, 0)
+            if self.vm is not None:
+                self.vm.emulator.set_fault(servo, 0)
             robot.estop.reset()
             while self.trainer.waiting_for_operator.is_set() and not self.done.is_set():
                 time.sleep(0.01)
@@ -143,6 +147,19 @@ def test_latched_fault_pauses_checkpoints_then_continues_after_the_operator(tmp_
     replay = trainer.replay
     assert not replay._terminated[:replay.written].any()
     assert replay.episodes >= 4
+
+
+def test_estop_latched_during_a_step_stores_the_transition_as_truncated(tmp_path):
+    trainer = build_trainer(load_config(overrides={**TINY, "steps": 20, "fault_wait_s": WAIT_S}), tmp_path / "run")
+    operator = ScriptedOperator(trainer, None, fault_at_step=4)
+    _train(trainer, operator)
+    assert trainer.step == 20 and trainer.pauses == 1
+    assert operator.seen[0]["reason"] == "teleop e-stop (keyboard)"
+    replay = trainer.replay
+    ends = [i for i in range(replay.written) if replay._truncated[i] or replay._terminated[i]]
+    assert ends and not replay._terminated[:replay.written].any()
+    assert ends[0] < 9, "the latched step ended its 10-tick episode early, as truncated"
+    assert "e-stop latched: teleop e-stop (keyboard)" in (tmp_path / "run" / "events.log").read_text()
 
 
 def test_unrecoverable_fault_exits_with_a_checkpoint_that_resume_continues(tmp_path, capsys):
