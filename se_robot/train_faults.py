@@ -147,7 +147,10 @@ class FaultPauses:
             robot = self.env.unwrapped.robot
             if isinstance(error, SafetyFault) and error.kind is FaultKind.PORT_LOST:
                 try:   # the port may be back (replugged): open it again
+                    latches = robot.estop.latch_count
                     robot.close()
+                    if robot.estop.latch_count != latches:   # the dead port's own last words, after the
+                        robot.estop.reset()                  # operator's reset: not a new fault
                     robot.connect()
                 except (RuntimeError, OSError) as e:
                     reason, error = f"reconnecting after {error.kind.value} failed: {type(e).__name__}: {e}", error

@@ -41,10 +41,11 @@ TINY = {"task": "reach", "algo": "sac", "obs_mode": "state", "frame_stack": 1, "
         "replay": {"capacity": 400, "n_step": 1, "discount": 0.99},
         "agent": {"batch_size": 8, "hidden_dim": 32, "min_replay": 8},
         "env": {"control_hz": 20.0, "max_episode_steps": 10}}
+ARM_ENV = {"timeout_s": 0.2}   # the bus reply timeout: generous, the test machine is loaded
 
 
 def _arm_config(vm: VirtualArm, **changes):
-    env = {**TINY["env"], "port": vm.port, "calibration": CALIBRATION, "scene_camera": None}
+    env = {**TINY["env"], **ARM_ENV, "port": vm.port, "calibration": CALIBRATION, "scene_camera": None}
     return load_config(overrides={**TINY, "backend": "hardware", "fault_wait_s": WAIT_S, **changes, "env": env})
 
 
@@ -56,34 +57,34 @@ def _until(predicate, what: str, timeout_s: float = WAIT_S) -> None:
 
 
 class ScriptedOperator(threading.Thread):
-    """Optionally faults a servo once the run passes ``fault_at_step``; whenever the trainer waits,
-    notes what is on disk, clears the servo fault and resets the e-stop (the "continue")."""
+    """Once the run passes ``fault_at_step``, calls ``fault()``; whenever the trainer waits (for that
+    fault or any other: a loaded machine makes its own), notes what is on disk, calls ``fix()`` and
+    resets the e-stop (the "continue")."""
 
-    def __init__(self, trainer, vm: VirtualArm | None, fault_at_step: int | None = None):
+    def __init__(self, trainer, fault_at_step: int | None = None, fault=lambda: None, fix=lambda: None):
         super().__init__(daemon=True)
-        self.trainer, self.vm, self.fault_at_step = trainer, vm, fault_at_step
+        self.trainer, self.fault_at_step, self.fault, self.fix = trainer, fault_at_step, fault, fix
         self.seen: list[dict] = []
         self.done = threading.Event()
 
     def run(self) -> None:
-        servo = ARM.servo_ids[2]
         while not self.done.is_set():
             if self.fault_at_step is not None and self.trainer.step >= self.fault_at_step:
-                if self.vm is not None:
-                    self.vm.emulator.set_fault(servo, OVERLOAD)
-                else:   # the twin has no servos to fault: the operator's teleop key latches the e-stop
-                    self.trainer.env.unwrapped.robot.estop.latch("teleop e-stop (keyboard)")
+                self.fault()
                 self.fault_at_step = None
             if not self.trainer.waiting_for_operator.wait(0.02):
                 continue
             robot = self.trainer.env.unwrapped.robot
             self.seen.append({"step": self.trainer.step, "reason": robot.estop.reason,
                               "checkpoints": [p.name for p in checkpoint.list_checkpoints(self.trainer.run_dir)]})
-            if self.vm is not None:
-                self.vm.emulator.set_fault(servo, 0)
+            self.fix()
             robot.estop.reset()
             while self.trainer.waiting_for_operator.is_set() and not self.done.is_set():
                 time.sleep(0.01)
+
+
+def _overload(vm: VirtualArm, bits: int):
+    return lambda: vm.emulator.set_fault(ARM.servo_ids[2], bits)
 
 
 def _train(trainer, operator: ScriptedOperator) -> None:
@@ -111,7 +112,7 @@ def test_bus_glitches_are_retried_and_the_run_finishes(tmp_path):
 
         injector = threading.Thread(target=glitches, daemon=True)
         injector.start()
-        operator = ScriptedOperator(trainer, vm)   # answers only if a glitch ever latched
+        operator = ScriptedOperator(trainer)   # answers only if a glitch ever latched
         robot = trainer.env.unwrapped.robot
         try:
             _train(trainer, operator)
@@ -128,7 +129,7 @@ def test_bus_glitches_are_retried_and_the_run_finishes(tmp_path):
 def test_latched_fault_pauses_checkpoints_then_continues_after_the_operator(tmp_path, capsys):
     with VirtualArm(ARM) as vm:
         trainer = build_trainer(_arm_config(vm), tmp_path / "run")
-        operator = ScriptedOperator(trainer, vm, fault_at_step=13)
+        operator = ScriptedOperator(trainer, 13, fault=_overload(vm, OVERLOAD), fix=_overload(vm, 0))
         _train(trainer, operator)
     assert trainer.step == TINY["steps"], "the run went on after the pause"
     assert trainer.pauses >= 1 and operator.seen
@@ -151,7 +152,8 @@ def test_latched_fault_pauses_checkpoints_then_continues_after_the_operator(tmp_
 
 def test_estop_latched_during_a_step_stores_the_transition_as_truncated(tmp_path):
     trainer = build_trainer(load_config(overrides={**TINY, "steps": 20, "fault_wait_s": WAIT_S}), tmp_path / "run")
-    operator = ScriptedOperator(trainer, None, fault_at_step=4)
+    teleop_key = lambda: trainer.env.unwrapped.robot.estop.latch("teleop e-stop (keyboard)")  # noqa: E731
+    operator = ScriptedOperator(trainer, 4, fault=teleop_key)
     _train(trainer, operator)
     assert trainer.step == 20 and trainer.pauses == 1
     assert operator.seen[0]["reason"] == "teleop e-stop (keyboard)"
@@ -160,6 +162,31 @@ def test_estop_latched_during_a_step_stores_the_transition_as_truncated(tmp_path
     assert ends and not replay._terminated[:replay.written].any()
     assert ends[0] < 9, "the latched step ended its 10-tick episode early, as truncated"
     assert "e-stop latched: teleop e-stop (keyboard)" in (tmp_path / "run" / "events.log").read_text()
+
+
+def test_lost_port_replugged_reconnects_after_the_operator_continues(tmp_path):
+    link = str(tmp_path / "ttyARM")   # a stable name, like a udev symlink
+    arms = [VirtualArm(ARM, link=link).start()]
+    trainer = build_trainer(_arm_config(arms[0]), tmp_path / "run")
+
+    unplugged = threading.Event()
+
+    def unplug() -> None:
+        arms[0].stop()
+        unplugged.set()
+
+    def replug() -> None:
+        if unplugged.is_set() and len(arms) == 1:   # the same arm comes back under the same name
+            arms.append(VirtualArm(ARM, link=link).start())
+
+    operator = ScriptedOperator(trainer, 13, fault=unplug, fix=replug)
+    try:
+        _train(trainer, operator)
+    finally:
+        for arm in arms:
+            arm.stop()
+    assert trainer.step == TINY["steps"] and len(arms) == 2
+    assert any("port_lost" in s["reason"] or "retries_exhausted" in s["reason"] for s in operator.seen)
 
 
 def test_unrecoverable_fault_exits_with_a_checkpoint_that_resume_continues(tmp_path, capsys):
