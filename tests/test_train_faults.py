@@ -10,6 +10,7 @@ asserts a duration.
 from __future__ import annotations
 
 import json
+import itertools
 import os
 import threading
 import time
@@ -152,8 +153,17 @@ def test_latched_fault_pauses_checkpoints_then_continues_after_the_operator(tmp_
 
 def test_estop_latched_during_a_step_stores_the_transition_as_truncated(tmp_path):
     trainer = build_trainer(load_config(overrides={**TINY, "steps": 20, "fault_wait_s": WAIT_S}), tmp_path / "run")
-    teleop_key = lambda: trainer.env.unwrapped.robot.estop.latch("teleop e-stop (keyboard)")  # noqa: E731
-    operator = ScriptedOperator(trainer, 4, fault=teleop_key)
+    base = trainer.env.unwrapped
+    env_step, ticks = base.step, itertools.count(1)
+
+    def step_with_a_key_press(action):
+        # the operator's key lands during the 5th tick (in the env, so no thread race decides when)
+        if next(ticks) == 5:
+            base.robot.estop.latch("teleop e-stop (keyboard)")
+        return env_step(action)
+
+    base.step = step_with_a_key_press
+    operator = ScriptedOperator(trainer)
     _train(trainer, operator)
     assert trainer.step == 20 and trainer.pauses == 1
     assert operator.seen[0]["reason"] == "teleop e-stop (keyboard)"
