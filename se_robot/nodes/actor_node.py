@@ -99,6 +99,8 @@ class ActorNode(Node):
         try:
             self._loop()
         except Exception as e:  # noqa: BLE001 - report, then take the node down so a supervisor restarts it
+            if not self.context.ok():   # shut down (Ctrl-C) mid-step: not a failure
+                return
             self.error = f"{type(e).__name__}: {e}"
             self.exit_code = 1
             self.get_logger().error(f"actor stopped: {self.error}\n{traceback.format_exc()}")

@@ -89,6 +89,9 @@ class LearnerNode(Node):
         try:
             target()
         except Exception as e:  # noqa: BLE001 - report, then take the node down so a supervisor restarts it
+            if not self.context.ok():   # shut down (Ctrl-C) under a running update: not a failure
+                self.get_logger().info(f"learner stopped by shutdown ({type(e).__name__})")
+                return
             self.error = f"{type(e).__name__}: {e}"
             self.exit_code = 1
             self.get_logger().error(f"learner stopped: {self.error}\n{traceback.format_exc()}")
@@ -172,8 +175,9 @@ class LearnerNode(Node):
         self._publish_weights(agent, step)  # actors start from the learner's initial policy
         while not self.done.is_set():
             owed = int(p.updates_per_transition * step) - updates if replay.transitions >= cfg.learning_starts else 0
-            self._ingest(0.0 if owed > 0 else 0.2)
-            step = self._assembler.transitions
+            if step < p.total_steps:   # past total_steps: only the updates owed to the data taken in remain
+                self._ingest(0.0 if owed > 0 else 0.2)
+                step = self._assembler.transitions
             if owed > 0:   # one update, then look for data again: acting never waits for learning
                 last_metrics = agent.update(replay, None, step) or last_metrics
                 updates += 1
