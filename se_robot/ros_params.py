@@ -305,9 +305,11 @@ class ActorParams:
                                "action repeat must match the learner's")
     train_overrides: str = option("", help="space-separated key=value overrides, as the learner's")
     episodes: int = option(0, help="episodes to run; 0: until shut down", range=(0, 10**7))
-    eval_period_episodes: int = option(0, help="after every N training episodes, evaluate the acting policy "
-                                       "greedily (eval/* on actor/metrics; never sent to replay); 0: never",
-                                       range=(0, 10**7))
+    eval_period_steps: int = option(0, help="evaluate the acting policy greedily (eval/* on actor/metrics; never "
+                                    "sent to replay) after an episode once its weights are from a learner step "
+                                    "past the next multiple of N; 0: never", range=(0, 10**9))
+    max_rate_hz: float = option(0.0, help="env_backend sim: at most this many steps per wall second (a robot's "
+                                "env paces itself at control_hz); 0: as fast as the twin runs", range=(0.0, 10_000.0))
     eval_episodes: int = option(10, help="episodes per evaluation (start states seeded as the local loop's)",
                                 range=(1, 10**4))
     batch_transitions: int = option(32, help="transitions per message batch", range=(1, 100_000))

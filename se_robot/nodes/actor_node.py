@@ -6,7 +6,7 @@ It steps the env of ``se_robot.envs.make_env`` (over ROS, or the in-process twin
 weights from ``learner/policy_weights`` between steps, never mid-step. Acting never waits for the
 learner: with no weights yet it acts with its initial policy, and a slow learner only makes the
 policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting, and every
-batch carries it to the learner). With ``eval_period_episodes`` it also evaluates the acting
+batch carries it to the learner). With ``eval_period_steps`` it also evaluates the acting
 policy greedily (``eval/*``; those episodes are not sent). Weights that fail to decode, hold
 NaN or do not fit the agent are refused and counted (``actor/rejected_weights/*``). Wire
 format and QoS: :mod:`se_robot.nodes.learning`.
@@ -15,6 +15,7 @@ format and QoS: :mod:`se_robot.nodes.learning`.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections import Counter
 from typing import Any
@@ -115,12 +116,15 @@ class ActorNode(Node):
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)
             batcher = learning.TransitionBatcher(p.batch_transitions)
-            episode = 0
+            episode, next_eval, tick = 0, 0, time.monotonic()
             while not self.stop.is_set() and (p.episodes == 0 or episode < p.episodes):
                 obs, _ = env.reset(seed=p.seed + episode)
                 batcher.start_episode(obs)
                 ep_return, success, done = 0.0, False, False
                 while not done and not self.stop.is_set():
+                    if p.max_rate_hz:
+                        tick = max(tick + 1.0 / p.max_rate_hz, time.monotonic())
+                        time.sleep(max(0.0, tick - time.monotonic()))
                     self._apply_weights(agent, batcher)
                     action = agent.act(obs, self.counters["actor/steps"], eval_mode=False)
                     obs, reward, terminated, truncated, info = env.step(action)
@@ -135,7 +139,8 @@ class ActorNode(Node):
                 episode += 1
                 self.counters["actor/episodes"] = episode
                 self._metrics({"actor/episode_return": ep_return, "actor/success": float(success)})
-                if p.eval_period_episodes and episode % p.eval_period_episodes == 0 and not self.stop.is_set():
+                if p.eval_period_steps and self.counters["actor/weights_step"] >= next_eval and not self.stop.is_set():
+                    next_eval = (self.counters["actor/weights_step"] // p.eval_period_steps + 1) * p.eval_period_steps
                     self._metrics(self._evaluate(env, agent))
         finally:
             env.close()
