@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -69,7 +68,7 @@ def test_interleaved_actors_never_mix_episodes():
     (lambda b: b["next_obs"].update(extra=np.zeros((3, 1), np.float32)), "malformed"),
     (lambda b: b.pop("first"), "malformed"),
     (lambda b: b.update(reward=np.zeros(0, np.float32)), "bad_shape"),
-    (lambda b: b.update(start=np.array([True, True, False])), "malformed"),   # two starts, one first
+    (lambda b: b.update(start=np.array([True, True, False])), "bad_shape"),   # two starts, one first
     (lambda b: b.update(terminated=np.array([True, False, False])), "episode_order"),
     (lambda b: b.update(weights_version=np.float32(1.5)), "malformed"),
     (lambda b: b.update(extra=np.zeros(3)), "malformed"),
@@ -80,10 +79,9 @@ def test_a_malformed_batch_is_refused_and_counted(mutate, reason):
     mutate(batch)
     with pytest.raises(wire.WireError):
         asm.add(1, 1, batch)
-    assert sum(asm.rejected.values()) == 1 and replay.transitions == 0
+    assert asm.rejected == {reason: 1} and replay.transitions == 0
     asm.add(1, 2, make_batch(3))        # the learner goes on
     assert replay.transitions == 3
-    assert asm.rejected[reason] == 1 or reason == "malformed"
 
 
 def test_sequence_numbers_refuse_duplicates_and_drop_episodes_with_a_gap():
@@ -231,4 +229,3 @@ def test_any_flipped_byte_in_a_batch_is_a_wire_error_or_a_valid_batch(pos, xor):
         validate_batch(wire.decode_arrays(bytes(data)), SPEC)
     except wire.WireError:
         pass
-    assert zlib.crc32(bytes(data)) is not None

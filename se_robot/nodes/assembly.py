@@ -129,7 +129,7 @@ class EpisodeAssembler:
         self.dropped_episodes: Counter[str] = Counter()
         self.transitions = 0          # steps committed to replay
         self.episodes = 0
-        self.weights_versions: dict[int, int] = {}   # actor -> the version it last acted with
+        self.weights_versions: dict[int, int] = {}   # actor -> the version it last acted with (actors held)
 
     @property
     def open_steps(self) -> int:
@@ -201,3 +201,4 @@ class EpisodeAssembler:
         while len(self._actors) > self.max_actors:
             quiet = min(self._actors, key=lambda a: self._actors[a].last_heard)
             self._drop_open(self._actors.pop(quiet), "actor_evicted")
+            self.weights_versions.pop(quiet, None)
