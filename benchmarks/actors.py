@@ -1,9 +1,9 @@
 """``python -m benchmarks actors``: N actor_nodes -> 1 learner_node over ROS 2 on the twin's reach task.
 
 Starts the nodes as processes on a private ROS_DOMAIN_ID (``tests.support.ros_harness``) and prints:
-- data rate: transitions/s reaching the learner's replay with 1 and with 2 free-running sim actors
-  (the learner takes data in but does not update, so the figure is the transport, assembly and
-  the actors' own speed), measured over ``--rate-seconds`` once every actor is heard;
+- data rate: transitions/s reaching the learner's replay with 1 and with 2 sim actors, free-running
+  or capped at ``--rate-hz`` each (the learner takes data in but does not update, so the figure is
+  the transport, assembly and the actors' own speed), over ``--rate-seconds`` once every actor is heard;
 - sample efficiency: env steps (transitions in the learner's replay when the evaluated weights
   were published) to ``--threshold`` eval success with 1 and with 2 actors, against the
   single-process loop (``se_robot.train``) with the same SAC settings: the reach recipe's
@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--actors", default="1,2", help="comma list of actor counts")
     p.add_argument("--figures", default="rate,efficiency", help="comma list of rate, efficiency")
     p.add_argument("--rate-seconds", type=float, default=20.0, help="data-rate window (s)")
+    p.add_argument("--rate-hz", type=float, default=0.0,
+                   help="steps/s cap of each actor in the data-rate runs (0: free-running twins, CPU-bound)")
     p.add_argument("--steps", type=int, default=20_000, help="env step budget per learning run")
     p.add_argument("--eval-every", type=int, default=500, help="learner steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
@@ -67,7 +69,7 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
     for i in range(n_actors):
         procs.append(harness.start_node("actor_node", domain, {
             **common, "env_backend": "sim", "seed": args.seed + 1000 * i, "batch_transitions": 16,
-            "max_rate_hz": args.actor_hz if learn else 0.0, "eval_episodes": args.eval_episodes,
+            "max_rate_hz": args.actor_hz if learn else args.rate_hz, "eval_episodes": args.eval_episodes,
             "eval_period_steps": args.eval_every if (learn and i == 0) else 0},
             node_name=f"actor{i}", log_path=str(log / f"bench_actors_actor{i}_{n_actors}.log")))
     out: dict[str, Any] = {"curve": [], "rate": None}
