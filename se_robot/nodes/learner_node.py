@@ -174,7 +174,9 @@ class LearnerNode(Node):
         next_ckpt, next_weights, next_report = p.checkpoint_period_steps, p.weights_period_steps, 0.0
         self._publish_weights(agent, step)  # actors start from the learner's initial policy
         while not self.done.is_set():
-            owed = int(p.updates_per_transition * step) - updates if replay.transitions >= cfg.learning_starts else 0
+            # as the local loop: updates begin at learning_starts transitions, none owed for those before
+            ready = replay.transitions >= cfg.learning_starts
+            owed = int(p.updates_per_transition * (step - cfg.learning_starts + 1)) - updates if ready else 0
             if step < p.total_steps:   # past total_steps: only the updates owed to the data taken in remain
                 self._ingest(0.0 if owed > 0 else 0.2)
                 step = self._assembler.transitions
