@@ -76,6 +76,10 @@ class ActorNode(Node):
         stream, version, step, state = pending
         if stream == self._weights_stream and version <= self.counters["actor/weights_version"]:
             return
+        # keep this actor's own random streams (seeded per actor): loading the learner's would
+        # make every actor draw the same exploration noise after each update
+        own = agent.state_dict()
+        state = {**state, **{k: own[k] for k in ("generator", "rng") if k in own and k in state}}
         try:
             agent.load_state_dict(state)
         except (RuntimeError, KeyError, ValueError, TypeError) as e:   # shapes or keys of another agent
