@@ -45,7 +45,11 @@ def _hostile_messages() -> list[bytes]:
 
 def test_two_actors_and_a_learner_learn_and_refuse_hostile_batches(tmp_path):
     """2 actors interleave their batches (the learner used to stop in 3 s with ``add() before
-    add_first()``); a third publisher sends malformed, partial and duplicate batches: all counted."""
+    add_first()``); a third publisher sends malformed, partial and duplicate batches: all counted.
+
+    The actors act at 50 Hz, as a robot paces itself: free-running twins on a loaded machine can
+    overflow the learner's reader history (KEEP_LAST 256), which loses samples (counted as gaps
+    for an actor's batches) and would make the hostile ones' counts uncertain."""
     from std_msgs.msg import UInt8MultiArray
 
     from se_robot.nodes.runtime import STREAM_QOS
@@ -58,7 +62,7 @@ def test_two_actors_and_a_learner_learn_and_refuse_hostile_batches(tmp_path):
         "chunk_bytes": 65536, "updates_per_transition": 0.5}, log_path=logs["learner"])
     actors = [harness.start_node("actor_node", DOMAIN, {
         "algo": "sac", "obs_mode": "state", "env_backend": "sim", "batch_transitions": 7, "seed": i,
-        "chunk_bytes": 65536, "max_episode_steps": 15}, node_name=f"actor{i}", log_path=logs[f"actor{i}"])
+        "chunk_bytes": 65536, "max_episode_steps": 15, "max_rate_hz": 50.0}, node_name=f"actor{i}", log_path=logs[f"actor{i}"])
         for i in (1, 2)]
     try:
         with harness.ros_session(DOMAIN) as ros:
