@@ -14,15 +14,13 @@ The ring never samples across the write head: a transition is drawn only if ever
 and its n-step window read is still in the buffer and already written.
 
 The same class holds demonstrations (a second instance); ``sample_mixed`` draws one batch from
-both with an exact demo fraction (RLPD / SERL symmetric sampling).
+both with an exact demo fraction (RLPD / SERL symmetric sampling). Saving and loading (every
+array checked, nothing trusted) live in ``se_robot.agents.replay_io``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -311,106 +309,17 @@ class ReplayBuffer:
     _PER_SLOT = ("_reward", "_terminated", "_truncated", "_has_next", "_is_last", "_ep_step")
 
     def save(self, directory: str | Path) -> None:
-        """Write the buffer to ``directory`` atomically (temp dir, then rename into place)."""
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        n = len(self)
-        arrays = {f"obs.{k}": v[:n] for k, v in self._arrays.items()}
-        arrays.update({name.lstrip("_"): getattr(self, name)[:n] for name in self._PER_SLOT})
-        if self._action is not None:
-            arrays["action"] = self._action[:n]
-        if self._tree is not None:
-            arrays["priority"] = self._tree.state()[:n]
-        for name, value in arrays.items():
-            with open(tmp / f"{name}.npy", "wb") as f:
-                np.save(f, value)
-                f.flush()
-                os.fsync(f.fileno())
-        meta = {"format_version": FORMAT_VERSION, "config": dataclasses.asdict(self.cfg),
-                "written": self.written, "transitions": self.transitions, "episodes": self.episodes,
-                "open": self._open, "image_keys": self._image_keys, "max_priority": self._max_priority,
-                "rng": self.rng.bit_generator.state}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        """Write the buffer to ``directory`` atomically (``se_robot.agents.replay_io``)."""
+        from se_robot.agents.replay_io import save_replay
+
+        save_replay(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ReplayBuffer":
-        """A buffer written by `save`: arrays only, each checked before use; errors name the file.
+        """A buffer written by ``save``, every array checked first (``se_robot.agents.replay_io``)."""
+        from se_robot.agents.replay_io import load_replay
 
-        A saved buffer may come from another machine, so nothing in it is trusted: no pickles, only
-        the array names `save` writes, each memory-mapped first (a header claiming more than the file
-        holds is refused without allocating) and checked for the saved length, the buffer's dtypes and
-        finiteness; a capacity larger than this machine's memory is refused before allocating it.
-        """
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / "meta.json").read_text())
-            version = meta.get("format_version")
-            buf_cfg = ReplayConfig(**meta["config"])
-            written = int(meta["written"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{directory}: not a saved replay buffer ({e})") from None
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{directory}/meta.json: format_version {version!r}, this code reads {FORMAT_VERSION}")
-        arrays = {path.stem: _mapped_array(path, min(written, buf_cfg.capacity))
-                  for path in sorted(directory.glob("*.npy"))}
-        row_bytes = sum(v[:1].nbytes for v in arrays.values())
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if buf_cfg.capacity * row_bytes > memory:
-            raise ValueError(f"{directory}/meta.json: capacity {buf_cfg.capacity} needs "
-                             f"{buf_cfg.capacity * row_bytes / 2**30:.1f} GiB, more than this machine's "
-                             f"{memory / 2**30:.1f} GiB")
-        buf = cls(buf_cfg)
-        n = min(written, buf.capacity)
-        per_slot = {name.lstrip("_"): getattr(buf, name).dtype for name in cls._PER_SLOT}
-        for name, value in arrays.items():
-            path = directory / f"{name}.npy"
-            want = {"action": np.dtype(np.float32), "priority": np.dtype(np.float64)}.get(name, per_slot.get(name))
-            if want is None and not name.startswith("obs."):
-                raise ValueError(f"{path}: not an array a replay buffer saves")
-            if want is not None and value.dtype != want:
-                raise ValueError(f"{path}: expected dtype {want}, got {value.dtype}")
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise ValueError(f"{path}: contains NaN or infinite values")
-            if name.startswith("obs."):
-                key = name[4:]
-                buf._arrays[key] = np.zeros((buf.capacity, *value.shape[1:]), value.dtype)
-                buf._arrays[key][:n] = value
-            elif name == "action":
-                if value.ndim != 2:
-                    raise ValueError(f"{path}: expected shape (N, A), got {value.shape}")
-                buf._action = np.zeros((buf.capacity, value.shape[1]), np.float32)
-                buf._action[:n] = value
-            elif name == "priority":
-                if buf._tree is None:
-                    raise ValueError(f"{path}: priorities saved for a buffer whose config is not prioritized")
-                leaves = np.zeros(buf.capacity)
-                leaves[:n] = value
-                buf._tree.load(leaves)
-            else:
-                getattr(buf, "_" + name)[:n] = value
-        buf._image_keys = list(meta["image_keys"])
-        buf.written, buf.transitions, buf.episodes = written, meta["transitions"], meta["episodes"]
-        buf._open, buf._max_priority = meta["open"], meta["max_priority"]
-        buf.rng.bit_generator.state = meta["rng"]
-        return buf
-
-
-def _mapped_array(path: Path, rows: int) -> np.ndarray:
-    """A saved array memory-mapped read-only (nothing read yet), refused unless it holds ``rows`` rows."""
-    try:
-        value = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:   # a pickled dtype, a header claiming more than the file holds
-        raise ValueError(f"{path}: not a plain saved array ({e})") from None
-    if value.ndim < 1 or value.shape[0] != rows:
-        raise ValueError(f"{path}: shape {value.shape}, expected {rows} saved rows (meta.json)")
-    return value
+        return load_replay(directory, cls)
 
 
 def sample_mixed(online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: int,
