@@ -143,7 +143,11 @@ def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, acti
     options: dict[str, Any] = dict(obs_mode=p.obs_mode, image_size=p.image_size, action_mode=p.action_mode,
                                    control_hz=p.control_hz)
     if backend == "ros":
-        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s)
+        from se_robot.nodes.scene_operator import RosSceneOperator
+
+        # a real table (arm_node) has nobody at a terminal to put the cube back: ask over ROS instead
+        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
+                       operator=RosSceneOperator())
     return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat,
                     encoder=encoder, **options)
 
