@@ -1,0 +1,236 @@
+"""The acceptance test of issue 17: the whole session a user runs on an SO-101-class arm, unattended,
+against the byte-level emulator with its scripted operator.
+
+calibrate (follower and leader) -> record lift demonstrations through the leader arm (a second
+emulated bus whose joints a scripted hand moves where the scripted expert wants the follower) ->
+train the success classifier -> train online from camera + proprioception with the classifier
+reward on the emulated arm (operator resets, bus faults injected, one ``kill -9`` and ``--resume``)
+-> evaluate. Each stage is a test of its own, in file order, handing its products to the next
+through ``SESSION``; a stage whose input is missing fails naming the stage that did not produce it
+(never a silent skip).
+
+Pass criteria, checked where they arise: every stage completes; no episode or checkpoint is lost
+(dataset files counted, checkpoint manifests verified); zero goal writes outside the joint limits or
+the per-tick step cap (the emulators' goal logs, audited after every stage that drove an arm); zero
+stored episodes that start already successful (recorded datasets and the replay training wrote).
+
+Sizes are the smallest that still exercise each stage, so the file runs in minutes on 2 loaded
+cores; waits are generous and scale with what they wait for; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+import se_robot.envs.experts  # noqa: E402 - required: CI must fail, not skip, without it
+from se_robot.arm import load_arm  # noqa: E402
+from se_robot.cli import main as cli_main  # noqa: E402
+from se_robot.hardware.calibration import calibration_file, load_calibration  # noqa: E402
+from se_robot.hardware.emulator import VirtualArm  # noqa: E402
+from se_robot.teleop.base import TeleopDevice  # noqa: E402
+
+pytestmark = pytest.mark.timeout(900)
+
+ARM = load_arm("so101")
+LEADER_ID = "so101_leader"
+#: Demonstrations recorded (the issue asks for 10; each is a full lift on the real-time emulator).
+N_DEMOS = int(os.environ.get("SE_ROBOT_ACCEPT_DEMOS", "10"))
+IMAGE_SIZE = 32
+
+#: What each stage hands the next (stages run in file order, as pytest does).
+SESSION: dict[str, Any] = {}
+
+
+def _need(key: str, stage: str) -> Any:
+    if key not in SESSION:
+        pytest.fail(f"stage {stage!r} did not produce {key!r}: it failed earlier in this file")
+    return SESSION[key]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("arm_session")
+
+
+# -- the audits ------------------------------------------------------------------------------------
+
+def audit_goal_log(vm: VirtualArm, label: str, start: int = 0) -> list[str]:
+    """Every goal the emulated servos received since ``start``, per servo in arrival order: inside the
+    arm's joint limits, and no jump from the previous goal larger than the per-tick step cap
+    (``safety.max_joint_step_rad``; half a tick of rounding allowed). Returns the violations."""
+    cal = vm.calibration
+    cap = ARM.safety.max_joint_step_rad + 0.5 * cal.rad_per_tick + 1e-9
+    log = vm.emulator.goal_log[start:]
+    violations = []
+    for name, sid, lo, hi in zip(ARM.joint_names, ARM.servo_ids, ARM.lower, ARM.upper):
+        ticks = np.array([g.ticks for g in log if g.servo_id == sid], dtype=np.float64)
+        if ticks.size == 0:
+            continue
+        q = cal.ticks_to_rad(ticks, [name] * ticks.size)
+        outside = np.flatnonzero((q < lo - 1e-9) | (q > hi + 1e-9))
+        if outside.size:
+            violations.append(f"{label}: {name}: {outside.size} goals outside [{lo:.3f}, {hi:.3f}] rad, "
+                              f"e.g. {q[outside[0]]:.4f}")
+        jumps = np.abs(np.diff(q))
+        big = np.flatnonzero(jumps > cap)
+        if big.size:
+            violations.append(f"{label}: {name}: {big.size} goals jumped more than the step cap "
+                              f"{ARM.safety.max_joint_step_rad} rad from the previous goal, max {jumps.max():.4f}")
+    return violations
+
+
+def fake_success_starts(episodes: list[dict[str, np.ndarray]], label: str) -> list[str]:
+    """Episodes that end terminal on their first step: lift ends on success, and no arm lifts a cube
+    5 cm in one capped control tick, so such an episode started already successful (a start the
+    scene restore must have rejected, never stored)."""
+    return [f"{label}: episode {i} ends terminal at its first step (it started successful)"
+            for i, ep in enumerate(episodes) if len(ep["terminated"]) and bool(ep["terminated"][0])]
+
+
+@pytest.fixture(scope="module")
+def rigs():
+    """The follower (the twin behind a pty, its camera and its scene service: what ``se-robot
+    emulate --task lift --camera-port 0 --scene-port 0`` serves) and the leader (plain servos a
+    hand moves), alive for the whole session; the goal logs are audited once more at the end."""
+    follower = VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="lift", scene_port=0)
+    leader = VirtualArm(ARM)
+    with follower, leader:
+        SESSION["follower"], SESSION["leader"] = follower, leader
+        yield follower, leader
+        violations = audit_goal_log(follower, "whole session")
+    assert violations == []
+
+
+# -- stage 1: calibrate ----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def hand_holds_home(vm: VirtualArm):
+    """The person calibrating holds the limp twin arm in its home pose (``--from-limit-registers``
+    takes the present pose as home; left alone, the twin's shoulder sags ~0.3 rad under gravity)."""
+    home_ticks = dict(zip(ARM.servo_ids, vm.calibration.rad_to_ticks(ARM.home, ARM.joint_names)))
+    done = threading.Event()
+
+    def hold():
+        while not done.is_set():
+            vm.physics.reset(home_ticks)
+            done.wait(0.002)
+
+    hand = threading.Thread(target=hold, name="hand-at-home", daemon=True)
+    hand.start()
+    try:
+        yield
+    finally:
+        done.set()
+        hand.join()
+
+
+def test_1_calibrate_the_follower_and_the_leader(rigs):
+    """``se-robot calibrate`` on each emulated bus, as a user does once per arm; the drivers of the
+    later stages look the calibrations up by arm id in the data directory (SE_ROBOT_DATA_DIR)."""
+    follower, leader = rigs
+    with hand_holds_home(follower):
+        assert cli_main(["calibrate", "--port", follower.port, "--non-interactive", "--from-limit-registers"]) == 0
+    assert cli_main(["calibrate", "--port", leader.port, "--non-interactive", "--from-limit-registers",
+                     "--leader"]) == 0
+    for arm_id, vm in ((ARM.name, follower), (LEADER_ID, leader)):
+        cal = load_calibration(calibration_file(arm_id), ARM)
+        for name in ARM.joint_names:   # the servos' limit registers hold their factory range
+            got, want = cal.joints[name], vm.calibration.joints[name]
+            assert (got.min_ticks, got.max_ticks) == (want.min_ticks, want.max_ticks), (arm_id, name)
+            # home = the pose the hand held: the factory zero, within the twin's settling
+            assert abs(got.homing_offset_ticks - want.homing_offset_ticks) <= 8, (arm_id, name)
+    SESSION["calibrated"] = True
+
+
+# -- stage 2: record demonstrations through the leader arm ------------------------------------------
+
+class ScriptedHandOnLeader(TeleopDevice):
+    """The person at the leader arm, scripted: before the leader is read each tick, it moves the
+    leader's joints (torque off, "by hand") to where the scripted expert wants the follower next.
+    Everything
+    the follower does goes through the leader's bus, its calibration and ``LeaderArmTeleop``."""
+
+    name = "leader"
+    action_mode = "joint_delta"
+
+    def __init__(self, env, leader_vm: VirtualArm, leader_device):
+        super().__init__()
+        self.env, self.leader_vm, self.leader = env, leader_vm, leader_device
+        self.expert = se_robot.envs.experts.expert_for(env)
+
+    @property
+    def last_joint_targets(self):
+        return self.leader.last_joint_targets
+
+    def connect(self) -> "ScriptedHandOnLeader":
+        self.leader.connect()
+        return self
+
+    def disconnect(self) -> None:
+        self.leader.disconnect()
+
+    def _move_leader(self) -> None:
+        env = self.env.unwrapped
+        if env.counters["steps"] == 0:
+            self.expert.reset()
+        action = self.expert()
+        q = env.commanded_joints + np.asarray(action, dtype=np.float64) * env.cfg.joint_step_rad
+        ticks = self.leader_vm.calibration.rad_to_ticks(q, ARM.joint_names)
+        for sid, t in zip(ARM.servo_ids, ticks):
+            self.leader_vm.physics.move_to(sid, float(t))
+
+    def _read(self, follower_q):
+        if follower_q is None:   # between episodes: the hand rests
+            return np.zeros(self.env.action_space.shape, np.float32), False, set()
+        self._move_leader()
+        return self.leader._read(follower_q)
+
+
+def test_2_record_lift_demonstrations_through_the_leader_arm(rigs, workdir):
+    from se_robot.data.episodes import iter_episodes
+    from se_robot.data.recording import dataset_meta_for
+    from se_robot.data.writer import EpisodeWriter
+    from se_robot.envs import make_env
+    from se_robot.teleop.leader import LeaderArmTeleop
+    from se_robot.teleop.session import record_teleop
+
+    _need("calibrated", "calibrate")
+    follower, leader = rigs
+    operator = follower.scene_operator()
+    start = len(follower.emulator.goal_log)
+    env = make_env("lift", backend="hardware", frame_stack=0, port=follower.port, arm_id=ARM.name,
+                   scene_camera="twin_scene", camera_source=follower.camera_url, obs_mode="both",
+                   image_size=IMAGE_SIZE, action_mode="joint_delta", operator=operator,
+                   timeout_s=0.5)   # generous bus deadline: the machine is loaded
+    out = workdir / "demos"
+    logs: list[str] = []
+    try:
+        hand = ScriptedHandOnLeader(env, leader, LeaderArmTeleop(
+            ARM, leader.port, action_scale_rad=env.unwrapped.cfg.joint_step_rad))
+
+        writer = EpisodeWriter(out, dataset_meta_for(env, "lift", backend="hardware"))
+        with hand:
+            # the scripted operator judges each episode by what it sees, i.e. the env's own success
+            result = record_teleop(env, hand, writer, episodes=N_DEMOS, log=logs.append, seed=0, auto_label=True)
+    finally:
+        env.close()
+    assert result.written == N_DEMOS and result.ended_by == "done", logs
+    files = sorted(out.glob("episode_*.npz"))
+    assert len(files) == N_DEMOS, [f.name for f in files]          # no episode lost
+    assert cli_main(["dataset", "check", str(out)]) == 0
+    eps = list(iter_episodes(out))
+    assert all(e.metadata["teleop"] == "leader" for e in eps)
+    assert operator.requests >= N_DEMOS                              # the cube was put back each time
+    assert fake_success_starts([e.arrays for e in eps], "demos") == []
+    assert audit_goal_log(follower, "record", start) == []
+    SESSION["demos"] = out
+    SESSION["demo_successes"] = sum(e.success for e in eps)
+    print(f"recorded {len(eps)} demos, {SESSION['demo_successes']} successes")
