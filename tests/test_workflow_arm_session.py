@@ -43,6 +43,8 @@ ARM = load_arm("so101")
 LEADER_ID = "so101_leader"
 #: Demonstrations recorded (the issue asks for 10; each is a full lift on the real-time emulator).
 N_DEMOS = int(os.environ.get("SE_ROBOT_ACCEPT_DEMOS", "10"))
+#: Demonstrations in which the operator fumbles the grasp: the classifier needs failures too.
+FUMBLED = {1}
 IMAGE_SIZE = 32
 
 #: What each stage hands the next (stages run in file order, as pytest does).
@@ -161,10 +163,13 @@ class ScriptedHandOnLeader(TeleopDevice):
     name = "leader"
     action_mode = "joint_delta"
 
-    def __init__(self, env, leader_vm: VirtualArm, leader_device):
+    def __init__(self, env, leader_vm: VirtualArm, leader_device, fumble: set[int] = frozenset()):
         super().__init__()
         self.env, self.leader_vm, self.leader = env, leader_vm, leader_device
         self.expert = se_robot.envs.experts.expert_for(env)
+        self.fumble = fumble   # episodes in which the hand never closes the gripper (failures to learn from)
+        self.episode = -1
+        self._last_steps = -1
 
     @property
     def last_joint_targets(self):
@@ -179,10 +184,15 @@ class ScriptedHandOnLeader(TeleopDevice):
 
     def _move_leader(self) -> None:
         env = self.env.unwrapped
-        if env.counters["steps"] == 0:
+        steps = env.counters["steps"]
+        if steps == 0:
             self.expert.reset()
-        action = self.expert()
-        q = env.commanded_joints + np.asarray(action, dtype=np.float64) * env.cfg.joint_step_rad
+            self.episode += int(self._last_steps != 0)
+        self._last_steps = steps
+        action = np.asarray(self.expert(), dtype=np.float64)
+        q = env.commanded_joints + action * env.cfg.joint_step_rad
+        if self.episode in self.fumble:
+            q[ARM.gripper_index] = ARM.gripper.open_position
         ticks = self.leader_vm.calibration.rad_to_ticks(q, ARM.joint_names)
         for sid, t in zip(ARM.servo_ids, ticks):
             self.leader_vm.physics.move_to(sid, float(t))
@@ -214,7 +224,7 @@ def test_2_record_lift_demonstrations_through_the_leader_arm(rigs, workdir):
     logs: list[str] = []
     try:
         hand = ScriptedHandOnLeader(env, leader, LeaderArmTeleop(
-            ARM, leader.port, action_scale_rad=env.unwrapped.cfg.joint_step_rad))
+            ARM, leader.port, action_scale_rad=env.unwrapped.cfg.joint_step_rad), fumble=FUMBLED)
 
         writer = EpisodeWriter(out, dataset_meta_for(env, "lift", backend="hardware"))
         with hand:
@@ -231,6 +241,23 @@ def test_2_record_lift_demonstrations_through_the_leader_arm(rigs, workdir):
     assert operator.requests >= N_DEMOS                              # the cube was put back each time
     assert fake_success_starts([e.arrays for e in eps], "demos") == []
     assert audit_goal_log(follower, "record", start) == []
+    successes = [e.success for e in eps]
+    print(f"recorded {len(eps)} demos through the leader arm, lengths {[e.length for e in eps]}, "
+          f"successes {successes}")
+    assert not any(successes[i] for i in FUMBLED) and sum(successes) >= 1
     SESSION["demos"] = out
-    SESSION["demo_successes"] = sum(e.success for e in eps)
-    print(f"recorded {len(eps)} demos, {SESSION['demo_successes']} successes")
+    SESSION["demo_count"] = len(eps)
+
+
+# -- stage 3: the success classifier ----------------------------------------------------------------
+
+def test_3_train_the_success_classifier(workdir):
+    demos = _need("demos", "record")
+    out = workdir / "success.pt"
+    assert cli_main(["reward", "train", "--data", str(demos), "--out", str(out), "--epochs", "3",
+                     "--input-size", str(IMAGE_SIZE), "--holdout", "0.3", "--positive-frames", "2",
+                     "--threads", "1"]) == 0
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    # recording files were read, never changed or dropped
+    assert len(sorted(demos.glob("episode_*.npz"))) == SESSION["demo_count"]
+    SESSION["reward_model"] = out
