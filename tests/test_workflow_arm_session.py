@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,170 @@ def test_3_train_the_success_classifier(workdir):
     # recording files were read, never changed or dropped
     assert len(sorted(demos.glob("episode_*.npz"))) == SESSION["demo_count"]
     SESSION["reward_model"] = out
+
+
+# -- stage 4: online training on the emulated arm, faults, kill -9, --resume -----------------------
+
+TRAIN_STEPS = 36          # agent steps of the first run (it is killed after its first checkpoint)
+RESUMED_STEPS = 36        # total steps the resumed run reaches
+EPISODE_STEPS = 10        # a short time limit, so the few dozen steps span several operator resets
+CHECKPOINT_EVERY = 8
+
+
+class TrainProcess:
+    """``se-robot train`` in a process of its own, with a pseudo-terminal as its stdin (an operator
+    who presses Enter when the run pauses on a fault and says so) and its output collected."""
+
+    def __init__(self, args: list[str], log_path: Path):
+        import subprocess
+        import sys
+
+        self.master, slave = os.openpty()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "se_robot.cli", "train", *args], stdin=slave,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        os.close(slave)
+        self.lines: list[str] = []
+        self.enters = 0
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.log.write(line)
+            self.log.flush()
+            if "press Enter" in line:   # the run paused on a fault and asks the operator to continue
+                self.enters += 1
+                os.write(self.master, b"\n")
+
+    def wait(self, timeout_s: float) -> int:
+        rc = self.proc.wait(timeout=timeout_s)
+        self.reader.join(timeout=30)
+        return rc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=60)
+        os.close(self.master)
+        self.log.close()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+class FaultInjector:
+    """Bus faults through the emulator's knobs while training runs: a dropped packet or a corrupted
+    reply, one at a time, each only after ``spacing`` more instructions reached the emulator (the
+    previous glitch was long consumed): single glitches the driver retries, never a burst that
+    exhausts its retries on one transaction."""
+
+    def __init__(self, vm: VirtualArm, spacing: int = 60):
+        self.vm, self.spacing = vm, spacing
+        self.injected = {"drop": 0, "corrupt": 0}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
+
+    def _run(self) -> None:
+        emu = self.vm.emulator
+        last = emu.instructions_seen
+        k = 0
+        while not self.done.wait(0.05):
+            if emu.instructions_seen - last < self.spacing:
+                continue
+            kind = ("drop", "corrupt")[k % 2]
+            emu.inject(kind, 1)
+            self.injected[kind] += 1
+            last = emu.instructions_seen
+            k += 1
+
+    def __enter__(self) -> "FaultInjector":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+        self.vm.emulator.clear_injections()
+
+
+def train_args(follower: VirtualArm, run: Path, steps: int) -> list[str]:
+    """What a user types against ``se-robot emulate``: the arm's pty, its camera URL, its scene
+    operator URL; tiny nets and batches so a few dozen steps train on a loaded CPU."""
+    return ["--task", "lift", "--algo", "drqv2", "--backend", "hardware", "--obs-mode", "both",
+            "--image-size", str(IMAGE_SIZE), "--steps", str(steps), "--reward-model", str(SESSION["reward_model"]),
+            "--demos", str(SESSION["demos"]), "--out", str(run), "--no-progress", "--seed", "3",
+            "--set", f"env.port={follower.port}", "--set", f"env.operator={follower.scene_url}",
+            "--set", "env.scene_camera=twin_scene", "--set", f"env.camera_source={follower.camera_url}",
+            "--set", "env.action_mode=joint_delta", "--set", f"env.max_episode_steps={EPISODE_STEPS}",
+            "--set", "env.timeout_s=0.5",
+            "--set", "action_repeat=1", "--set", "frame_stack=2", "--set", "learning_starts=6",
+            "--set", f"checkpoint_every={CHECKPOINT_EVERY}", "--set", "keep_checkpoints=100",
+            "--set", "eval_every=100000", "--set", "eval_episodes=1", "--set", "eval_video=false",
+            "--set", "log_every=8", "--set", "tensorboard=false", "--set", "threads=1", "--set", "device=cpu",
+            "--set", "agent.batch_size=16", "--set", "agent.hidden_dim=64", "--set", "agent.feature_dim=16"]
+
+
+def checkpoint_audit(run: Path) -> tuple[list[int], list[str]]:
+    """Every checkpoint of ``run`` verified against its manifest; the steps, and any stored episode
+    in its replay that starts already successful (its first transition terminal)."""
+    from se_robot import checkpoint
+    from se_robot.agents.replay import ReplayBuffer
+
+    steps, bad = [], []
+    for ckpt in checkpoint.list_checkpoints(run):
+        checkpoint.verify(ckpt)   # raises naming the damaged file
+        steps.append(int(ckpt.name.split("_")[1]))
+        if (ckpt / "replay").is_dir():
+            buf = ReplayBuffer.load(ckpt / "replay")
+            n = len(buf)
+            first = (buf._ep_step[:n] == 0) & buf._terminated[:n].astype(bool)
+            if first.any():
+                bad.append(f"{ckpt.name}: {int(first.sum())} replay episodes terminal at their first step")
+    return steps, bad
+
+
+def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
+    import signal
+
+    from se_robot import checkpoint
+
+    _need("reward_model", "reward classifier")
+    follower, _ = rigs
+    start = len(follower.emulator.goal_log)
+    run = workdir / "run"
+    first = TrainProcess(train_args(follower, run, TRAIN_STEPS), workdir / "train1.log")
+    try:
+        with FaultInjector(follower) as faults:
+            deadline_s = 600.0   # a generous bound for a few dozen real-time ticks on a loaded machine
+            t0 = time.monotonic()
+            while not checkpoint.list_checkpoints(run):
+                assert first.proc.poll() is None, f"train exited {first.proc.returncode}:\n{first.text}"
+                assert time.monotonic() - t0 < deadline_s, f"no checkpoint after {deadline_s} s:\n{first.text}"
+                time.sleep(0.2)
+            first.proc.send_signal(signal.SIGKILL)
+            first.wait(60)
+        killed_at = [int(c.name.split("_")[1]) for c in checkpoint.list_checkpoints(run)]
+    finally:
+        first.close()
+    assert killed_at, first.text
+    assert faults.injected["drop"] + faults.injected["corrupt"] >= 1
+    second = TrainProcess(["--resume", str(run), "--steps", str(RESUMED_STEPS), "--no-progress"],
+                          workdir / "train2.log")
+    try:
+        with FaultInjector(follower):
+            rc = second.wait(900)
+    finally:
+        second.close()
+    assert rc == 0, second.text
+    assert f"resumed at step {killed_at[-1]}" in second.text, second.text
+    steps, fake = checkpoint_audit(run)
+    assert set(killed_at) <= set(steps), (killed_at, steps)     # nothing the killed run saved was lost
+    assert steps[-1] == RESUMED_STEPS, steps
+    assert fake == []
+    assert audit_goal_log(follower, "train", start) == []
+    SESSION["run"] = run
