@@ -397,6 +397,7 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     _need("reward_model", "reward classifier")
     follower, _ = rigs
     start = len(follower.emulator.goal_log)
+    restores_before = follower.scene_service.requests
     run = workdir / "run"
     first = TrainProcess(train_args(follower, run, TRAIN_STEPS), workdir / "train1.log")
     try:
@@ -413,15 +414,23 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     finally:
         first.close()
     assert killed_at, first.text
-    assert faults.injected["drop"] + faults.injected["corrupt"] >= 1
+    injected = dict(faults.injected)
     second = TrainProcess(["--resume", str(run), "--steps", str(RESUMED_STEPS), "--no-progress"],
                           workdir / "train2.log")
     try:
-        with FaultInjector(follower):
+        with FaultInjector(follower) as faults:
             rc = second.wait(900)
     finally:
         second.close()
     assert rc == 0, second.text
+    injected = {k: v + faults.injected[k] for k, v in injected.items()}
+    restores = follower.scene_service.requests - restores_before
+    print(f"train: killed after checkpoints {killed_at}, resumed to {RESUMED_STEPS}; glitches injected {injected}; "
+          f"scene restores by the operator {restores}")
+    assert injected["drop"] >= 1 and injected["corrupt"] >= 1   # the runs went through bus glitches
+    # every episode (initial evaluation, training episodes of both runs, final evaluation) started
+    # from a scene the operator restored over the emulator's scene service
+    assert restores >= RESUMED_STEPS // EPISODE_STEPS + 2
     assert f"resumed at step {killed_at[-1]}" in second.text, second.text
     steps, fake = checkpoint_audit(run)
     assert set(killed_at) <= set(steps), (killed_at, steps)     # nothing the killed run saved was lost
@@ -429,3 +438,19 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     assert fake == []
     assert audit_goal_log(follower, "train", start) == []
     SESSION["run"] = run
+
+
+# -- stage 5: evaluate -----------------------------------------------------------------------------
+
+def test_5_evaluate_the_policy_on_the_arm(rigs, workdir):
+    import json
+
+    run = _need("run", "train online")
+    follower, _ = rigs
+    start = len(follower.emulator.goal_log)
+    out = workdir / "eval"
+    # the run's own backend: the emulated arm, its port, camera and scene operator from its config
+    assert cli_main(["evaluate", "--checkpoint", str(run), "--episodes", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["step"] == RESUMED_STEPS and 0.0 <= result["eval/success"] <= 1.0, result
+    assert audit_goal_log(follower, "evaluate", start) == []
