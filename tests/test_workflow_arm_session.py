@@ -47,6 +47,7 @@ N_DEMOS = int(os.environ.get("SE_ROBOT_ACCEPT_DEMOS", "10"))
 #: Demonstrations in which the operator fumbles the grasp: the classifier needs failures too.
 FUMBLED = {1}
 IMAGE_SIZE = 32
+OVERLOAD = 0x20   # a Feetech servo's overload status bit
 
 #: What each stage hands the next (stages run in file order, as pytest does).
 SESSION: dict[str, Any] = {}
@@ -276,7 +277,7 @@ class TrainProcess:
     """``se-robot train`` in a process of its own, with a pseudo-terminal as its stdin (an operator
     who presses Enter when the run pauses on a fault and says so) and its output collected."""
 
-    def __init__(self, args: list[str], log_path: Path):
+    def __init__(self, args: list[str], log_path: Path, on_pause=None):
         import subprocess
         import sys
 
@@ -288,6 +289,7 @@ class TrainProcess:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         os.close(slave)
         self.lines: list[str] = []
+        self.on_pause = on_pause   # the operator fixes the cause before pressing Enter
         self.enters = 0
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -298,6 +300,8 @@ class TrainProcess:
             self.log.write(line)
             self.log.flush()
             if "press Enter" in line:   # the run paused on a fault and asks the operator to continue
+                if self.on_pause is not None:
+                    self.on_pause()
                 self.enters += 1
                 os.write(self.master, b"\n")
 
@@ -415,12 +419,22 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
         first.close()
     assert killed_at, first.text
     injected = dict(faults.injected)
-    second = TrainProcess(["--resume", str(run), "--steps", str(RESUMED_STEPS), "--no-progress"],
-                          workdir / "train2.log")
+    fault_servo = ARM.servo_ids[2]
+    second = TrainProcess(["--resume", str(run), "--more-steps", str(RESUMED_STEPS - killed_at[-1]), "--no-progress"],
+                          workdir / "train2.log", on_pause=lambda: follower.emulator.set_fault(fault_servo, 0))
     try:
         with FaultInjector(follower) as faults:
+            # an overloaded elbow once the resumed run is moving the arm: a latched fault, which pauses
+            # the run (checkpoint, hold) until the operator clears the cause and presses Enter
+            seen = len(follower.emulator.goal_log)
+            t0 = time.monotonic()
+            while len(follower.emulator.goal_log) < seen + 20 * ARM.n_joints and second.proc.poll() is None:
+                assert time.monotonic() - t0 < 600.0, f"the resumed run never moved the arm:\n{second.text}"
+                time.sleep(0.1)
+            follower.emulator.set_fault(fault_servo, OVERLOAD)
             rc = second.wait(900)
     finally:
+        follower.emulator.set_fault(fault_servo, 0)
         second.close()
     assert rc == 0, second.text
     injected = {k: v + faults.injected[k] for k, v in injected.items()}
@@ -428,6 +442,7 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     print(f"train: killed after checkpoints {killed_at}, resumed to {RESUMED_STEPS}; glitches injected {injected}; "
           f"scene restores by the operator {restores}")
     assert injected["drop"] >= 1 and injected["corrupt"] >= 1   # the runs went through bus glitches
+    assert second.enters >= 1, f"the servo fault did not pause the run:\n{second.text}"
     # every episode (initial evaluation, training episodes of both runs, final evaluation) started
     # from a scene the operator restored over the emulator's scene service
     assert restores >= RESUMED_STEPS // EPISODE_STEPS + 2
@@ -440,6 +455,65 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     SESSION["run"] = run
 
 
+# -- stage 4b: the actor and the learner in two processes over ROS 2 ---------------------------------
+
+def test_4b_actor_and_learner_in_separate_processes(workdir):
+    """The split HIL-SERL layout: learner_node (split) and two actor_node processes over DDS.
+
+    On the sim backend, as tests/test_ros_learning.py runs them: an actor on the emulated arm needs
+    arm_node and camera_node over the emulator plus the classifier reward and the scene operator in
+    the actor's env, which the nodes' parameters do not offer yet (see the module docstring)."""
+    import json
+    import tempfile
+
+    import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
+    from std_msgs.msg import String
+
+    from se_robot import checkpoint
+    from se_robot.nodes.runtime import DIAGNOSTICS_QOS
+    from tests.support import ros_harness as harness
+
+    domain = harness.pick_domain_id(11)
+    run = workdir / "split_run"
+    logs = {n: os.path.join(tempfile.gettempdir(), f"se_robot_accept_{n}_{os.getpid()}.log")
+            for n in ("learner", "actor1", "actor2")}
+    learner = harness.start_node("learner_node", domain, {
+        "mode": "split", "algo": "sac", "task": "lift", "obs_mode": "state", "learning_starts": 20,
+        "weights_period_steps": 20, "total_steps": 10**6, "checkpoint_period_steps": 40,
+        "checkpoint_dir": str(run), "chunk_bytes": 65536, "updates_per_transition": 0.5}, log_path=logs["learner"])
+    actors = [harness.start_node("actor_node", domain, {
+        "algo": "sac", "task": "lift", "obs_mode": "state", "env_backend": "sim", "batch_transitions": 7, "seed": i,
+        "chunk_bytes": 65536, "max_episode_steps": 15, "max_rate_hz": 50.0}, node_name=f"actor{i}",
+        log_path=logs[f"actor{i}"]) for i in (1, 2)]
+    last: dict = {}
+    try:
+        with harness.ros_session(domain) as ros:
+            ros.node.create_subscription(String, "learner/metrics",
+                                         lambda m: last.__setitem__("learner", json.loads(m.data)), DIAGNOSTICS_QOS)
+
+            def done():
+                lm = last.get("learner", {})
+                return (lm.get("learner/transitions", 0) >= 120 and lm.get("learner/actors", 0) >= 2
+                        and lm.get("learner/updates", 0) > 0 and lm.get("learner/weights_version", 0) >= 3
+                        and len(checkpoint.list_checkpoints(run)) >= 1)
+
+            ok = ros.spin_until(done, 400.0)   # generous: three processes on a loaded machine
+            assert ok, (last.get("learner"), open(logs["learner"]).read()[-3000:])
+            assert learner.poll() is None, "the learner process died"
+    finally:
+        for actor in actors:
+            harness.stop_node(actor)
+        code = harness.stop_node(learner)
+    lm = last["learner"]
+    assert code == 0 and "learner/error" not in lm, open(logs["learner"]).read()[-3000:]
+    rejected = {k: v for k, v in lm.items() if k.startswith(("learner/rejected", "learner/dropped"))}
+    assert not any(rejected.values()), rejected     # honest actors: nothing refused, nothing dropped
+    steps, fake = checkpoint_audit(run)
+    assert steps and fake == [], (steps, fake)
+    print(f"split: {lm['learner/transitions']} transitions from {lm['learner/actors']} actors, "
+          f"{lm['learner/updates']} updates, checkpoints {steps}")
+
+
 # -- stage 5: evaluate -----------------------------------------------------------------------------
 
 def test_5_evaluate_the_policy_on_the_arm(rigs, workdir):
@@ -449,8 +523,10 @@ def test_5_evaluate_the_policy_on_the_arm(rigs, workdir):
     follower, _ = rigs
     start = len(follower.emulator.goal_log)
     out = workdir / "eval"
-    # the run's own backend: the emulated arm, its port, camera and scene operator from its config
-    assert cli_main(["evaluate", "--checkpoint", str(run), "--episodes", "2", "--out", str(out)]) == 0
+    # on the emulated arm, named as a user names it; the scene operator comes from the run's config
+    assert cli_main(["evaluate", "--checkpoint", str(run), "--episodes", "2", "--out", str(out),
+                     "--backend", "hardware", "--port", follower.port, "--scene-camera", "twin_scene",
+                     "--camera-source", follower.camera_url]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert result["step"] == RESUMED_STEPS and 0.0 <= result["eval/success"] <= 1.0, result
     assert audit_goal_log(follower, "evaluate", start) == []
