@@ -115,6 +115,33 @@ def rigs():
 
 # -- stage 1: calibrate ----------------------------------------------------------------------------
 
+def test_0_the_audits_catch_what_they_look_for():
+    """The pass criteria are only as good as their audits: an out-of-limit goal, a jump past the
+    step cap and an episode terminal at its first step are each reported."""
+    import types
+
+    from se_robot.hardware.emulator import emulator_calibration_path
+    from se_robot.hardware.servo_emulator import GoalRecord
+
+    cal = load_calibration(emulator_calibration_path(ARM), ARM)
+    home = cal.rad_to_ticks(ARM.home, ARM.joint_names)
+    log = [GoalRecord(0.0, sid, int(t)) for sid, t in zip(ARM.servo_ids, home)]
+    fake = types.SimpleNamespace(calibration=cal, emulator=types.SimpleNamespace(goal_log=log))
+    assert audit_goal_log(fake, "home") == []
+    q = ARM.home.copy()
+    q[0] += 0.9 * ARM.safety.max_joint_step_rad
+    log += [GoalRecord(0.1, sid, int(t)) for sid, t in zip(ARM.servo_ids, cal.rad_to_ticks(q, ARM.joint_names))]
+    assert audit_goal_log(fake, "small step") == []
+    q[1] += 1.5 * ARM.safety.max_joint_step_rad
+    q[2] = ARM.upper[2] + 0.05
+    log += [GoalRecord(0.2, sid, int(t)) for sid, t in zip(ARM.servo_ids, cal.rad_to_ticks(q, ARM.joint_names))]
+    found = audit_goal_log(fake, "bad")
+    assert any("shoulder_lift" in v and "step cap" in v for v in found), found
+    assert any("elbow_flex" in v and "outside" in v for v in found), found
+    ok, bad = {"terminated": np.array([False, True])}, {"terminated": np.array([True])}
+    assert fake_success_starts([ok], "x") == [] and len(fake_success_starts([ok, bad], "x")) == 1
+
+
 @contextlib.contextmanager
 def hand_holds_home(vm: VirtualArm):
     """The person calibrating holds the limp twin arm in its home pose (``--from-limit-registers``
