@@ -470,12 +470,15 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
           f"scene restores by the operator {restores}")
     assert injected["drop"] >= 1 and injected["corrupt"] >= 1   # the runs went through bus glitches
     assert second.enters >= 1, f"the servo fault did not pause the run:\n{second.text}"
+    paused_at = int(second.text.split("PAUSED at step ")[1].split(":")[0])
+    assert "operator continued" in second.text, second.text
     # every episode (initial evaluation, training episodes of both runs, final evaluation) started
     # from a scene the operator restored over the emulator's scene service
     assert restores >= RESUMED_STEPS // EPISODE_STEPS + 2
     assert f"resumed at step {killed_at[-1]}" in second.text, second.text
     steps, fake = checkpoint_audit(run)
     assert set(killed_at) <= set(steps), (killed_at, steps)     # nothing the killed run saved was lost
+    assert paused_at in steps, (paused_at, steps)               # the pause checkpointed at once
     assert steps[-1] == RESUMED_STEPS, steps
     assert fake == []
     assert audit_goal_log(follower, "train", start) == []
