@@ -1,21 +1,38 @@
 """The acceptance test of issue 17: the whole session a user runs on an SO-101-class arm, unattended,
 against the byte-level emulator with its scripted operator.
 
-calibrate (follower and leader) -> record lift demonstrations through the leader arm (a second
-emulated bus whose joints a scripted hand moves where the scripted expert wants the follower) ->
-train the success classifier -> train online from camera + proprioception with the classifier
-reward on the emulated arm (operator resets, bus faults injected, one ``kill -9`` and ``--resume``)
--> evaluate. Each stage is a test of its own, in file order, handing its products to the next
-through ``SESSION``; a stage whose input is missing fails naming the stage that did not produce it
-(never a silent skip).
+1. ``se-robot calibrate --non-interactive --from-limit-registers`` on the follower's and the
+   leader's emulated buses (a scripted hand holds the limp twin at home meanwhile);
+2. ``record_teleop`` (what ``se-robot record`` runs) of lift demonstrations through the leader arm:
+   a second emulated bus whose joints a scripted hand moves to where the scripted expert wants the
+   follower, read by ``LeaderArmTeleop``; the follower is the twin behind a pty, its camera over
+   MJPEG, the cube put back between episodes by the emulator's scripted operator; one fumbled
+   grasp gives the classifier a failure;
+3. ``se-robot reward train`` on them;
+4. ``se-robot train --backend hardware`` in a process of its own, from camera + proprioception with
+   the classifier reward, the scene restored over the emulator's scene service, single dropped and
+   corrupted packets injected throughout; ``kill -9`` after its first checkpoint, then
+   ``--resume --more-steps``, during which an overloaded servo latches a fault: the run pauses with
+   a checkpoint and the operator (on the run's terminal, a pty) clears the cause and presses Enter;
+   4b. learner_node and two actor_node processes over DDS (on the sim backend: see that test);
+5. ``se-robot evaluate --backend hardware --port ...`` on the emulated arm.
+
+The emulated arms live in this process (``VirtualArm``, what ``se-robot emulate`` runs), so the
+test can reach the emulator's knobs (``inject``, ``set_fault``) and audit its goal log; every
+client (calibrate, the recorder, train, evaluate) talks to them over their ptys, camera URL and
+scene service as it would to ``se-robot emulate`` in another process.
 
 Pass criteria, checked where they arise: every stage completes; no episode or checkpoint is lost
-(dataset files counted, checkpoint manifests verified); zero goal writes outside the joint limits or
-the per-tick step cap (the emulators' goal logs, audited after every stage that drove an arm); zero
-stored episodes that start already successful (recorded datasets and the replay training wrote).
+(dataset files counted and checked, every checkpoint verified against its manifest, the killed
+run's and the fault pause's checkpoints still there); zero goal writes outside the joint limits or
+the per-tick step cap (the follower's goal log, audited after each stage and for the whole
+session); zero stored episodes that start already successful (recorded datasets and the replay in
+every checkpoint). Each stage is a test of its own, in file order, handing its products to the next
+through ``SESSION``; one whose input is missing fails naming the stage that did not produce it.
 
-Sizes are the smallest that still exercise each stage, so the file runs in minutes on 2 loaded
-cores; waits are generous and scale with what they wait for; nothing asserts on timing.
+Sizes are the smallest that still exercise each stage (``SE_ROBOT_ACCEPT_DEMOS`` lowers the 10
+demonstrations), so the file runs in minutes on 2 loaded cores; waits are generous and scale with
+what they wait for; nothing asserts on timing.
 """
 
 from __future__ import annotations
