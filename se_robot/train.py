@@ -8,7 +8,9 @@ and the replay as the env gives them, never reshaping or guessing a layout.
 Resume is exact: periodic checkpoints are taken at the first episode boundary at or after each
 multiple of ``checkpoint_every``, and every training episode is reset with seed ``seed + episode``,
 so a resumed run replays the same env, agent and replay random streams as one never stopped.
-A ``kill -9`` loses at most the steps since the last checkpoint (see ``se_robot.checkpoint``).
+A ``kill -9`` loses at most the steps since the last checkpoint (see ``se_robot.checkpoint``); on
+the arm a checkpoint also comes every ``checkpoint_every_s`` seconds, so that is minutes, not hours.
+Faults on the arm pause the loop instead of ending it (``se_robot.train_faults``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from se_robot import checkpoint
 from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
+from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses, hold_arm  # noqa: F401  (FaultExit: callers)
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
 EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same start states every evaluation
@@ -59,7 +63,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer:
+class Trainer(FaultPauses):
     """Runs ``cfg.steps`` agent steps with evaluation, logging and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, env: Any, eval_env: Any, agent: Any, replay: ReplayBuffer,
@@ -74,6 +78,13 @@ class Trainer:
         self.train_seconds = 0.0
         self.interventions = 0
         self._in_takeover = False
+        self.pauses = 0                                  # fault pauses in this process
+        self.waiting_for_operator = threading.Event()    # set while a pause waits for the e-stop reset
+        self._fault_streak = 0                           # pauses since the last completed step
+        self._ep_return, self._ep_len, self._ep_success = 0.0, 0, False
+        self._bar: Any = None
+        self._tick = time.perf_counter()
+        self._saved_at_s = time.monotonic()
 
     # ------------------------------------------------------------------ state
     def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
@@ -94,6 +105,7 @@ class Trainer:
 
     def save_checkpoint(self, mid_episode: bool = False) -> Path:
         buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
+        self._saved_at_s = time.monotonic()
         return checkpoint.save(self.run_dir, self.step, self.agent.state_dict(), self.trainer_state(mid_episode),
                                to_dict(self.cfg), buffers, self.cfg.keep_checkpoints)
 
@@ -150,71 +162,121 @@ class Trainer:
         return obs
 
     def train(self, stop_at: int | None = None) -> dict[str, float]:
-        """Train until ``cfg.steps`` (or ``stop_at``); returns the last evaluation's metrics."""
+        """Train until ``cfg.steps`` (or ``stop_at``); returns the last evaluation's metrics.
+
+        A latched fault pauses the run (see ``se_robot.train_faults``); an unrecoverable one
+        raises :class:`FaultExit` after its checkpoint is written.
+        """
         cfg = self.cfg
         end = min(cfg.steps, stop_at or cfg.steps)
         if self.step >= end:
             return self.last_eval
-        bar = None
         if cfg.progress:
             from tqdm import tqdm
-            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05)
-        if self.step == 0 and self.step % cfg.eval_every == 0 and not self.last_eval:
-            self._log_eval()
-        obs = self._reset()
-        ep_return, ep_len, ep_success = 0.0, 0, False
-        update_metrics: dict[str, float] = {}
-        tick = time.perf_counter()
-        while self.step < end:
-            action = self.agent.act(obs, self.step, eval_mode=False)
-            prev_obs = obs
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            # With a teleop device attached, what the arm did may be the operator's action.
-            executed = info.get("executed_action", action)
-            self.replay.add(executed, float(reward), obs, terminated, truncated)
-            self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
-            self.step += 1
-            ep_return += float(reward)
-            ep_len += 1
-            ep_success |= bool(info.get("is_success", False))
-            if self.replay.transitions >= cfg.learning_starts:
-                update_metrics = self.agent.update(self.replay, self.demos, self.step) or update_metrics
-            if self.step % cfg.log_every == 0 and update_metrics:
-                self.logger.log(update_metrics, self.step)
-            if self.step % cfg.eval_every == 0:
-                self.train_seconds += time.perf_counter() - tick
-                tick = time.perf_counter()
-                self._log_eval()
-                if cfg.stop_at_success and self.last_eval.get("eval/success", 0.0) >= cfg.stop_at_success:
-                    end = self.step   # solved: the run ends here, checkpointed like any other end
-            if bar is not None:
-                bar.update(1)
-                if self.last_eval:
-                    bar.set_postfix(success=f"{self.last_eval['eval/success']:.2f}", ep=self.episode, refresh=False)
-            if terminated or truncated:
-                self.episode += 1
-                self.logger.log({"train/episode_return": ep_return, "train/episode_length": ep_len,
-                                 "train/success": float(ep_success), "train/episode": self.episode}, self.step)
-                ep_return, ep_len, ep_success = 0.0, 0, False
-                if self.step >= self.next_checkpoint:
-                    while self.next_checkpoint <= self.step:
-                        self.next_checkpoint += cfg.checkpoint_every
-                    self.train_seconds += time.perf_counter() - tick
-                    tick = time.perf_counter()
-                    self.save_checkpoint()
-                if self.step < end:
-                    obs = self._reset()
-        self.train_seconds += time.perf_counter() - tick
-        if bar is not None:
-            bar.close()
+            self._bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05)
+        try:
+            self._loop(end)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
         if self.step >= cfg.steps and self.step % cfg.eval_every != 0:
-            self._log_eval()
-        if ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness
+            try:
+                self._log_eval()
+            except PAUSING_FAULTS as e:   # the training is done and is saved below; say why no final eval
+                self._note(f"final evaluation stopped by a fault: {e}; "
+                           + (hold_arm(self.env.unwrapped.robot, str(e)) or "the arm holds, e-stop latched"))
+        if self._ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness
             self.save_checkpoint(mid_episode=True)
         elif not checkpoint.list_checkpoints(self.run_dir) or \
                 checkpoint.list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:09d}":
             self.save_checkpoint()
         return self.last_eval
+
+    def _loop(self, end: int) -> None:
+        cfg = self.cfg
+        obs = None
+        if self.step == 0 and not self.last_eval:
+            try:
+                self._log_eval()
+            except PAUSING_FAULTS as e:   # one arm: evaluation episodes fault like training ones
+                obs = self._pause_then_reset(f"fault during evaluation: {e}", e)
+        self._tick = time.perf_counter()
+        obs = obs if obs is not None else self._start_episode()
+        update_metrics: dict[str, float] = {}
+        while self.step < end:
+            action = self.agent.act(obs, self.step, eval_mode=False)
+            prev_obs = obs
+            try:
+                obs, reward, terminated, truncated, info = self.env.step(action)
+            except PAUSING_FAULTS as e:
+                obs = self._interrupted(f"fault during a step: {e}", e)
+                continue
+            latched = self._latched_reason()   # a teleop key, the ROS service, a fault that held
+            if latched and not terminated:
+                truncated, info = True, {**info, "truncation_reason": f"e-stop latched: {latched}"}
+            # With a teleop device attached, what the arm did may be the operator's action.
+            executed = info.get("executed_action", action)
+            self.replay.add(executed, float(reward), obs, terminated, truncated)
+            self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
+            self.step += 1
+            self._fault_streak = 0
+            self._ep_return += float(reward)
+            self._ep_len += 1
+            self._ep_success |= bool(info.get("is_success", False))
+            if self.replay.transitions >= cfg.learning_starts:
+                update_metrics = self.agent.update(self.replay, self.demos, self.step) or update_metrics
+            if self.step % cfg.log_every == 0 and update_metrics:
+                self.logger.log(update_metrics, self.step)
+            if self.step % cfg.eval_every == 0:
+                self._account_time()
+                try:
+                    self._log_eval()
+                except PAUSING_FAULTS as e:   # one arm: evaluation episodes fault like training ones
+                    obs = self._interrupted(f"fault during evaluation: {e}", e)
+                    continue
+                if cfg.stop_at_success and self.last_eval.get("eval/success", 0.0) >= cfg.stop_at_success:
+                    end = self.step   # solved: the run ends here, checkpointed like any other end
+            if self._bar is not None:
+                self._bar.update(1)
+                if self.last_eval:
+                    self._bar.set_postfix(success=f"{self.last_eval['eval/success']:.2f}", ep=self.episode,
+                                          refresh=False)
+            if terminated or truncated:
+                self._end_episode(info.get("truncation_reason"))
+                self._periodic_checkpoint()
+                if self.step < end and latched:
+                    obs = self._pause_then_reset(f"e-stop latched: {latched}", None)
+                elif self.step < end:
+                    obs = self._start_episode()
+        self._account_time()
+
+    def _account_time(self) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - self._tick
+        self._tick = now
+
+    def _end_episode(self, reason: str | None = None) -> None:
+        """Count and log the episode that just ended; ``reason`` when something other than the task
+        ended it (a fault, a stale reading), also said on stderr and in ``events.log``."""
+        self.episode += 1
+        self.logger.log({"train/episode_return": self._ep_return, "train/episode_length": self._ep_len,
+                         "train/success": float(self._ep_success), "train/episode": self.episode,
+                         "train/interrupted": float(reason is not None)}, self.step)
+        if reason:
+            self._note(f"episode {self.episode} truncated after {self._ep_len} steps: {reason}")
+        self._ep_return, self._ep_len, self._ep_success = 0.0, 0, False
+
+    def _periodic_checkpoint(self) -> None:
+        """At an episode end: every ``checkpoint_every`` steps, and every ``checkpoint_every_s`` seconds."""
+        cfg = self.cfg
+        due_time = cfg.checkpoint_every_s > 0 and time.monotonic() - self._saved_at_s >= cfg.checkpoint_every_s
+        if self.step < self.next_checkpoint and not due_time:
+            return
+        while self.next_checkpoint <= self.step:
+            self.next_checkpoint += cfg.checkpoint_every
+        self._account_time()
+        self.save_checkpoint()
 
     def _record_intervention(self, info: dict, prev_obs: dict[str, np.ndarray], action: np.ndarray, reward: float,
                              obs: dict[str, np.ndarray], terminated: bool, truncated: bool) -> None:

@@ -42,7 +42,8 @@ class TrainConfig:
                                                      "(replay.frame_stack is derived from it)")
     action_repeat: int = option(2, range=(1, 16), help="env control ticks per agent action")
     steps: int = option(100_000, range=(1, None), help="agent steps (env steps after action repeat) to train, "
-                                                      "in total (also when resuming)")
+                                                      "in total (also when resuming; train --more-steps N "
+                                                      "sets it to the checkpoint's step + N)")
     seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
     learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
     demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
@@ -54,6 +55,21 @@ class TrainConfig:
     stop_at_success: float = option(0.0, range=(0.0, 1.0),
                                     help="end training at the first evaluation with success >= this (0: never)")
     checkpoint_every: int = option(10_000, range=(1, None), help="agent steps between checkpoints (at episode ends)")
+    checkpoint_every_s: float = option(600.0, range=(0.0, None),
+                                       help="also checkpoint at the first episode end after this many seconds of "
+                                            "training since the last checkpoint, so a crash on the arm loses "
+                                            "minutes, not hours (0: steps only)")
+    fault_policy: str = option("wait", choices=("wait", "exit"),
+                               help="a latched fault (servo error, bus given up, e-stop, homing failed) pauses the "
+                                    "run with a checkpoint; wait: hold the arm and wait fault_wait_s for the "
+                                    "operator to reset the e-stop, then go on; exit: stop at once (resume later)")
+    fault_wait_s: float = option(1800.0, range=(0.0, None),
+                                 help="seconds to wait for the operator after a fault before the run stops "
+                                      "(checkpointed, resumable; 0: wait as long as it takes)")
+    fault_max_repeats: int = option(3, range=(1, None),
+                                    help="fault pauses in a row (no step completed in between) the run waits "
+                                         "through; one more is unrecoverable (the port stays gone, the arm "
+                                         "faults again at once)")
     keep_checkpoints: int = option(3, range=(1, None), help="newest checkpoints kept")
     save_replay: bool = option(True, help="store the replay buffer in checkpoints (needed for exact resume)")
     log_every: int = option(1000, range=(1, None), help="agent steps between training-metric rows")

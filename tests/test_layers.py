@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"teleop"},
     {"envs"},
     {"train_config"},
+    {"train_faults"},
     {"train", "pretrain"},
     {"nodes"},
     {"commands", "cli"},

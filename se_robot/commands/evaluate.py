@@ -6,27 +6,29 @@ import argparse
 import json
 from pathlib import Path
 
+from se_robot.commands.train import add_backend_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a training checkpoint on its task")
+    p = subparsers.add_parser("evaluate", help="evaluate a training checkpoint on its task",
+                              description="Greedy episodes of a checkpoint on the run's task, by default on the "
+                              "run's backend; --backend hardware --port ... evaluates a sim-trained run on the arm.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint dir or run dir (newest checkpoint)")
     p.add_argument("--episodes", type=int, default=10, metavar="N")
     p.add_argument("--video", action="store_true", help="write the first episode as mp4")
     p.add_argument("--out", metavar="DIR", help="where videos and eval.json go (default: the checkpoint dir)")
     p.add_argument("--seed", type=int, help="seed of the evaluation start states (default: the run's)")
-    p.add_argument("--arm-id", dest="arm_id", metavar="ID",
-                   help="hardware: the arm id whose stored calibration SerialArm uses (default: the run's env.arm_id, "
-                        "else the arm's name)")
     p.add_argument("--reward-model", dest="reward_model", metavar="FILE",
                    help="success classifier as the reward and success judge (default: the run's reward_model)")
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
                    help="the classifier's success probability threshold (default: the run's, else the model's)")
+    add_backend_options(p)   # default: the run's own backend and env options
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
-    from se_robot.commands.train import check_arm_id
+    from se_robot.commands.train import backend_overrides, check_arm_id, fit_backend
     from se_robot.config import ConfigError
     from se_robot.train import Trainer, make_envs, seed_everything
     from se_robot.train_config import load_config
@@ -42,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["seed"] = args.seed
     overrides.update({k: getattr(args, k) for k in ("reward_model", "reward_threshold")
                       if getattr(args, k, None) is not None})
-    if args.arm_id is not None:
-        overrides["env"] = {"arm_id": args.arm_id}
-    cfg = load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line")
+    given = backend_overrides(args)
+    overrides.update(given)
+    cfg = fit_backend(load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line"), given, [])
     check_arm_id(cfg)
     saved = checkpoint.load(ckpt)
 
@@ -52,15 +54,18 @@ def run(args: argparse.Namespace) -> int:
 
     seed_everything(cfg.seed)
     env, eval_env = make_envs(cfg)
-    env.close()
+    if env is not eval_env:   # sim builds a training env too; a real arm is one env
+        env.close()
     agent = make_agent(cfg.algo, eval_env.observation_space, eval_env.action_space, dict(cfg.agent),
                        cfg.device, cfg.seed)
     agent.load_state_dict(saved["agent"])
     out = Path(args.out) if args.out else ckpt
     trainer = Trainer(cfg, None, eval_env, agent, None, None, None, out)
     trainer.step = int(saved["trainer"]["step"])
-    metrics = trainer.evaluate()
-    eval_env.close()
+    try:
+        metrics = trainer.evaluate()
+    finally:
+        eval_env.close()   # hardware: the disconnect torque policy
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(ckpt), "step": trainer.step, "episodes": args.episodes, **metrics}
     (out / "eval.json").write_text(json.dumps(result, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -14,16 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", help="reach | push | lift")
     p.add_argument("--algo", help="drqv2 | sac | mbpo")
     p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
-    p.add_argument("--steps", type=int, metavar="N", help="agent steps to train (total, also when resuming)")
+    p.add_argument("--steps", type=int, metavar="N", help="agent steps to train, in total: with --resume the "
+                   "run stops when its step count reaches N (a resumed run at or past N is an error)")
+    p.add_argument("--more-steps", dest="more_steps", type=int, metavar="N",
+                   help="with --resume: train N steps more than the checkpoint has (the new total is its step + N)")
     p.add_argument("--obs-mode", dest="obs_mode", help="pixels | state | both")
     p.add_argument("--encoder", metavar="FILE", help="sac/mbpo on pixels: a frozen pretrained encoder "
                    "(se-robot pretrain-encoder) whose features they learn from")
     p.add_argument("--image-size", dest="image_size", type=int, metavar="PX", help="square camera image side")
-    p.add_argument("--backend", help="sim (the MuJoCo twin) | hardware (SerialArm + camera; env options via "
-                   "--set env.port=/dev/ttyACM0) | ros (topics of arm_node or sim_node)")
-    p.add_argument("--arm-id", dest="arm_id", metavar="ID",
-                   help="hardware: the arm id whose stored calibration SerialArm uses (default: the arm's name); "
-                        "same as --set env.arm_id=ID")
+    add_backend_options(p)
     p.add_argument("--teleop", help="keyboard | gamepad | spacemouse | leader: an operator can take over; "
                    "takeovers also go to the demo buffer")
     p.add_argument("--teleop-device", dest="teleop_device", metavar="PATH",
@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
                    help="the classifier's success probability threshold (default: the model's own)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue exactly")
+    p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue (newest checkpoint); "
+                   "ask for more training with --more-steps N or a larger --steps; --backend hardware continues "
+                   "a sim-trained run on the arm")
     p.add_argument("--seed", type=int)
     p.add_argument("--config", metavar="RECIPE", help="a recipe: a name in config/recipes/ (e.g. reach_mbpo_quick) "
                    "or a YAML path; it sets only what differs from the defaults")
@@ -43,8 +45,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_backend_options(p: argparse.ArgumentParser) -> None:
+    """Where the env runs: the same option names for train and evaluate (each is an ``env.`` key)."""
+    p.add_argument("--backend", help="sim (the MuJoCo twin) | hardware (SerialArm + camera) | "
+                   "ros (topics of arm_node or sim_node)")
+    p.add_argument("--port", metavar="PATH", help="hardware: the arm's serial port (env.port), e.g. /dev/ttyACM0 "
+                   "or the pty se-robot emulate prints")
+    p.add_argument("--arm-id", dest="arm_id", metavar="ID",
+                   help="hardware: the arm id whose stored calibration SerialArm uses (default: the arm's name); "
+                        "same as --set env.arm_id=ID")
+    p.add_argument("--calibration", metavar="FILE", help="hardware: a calibration YAML instead of --arm-id's "
+                   "(env.calibration)")
+    p.add_argument("--scene-camera", dest="scene_camera", metavar="NAME",
+                   help="hardware: scene camera, a name in config/cameras, a YAML path, or none (env.scene_camera)")
+    p.add_argument("--camera-source", dest="camera_source", metavar="SRC",
+                   help="hardware: the scene camera's source, a device index or a URL (env.camera_source)")
+
+
+#: Backend options that are ``env.`` keys of the same name.
+ENV_OPTIONS = ("port", "arm_id", "calibration", "scene_camera", "camera_source")
+
+
+def backend_overrides(args: argparse.Namespace) -> dict:
+    """``backend`` and the ``env.`` keys the backend options give (only those given)."""
+    env = {}
+    for key in ENV_OPTIONS:
+        value = getattr(args, key, None)
+        if value is not None:
+            env[key] = None if key == "scene_camera" and value.lower() == "none" else value
+    if isinstance(env.get("camera_source"), str) and env["camera_source"].isdigit():
+        env["camera_source"] = int(env["camera_source"])   # a device index, not a file name
+    out: dict = {"env": env} if env else {}
+    if getattr(args, "backend", None) is not None:
+        out["backend"] = args.backend
+    return out
+
+
+def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
+    """``cfg`` for its backend: hardware options given on the command line for another backend are an
+    error; with ``set_pairs`` (a saved run's config under these ``--set`` pairs), the ones the saved
+    run carries from the arm and nobody set again are dropped when it runs elsewhere (a run trained
+    on the arm evaluated in sim). ``given`` is what :func:`backend_overrides` returned."""
+    import dataclasses
+
+    from se_robot.config import ConfigError, parse_set
+
+    if cfg.backend == "hardware":
+        return cfg
+    named = [k for k in given.get("env", {}) if k != "arm_id"]   # --arm-id: check_arm_id says more
+    if named:
+        raise ConfigError("--" + named[0].replace("_", "-"), str(given["env"][named[0]]),
+                          f"a hardware option; backend is {cfg.backend!r} (add --backend hardware)")
+    if set_pairs is None:
+        return cfg
+    explicit = {*given.get("env", {}), *parse_set(set_pairs, "--set").get("env", {})}
+    env = {k: v for k, v in cfg.env.items() if k not in ENV_OPTIONS or k in explicit}
+    return cfg if env == cfg.env else dataclasses.replace(cfg, env=env)
+
+
 #: Options that are config keys of the same name (the rest steer the command itself).
-CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "backend", "seed", "teleop",
+CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "seed", "teleop",
                   "teleop_device", "reward_model", "reward_threshold")
 
 
@@ -66,10 +126,14 @@ def resolve_config(args: argparse.Namespace):
     from se_robot.train_config import load_config
 
     overrides = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k, None) is not None}
-    if getattr(args, "arm_id", None) is not None:
-        overrides["env"] = {"arm_id": args.arm_id}
+    given = backend_overrides(args)
+    overrides.update(given)
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
+    more = getattr(args, "more_steps", None)
+    if more is not None and (not args.resume or args.steps is not None or more < 1):
+        raise ConfigError("--more-steps", str(more), "needs --resume, without --steps (which is the total), "
+                                                     "and N >= 1")
     if args.resume:
         if args.config:
             raise ConfigError("--config", args.config, "a resumed run keeps its own config; change keys with --set")
@@ -77,11 +141,19 @@ def resolve_config(args: argparse.Namespace):
             ckpt = checkpoint.resolve(args.resume)
         except FileNotFoundError as e:
             raise ConfigError("--resume", args.resume, str(e)) from None
-        cfg = load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line")
+        if more is not None:
+            overrides["steps"] = checkpoint_step(ckpt) + more
+        cfg = fit_backend(load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line"),
+                          given, args.set)
         check_arm_id(cfg)
+        done = checkpoint_step(ckpt)
+        if done >= cfg.steps:
+            raise ConfigError("--resume", args.resume,
+                              f"the run is at step {done} and steps={cfg.steps}: nothing left to train; ask for "
+                              f"more with --more-steps N (or --steps M, M > {done}: the new total)")
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
-    cfg = load_config(args.config, overrides, args.set, source="command line")
+    cfg = fit_backend(load_config(args.config, overrides, args.set, source="command line"), given)
     check_arm_id(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
@@ -93,20 +165,36 @@ def resolve_config(args: argparse.Namespace):
     return cfg, run_dir, None
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The step a checkpoint was taken at, from its trainer state (tensors and numbers only)."""
+    import torch
+
+    return int(torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)["step"])
+
+
 def run(args: argparse.Namespace) -> int:
     cfg, run_dir, ckpt = resolve_config(args)
-    from se_robot.train import build_trainer
+    from se_robot.train import FaultExit, build_trainer
+    from se_robot.train_faults import EXIT_CODE
 
     trainer = build_trainer(cfg, run_dir, resume=ckpt)
-    start = trainer.step
-    print(f"se-robot train: {cfg.algo} on {cfg.task} ({cfg.obs_mode}), run dir {run_dir}"
-          + (f", resumed at step {start}" if ckpt else ""))
+    start, evals = trainer.step, trainer.last_eval
+    print(f"se-robot train: {cfg.algo} on {cfg.task} ({cfg.obs_mode}, {cfg.backend}), run dir {run_dir}, "
+          + (f"resumed at step {start}, training to step {cfg.steps}" if ckpt else f"{cfg.steps} steps"))
     try:
         metrics = trainer.train()
+    except FaultExit as e:
+        print(f"se-robot train: {e}", file=sys.stderr)
+        return EXIT_CODE
     finally:
         trainer.logger.close()
         trainer.env.close()  # hardware: torque policy on disconnect; teleop: release the device
         if trainer.eval_env is not trainer.env:
             trainer.eval_env.close()
-    print(f"done at step {trainer.step}: " + ", ".join(f"{k}={v:.3g}" for k, v in metrics.items()))
+    ran = trainer.step - start
+    evaluated = metrics is not evals   # a new evaluation replaces the dict; an old one is not this run's
+    print(f"done at step {trainer.step} ({ran} steps this run" + (f", {trainer.pauses} fault pauses" if trainer.pauses
+                                                                  else "") + "): "
+          + (", ".join(f"{k}={v:.3g}" for k, v in metrics.items()) if evaluated and metrics
+             else "no evaluation in this run"))
     return 0
