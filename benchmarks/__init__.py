@@ -19,4 +19,5 @@ BENCHMARKS = {
     "bus": "benchmarks.bus",
     "camera": "benchmarks.camera",
     "ros": "benchmarks.ros",
+    "actors": "benchmarks.actors",
 }

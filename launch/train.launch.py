@@ -5,7 +5,9 @@
 
 In split mode, start only the learner elsewhere (``ros2 run se_robot learner_node --ros-args
 -p mode:=split``) with the same ROS_DOMAIN_ID; transitions and weights travel on
-learner/transitions and learner/policy_weights (se_robot/nodes/learning.py).
+learner/transitions and learner/policy_weights (se_robot/nodes/learning.py). More actors: start
+more actor_nodes (each its own node name); the learner assembles each actor's episodes apart.
+Both nodes respawn: a node whose worker thread died exits 1 and is started again.
 """
 
 import os
@@ -43,12 +45,14 @@ def generate_launch_description():
         Node(
             package="se_robot", executable="learner_node", name="learner_node", output="screen",
             condition=IfCondition(LaunchConfiguration("learner_here")),
+            respawn=True, respawn_delay=2.0,   # a learner whose thread died exits 1: start it again
             parameters=[os.path.join(CONFIG, "train.yaml"),
                         {"mode": LaunchConfiguration("mode"), "algo": algo, "task": task}],
         ),
         Node(
             package="se_robot", executable="actor_node", name="actor_node", output="screen",
             condition=LaunchConfigurationEquals("mode", "split"),
+            respawn=True, respawn_delay=2.0,
             parameters=[os.path.join(CONFIG, "train.yaml"), {"algo": algo, "task": task}],
         ),
     ])

@@ -281,6 +281,15 @@ class LearnerParams:
     total_steps: int = option(10_000, help="environment steps to train for", range=(1, 10**9))
     weights_period_steps: int = option(200, help="publish policy weights every N learner steps",
                                        range=(1, 10**7))
+    updates_per_transition: float = option(1.0, help="split: agent updates per transition taken in (the local "
+                                           "loop's one per env step); the learner updates while data arrives "
+                                           "and never runs ahead of this ratio", range=(0.01, 100.0))
+    max_actors: int = option(16, help="split: actors assembled at once (the least recently heard is dropped)",
+                             range=(1, 4096))
+    max_bytes_in_flight: int = option(256 * 1024 * 1024, help="split: bytes of partial messages held while "
+                                      "reassembling (oldest dropped first)", range=(1 << 16, 1 << 34))
+    max_partial_age_s: float = option(30.0, help="split: a partial message older than this is dropped (s)",
+                                      range=(0.1, 3600.0))
     checkpoint_dir: str = option("runs/ros", help="where checkpoints and logs go")
     seed: int = option(0, help="seed", range=(0, 2**31 - 1))
     chunk_bytes: int = option(256 * 1024, help="largest message chunk on the wire (bytes)",
@@ -296,6 +305,13 @@ class ActorParams:
                                "action repeat must match the learner's")
     train_overrides: str = option("", help="space-separated key=value overrides, as the learner's")
     episodes: int = option(0, help="episodes to run; 0: until shut down", range=(0, 10**7))
+    eval_period_steps: int = option(0, help="evaluate the acting policy greedily (eval/* on actor/metrics; never "
+                                    "sent to replay) after an episode once its weights are from a learner step "
+                                    "past the next multiple of N; 0: never", range=(0, 10**9))
+    max_rate_hz: float = option(0.0, help="env_backend sim: at most this many steps per wall second (a robot's "
+                                "env paces itself at control_hz); 0: as fast as the twin runs", range=(0.0, 10_000.0))
+    eval_episodes: int = option(10, help="episodes per evaluation (start states seeded as the local loop's)",
+                                range=(1, 10**4))
     batch_transitions: int = option(32, help="transitions per message batch", range=(1, 100_000))
     seed: int = option(0, help="seed", range=(0, 2**31 - 1))
     chunk_bytes: int = option(256 * 1024, help="largest message chunk on the wire (bytes)",

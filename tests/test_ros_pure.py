@@ -136,7 +136,7 @@ def test_damaged_payload_is_rejected_and_lost_chunks_are_dropped():
     for c in two[:-1]:
         r2.add(c)
     assert r2.add(three[0])[1] == b"b" * 50
-    assert r2.dropped == 1
+    assert r2.dropped == {"superseded": 1}
 
 
 def test_arrays_and_weights_round_trip():
@@ -147,7 +147,8 @@ def test_arrays_and_weights_round_trip():
     assert back["start"].dtype == bool
     import torch as torch
     state = {"actor": {"w": torch.arange(6.0).reshape(2, 3)}, "steps": 4}
-    out = wire.decode_weights(wire.encode_weights(state))
+    version, step, out = wire.decode_weights(wire.encode_weights(state, 7, 120))
+    assert (version, step) == (7, 120)
     assert torch.equal(out["actor"]["w"], state["actor"]["w"]) and out["steps"] == 4
     with pytest.raises(wire.WireError):
         wire.decode_arrays(b"not an npz")

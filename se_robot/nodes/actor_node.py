@@ -5,14 +5,22 @@ It steps the env of ``se_robot.envs.make_env`` (over ROS, or the in-process twin
 ``batch_transitions`` (and at every episode end) on ``learner/transitions``, and loads the newest
 weights from ``learner/policy_weights`` between steps, never mid-step. Acting never waits for the
 learner: with no weights yet it acts with its initial policy, and a slow learner only makes the
-policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting). Wire
+policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting, and every
+batch carries it to the learner). With ``eval_period_steps`` it also evaluates the acting
+policy greedily (``eval/*``; those episodes are not sent). Weights that fail to decode, hold
+NaN or do not fit the agent are refused and counted (``actor/rejected_weights/*``). Wire
 format and QoS: :mod:`se_robot.nodes.learning`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+import traceback
+from collections import Counter
 from typing import Any
+
+import numpy as np
 
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -35,44 +43,74 @@ class ActorNode(Node):
         self._transitions = learning.ChunkPublisher(self, names.TRANSITIONS, wire.KIND_TRANSITIONS,
                                                     self.p.chunk_bytes)
         self._lock = threading.Lock()
-        self._pending: tuple[int, dict] | None = None
+        self._pending: tuple[int, int, int, dict] | None = None   # (learner stream, version, step, state)
+        self._weights_stream: int | None = None
+        self.rejected: Counter[str] = Counter()
         self._weights = learning.ChunkSubscriber(self, names.WEIGHTS, self._on_weights, weights=True)
         self.counters = {"actor/steps": 0, "actor/episodes": 0, "actor/weights_version": 0,
-                         "actor/batches_sent": 0}
+                         "actor/weights_step": 0, "actor/batches_sent": 0}
         self.stop = threading.Event()
         self.error: str | None = None
+        self.exit_code = 0   # run_node's exit status: non-zero once the acting thread has died
         self._worker = threading.Thread(target=self._run, name="actor", daemon=True)
         self._worker.start()
 
     def _on_weights(self, header: wire.ChunkHeader, payload: bytes) -> None:
+        """Executor thread: keep the newest decoded weights for the actor thread to load between steps."""
         try:
-            state = wire.decode_weights(payload)
+            version, step, state = wire.decode_weights(payload)
         except wire.WireError as e:
-            self.get_logger().warning(f"bad weights message {header.seq}: {e}")
+            self.rejected[e.reason] += 1
+            self.get_logger().warning(f"bad weights message {header.seq}: {e}", throttle_duration_sec=2.0)
             return
         with self._lock:
-            if self._pending is None or header.seq > self._pending[0]:
-                self._pending = (header.seq, state)
+            # a restarted learner is a new stream that counts from 1 again: follow it
+            if self._pending is None or header.stream_id != self._pending[0] or version > self._pending[1]:
+                self._pending = (header.stream_id, version, step, state)
 
-    def _apply_weights(self, agent: Any) -> None:
+    def _apply_weights(self, agent: Any, batcher: learning.TransitionBatcher) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
-        if pending is not None and pending[0] > self.counters["actor/weights_version"]:
-            agent.load_state_dict(pending[1])
-            self.counters["actor/weights_version"] = pending[0]
+        if pending is None:
+            return
+        stream, version, step, state = pending
+        if stream == self._weights_stream and version <= self.counters["actor/weights_version"]:
+            return
+        # keep this actor's own random streams (seeded per actor): loading the learner's would
+        # make every actor draw the same exploration noise after each update
+        own = agent.state_dict()
+        state = {**state, **{k: own[k] for k in ("generator", "rng") if k in own and k in state}}
+        try:
+            agent.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:   # shapes or keys of another agent
+            self.rejected["incompatible_weights"] += 1
+            self.get_logger().warning(f"weights v{version} do not fit this agent: {e}", throttle_duration_sec=2.0)
+            return
+        self._weights_stream = stream
+        self.counters["actor/weights_version"] = batcher.weights_version = version
+        self.counters["actor/weights_step"] = step
 
     def _send(self, batch: dict | None) -> None:
         if batch is not None:
             self._transitions.publish(wire.encode_arrays(batch))
             self.counters["actor/batches_sent"] += 1
 
+    def _metrics(self, extra: dict[str, Any]) -> None:
+        learning.publish_metrics(self.metrics_pub, {
+            **self.counters, **learning.counter_metrics("actor/rejected_weights", self.rejected),
+            **learning.counter_metrics("actor/rejected_chunks", self._weights.reassembler.rejected), **extra})
+
     def _run(self) -> None:
         try:
             self._loop()
-        except Exception as e:  # noqa: BLE001 - report, then stop acting
+        except Exception as e:  # noqa: BLE001 - report, then take the node down so a supervisor restarts it
+            if not self.context.ok():   # shut down (Ctrl-C) mid-step: not a failure
+                return
             self.error = f"{type(e).__name__}: {e}"
-            self.get_logger().error(f"actor stopped: {self.error}")
-            learning.publish_metrics(self.metrics_pub, {**self.counters, "actor/error": self.error})
+            self.exit_code = 1
+            self.get_logger().error(f"actor stopped: {self.error}\n{traceback.format_exc()}")
+            self._metrics({"actor/error": self.error})
+            self.context.try_shutdown()
 
     def _loop(self) -> None:
         from se_robot.agents.registry import make_agent
@@ -82,13 +120,16 @@ class ActorNode(Node):
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)
             batcher = learning.TransitionBatcher(p.batch_transitions)
-            episode = 0
+            episode, next_eval, tick = 0, 0, time.monotonic()
             while not self.stop.is_set() and (p.episodes == 0 or episode < p.episodes):
                 obs, _ = env.reset(seed=p.seed + episode)
                 batcher.start_episode(obs)
                 ep_return, success, done = 0.0, False, False
                 while not done and not self.stop.is_set():
-                    self._apply_weights(agent)
+                    if p.max_rate_hz:
+                        tick = max(tick + 1.0 / p.max_rate_hz, time.monotonic())
+                        time.sleep(max(0.0, tick - time.monotonic()))
+                    self._apply_weights(agent, batcher)
                     action = agent.act(obs, self.counters["actor/steps"], eval_mode=False)
                     obs, reward, terminated, truncated, info = env.step(action)
                     done = terminated or truncated
@@ -96,14 +137,42 @@ class ActorNode(Node):
                     self.counters["actor/steps"] += 1
                     ep_return += float(reward)
                     success |= bool(info.get("is_success", False))
+                if not done:   # stopped mid-episode: the learner never stores the partial episode
+                    break
                 self._send(batcher.flush())
                 episode += 1
                 self.counters["actor/episodes"] = episode
-                learning.publish_metrics(self.metrics_pub, {**self.counters, "actor/episode_return": ep_return,
-                                                            "actor/success": float(success)})
+                self._metrics({"actor/episode_return": ep_return, "actor/success": float(success)})
+                if p.eval_period_steps and self.counters["actor/weights_step"] >= next_eval and not self.stop.is_set():
+                    next_eval = (self.counters["actor/weights_step"] // p.eval_period_steps + 1) * p.eval_period_steps
+                    self._metrics(self._evaluate(env, agent))
         finally:
             env.close()
-        learning.publish_metrics(self.metrics_pub, {**self.counters, "actor/finished": 1})
+        self._metrics({"actor/finished": 1})
+
+    def _evaluate(self, env: Any, agent: Any) -> dict[str, float]:
+        """Greedy episodes with the acting weights, from the local loop's evaluation start states.
+
+        ``eval/learner_step`` is the learner step those weights were published at: the env steps
+        (of all actors) their learning saw, the x axis of a learning curve in split mode.
+        """
+        from se_robot.train import EVAL_SEED_OFFSET
+
+        successes, returns = [], []
+        for i in range(self.p.eval_episodes):
+            obs, _ = env.reset(seed=self.cfg.seed + EVAL_SEED_OFFSET + i)
+            total, success, done = 0.0, False, False
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(agent.act(obs, self.counters["actor/steps"],
+                                                                              eval_mode=True))
+                total += float(reward)
+                success |= bool(info.get("is_success", False))
+                done = terminated or truncated
+            successes.append(float(success))
+            returns.append(total)
+        return {"eval/success": float(np.mean(successes)), "eval/return": float(np.mean(returns)),
+                "eval/weights_version": self.counters["actor/weights_version"],
+                "eval/learner_step": self.counters["actor/weights_step"]}
 
     def close(self) -> None:
         self.stop.set()

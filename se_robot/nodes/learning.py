@@ -4,11 +4,14 @@ Wire (see :mod:`se_robot.nodes.wire` for the bytes):
 - ``learner/transitions``: actor -> learner, ``std_msgs/UInt8MultiArray`` chunks, reliable, keep
   last 256, volatile. One message is a batch of consecutive steps of one actor: ``action``,
   ``reward``, ``terminated``, ``truncated``, ``next_obs/<key>``, ``start`` (bool: this step begins
-  an episode) and ``first/<key>`` (the reset observation of each such episode, in order), so
-  the learner rebuilds exactly the replay calls the local loop makes (add_first, then add).
+  an episode), ``first/<key>`` (the reset observation of each such episode, in order) and
+  ``weights_version`` (the policy version that acted). The wire header's stream id names the
+  actor and its sequence number orders the actor's batches; the learner assembles each actor's
+  episodes apart (:mod:`se_robot.nodes.assembly`) and makes the replay calls the local loop
+  makes (add_first, then add) once an episode ends.
 - ``learner/policy_weights``: learner -> actor, the same chunking, reliable and transient local
   (keep last 256 chunks) so an actor that starts late still gets the newest policy; payload is
-  the agent's ``state_dict`` as ``torch.save`` bytes, loaded with ``weights_only=True``.
+  ``{version, step, state}`` as ``torch.save`` bytes, loaded with ``weights_only=True``.
 - ``learner/metrics`` / ``actor/metrics``: ``std_msgs/String`` holding one JSON dict of flat
   namespaced metrics (``learner/transitions``, ``learner/weights_version``, ``loss/critic``...).
 """
@@ -50,12 +53,14 @@ class ChunkPublisher:
 
 
 class ChunkSubscriber:
-    """Reassembles chunks and hands each complete payload to ``on_payload(header, bytes)``."""
+    """Reassembles chunks and hands each complete payload to ``on_payload(header, bytes)``.
+
+    A refused chunk is counted (``reassembler.rejected``) and logged, never raised.
+    """
 
     def __init__(self, node: Node, topic: str, on_payload: Callable[[wire.ChunkHeader, bytes], None],
-                 weights: bool = False, **kwargs: Any):
-        self.reassembler = wire.Reassembler()
-        self.errors = 0
+                 weights: bool = False, reassembler: wire.Reassembler | None = None, **kwargs: Any):
+        self.reassembler = reassembler or wire.Reassembler()
         self._node = node
         self._on_payload = on_payload
         self.sub = node.create_subscription(UInt8MultiArray, topic, self._on_chunk,
@@ -65,7 +70,6 @@ class ChunkSubscriber:
         try:
             done = self.reassembler.add(msg.data)
         except wire.WireError as e:
-            self.errors += 1
             self._node.get_logger().warning(f"{self.sub.topic_name}: dropped chunk: {e}", throttle_duration_sec=2.0)
             return
         if done is not None:
@@ -73,6 +77,7 @@ class ChunkSubscriber:
 
 
 def publish_metrics(pub: Any, metrics: dict[str, Any]) -> None:
+    """One flat JSON dict on a ``std_msgs/String`` topic (numbers as floats, anything else as text)."""
     clean = {k: (float(v) if isinstance(v, (int, float, np.floating, np.integer, bool)) else str(v))
              for k, v in metrics.items()}
     pub.publish(String(data=json.dumps(clean, sort_keys=True)))
@@ -83,6 +88,7 @@ class TransitionBatcher:
 
     def __init__(self, size: int):
         self.size = size
+        self.weights_version = 0   # the policy version acting now; each batch carries it
         self._rows: list[dict[str, Any]] = []
         self._firsts: list[dict[str, np.ndarray]] = []
         self._pending_start = False
@@ -113,28 +119,16 @@ class TransitionBatcher:
             "truncated": np.array([r["truncated"] for r in rows]),
             "start": np.array([r["start"] for r in rows]),
             "next_obs": {k: np.stack([r["next_obs"][k] for r in rows]) for k in rows[0]["next_obs"]},
+            "weights_version": np.int64(self.weights_version),
         }
         if firsts:
             batch["first"] = {k: np.stack([f[k] for f in firsts]) for k in firsts[0]}
         return batch
 
 
-def replay_batch(batch: dict[str, Any], replay: Any) -> int:
-    """Feed one received batch into a ReplayBuffer with the calls the local loop makes."""
-    starts = np.asarray(batch["start"], dtype=bool)
-    firsts = batch.get("first", {})
-    if int(starts.sum()) != (len(next(iter(firsts.values()))) if firsts else 0):
-        raise wire.WireError(f"batch has {int(starts.sum())} episode starts but "
-                             f"{len(next(iter(firsts.values()))) if firsts else 0} first observations")
-    k = 0
-    for i in range(len(starts)):
-        if starts[i]:
-            replay.add_first({key: v[k] for key, v in firsts.items()})
-            k += 1
-        replay.add(batch["action"][i], float(batch["reward"][i]),
-                   {key: v[i] for key, v in batch["next_obs"].items()},
-                   bool(batch["terminated"][i]), bool(batch["truncated"][i]))
-    return len(starts)
+def counter_metrics(prefix: str, counts: dict[str, int]) -> dict[str, int]:
+    """``{"<prefix>/<reason>": n}``: the flat, namespaced form metrics take."""
+    return {f"{prefix}/{reason}": int(n) for reason, n in sorted(counts.items())}
 
 
 def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1,

@@ -54,7 +54,8 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
     """Init rclpy, spin the node on a multi-threaded executor until Ctrl-C/SIGTERM, clean up.
 
     Service callbacks that wait (``~/home``) need a second thread while the control timer runs,
-    hence the multi-threaded executor.
+    hence the multi-threaded executor. Returns the node's ``exit_code`` if it has one (a node whose
+    worker died shuts its context down and sets it, so a supervisor sees a failure).
     """
     ensure_ament_prefix()
     rclpy.init(args=args)
@@ -77,4 +78,4 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
             node.destroy_node()
         if rclpy.ok():
             rclpy.try_shutdown()
-    return 0
+    return int(getattr(node, "exit_code", 0))
