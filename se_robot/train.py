@@ -339,7 +339,7 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
         encoded = env if isinstance(env, EncoderFeatures) else None
         load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else tuple(env.observation_space.spaces),
                    image_size=cfg.image_size, action_repeat=cfg.action_repeat,
-                   episode_fn=encoded.encode_episode if encoded else None)
+                   episode_fn=encoded.encode_episode if encoded else None, success_fn=_demo_success_fn(cfg))
     if demos is not None and demos.transitions:
         _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
     if cfg.teleop:
@@ -367,6 +367,18 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
         agent.load_state_dict(saved["agent"])
         trainer.load_trainer_state(saved["trainer"])
     return trainer
+
+
+def _demo_success_fn(cfg: TrainConfig) -> Any:
+    """With a learned reward, demos are relabelled by the same classifier and threshold the env
+    uses, so their rewards are on the scale of the online ones (sparse 0/1, ending on success)."""
+    if not cfg.reward_model:
+        return None
+    from se_robot.data.reward_model import load_reward_model
+
+    model = load_reward_model(cfg.reward_model)
+    threshold = cfg.reward_threshold or model.threshold
+    return lambda frames: model.probability(frames) >= threshold
 
 
 def attach_teleop(env: Any, cfg: TrainConfig) -> Any:

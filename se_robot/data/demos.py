@@ -61,6 +61,21 @@ def agent_steps(ep: Episode, action_repeat: int) -> tuple[list[int], list[tuple[
     return rows, transitions
 
 
+def relabel_sparse(transitions: list[tuple[np.ndarray, float, bool, bool]],
+                   success: np.ndarray) -> list[tuple[np.ndarray, float, bool, bool]]:
+    """Transitions as an env whose reward is a success judge gives them: ``success[i + 1]`` judges
+    the observation after transition ``i``; reward 1 and the episode ends there, else reward 0
+    (the env's own termination kept). What ``LearnedRewardWrapper`` does live, so demos and online
+    steps share one reward scale."""
+    out = []
+    for i, (action, _, terminated, truncated) in enumerate(transitions):
+        hit = bool(success[i + 1])
+        out.append((action, 1.0 if hit else 0.0, terminated or hit, truncated and not hit))
+        if hit or terminated:
+            break
+    return out
+
+
 def _resized(frames: np.ndarray, image_size: int | None) -> np.ndarray:
     """(N, H, W, 3) recorded frames at ``image_size`` x ``image_size`` (unchanged if already)."""
     if not image_size or frames.shape[1:3] == (image_size, image_size):
@@ -71,7 +86,8 @@ def _resized(frames: np.ndarray, image_size: int | None) -> np.ndarray:
 
 
 def load_demos(dataset_dir: str | Path, buffer: TransitionSink, obs_keys: tuple[str, ...],
-               image_size: int | None = None, action_repeat: int = 1, episode_fn: EpisodeFn | None = None) -> int:
+               image_size: int | None = None, action_repeat: int = 1, episode_fn: EpisodeFn | None = None,
+               success_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
     """Fill ``buffer`` from an episode dataset; returns the number of episodes read.
 
     ``obs_keys`` are the episode arrays to read (the env's observation keys, or what
@@ -79,6 +95,9 @@ def load_demos(dataset_dir: str | Path, buffer: TransitionSink, obs_keys: tuple[
     ``episode_fn`` maps an episode's observations (one row per agent step; pixels as the raw
     (N, H, W, 3) frames) to what is stored, e.g. a frozen encoder's features
     (``EncoderFeatures.encode_episode``). Without it, pixels go in as (3, H, W) frames.
+    ``success_fn``: a learned success judge over the raw ``pixels`` frames (N, H, W, 3) of the
+    agent-step rows; given, the rewards are relabelled sparse (``relabel_sparse``), as training with
+    that classifier as the reward sees them, instead of the reward recorded with the episode.
     """
     if action_repeat < 1:
         raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
@@ -93,6 +112,11 @@ def load_demos(dataset_dir: str | Path, buffer: TransitionSink, obs_keys: tuple[
             raise DatasetError(path, missing[0], f"missing; the agent observes {list(obs_keys)} "
                                                  f"and the episode holds {ep.obs_keys}")
         rows, transitions = agent_steps(ep, action_repeat)
+        if success_fn is not None:
+            if "pixels" not in ep:
+                raise DatasetError(path, "pixels", "missing; a learned reward judges camera frames")
+            transitions = relabel_sparse(transitions, np.asarray(success_fn(ep["pixels"][rows]), dtype=bool))
+            rows = rows[:len(transitions) + 1]
         obs: dict[str, Any] = {k: _resized(ep[k][rows], image_size) if is_pixel_key(k) else ep[k][rows]
                                for k in obs_keys}
         if episode_fn is not None:
