@@ -308,8 +308,6 @@ class Trainer(FaultPauses):
 def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | None = None,
                   envs: tuple[Any, Any] | None = None) -> Trainer:
     """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint."""
-    from se_robot.agents.registry import make_agent
-    from se_robot.data.demos import dataset_slots, load_demos
     from se_robot.logger import Logger
 
     run_dir = Path(run_dir)
@@ -318,11 +316,36 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env, eval_env = envs or make_envs(cfg)
+    agent, replay, demos = make_learner(cfg, env, saved["path"] if saved else None, takeovers=bool(cfg.teleop))
+    if cfg.teleop:
+        env = attach_teleop(env, cfg)
+    logger = Logger(run_dir, tensorboard=cfg.tensorboard,
+                    resume_step=int(saved["trainer"]["step"]) if saved else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    trainer = Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)
+    if saved:
+        agent.load_state_dict(saved["agent"])
+        trainer.load_trainer_state(saved["trainer"])
+    return trainer
+
+
+def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None,
+                 takeovers: bool = False) -> tuple[Any, ReplayBuffer, ReplayBuffer | None]:
+    """The agent with its replay and demo buffers, for ``env``'s spaces and task.
+
+    One recipe for the single-process loop and for a learner fed by actors over ROS
+    (``learner_node`` split mode passes a twin of the actors' env), so both learn the same way.
+    ``ckpt_dir`` restores the buffers saved with a checkpoint; ``takeovers`` gives an operator's
+    takeovers a demo buffer when no demos were given (HIL-SERL).
+    """
+    from se_robot.agents.registry import make_agent
+    from se_robot.data.demos import dataset_slots, load_demos
+
     agent_dict = dict(cfg.agent)
     if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
         agent_dict = merge(agent_dict, {"sac": {"gamma": cfg.replay.discount}})
     agent = make_agent(cfg.algo, env.observation_space, env.action_space, agent_dict, cfg.device, cfg.seed)
-    ckpt_dir = saved["path"] if saved else None
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
         replay = ReplayBuffer.load(ckpt_dir / "replay")
     else:
@@ -342,11 +365,9 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
                    episode_fn=encoded.encode_episode if encoded else None, success_fn=_demo_success_fn(cfg))
     if demos is not None and demos.transitions:
         _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
-    if cfg.teleop:
-        env = attach_teleop(env, cfg)
-        if demos is None:  # takeovers become demonstrations (HIL-SERL)
-            demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
-                                 seed=cfg.seed + 1)
+    if takeovers and demos is None:
+        demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
+                             seed=cfg.seed + 1)
     if hasattr(agent, "set_reward_fn"):
         # MBPO scores model rollouts with the task's own reward and termination when the state
         # vector carries the task (state obs) and one agent step is one control tick.
@@ -358,15 +379,7 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
         for buf in (replay, demos):
             if buf is not None:
                 buf.set_feature_fn(agent.encode_frames)
-    logger = Logger(run_dir, tensorboard=cfg.tensorboard,
-                    resume_step=int(saved["trainer"]["step"]) if saved else None)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    trainer = Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)
-    if saved:
-        agent.load_state_dict(saved["agent"])
-        trainer.load_trainer_state(saved["trainer"])
-    return trainer
+    return agent, replay, demos
 
 
 def _demo_success_fn(cfg: TrainConfig) -> Any:

@@ -26,6 +26,15 @@ class Agent(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def acting_state_dict(self) -> dict[str, Any]:
+        """What ``act`` reads (policy weights only: no critics, optimizers or random streams).
+
+        A learner sends this to its actors: small on the wire, and each actor keeps its own
+        random streams, so N actors do not draw the same exploration noise.
+        """
+
+    def load_acting_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """cuda if present, then Apple's mps, else cpu; an explicit request must be available."""

@@ -368,6 +368,21 @@ class DrQV2Agent:
             state["encoder_opt"] = self.encoder_opt.state_dict()
         return state
 
+    def acting_state_dict(self) -> dict[str, Any]:
+        state = {"obs_shapes": self.obs_shapes, "action_dim": self.action_dim, "actor": self.actor.state_dict()}
+        if self.encoder is not None:
+            state["encoder"] = self.encoder.state_dict()
+        return state
+
+    def load_acting_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("obs_shapes") != self.obs_shapes or state.get("action_dim") != self.action_dim:
+            raise ValueError(f"DrQV2Agent.load_acting_state_dict: weights are for observations "
+                             f"{state.get('obs_shapes')} and {state.get('action_dim')} actions; "
+                             f"this agent has {self.obs_shapes} and {self.action_dim}")
+        self.actor.load_state_dict(state["actor"])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(state["encoder"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("obs_shapes") != self.obs_shapes or state.get("action_dim") != self.action_dim:
             raise ValueError(f"DrQV2Agent.load_state_dict: checkpoint is for observations {state.get('obs_shapes')} "

@@ -301,6 +301,12 @@ class MBPOAgent:
                 "last_fit_step": self.last_fit_step, "last_rollout_step": self.last_rollout_step,
                 "model_metrics": dict(self.model_metrics)}
 
+    def acting_state_dict(self) -> dict[str, Any]:
+        return {"sac": self.sac.acting_state_dict()}   # acting is SAC's policy; the model stays with the learner
+
+    def load_acting_state_dict(self, state: dict[str, Any]) -> None:
+        self.sac.load_acting_state_dict(state["sac"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sac.load_state_dict(state["sac"])
         self.trainer.load_state_dict(state["trainer"])

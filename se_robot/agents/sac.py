@@ -204,6 +204,12 @@ class SACAgent:
                 "alpha_opt": self.alpha_opt.state_dict(), "generator": self.generator.get_state(),
                 "rng": self.rng.bit_generator.state, "num_updates": self.num_updates}
 
+    def acting_state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict()}
+
+    def load_acting_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])

@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-
+import torch
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -76,12 +76,8 @@ class ActorNode(Node):
         stream, version, step, state = pending
         if stream == self._weights_stream and version <= self.counters["actor/weights_version"]:
             return
-        # keep this actor's own random streams (seeded per actor): loading the learner's would
-        # make every actor draw the same exploration noise after each update
-        own = agent.state_dict()
-        state = {**state, **{k: own[k] for k in ("generator", "rng") if k in own and k in state}}
         try:
-            agent.load_state_dict(state)
+            agent.load_acting_state_dict(state)   # policy weights only: this actor keeps its own random streams
         except (RuntimeError, KeyError, ValueError, TypeError) as e:   # shapes or keys of another agent
             self.rejected["incompatible_weights"] += 1
             self.get_logger().warning(f"weights v{version} do not fit this agent: {e}", throttle_duration_sec=2.0)
@@ -116,6 +112,8 @@ class ActorNode(Node):
         from se_robot.agents.registry import make_agent
 
         cfg, p = self.cfg, self.p
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         env = learning.make_node_env(self.e, self.e.env_backend, cfg.frame_stack, cfg.action_repeat, cfg.encoder)
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)

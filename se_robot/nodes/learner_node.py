@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -66,8 +67,8 @@ class LearnerNode(Node):
         self.done = threading.Event()
         self.error: str | None = None
         self.exit_code = 0   # run_node's exit status: non-zero once the learner thread has died
-        self.counters = {"learner/transitions": 0, "learner/updates": 0, "learner/weights_version": 0,
-                         "learner/batches": 0}
+        self.counters = {"learner/transitions": 0, "learner/updates": 0, "learner/updates_owed": 0,
+                         "learner/weights_version": 0, "learner/batches": 0}
         target = self._run_local if p.mode == "local" else self._run_split
         if p.mode == "split":
             self._queue: queue.Queue = queue.Queue(maxsize=1024)
@@ -158,18 +159,22 @@ class LearnerNode(Node):
                                           throttle_duration_sec=2.0)
 
     def _run_split(self) -> None:
-        import dataclasses
-
-        from se_robot.agents.registry import make_agent
-        from se_robot.agents.replay import ReplayBuffer
+        from se_robot.train import make_learner, seed_everything
 
         cfg, p = self.cfg, self.p
         self.run_dir.mkdir(parents=True, exist_ok=True)   # an unwritable run dir fails now, not at the checkpoint
-        obs_space, act_space = learning.spaces_for(cfg, self.e)
-        agent = make_agent(cfg.algo, obs_space, act_space, dict(cfg.agent), cfg.device, cfg.seed)
-        replay = ReplayBuffer(dataclasses.replace(cfg.replay), seed=cfg.seed)
-        self._assembler = assembly.EpisodeAssembler(replay, assembly.BatchSpec.from_spaces(obs_space, act_space),
-                                                    max_actors=p.max_actors)
+        seed_everything(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        # the actors' env on the twin: its spaces and task build the agent exactly as the local loop does
+        # (demos, MBPO's task reward for model rollouts); nothing is stepped
+        twin = learning.make_node_env(self.e, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
+        try:
+            agent, replay, demos = make_learner(cfg, twin)
+            spec = assembly.BatchSpec.from_spaces(twin.observation_space, twin.action_space)
+        finally:
+            twin.close()
+        self._assembler = assembly.EpisodeAssembler(replay, spec, max_actors=p.max_actors)
         step, updates, last_metrics = 0, 0, {}
         next_ckpt, next_weights, next_report = p.checkpoint_period_steps, p.weights_period_steps, 0.0
         self._publish_weights(agent, step)  # actors start from the learner's initial policy
@@ -181,9 +186,13 @@ class LearnerNode(Node):
                 self._ingest(0.0 if owed > 0 else 0.2)
                 step = self._assembler.transitions
             if owed > 0:   # one update, then look for data again: acting never waits for learning
-                last_metrics = agent.update(replay, None, step) or last_metrics
+                # the env step the loop would make this update at: step-keyed schedules (DrQ-v2's
+                # update_every_steps, MBPO's refits) see the loop's sequence, not bursts at one step
+                at = cfg.learning_starts + int(updates / p.updates_per_transition)
+                last_metrics = agent.update(replay, demos, at) or last_metrics
                 updates += 1
-            self.counters.update({"learner/transitions": step, "learner/updates": updates})
+            self.counters.update({"learner/transitions": step, "learner/updates": updates,
+                                  "learner/updates_owed": max(0, owed - 1)})
             if step >= next_weights and updates > 0:
                 next_weights = step + p.weights_period_steps
                 self._publish_weights(agent, step)
@@ -208,7 +217,7 @@ class LearnerNode(Node):
     def _publish_weights(self, agent: Any, step: int) -> None:
         t = time.perf_counter()
         version = self.counters["learner/weights_version"] + 1
-        self._weights.publish(wire.encode_weights(agent.state_dict(), version, step))
+        self._weights.publish(wire.encode_weights(agent.acting_state_dict(), version, step))
         self.counters["learner/weights_version"] = version
         self.get_logger().info(f"published weights v{version} at step {step} "
                                f"({(time.perf_counter() - t) * 1e3:.0f} ms)")
