@@ -64,16 +64,18 @@ def hold_arm(robot: Any, reason: str) -> str | None:
     return None
 
 
-def instructions(backend: str, terminal: bool, wait_s: float, run_dir: Path) -> str:
-    """How the operator continues (or stops) the paused run, for this backend and terminal."""
+def instructions(backend: str, terminal: bool, wait_s: float, run_dir: Path, device: str | None = None) -> str:
+    """How the operator continues (or stops) the paused run, for this backend, terminal and teleop device."""
     ways = []
     if backend == "ros":
         ways.append("clear the arm node's latch: ros2 service call arm/reset std_srvs/srv/Trigger "
-                    "(under the node's namespace)" + (", then" if terminal else ""))
-    if terminal:
-        ways.append("press Enter in this terminal (with --teleop keyboard: the same Enter key); "
-                    "type q and Enter to stop the run here")
-    if not terminal:
+                    "(under the node's namespace)" + (", then" if terminal or device else ""))
+    if device:
+        ways.append(f"press 'scene restored' or 'success' on {device} (keyboard: p or Enter; gamepad: LB or A); "
+                    "its quit button (keyboard q, gamepad Start) stops the run here")
+    elif terminal:
+        ways.append("press Enter in this terminal; type q and Enter to stop the run here")
+    if not terminal and not device:
         ways.append("no terminal to press Enter in: whatever drives this run must call the robot's "
                     "estop.reset() (a scripted operator)")
     limit = f"within {wait_s:.0f} s" if wait_s > 0 else "whenever ready"
@@ -89,20 +91,36 @@ def resume_hint(run_dir: Path) -> str:
 class OperatorWait:
     """Waits for the e-stop to be reset (the operator's "continue"), for at most ``timeout_s``
     (0: no limit). With a ``terminal``, Enter resets the e-stop and ``q`` gives up; bytes are read
-    raw, so it works whether or not a keyboard teleop put the tty in cbreak mode."""
+    raw, so it works whether or not a keyboard teleop put the tty in cbreak mode. With a teleop
+    ``device`` (the one attached to the run), its buttons answer instead, so an operator at the arm
+    continues from the device in hand: "scene restored" (keyboard ``p``, gamepad LB) or "success"
+    (Enter, gamepad A) resets the e-stop, "quit" gives up. The device reads the keyboard itself
+    when it has one, so the terminal is not read beside it (the two would steal each other's keys)."""
 
-    def __init__(self, estop: EStop, timeout_s: float, terminal: TextIO | None = None, poll_s: float = 0.1):
+    CONTINUE_BUTTONS = ("restored", "success")
+
+    def __init__(self, estop: EStop, timeout_s: float, terminal: TextIO | None = None, poll_s: float = 0.1,
+                 device: Any = None):
         self.estop, self.timeout_s, self.poll_s = estop, float(timeout_s), poll_s
-        self._fd = terminal.fileno() if terminal is not None else None
+        self.device = device
+        self._fd = terminal.fileno() if terminal is not None and device is None else None
 
     def wait(self) -> str:
         """:data:`CONTINUED`, :data:`GAVE_UP` or :data:`TIMED_OUT`."""
         deadline = time.monotonic() + self.timeout_s if self.timeout_s > 0 else None
+        if self.device is not None:
+            self.device.poll()   # presses made before the pause do not count
         while True:
             if not self.estop.latched:
                 return CONTINUED
             if deadline is not None and time.monotonic() >= deadline:
                 return TIMED_OUT
+            if self.device is not None:
+                answer = self._poll_device()
+                if answer is not None:
+                    return answer
+                time.sleep(self.poll_s)
+                continue
             if self._fd is None:
                 time.sleep(self.poll_s)
                 continue
@@ -117,6 +135,15 @@ class OperatorWait:
             elif "\n" in text or "\r" in text:
                 self.estop.reset()
                 return CONTINUED
+
+    def _poll_device(self) -> str | None:
+        command = self.device.poll()
+        if command.pressed("quit"):
+            return GAVE_UP
+        if any(command.pressed(b) for b in self.CONTINUE_BUTTONS) and not command.pressed("estop"):
+            self.estop.reset()
+            return CONTINUED
+        return None
 
 
 class FaultPauses:
@@ -181,11 +208,14 @@ class FaultPauses:
             stop = f"the arm faulted {self._fault_streak} times in a row without completing a step (unrecoverable)"
         if stop is None:
             terminal = operator_terminal()
-            self._note(f"checkpoint written: {path}; "
-                       + instructions(cfg.backend, terminal is not None, cfg.fault_wait_s, self.run_dir))
+            device = getattr(self.env, "device", None)   # the teleop device of --teleop (InterventionWrapper)
+            self._note(f"checkpoint written: {path}; " + instructions(
+                cfg.backend, terminal is not None, cfg.fault_wait_s, self.run_dir,
+                getattr(device, "name", None) if device is not None else None))
             self.waiting_for_operator.set()
             try:
-                outcome = OperatorWait(self.env.unwrapped.robot.estop, cfg.fault_wait_s, terminal).wait()
+                outcome = OperatorWait(self.env.unwrapped.robot.estop, cfg.fault_wait_s, terminal,
+                                       device=device).wait()
             finally:
                 self.waiting_for_operator.clear()
             if outcome == CONTINUED:

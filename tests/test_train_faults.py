@@ -274,3 +274,41 @@ def test_operator_wait_reads_enter_and_q_from_a_terminal():
     estop = EStop()
     estop.latch("test")
     assert OperatorWait(estop, 0.05).wait() == TIMED_OUT
+
+
+def test_an_operator_stops_the_run_and_continues_it_from_the_teleop_device(tmp_path):
+    """`se-robot train --teleop keyboard`: Space latches the e-stop mid-run (the run pauses: hold,
+    checkpoint), then 'p' (scene restored) on the same device continues it; no terminal involved."""
+    master, slave = os.openpty()
+    cfg = load_config(overrides={**TINY, "steps": 40, "fault_wait_s": WAIT_S, "teleop": "keyboard",
+                                 "teleop_device": os.ttyname(slave)})
+    trainer = build_trainer(cfg, tmp_path / "run")
+    done = threading.Event()
+
+    def operator() -> None:
+        _until(lambda: trainer.step >= 15 or done.is_set(), "the run to move")
+        os.write(master, b" ")     # E-STOP from the device in hand
+        _until(lambda: trainer.waiting_for_operator.is_set() or done.is_set(), "the pause")
+        while trainer.waiting_for_operator.is_set() and not done.is_set():
+            os.write(master, b"p")   # until the pause has read it (a press before the pause does not count)
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    try:
+        result = trainer.train()
+    finally:
+        done.set()
+        thread.join(timeout=WAIT_S)
+        trainer.logger.close()
+        trainer.env.close()
+        trainer.eval_env.close()
+        os.close(master)
+        os.close(slave)
+    events = (tmp_path / "run" / "events.log").read_text()
+    assert trainer.pauses == 1 and trainer.step == 40, events
+    assert "PAUSED at step" in events and "e-stop latched: teleop e-stop" in events, events
+    assert "press 'scene restored' or 'success' on" in events and "operator continued" in events, events
+    paused_at = int(events.split("PAUSED at step ")[1].split(":")[0])
+    assert paused_at in [int(p.name.split("_")[1]) for p in checkpoint.list_checkpoints(tmp_path / "run")]
+    assert not trainer.env.unwrapped.robot.estop.latched and result
