@@ -6,11 +6,12 @@ Starts the nodes as processes on a private ROS_DOMAIN_ID (``tests.support.ros_ha
   the transport, assembly and the actors' own speed), over ``--rate-seconds`` once every actor is heard;
 - sample efficiency: env steps (transitions in the learner's replay when the evaluated weights
   were published) to ``--threshold`` eval success with 1 and with 2 actors, against the
-  single-process loop (``se_robot.train``) with the same SAC settings: the reach recipe's
-  ``agent.sac``, discount 0.9, one update per transition. Actor 1 evaluates greedily every
-  ``--eval-every`` learner steps on the loop's evaluation start states. Actors are capped at
-  ``--actor-hz`` steps/s each, as a robot paces itself at its control rate, so the learner can
-  keep one update per transition; free-running twins outrun it and the figure would measure lag.
+  single-process loop (``se_robot.train``) with the same agent: ``--algo mbpo`` is the
+  ``reach_mbpo_quick`` recipe, ``--algo sac`` that recipe's ``agent.sac`` (discount 0.9, one update
+  per transition). Actor 1 evaluates greedily every ``--eval-every`` learner steps on the loop's
+  evaluation start states. Actors are capped at ``--actor-hz`` steps/s each, as a robot paces
+  itself at its control rate: the learner must keep up with its one update per transition
+  (``learner/updates_owed``, printed as the largest backlog seen), or the figure measures lag.
 """
 
 from __future__ import annotations
@@ -38,18 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success counted as solved")
     p.add_argument("--actor-hz", type=float, default=40.0, help="steps/s cap of each actor in the efficiency runs")
+    p.add_argument("--algo", default="mbpo", choices=("mbpo", "sac"),
+                   help="mbpo: the reach_mbpo_quick recipe; sac: its agent.sac settings")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true", help="skip the single-process loop run")
     p.add_argument("--out", default="runs/bench_actors", help="directory for runs and the JSON of every curve")
     p.set_defaults(func=run)
 
 
-def _sac_overrides() -> str:
+def _agent_settings(algo: str) -> tuple[str, str]:
+    """(train_config, train_overrides) both sides and the loop use for ``algo``."""
     from se_robot.train_config import read_recipe
 
+    if algo == "mbpo":
+        return RECIPE, "threads=1"
     sac = read_recipe(RECIPE)["agent"]["sac"]
-    return " ".join(["replay.discount=0.9", "replay.n_step=1", "action_repeat=1", "threads=1"]
-                    + [f"agent.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sac.items()])
+    return "", " ".join(["replay.discount=0.9", "replay.n_step=1", "action_repeat=1", "threads=1"]
+                        + [f"agent.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sac.items()])
 
 
 def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn: bool, seconds: float) -> dict:
@@ -60,7 +66,9 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
     from tests.support import ros_harness as harness
 
     domain = harness.pick_domain_id(40 + n_actors + 10 * int(learn))
-    common = {"algo": "sac", "obs_mode": "state", "seed": args.seed, "train_overrides": _sac_overrides()}
+    recipe, overrides = _agent_settings(args.algo)
+    common = {"algo": args.algo, "obs_mode": "state", "seed": args.seed, "train_config": recipe,
+              "train_overrides": overrides}
     log = Path(tempfile.gettempdir())
     procs = [harness.start_node("learner_node", domain, {
         **common, "mode": "split", "total_steps": args.steps if learn else 10**9,
@@ -76,6 +84,11 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
     try:
         with harness.ros_session(domain, "bench_actors") as ros:
             last: dict = {}
+            backlog = [0]
+
+            def on_learner(msg: String) -> None:
+                last.update(json.loads(msg.data))
+                backlog[0] = max(backlog[0], int(last.get("learner/updates_owed", 0)))
 
             def on_actor(msg: String) -> None:
                 m = json.loads(msg.data)
@@ -86,8 +99,7 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
                           f"{m['eval/success']:.2f}", flush=True)
 
             start = time.monotonic()
-            ros.node.create_subscription(String, "learner/metrics", lambda m: last.update(json.loads(m.data)),
-                                         DIAGNOSTICS_QOS)
+            ros.node.create_subscription(String, "learner/metrics", on_learner, DIAGNOSTICS_QOS)
             ros.node.create_subscription(String, "actor/metrics", on_actor, DIAGNOSTICS_QOS)
             if not ros.spin_until(lambda: last.get("learner/actors", 0) >= n_actors, 300.0):
                 raise RuntimeError(f"not every actor was heard: {last}")
@@ -100,6 +112,7 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
                 ros.spin_until(lambda: last.get("learner/finished") == 1 or any(
                     r["success"] >= args.threshold for r in out["curve"]), seconds)
             out["learner"] = {k: v for k, v in last.items() if k.startswith("learner/")}
+            out["max_backlog"] = backlog[0]
             out["wall_s"] = time.monotonic() - start
     finally:
         for proc in reversed(procs):
@@ -111,12 +124,13 @@ def _baseline(args: argparse.Namespace, run_dir: Path) -> list[dict]:
     from benchmarks.common import run_trainer
     from se_robot.train_config import load_config
 
-    cfg = load_config(None, {
-        "task": "reach", "algo": "sac", "obs_mode": "state", "frame_stack": 1, "steps": args.steps,
+    recipe, overrides = _agent_settings(args.algo)
+    cfg = load_config(recipe or None, {
+        "task": "reach", "algo": args.algo, "obs_mode": "state", "frame_stack": 1, "steps": args.steps,
         "seed": args.seed, "learning_starts": 250, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "eval_video": False, "checkpoint_every": 10 * args.steps,
         "save_replay": False, "tensorboard": False, "progress": False, "device": "cpu",
-        "log_every": args.eval_every, "stop_at_success": args.threshold}, _sac_overrides().split(),
+        "log_every": args.eval_every, "stop_at_success": args.threshold}, overrides.split(),
         source="benchmarks actors")
     return run_trainer(cfg, run_dir)[0]
 
@@ -148,11 +162,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"data rate  {n} actor(s): {r:8.0f} transitions/s   x{r / base:.2f} vs {counts[0]}")
     if "efficiency" in figures:
         loop = steps_to(results["loop"]["curve"], args.threshold) if "loop" in results else None
-        print(f"env steps to {args.threshold:.0%} eval success on reach (SAC, seed {args.seed}, "
+        print(f"env steps to {args.threshold:.0%} eval success on reach ({args.algo}, seed {args.seed}, "
               f"{args.eval_episodes} episodes every {args.eval_every} steps)")
         for name in ["loop"] * ("loop" in results) + [f"split_{n}" for n in counts]:
             hit = steps_to(results[name]["curve"], args.threshold)
             ratio = f"x{hit / loop:.2f} vs loop" if hit and loop else "-"
+            lag = f"  largest update backlog {results[name]['max_backlog']}" if "max_backlog" in results[name] else ""
             print(f"  {name:<10} {hit if hit is not None else f'>{args.steps}'!s:>8}  {ratio:>14}  "
-                  f"wall {results[name]['wall_s']:.0f} s")
+                  f"wall {results[name]['wall_s']:.0f} s{lag}")
     return 0
