@@ -46,6 +46,9 @@ def _hardware_env(task: str, vm: VirtualArm | None = None, port: str = "/dev/nul
     from se_robot.envs.detector import make_detector
 
     detector = options.pop("detector", None) or (make_detector(None, camera_yaml) if camera_yaml else None)
+    # pixel reach on the arm takes its reward from a success classifier (ArmEnv refuses the virtual
+    # target otherwise); these tests are about spaces, timing and sensing, not the reward
+    options.setdefault("learned_reward", task == "reach")
     return ArmEnv(robot, task, detector=detector, **options)
 
 

@@ -184,6 +184,33 @@ def test_pixel_reach_on_the_arm_needs_a_learned_reward():
         _offline_hardware("push", obs_mode="state", reward_model=model)
 
 
+def test_pixel_reach_on_a_robot_that_says_at_connect_it_has_no_objects_is_refused():
+    """A ROS robot learns at connect whether sim_node serves objects (arm_node does not): pixel reach
+    with a virtual target is refused at the first reset, with the same message, before the arm moves."""
+    from se_robot.envs.arm_env import ArmEnv
+    from se_robot.sim.twin_robot import TwinRobot
+
+    class ArmNodeLike(TwinRobot):   # objects promised at construction, none found at connect
+        def connect(self) -> None:
+            super().connect()
+            self.has_object_state = False
+
+    robot = ArmNodeLike("so101", load_task("reach"))
+    env = ArmEnv(robot, "reach", obs_mode="pixels", image_size=32)
+    try:
+        with pytest.raises(ValueError, match="no target the camera can see"):
+            env.reset(seed=0)
+    finally:
+        env.close()
+    robot = ArmNodeLike("so101", load_task("reach"))
+    env = ArmEnv(robot, "reach", obs_mode="pixels", image_size=32, learned_reward=True)
+    try:
+        obs, _ = env.reset(seed=0)   # a classifier gives the reward: no visible target needed
+        assert obs["pixels"].shape[-1] == 3 or obs["pixels"].shape[0] == 3
+    finally:
+        env.close()
+
+
 def test_the_learned_reward_is_sparse_ends_on_success_and_sees_raw_frames():
     seen: list[np.ndarray] = []
     probs = iter([0.1, 0.2, 0.7, 0.9])   # the start (0.1), then two ticks of one agent step

@@ -102,14 +102,14 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
 
         robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
         env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
-        env = make_arm_env(robot, task, **env_opts)
+        env = make_arm_env(robot, task, learned_reward=bool(reward_model), **env_opts)
     else:
         from se_robot.envs.arm_env import make_arm_env
 
         make_robot = robot_backend(backend)
         # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
         robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
-        env = make_arm_env(make_robot(arm, **robot_opts), task, **env_opts)
+        env = make_arm_env(make_robot(arm, **robot_opts), task, learned_reward=bool(reward_model), **env_opts)
     env = _with_reward(env, task, backend, reward_model, reward_threshold)
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
@@ -127,15 +127,10 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
 
 
 def _with_reward(env: gym.Env, task: str, backend: str, reward_model: Any, threshold: float | None) -> gym.Env:
-    """The learned success classifier over the env's raw frames, or the task's own reward (refused
-    where it cannot be seen: pixel reach with the virtual target of the real arm; a ROS robot
-    learns whether sim_node gives it objects only at connect, so it is not judged here)."""
+    """The learned success classifier over the env's raw frames, or the task's own reward (ArmEnv
+    refuses pixel reach where the target is virtual and no classifier gives the reward)."""
     has_pixels = "pixels" in env.observation_space.spaces
     if not reward_model:
-        if task == "reach" and has_pixels and backend == "hardware":
-            raise ValueError("reach from pixels on this robot has no target the camera can see (the target is "
-                             "virtual on a real table): give a success classifier as the reward (reward_model=, "
-                             "--reward-model; se-robot reward train), or use obs_mode state")
         return env
     if not has_pixels:
         raise ValueError("a learned reward (reward_model) judges camera frames: use obs_mode pixels or both")

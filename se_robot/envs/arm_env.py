@@ -81,7 +81,8 @@ class ArmEnv(gym.Env):
     ``operator``: who restores push/lift scenes on a robot whose ``reset_scene`` returns None
     (``se_robot.envs.operator``: ``terminal`` by default, or any object with ``restore``), with
     ``scene_timeout_s`` (None: wait) for a named one; ``scene_tries``: restores before a scene that
-    keeps starting already successful stops reset.
+    keeps starting already successful stops reset. ``learned_reward``: a success classifier over the
+    frames gives the reward (``make_env``'s ``reward_model``), so pixel reach needs no visible target.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -92,7 +93,8 @@ class ArmEnv(gym.Env):
                  render_size: int = 256, detector: str | DetectorCalibration | ColorDetector | None = None,
                  home_tolerance_rad: float = 0.05, home_timeout_s: float = 8.0, frame_timeout_s: float = 0.5,
                  object_timeout_s: float = 5.0, operator: SceneOperator | str | None = "terminal",
-                 scene_timeout_s: float | None = None, scene_tries: int = 3, **options: Any):
+                 scene_timeout_s: float | None = None, scene_tries: int = 3, learned_reward: bool = False,
+                 **options: Any):
         from se_robot.sim.kinematics import Kinematics
 
         self.cfg, self.arm, self.task = resolve_env_parts(task, robot.arm, render_mode, options)
@@ -112,6 +114,7 @@ class ArmEnv(gym.Env):
         if scene_tries < 1:
             raise ValueError(f"scene_tries must be >= 1, got {scene_tries}")
         self.scene_tries = scene_tries
+        self.learned_reward = learned_reward
         self.period_s = 1.0 / self.cfg.control_hz
         self.clock = ControlClock(self.period_s) if robot.realtime else None
         self.detector = self._check_sensing(make_detector(detector) if not robot.has_object_state else None)
@@ -140,7 +143,18 @@ class ArmEnv(gym.Env):
         if self.cfg.obs_mode != "state" and self.cfg.camera not in names:
             raise ValueError(f"obs_mode {self.cfg.obs_mode!r} with camera {self.cfg.camera!r} needs that camera "
                              f"(pass {self.cfg.camera}_camera=); this robot has: {', '.join(names) or 'none'}")
+        self._check_reach_target()
         return detector if "scene" in names else None
+
+    def _check_reach_target(self) -> None:
+        """Pixel reach needs a target the camera sees: the robot's objects (the twin, sim_node), or a
+        success classifier as the reward. A real table's reach target is virtual: refused, here at
+        construction and again once a ROS robot has said at connect whether it has objects."""
+        if (self.task.name == "reach" and self.cfg.obs_mode != "state" and not self.robot.has_object_state
+                and not self.learned_reward):
+            raise ValueError("reach from pixels on this robot has no target the camera can see (the target is "
+                             "virtual on a real table): give a success classifier as the reward (reward_model=, "
+                             "--reward-model; se-robot reward train), or use obs_mode state")
 
     def _cameras_to_read(self) -> tuple[str, ...]:
         """The pixel camera, and the scene camera when the detector looks at it."""
@@ -157,6 +171,7 @@ class ArmEnv(gym.Env):
         super().reset(seed=seed)
         robot = self.robot
         robot.connect()
+        self._check_reach_target()
         scene = robot.reset_scene(self.np_random)
         robot.home(self.home_tolerance_rad, self.home_timeout_s)
         self._q_cmd = self.arm.home.copy()
