@@ -16,8 +16,9 @@ and are ignored (and removed on the next save).
 Reading: a disk that flips bits or a copy cut short would otherwise load silently (flipped bytes in
 ``agent.pt`` become NaN optimizer state). `resolve` verifies the manifest and, given a run directory,
 skips a damaged newest checkpoint for the newest intact one with a `CheckpointWarning` naming the bad
-file. A checkpoint without a manifest (unfinished, or written before checkpoints carried checksums)
-counts as damaged. Files are loaded with ``weights_only=True``: tensors and plain containers only, so
+file. A checkpoint without a manifest (written before checkpoints carried checksums, or one whose
+manifest was lost) counts as damaged until its owner vouches for it: `seal` (``se-robot checkpoint
+seal``) loads its files as tensors only, checks every float is finite and writes the manifest. Files are loaded with ``weights_only=True``: tensors and plain containers only, so
 a planted pickle cannot run code even with a matching manifest.
 """
 
@@ -128,8 +129,8 @@ def verify(ckpt: str | Path) -> None:
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
     except FileNotFoundError:
-        raise CheckpointError(f"{ckpt / MANIFEST}: missing (an unfinished checkpoint, or one written "
-                              "before checkpoints carried checksums)") from None
+        raise CheckpointError(f"{ckpt / MANIFEST}: missing (written before checkpoints carried checksums, "
+                              f"or the manifest was lost); if you trust it: se-robot checkpoint seal {ckpt}") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{ckpt / MANIFEST}: unreadable ({e})") from None
     for name in REQUIRED_FILES:
@@ -228,6 +229,41 @@ def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
                               "objects, refused since loading them would run code)") from None
     except Exception as e:  # torch raises several unrelated types for a truncated or corrupt file
         raise CheckpointError(f"{path}: cannot be read: {type(e).__name__}: {e}") from None
+
+
+def _first_nonfinite(tree: Any, where: str) -> str | None:
+    if isinstance(tree, torch.Tensor):
+        return where if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    if isinstance(tree, np.ndarray):
+        return where if tree.dtype.kind == "f" and not bool(np.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return next((bad for k, v in items if (bad := _first_nonfinite(v, f"{where}/{k}")) is not None), None)
+
+
+def seal(ckpt: str | Path) -> Path:
+    """Write the manifest of a checkpoint that has none (one written before checkpoints carried
+    checksums), after checking what can be checked without one: the required files are there,
+    ``agent.pt`` and ``trainer.pt`` load as tensors only, every float in them is finite and
+    ``config.yaml`` parses. The owner vouches for the rest; a checkpoint with a manifest is refused."""
+    ckpt = Path(ckpt)
+    if not (ckpt / "agent.pt").is_file():
+        raise CheckpointError(f"{ckpt}: not a checkpoint directory (no agent.pt)")
+    if (ckpt / MANIFEST).exists():
+        raise CheckpointError(f"{ckpt / MANIFEST}: already there; nothing to seal (se-robot checkpoint "
+                              "verifies on every load)")
+    for name in REQUIRED_FILES:
+        if not (ckpt / name).is_file():
+            raise CheckpointError(f"{ckpt / name}: missing")
+    for name in ("agent.pt", "trainer.pt"):
+        bad = _first_nonfinite(_load_tensors(ckpt / name, "cpu"), name)
+        if bad is not None:
+            raise CheckpointError(f"{ckpt / name}: NaN or inf at {bad} (a damaged file); not sealed")
+    try:
+        yaml.safe_load((ckpt / "config.yaml").read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{ckpt / 'config.yaml'}: not valid YAML ({e})") from None
+    _write_manifest(ckpt)
+    return ckpt
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

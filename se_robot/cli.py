@@ -20,6 +20,7 @@ import sys
 from se_robot import __version__
 
 GROUP_HELP = {
+    "checkpoint": "checkpoints of training runs",
     "dataset": "inspect, check and export recorded episodes",
     "reward": "learned reward classifiers",
     "sim": "look at the MuJoCo twin",

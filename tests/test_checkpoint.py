@@ -188,3 +188,28 @@ def test_state_only_run_resumes_and_evaluates_past_a_damaged_newest_checkpoint(t
         assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--episodes", "1",
                      "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "eval.json").read_text())["step"] == older
+
+
+def test_a_checkpoint_without_a_manifest_is_refused_until_its_owner_seals_it(tmp_path, capsys):
+    """An older se_robot wrote no manifest: refused as damaged (with the command that vouches for it),
+    sealed after its files load as finite tensors; a damaged or already sealed one is not sealed."""
+    from se_robot.cli import main
+
+    run = _run(tmp_path, (10, 20))
+    old, damaged = checkpoint.list_checkpoints(run)
+    for ckpt in (old, damaged):
+        (ckpt / checkpoint.MANIFEST).unlink()
+    with pytest.raises(CheckpointError, match=rf"se-robot checkpoint seal {old}"):
+        checkpoint.resolve(old)
+    state = torch.load(damaged / "agent.pt", weights_only=True)
+    state["actor"]["bias"] = torch.full_like(state["actor"]["bias"], float("nan"))
+    torch.save(state, damaged / "agent.pt")
+    assert main(["checkpoint", "seal", str(old), str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert f"{damaged / 'agent.pt'}: NaN or inf at agent.pt/actor/bias" in err
+    assert not (damaged / checkpoint.MANIFEST).exists()
+    with pytest.warns(checkpoint.CheckpointWarning, match="step_000000020"):
+        assert checkpoint.resolve(run) == old          # sealed: the newest intact one
+    assert checkpoint.load(old)["trainer"]["step"] == 10
+    assert main(["checkpoint", "seal", str(old)]) == 1   # already sealed: nothing to do
+    assert "already there" in capsys.readouterr().err
