@@ -265,8 +265,10 @@ class EnvParams:
     max_episode_steps: int = option(100, help="truncate after this many steps", range=(1, 100_000))
     stale_timeout_s: float = option(0.5, help="give up waiting for a fresh joint or task state after (s)",
                                     range=(0.01, 10.0))
-    env_backend: str = option("ros", help="ros: the topics of sim_node/arm_node; sim: the twin in this "
-                              "process (no robot, for tests)", choices=("ros", "sim"))
+    env_backend: str = option("ros", help="ros: the topics of sim_node/arm_node; hardware: the serial arm "
+                              "wired to this computer (its port, camera and scene operator as env.* in "
+                              "train_overrides, as se-robot train --backend hardware); sim: the twin in this "
+                              "process (no robot, for tests)", choices=("ros", "hardware", "sim"))
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ def test_actor_and_learner_envs_see_the_frozen_encoder(tmp_path):
     cfg = learning.train_config("", f"encoder={tmp_path / 'enc.pt'} frame_stack=2 "
                                     "action_repeat=1 replay.n_step=1", params, "sac", seed=0)
     obs_space, _ = learning.spaces_for(cfg, params)
-    env = learning.make_node_env(params, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
+    env = learning.make_node_env(params, cfg)
     try:
         obs, _ = env.reset(seed=0)
         assert set(obs) == {"features", "state"} and obs_space.contains(obs)

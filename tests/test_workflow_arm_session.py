@@ -14,7 +14,8 @@ against the byte-level emulator with its scripted operator.
    corrupted packets injected throughout; ``kill -9`` after its first checkpoint, then
    ``--resume --more-steps``, during which an overloaded servo latches a fault: the run pauses with
    a checkpoint and the operator (on the run's terminal, a pty) clears the cause and presses Enter;
-   4b. learner_node and two actor_node processes over DDS (on the sim backend: see that test);
+   4b. an actor_node on the emulated arm (its bus, camera and scene service, the classifier reward,
+   glitches injected) and a learner_node (split) in another process, over DDS;
 5. ``se-robot evaluate --backend hardware --port ...`` on the emulated arm.
 
 The emulated arms live in this process (``VirtualArm``, what ``se-robot emulate`` runs), so the
@@ -510,12 +511,13 @@ def test_4_train_online_on_the_arm_with_faults_a_kill_and_resume(rigs, workdir):
 
 # -- stage 4b: the actor and the learner in two processes over ROS 2 ---------------------------------
 
-def test_4b_actor_and_learner_in_separate_processes(workdir):
-    """The split HIL-SERL layout: learner_node (split) and two actor_node processes over DDS.
-
-    On the sim backend, as tests/test_ros_learning.py runs them: an actor on the emulated arm needs
-    arm_node and camera_node over the emulator plus the classifier reward and the scene operator in
-    the actor's env, which the nodes' parameters do not offer yet (see the module docstring)."""
+def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
+    """The split HIL-SERL layout: an actor_node next to the arm and a learner_node (split) elsewhere,
+    over DDS. The actor drives the emulated arm's serial bus and camera directly (``env_backend:
+    hardware``, the settings ``se-robot train --backend hardware`` takes, as train_overrides), with
+    the classifier reward and the scene operator over the emulator's scene service, while bus glitches
+    are injected; the learner learns from its episodes with the recorded demos mixed in, and sends
+    weights back that the actor acts with."""
     import json
     import tempfile
 
@@ -526,45 +528,69 @@ def test_4b_actor_and_learner_in_separate_processes(workdir):
     from se_robot.nodes.runtime import DIAGNOSTICS_QOS
     from tests.support import ros_harness as harness
 
+    follower, _ = rigs
+    start, restores_before = len(follower.emulator.goal_log), follower.scene_service.requests
     domain = harness.pick_domain_id(11)
     run = workdir / "split_run"
     logs = {n: os.path.join(tempfile.gettempdir(), f"se_robot_accept_{n}_{os.getpid()}.log")
-            for n in ("learner", "actor1", "actor2")}
+            for n in ("learner", "actor")}
+    env = {"task": "lift", "obs_mode": "both", "image_size": IMAGE_SIZE, "action_mode": "joint_delta",
+           "max_episode_steps": EPISODE_STEPS, "algo": "drqv2", "chunk_bytes": 65536}
+    # the classifier of stage 3 is tiny and weak (see its held-out rates): a high confidence threshold
+    # keeps its false positives from refusing every start as already successful
+    overrides = " ".join([
+        f"reward_model={SESSION['reward_model']}", "reward_threshold=0.9", f"demos={_need('demos', 'record')}", "action_repeat=1",
+        "frame_stack=2", "threads=1", "device=cpu", "agent.batch_size=16", "agent.hidden_dim=64",
+        "agent.feature_dim=16", f"env.port={follower.port}", f"env.operator={follower.scene_url}",
+        "env.scene_camera=twin_scene", f"env.camera_source={follower.camera_url}", "env.timeout_s=0.5"])
+    episodes = 5
     learner = harness.start_node("learner_node", domain, {
-        "mode": "split", "algo": "sac", "task": "lift", "obs_mode": "state", "learning_starts": 20,
-        "weights_period_steps": 20, "total_steps": 10**6, "checkpoint_period_steps": 40,
-        "checkpoint_dir": str(run), "chunk_bytes": 65536, "updates_per_transition": 0.5}, log_path=logs["learner"])
-    actors = [harness.start_node("actor_node", domain, {
-        "algo": "sac", "task": "lift", "obs_mode": "state", "env_backend": "sim", "batch_transitions": 7, "seed": i,
-        "chunk_bytes": 65536, "max_episode_steps": 15, "max_rate_hz": 50.0}, node_name=f"actor{i}",
-        log_path=logs[f"actor{i}"]) for i in (1, 2)]
+        **env, "mode": "split", "learning_starts": 6, "weights_period_steps": 5, "total_steps": 10**6,
+        "checkpoint_period_steps": EPISODE_STEPS, "checkpoint_dir": str(run), "train_overrides": overrides},
+        log_path=logs["learner"])
+    actor = None
     last: dict = {}
+    logs_text: dict = {}
     try:
-        with harness.ros_session(domain) as ros:
-            ros.node.create_subscription(String, "learner/metrics",
-                                         lambda m: last.__setitem__("learner", json.loads(m.data)), DIAGNOSTICS_QOS)
+        with harness.ros_session(domain) as ros, FaultInjector(follower) as faults:
+            for topic in ("learner/metrics", "actor/metrics"):
+                ros.node.create_subscription(String, topic, lambda m, t=topic: last.setdefault(t, {}).update(
+                    json.loads(m.data)), DIAGNOSTICS_QOS)
+            # the learner first (its demos loaded, its first weights out), so the actor's episodes overlap
+            # its learning: later episodes act with weights trained on the earlier ones
+            assert ros.spin_until(lambda: last.get("learner/metrics", {}).get("learner/weights_version", 0) >= 1
+                                  or learner.poll() is not None, 300.0), open(logs["learner"]).read()[-3000:]
+            actor = harness.start_node("actor_node", domain, {
+                **env, "env_backend": "hardware", "seed": 5, "batch_transitions": 4, "episodes": episodes,
+                "train_overrides": overrides}, log_path=logs["actor"])
 
             def done():
-                lm = last.get("learner", {})
-                return (lm.get("learner/transitions", 0) >= 120 and lm.get("learner/actors", 0) >= 2
-                        and lm.get("learner/updates", 0) > 0 and lm.get("learner/weights_version", 0) >= 3
-                        and len(checkpoint.list_checkpoints(run)) >= 1)
+                lm, am = last.get("learner/metrics", {}), last.get("actor/metrics", {})
+                return (am.get("actor/finished") == 1 and lm.get("learner/transitions", -1) == am.get("actor/steps")
+                        and lm.get("learner/updates", 0) > 0 and len(checkpoint.list_checkpoints(run)) >= 1)
 
-            ok = ros.spin_until(done, 400.0)   # generous: three processes on a loaded machine
-            assert ok, (last.get("learner"), open(logs["learner"]).read()[-3000:])
-            assert learner.poll() is None, "the learner process died"
+            # generous: real-time episodes on the emulated arm, two node processes, a loaded machine
+            ros.spin_until(lambda: done() or actor.poll() is not None or learner.poll() is not None, 900.0)
+            logs_text = {n: open(path).read()[-3000:] for n, path in logs.items()}
+            assert done(), (last, logs_text)
+            assert learner.poll() is None, f"the learner process died:\n{logs_text['learner']}"
     finally:
-        for actor in actors:
-            harness.stop_node(actor)
+        code_actor = harness.stop_node(actor) if actor is not None else None
         code = harness.stop_node(learner)
-    lm = last["learner"]
-    assert code == 0 and "learner/error" not in lm, open(logs["learner"]).read()[-3000:]
+    lm, am = last["learner/metrics"], last["actor/metrics"]
+    assert code == 0 and code_actor == 0 and "learner/error" not in lm and "actor/error" not in am, logs_text
     rejected = {k: v for k, v in lm.items() if k.startswith(("learner/rejected", "learner/dropped"))}
-    assert not any(rejected.values()), rejected     # honest actors: nothing refused, nothing dropped
+    assert not any(rejected.values()), rejected     # an honest actor: nothing refused, nothing dropped
+    assert am["actor/weights_version"] >= 2         # it acted with weights the learner trained
+    assert am["actor/episodes"] == episodes       # every episode the actor ran reached replay, whole
+    assert follower.scene_service.requests - restores_before >= episodes   # every episode from a restored scene
+    assert faults.injected["drop"] >= 1 and faults.injected["corrupt"] >= 1
     steps, bad_demos = checkpoint_audit(run)
     assert steps and bad_demos == [], (steps, bad_demos)
-    print(f"split: {lm['learner/transitions']} transitions from {lm['learner/actors']} actors, "
-          f"{lm['learner/updates']} updates, checkpoints {steps}")
+    assert audit_goal_log(follower, "split actor", start) == []
+    print(f"split: {lm['learner/transitions']} transitions from the actor on the emulated arm, "
+          f"{lm['learner/updates']} updates, weights v{am['actor/weights_version']} acting, checkpoints {steps}, "
+          f"glitches injected {dict(faults.injected)}")
 
 
 # -- stage 5: evaluate -----------------------------------------------------------------------------

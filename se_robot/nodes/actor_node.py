@@ -1,9 +1,11 @@
 """actor_node: runs the policy next to the robot and ships its experience to a learner_node.
 
-It steps the env of ``se_robot.envs.make_env`` (over ROS, or the in-process twin with
-``env_backend: sim``) with its own copy of the agent, sends transitions in batches of
+It steps the env of ``se_robot.envs.make_env`` (over ROS; the serial arm wired to this computer
+with ``env_backend: hardware``, its port, camera, scene operator and reward model given as in
+``se-robot train``; or the in-process twin with ``env_backend: sim``) with its own copy of the agent, sends transitions in batches of
 ``batch_transitions`` (and at every episode end) on ``learner/transitions``, and loads the newest
-weights from ``learner/policy_weights`` between steps, never mid-step. Acting never waits for the
+weights from ``learner/policy_weights`` between steps, never mid-step (acting weights only: it
+keeps its own random streams). Acting never waits for the
 learner: with no weights yet it acts with its initial policy, and a slow learner only makes the
 policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting, and every
 batch carries it to the learner). With ``eval_period_steps`` it also evaluates the acting
@@ -114,7 +116,7 @@ class ActorNode(Node):
         cfg, p = self.cfg, self.p
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        env = learning.make_node_env(self.e, self.e.env_backend, cfg.frame_stack, cfg.action_repeat, cfg.encoder)
+        env = learning.make_node_env(self.e, cfg)
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)
             batcher = learning.TransitionBatcher(p.batch_transitions)

@@ -105,8 +105,7 @@ class LearnerNode(Node):
     def _run_local(self) -> None:
         from se_robot.train import build_trainer
 
-        env = learning.make_node_env(self.e, self.e.env_backend, self.cfg.frame_stack, self.cfg.action_repeat,
-                                     self.cfg.encoder)
+        env = learning.make_node_env(self.e, self.cfg)
         try:
             trainer = build_trainer(self.cfg, self.run_dir, envs=(env, env))
             trainer.logger = _PublishingLogger(trainer.logger, self.publish_metrics)
@@ -168,7 +167,7 @@ class LearnerNode(Node):
             torch.set_num_threads(cfg.threads)
         # the actors' env on the twin: its spaces and task build the agent exactly as the local loop does
         # (demos, MBPO's task reward for model rollouts); nothing is stepped
-        twin = learning.make_node_env(self.e, "sim", cfg.frame_stack, cfg.action_repeat, cfg.encoder)
+        twin = learning.make_node_env(self.e, cfg, "sim")
         try:
             agent, replay, demos = make_learner(cfg, twin)
             spec = assembly.BatchSpec.from_spaces(twin.observation_space, twin.action_space)

@@ -131,25 +131,37 @@ def counter_metrics(prefix: str, counts: dict[str, int]) -> dict[str, int]:
     return {f"{prefix}/{reason}": int(n) for reason, n in sorted(counts.items())}
 
 
-def make_node_env(p: EnvParams, backend: str = "ros", frame_stack: int = 1, action_repeat: int = 1,
-                  encoder: str = "") -> Any:
-    """The env an actor or local learner steps: ``ros`` (ArmEnv over RosRobot) or ``sim`` (the twin in-process).
+def make_node_env(p: EnvParams, cfg: Any, backend: str | None = None) -> Any:
+    """The env an actor or a local learner steps, from its env parameters and train config.
 
-    ``encoder`` (the train config's): sac/mbpo on pixels see the frozen encoder's features, so an
-    actor ships features, not images, to the learner.
+    ``backend`` (default ``p.env_backend``): ``ros`` (ArmEnv over RosRobot: the topics of
+    arm_node/sim_node), ``hardware`` (the serial arm wired to this computer, as ``se-robot train
+    --backend hardware``: ``env.port``, ``env.arm_id``, ``env.camera_source``, ``env.operator``...
+    given in train_overrides) or ``sim`` (the twin in-process). On every backend the train config
+    decides the wrappers (frame stack, action repeat, a frozen ``encoder``: sac/mbpo on pixels see
+    its features, so an actor ships features, not images) and the reward (``reward_model``: the
+    success classifier, sparse, ending on success); its ``env`` section passes the rest to
+    ``se_robot.envs.make_env``. On ``sim`` only the options that shape the env's spaces are kept,
+    so a learner can build the twin of an actor's robot.
     """
-    from se_robot.envs import make_env
+    from se_robot.envs import ENV_OPTIONS, make_env
 
+    backend = backend or p.env_backend
     options: dict[str, Any] = dict(obs_mode=p.obs_mode, image_size=p.image_size, action_mode=p.action_mode,
-                                   control_hz=p.control_hz)
+                                   control_hz=p.control_hz, frame_stack=cfg.frame_stack,
+                                   action_repeat=cfg.action_repeat, encoder=cfg.encoder,
+                                   reward_model=cfg.reward_model, reward_threshold=cfg.reward_threshold or None)
+    if backend != "sim":
+        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps)
     if backend == "ros":
         from se_robot.nodes.scene_operator import RosSceneOperator
 
         # a real table (arm_node) has nobody at a terminal to put the cube back: ask over ROS instead
-        options.update(arm=p.arm, max_episode_steps=p.max_episode_steps, stale_timeout_s=p.stale_timeout_s,
-                       operator=RosSceneOperator())
-    return make_env(p.task, backend=backend, frame_stack=frame_stack, action_repeat=action_repeat,
-                    encoder=encoder, **options)
+        options.update(stale_timeout_s=p.stale_timeout_s, operator=RosSceneOperator())
+    extra = dict(cfg.env)
+    if backend == "sim":
+        extra = {k: v for k, v in extra.items() if k in ENV_OPTIONS and k not in ("operator", "detector")}
+    return make_env(p.task, backend=backend, **{**options, **extra})
 
 
 def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: str, seed: int,
@@ -176,8 +188,7 @@ def train_config(config_path: str, overrides_text: str, env: EnvParams, algo: st
 def spaces_for(cfg: Any, env: EnvParams) -> tuple[Any, Any]:
     """Observation and action spaces of the actor's env, without a robot: the same wrappers on
     the twin (only spaces are read; nothing is stepped)."""
-    sim = make_node_env(env, backend="sim", frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
-                        encoder=cfg.encoder)
+    sim = make_node_env(env, cfg, "sim")
     try:
         return sim.observation_space, sim.action_space
     finally:
