@@ -10,7 +10,8 @@ arrive on ``learner/transitions``; each actor's episodes are assembled apart and
 whole (:mod:`se_robot.nodes.assembly`), and any malformed, partial, duplicate or out-of-order
 batch is refused and counted (``learner/rejected_*`` on ``learner/metrics``), never fatal. The
 learner updates asynchronously, ``updates_per_transition`` per transition taken in at most, and
-the agent's weights (versioned) go out on ``learner/policy_weights`` every ``weights_period_steps``.
+the agent's acting weights (versioned) go out on ``learner/policy_weights`` every
+``weights_period_steps``, once the updates owed to those steps are done.
 If the learner thread dies, the node shuts down and the process exits 1 so a supervisor
 (launch's ``respawn``, systemd) restarts it. Checkpoints
 (``se_robot.checkpoint``) are written every ``checkpoint_period_steps`` and at the end. Wire
@@ -176,6 +177,7 @@ class LearnerNode(Node):
         self._assembler = assembly.EpisodeAssembler(replay, spec, max_actors=p.max_actors)
         step, updates, last_metrics = 0, 0, {}
         next_ckpt, next_weights, next_report = p.checkpoint_period_steps, p.weights_period_steps, 0.0
+        published = 0   # the env step the last published weights had learned up to
         self._publish_weights(agent, step)  # actors start from the learner's initial policy
         while not self.done.is_set():
             # as the local loop: updates begin at learning_starts transitions, none owed for those before
@@ -190,11 +192,18 @@ class LearnerNode(Node):
                 at = cfg.learning_starts + int(updates / p.updates_per_transition)
                 last_metrics = agent.update(replay, demos, at) or last_metrics
                 updates += 1
+            behind = max(0, int(p.updates_per_transition * (step - cfg.learning_starts + 1)) - updates) \
+                if replay.transitions >= cfg.learning_starts else 0
             self.counters.update({"learner/transitions": step, "learner/updates": updates,
-                                  "learner/updates_owed": max(0, owed - 1)})
-            if step >= next_weights and updates > 0:
-                next_weights = step + p.weights_period_steps
-                self._publish_weights(agent, step)
+                                  "learner/updates_owed": behind})
+            # weights go out once the updates owed to the data that crossed the period are done (the
+            # policy that learned from it, not the one before), or after a period's worth of updates
+            # when the learner lags (a stale policy is better than none)
+            learned = cfg.learning_starts + int(updates / p.updates_per_transition)
+            if updates > 0 and ((step >= next_weights and behind == 0)
+                                or learned >= published + p.weights_period_steps):
+                next_weights, published = step + p.weights_period_steps, learned
+                self._publish_weights(agent, min(step, learned))
             if step >= next_ckpt:
                 next_ckpt = step + p.checkpoint_period_steps
                 self._checkpoint(agent, step)
