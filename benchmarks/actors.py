@@ -136,7 +136,13 @@ def _baseline(args: argparse.Namespace, run_dir: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     from benchmarks.common import steps_to
+
+    # SIGTERM (a timeout, a job scheduler) unwinds like Ctrl-C, so every node process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
