@@ -32,6 +32,7 @@ SCENE_REQUEST = "scene/request"                # std_msgs/String, transient loca
 SCENE_RESTORED_SERVICE = "scene/restored"      # std_srvs/Trigger: the operator put the scene back
 SCENE_ABORT_SERVICE = "scene/abort"            # std_srvs/Trigger: the operator cannot; the env stops
 RESET_SERVICE = "arm/reset"                    # std_srvs/Trigger: clear the e-stop latch
+ACTOR_CONTINUE_SERVICE = "actor/continue"      # std_srvs/Trigger: a paused actor goes on (its e-stop reset)
 HOME_SERVICE = "arm/home"                      # std_srvs/Trigger: drive to arm.home, verify
 HOME_NOT_ACTIVE = "arm is not active"          # how HOME_SERVICE's answer starts before activation
 IMAGE = "camera/image_raw"                     # sensor_msgs/Image rgb8, stamped at capture

@@ -516,13 +516,15 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
     over DDS. The actor drives the emulated arm's serial bus and camera directly (``env_backend:
     hardware``, the settings ``se-robot train --backend hardware`` takes, as train_overrides), with
     the classifier reward and the scene operator over the emulator's scene service, while bus glitches
-    are injected; the learner learns from its episodes with the recorded demos mixed in, and sends
-    weights back that the actor acts with."""
+    are injected; an overloaded servo pauses the actor until the operator calls ``actor/continue``;
+    the learner learns from its episodes with the recorded demos mixed in, and sends weights back
+    that the actor acts with."""
     import json
     import tempfile
 
     import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
     from std_msgs.msg import String
+    from std_srvs.srv import Trigger
 
     from se_robot import checkpoint
     from se_robot.nodes.runtime import DIAGNOSTICS_QOS
@@ -566,11 +568,27 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
 
             def done():
                 lm, am = last.get("learner/metrics", {}), last.get("actor/metrics", {})
-                return (am.get("actor/finished") == 1 and lm.get("learner/transitions", -1) == am.get("actor/steps")
+                sent = am.get("actor/steps", 0) - am.get("actor/dropped_steps", 0)   # all but the faulted episode's
+                return (am.get("actor/finished") == 1 and lm.get("learner/transitions", -1) == sent
                         and lm.get("learner/updates", 0) > 0 and len(checkpoint.list_checkpoints(run)) >= 1)
 
+            def alive() -> bool:
+                return actor.poll() is None and learner.poll() is None
+
+            # an overloaded elbow once the actor is moving the arm: the actor pauses (the arm holds, the
+            # open episode is dropped) until the operator clears the cause and calls actor/continue
+            seen = len(follower.emulator.goal_log)
+            assert ros.spin_until(lambda: len(follower.emulator.goal_log) >= seen + 20 * ARM.n_joints or not alive(),
+                                  600.0) and alive(), {n: open(path).read()[-3000:] for n, path in logs.items()}
+            follower.emulator.set_fault(ARM.servo_ids[2], OVERLOAD)
+            paused = ros.spin_until(lambda: last.get("actor/metrics", {}).get("actor/paused") == 1 or not alive(),
+                                    600.0)
+            follower.emulator.set_fault(ARM.servo_ids[2], 0)
+            assert paused and alive(), {n: open(path).read()[-3000:] for n, path in logs.items()}
+            answer = ros.call(ros.node.create_client(Trigger, "actor/continue"), Trigger.Request(), 60.0)
+            assert answer.success, answer.message
             # generous: real-time episodes on the emulated arm, two node processes, a loaded machine
-            ros.spin_until(lambda: done() or actor.poll() is not None or learner.poll() is not None, 900.0)
+            ros.spin_until(lambda: done() or not alive(), 900.0)
             logs_text = {n: open(path).read()[-3000:] for n, path in logs.items()}
             assert done(), (last, logs_text)
             assert learner.poll() is None, f"the learner process died:\n{logs_text['learner']}"
@@ -580,7 +598,10 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
     lm, am = last["learner/metrics"], last["actor/metrics"]
     assert code == 0 and code_actor == 0 and "learner/error" not in lm and "actor/error" not in am, logs_text
     rejected = {k: v for k, v in lm.items() if k.startswith(("learner/rejected", "learner/dropped"))}
-    assert not any(rejected.values()), rejected     # an honest actor: nothing refused, nothing dropped
+    # an honest actor: nothing refused; dropped, only the episode the fault cut short (never half-stored)
+    assert am["actor/pauses"] == 1 and "PAUSED: SafetyFault" in logs_text["actor"], logs_text["actor"]
+    # (none when the fault came before the episode's first batch went out)
+    assert {k: v for k, v in rejected.items() if v} in ({}, {"learner/dropped_episodes/restarted": 1}), rejected
     assert am["actor/weights_version"] >= 2         # it acted with weights the learner trained
     assert am["actor/episodes"] == episodes       # every episode the actor ran reached replay, whole
     assert follower.scene_service.requests - restores_before >= episodes   # every episode from a restored scene

@@ -9,7 +9,13 @@ keeps its own random streams). Acting never waits for the
 learner: with no weights yet it acts with its initial policy, and a slow learner only makes the
 policy older (``actor/weights_version`` on ``actor/metrics`` says which one is acting, and every
 batch carries it to the learner). With ``eval_period_steps`` it also evaluates the acting
-policy greedily (``eval/*``; those episodes are not sent). Weights that fail to decode, hold
+policy greedily (``eval/*``; those episodes are not sent). A latched fault on the robot (a servo
+error, a bus that stops answering, a homing that cannot finish, the e-stop) pauses the actor as it
+pauses ``se-robot train``: the arm holds, the open episode is dropped (never half-stored), the
+reason goes out on ``actor/metrics`` and the log, and acting goes on with a new episode once the
+operator has fixed the cause and called ``actor/continue`` (``std_srvs/Trigger``; on the ROS
+backend the latch is arm_node's: ``arm/reset``). A process restart never clears it behind the
+operator's back: it is the operator's call. Weights that fail to decode, hold
 NaN or do not fit the agent are refused and counted (``actor/rejected_weights/*``). Wire
 format and QoS: :mod:`se_robot.nodes.learning`.
 """
@@ -26,12 +32,14 @@ import numpy as np
 import torch
 from rclpy.node import Node
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from se_robot import ros_params as names
 from se_robot.nodes import learning, wire
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import DIAGNOSTICS_QOS, run_node
 from se_robot.ros_params import ActorParams, EnvParams
+from se_robot.train_faults import PAUSING_FAULTS
 
 
 class ActorNode(Node):
@@ -50,7 +58,11 @@ class ActorNode(Node):
         self.rejected: Counter[str] = Counter()
         self._weights = learning.ChunkSubscriber(self, names.WEIGHTS, self._on_weights, weights=True)
         self.counters = {"actor/steps": 0, "actor/episodes": 0, "actor/weights_version": 0,
-                         "actor/weights_step": 0, "actor/batches_sent": 0}
+                         "actor/weights_step": 0, "actor/batches_sent": 0, "actor/pauses": 0,
+                         "actor/dropped_steps": 0}   # steps of episodes a fault cut short (never sent whole)
+        self._open_steps = 0
+        self._robot: Any = None   # the env's robot, once built: actor/continue resets its e-stop
+        self.create_service(Trigger, names.ACTOR_CONTINUE_SERVICE, self._on_continue)
         self.stop = threading.Event()
         self.error: str | None = None
         self.exit_code = 0   # run_node's exit status: non-zero once the acting thread has died
@@ -120,23 +132,20 @@ class ActorNode(Node):
         try:
             agent = make_agent(cfg.algo, env.observation_space, env.action_space, dict(cfg.agent), "cpu", cfg.seed)
             batcher = learning.TransitionBatcher(p.batch_transitions)
-            episode, next_eval, tick = 0, 0, time.monotonic()
+            episode, next_eval = 0, 0
+            self._robot = env.unwrapped.robot
             while not self.stop.is_set() and (p.episodes == 0 or episode < p.episodes):
-                obs, _ = env.reset(seed=p.seed + episode)
-                batcher.start_episode(obs)
-                ep_return, success, done = 0.0, False, False
-                while not done and not self.stop.is_set():
-                    if p.max_rate_hz:
-                        tick = max(tick + 1.0 / p.max_rate_hz, time.monotonic())
-                        time.sleep(max(0.0, tick - time.monotonic()))
-                    self._apply_weights(agent, batcher)
-                    action = agent.act(obs, self.counters["actor/steps"], eval_mode=False)
-                    obs, reward, terminated, truncated, info = env.step(action)
-                    done = terminated or truncated
-                    self._send(batcher.add(action, reward, obs, terminated, truncated))
-                    self.counters["actor/steps"] += 1
-                    ep_return += float(reward)
-                    success |= bool(info.get("is_success", False))
+                try:
+                    ep_return, success, done = self._episode(env, agent, batcher, p.seed + episode)
+                except PAUSING_FAULTS as e:
+                    if not self._pause(batcher, f"{type(e).__name__}: {e}", e):
+                        break
+                    continue
+                latched = self._robot.estop.reason if self._robot.estop.latched else None
+                if latched is not None:   # a teleop key or a fault that held the arm mid-episode
+                    if not self._pause(batcher, f"e-stop latched: {latched}", None):
+                        break
+                    continue
                 if not done:   # stopped mid-episode: the learner never stores the partial episode
                     break
                 self._send(batcher.flush())
@@ -145,10 +154,78 @@ class ActorNode(Node):
                 self._metrics({"actor/episode_return": ep_return, "actor/success": float(success)})
                 if p.eval_period_steps and self.counters["actor/weights_step"] >= next_eval and not self.stop.is_set():
                     next_eval = (self.counters["actor/weights_step"] // p.eval_period_steps + 1) * p.eval_period_steps
-                    self._metrics(self._evaluate(env, agent))
+                    try:
+                        self._metrics(self._evaluate(env, agent))
+                    except PAUSING_FAULTS as e:
+                        if not self._pause(batcher, f"{type(e).__name__} during evaluation: {e}", e):
+                            break
         finally:
             env.close()
         self._metrics({"actor/finished": 1})
+
+    def _episode(self, env: Any, agent: Any, batcher: learning.TransitionBatcher,
+                 seed: int) -> tuple[float, bool, bool]:
+        """One episode, its steps sent as they fill batches; (return, success, ended)."""
+        p = self.p
+        self._open_steps = 0
+        obs, _ = env.reset(seed=seed)
+        batcher.start_episode(obs)
+        ep_return, success, done = 0.0, False, False
+        tick = time.monotonic()
+        while not done and not self.stop.is_set():
+            if p.max_rate_hz:
+                tick = max(tick + 1.0 / p.max_rate_hz, time.monotonic())
+                time.sleep(max(0.0, tick - time.monotonic()))
+            self._apply_weights(agent, batcher)
+            action = agent.act(obs, self.counters["actor/steps"], eval_mode=False)
+            obs, reward, terminated, truncated, info = env.step(action)
+            if self._robot.estop.latched and not terminated:
+                return ep_return, success, False   # the arm holds: this episode ends here, dropped
+            done = terminated or truncated
+            self._send(batcher.add(action, reward, obs, terminated, truncated))
+            self.counters["actor/steps"] += 1
+            self._open_steps += 1
+            ep_return += float(reward)
+            success |= bool(info.get("is_success", False))
+        return ep_return, success, done
+
+    def _pause(self, batcher: learning.TransitionBatcher, reason: str, error: Exception | None) -> bool:
+        """Hold the arm, drop the open episode, wait for ``actor/continue``; False when shutting down."""
+        from se_robot.estop import FaultKind, SafetyFault
+        from se_robot.train_faults import hold_arm
+
+        robot = self._robot
+        problem = hold_arm(robot, reason)
+        batcher.drop_episode()
+        self.counters["actor/pauses"] += 1
+        self.counters["actor/dropped_steps"] += self._open_steps
+        self._open_steps = 0
+        self.get_logger().error(
+            f"PAUSED: {reason}; {problem or 'the arm holds where it is, e-stop latched'}; the open episode "
+            f"is dropped. Fix the cause, then: ros2 service call {self.resolve_service_name(names.ACTOR_CONTINUE_SERVICE)} "
+            "std_srvs/srv/Trigger (on the ROS backend first arm/reset at arm_node)")
+        self._metrics({"actor/paused": 1, "actor/pause_reason": reason})
+        while robot.estop.latched and not self.stop.is_set():
+            time.sleep(0.1)
+        if self.stop.is_set():
+            return False
+        if isinstance(error, SafetyFault) and error.kind is FaultKind.PORT_LOST:
+            latches = robot.estop.latch_count
+            robot.close()      # the port may be back (replugged): the next reset opens it again
+            if robot.estop.latch_count != latches:   # the dead port's own last words, after the operator's reset
+                robot.estop.reset()
+        self._metrics({"actor/paused": 0})
+        self.get_logger().info("operator continued: a new episode starts")
+        return True
+
+    def _on_continue(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        robot = self._robot
+        if robot is None or not robot.estop.latched:
+            response.success, response.message = False, "the actor is not paused"
+            return response
+        robot.estop.reset()
+        response.success, response.message = True, "continuing: the arm homes for a new episode"
+        return response
 
     def _evaluate(self, env: Any, agent: Any) -> dict[str, float]:
         """Greedy episodes with the acting weights, from the local loop's evaluation start states.

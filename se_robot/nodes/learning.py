@@ -105,6 +105,11 @@ class TransitionBatcher:
         self._pending_start = False
         return self.flush() if len(self._rows) >= self.size else None
 
+    def drop_episode(self) -> None:
+        """Forget the open episode's unsent steps (a fault ended it): the learner drops what it holds
+        of it when the next batch starts a new episode."""
+        self._rows, self._firsts, self._pending_start = [], [], False
+
     def flush(self) -> dict | None:
         if not self._rows:
             return None
