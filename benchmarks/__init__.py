@@ -20,4 +20,5 @@ BENCHMARKS = {
     "camera": "benchmarks.camera",
     "ros": "benchmarks.ros",
     "actors": "benchmarks.actors",
+    "homing": "benchmarks.homing",
 }

@@ -203,9 +203,7 @@ def test_homing_climbs_out_from_under_the_floor_on_the_twin():
     q = _under_the_floor()
     robot = TwinRobot(ARM)
     robot.connect()
-    with robot.lock:
-        robot.twin.reset(np.random.default_rng(0), q=q)
-        robot._goal = q.copy()
+    robot.place(q)
     robot.home(tolerance_rad=0.05, timeout_s=20.0)
     assert np.abs(robot.read().positions - ARM.home).max() <= 0.05
 

@@ -142,6 +142,14 @@ class TwinRobot:
         with self.lock:
             return ObjectState(self.twin.cube_position(), self.twin.target_position())
 
+    def place(self, q: np.ndarray) -> None:
+        """Put the arm at ``q`` with its goal there too, as a hand leaves it: where homing and
+        safety tests and benchmarks start from a pose no policy would be allowed to reach."""
+        q = np.asarray(q, dtype=np.float64)
+        with self.lock:
+            self.twin.reset(np.random.default_rng(0), q=q)
+            self._goal = q.copy()
+
     def reset_scene(self, rng: np.random.Generator) -> ResetSample:
         """Arm at home, objects drawn from the task with ``rng``, then ``SETTLE_S`` of physics."""
         with self.lock:
