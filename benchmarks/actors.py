@@ -10,8 +10,11 @@ Starts the nodes as processes on a private ROS_DOMAIN_ID (``tests.support.ros_ha
   ``reach_mbpo_quick`` recipe, ``--algo sac`` that recipe's ``agent.sac`` (discount 0.9, one update
   per transition). Actor 1 evaluates greedily every ``--eval-every`` learner steps on the loop's
   evaluation start states. Actors are capped at ``--actor-hz`` steps/s each, as a robot paces
-  itself at its control rate: the learner must keep up with its one update per transition
-  (``learner/updates_owed``, printed as the largest backlog seen), or the figure measures lag.
+  itself at its control rate, and wait between episodes while the learner owes more than
+  ``--max-backlog`` updates (actor_node's ``max_learner_backlog``): the learner must keep up with its
+  one update per transition (``learner/updates_owed``, printed as the largest backlog seen), or
+  the figure measures lag. The x axis is the transitions in the learner's replay when the weights
+  were published: every env step any actor took that the updates could sample.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success counted as solved")
     p.add_argument("--actor-hz", type=float, default=40.0, help="steps/s cap of each actor in the efficiency runs")
+    p.add_argument("--max-backlog", type=int, default=50,
+                   help="efficiency runs: actors wait between episodes while the learner owes more updates than "
+                        "this (actor_node's max_learner_backlog; 0: never), so the figure measures learning, "
+                        "not a learner left behind on a slow machine")
     p.add_argument("--algo", default="mbpo", choices=("mbpo", "sac"),
                    help="mbpo: the reach_mbpo_quick recipe; sac: its agent.sac settings")
     p.add_argument("--seed", type=int, default=0)
@@ -78,6 +85,7 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
         procs.append(harness.start_node("actor_node", domain, {
             **common, "env_backend": "sim", "seed": args.seed + 1000 * i, "batch_transitions": 16,
             "max_rate_hz": args.actor_hz if learn else args.rate_hz, "eval_episodes": args.eval_episodes,
+            "max_learner_backlog": args.max_backlog if learn else 0,
             "eval_period_steps": args.eval_every if (learn and i == 0) else 0},
             node_name=f"actor{i}", log_path=str(log / f"bench_actors_actor{i}_{n_actors}.log")))
     out: dict[str, Any] = {"curve": [], "rate": None}

@@ -319,6 +319,10 @@ class ActorParams:
     eval_episodes: int = option(10, help="episodes per evaluation (start states seeded as the local loop's)",
                                 range=(1, 10**4))
     batch_transitions: int = option(32, help="transitions per message batch", range=(1, 100_000))
+    max_learner_backlog: int = option(0, help="before each episode, wait (the arm at home) while the learner owes "
+                                      "more than this many updates (learner/updates_owed on learner/metrics): "
+                                      "no arm time spent acting with a policy the learner has not caught up "
+                                      "with; 0: never wait", range=(0, 10**9))
     seed: int = option(0, help="seed", range=(0, 2**31 - 1))
     chunk_bytes: int = option(256 * 1024, help="largest message chunk on the wire (bytes)",
                               range=(1024, 64 * 1024 * 1024))

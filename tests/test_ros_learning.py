@@ -175,3 +175,38 @@ def test_a_learner_parameter_is_the_one_knob_for_its_training_key():
     assert (cfg.steps, cfg.replay.capacity, cfg.frame_stack, cfg.replay.frame_stack) == (300, 500, 1, 1)
     with pytest.raises(ConfigError, match="train_overrides: steps: set by a node parameter"):
         learning.train_config("", "steps=50", params, "sac", seed=0, extra={"steps": 300})
+
+
+def test_an_actor_waits_between_episodes_while_the_learner_is_behind():
+    """max_learner_backlog: with the learner reporting a large backlog, the actor starts no episode
+    (it says so on actor/metrics); once the backlog is reported paid, it runs its episodes."""
+    domain = harness.pick_domain_id(23)
+    log = os.path.join(tempfile.gettempdir(), f"se_robot_backlog_actor_{os.getpid()}.log")
+    actor = harness.start_node("actor_node", domain, {
+        "algo": "sac", "obs_mode": "state", "env_backend": "sim", "max_episode_steps": 5,
+        "batch_transitions": 5, "max_learner_backlog": 10}, log_path=log)
+    metrics: dict = {}
+    try:
+        with harness.ros_session(domain) as ros:
+            pub = ros.node.create_publisher(String, "learner/metrics", DIAGNOSTICS_QOS)
+            ros.node.create_subscription(String, "actor/metrics", lambda m: metrics.update(json.loads(m.data)),
+                                         DIAGNOSTICS_QOS)
+
+            def report(owed: int) -> None:
+                pub.publish(String(data=json.dumps({"learner/updates_owed": owed})))
+
+            # the learner is 500 updates behind: keep saying so until the actor says it waits
+            waiting = ros.spin_until(lambda: report(500) or metrics.get("actor/waiting_for_learner") == 1
+                                     or actor.poll() is not None, 300.0)
+            assert waiting and actor.poll() is None, open(log).read()[-2000:]
+            held_at = metrics.get("actor/episodes", 0)
+            for _ in range(4):
+                report(500)
+                ros.spin_for(0.5)
+            assert metrics.get("actor/episodes", 0) == held_at and metrics["actor/learner_backlog"] == 500
+            going = ros.spin_until(lambda: report(0) or metrics.get("actor/episodes", 0) >= held_at + 2
+                                   or actor.poll() is not None, 300.0)
+            assert going and actor.poll() is None, (metrics, open(log).read()[-2000:])
+            assert metrics["actor/waiting_for_learner"] == 0
+    finally:
+        harness.stop_node(actor)

@@ -61,6 +61,8 @@ class ActorNode(Node):
                          "actor/weights_step": 0, "actor/batches_sent": 0, "actor/pauses": 0,
                          "actor/dropped_steps": 0}   # steps of episodes a fault cut short (never sent whole)
         self._open_steps = 0
+        self._learner_backlog = 0   # learner/updates_owed, as the learner last published it
+        self.create_subscription(String, names.METRICS, self._on_learner_metrics, DIAGNOSTICS_QOS)
         self._robot: Any = None   # the env's robot, once built: actor/continue resets its e-stop
         self.create_service(Trigger, names.ACTOR_CONTINUE_SERVICE, self._on_continue)
         self.stop = threading.Event()
@@ -135,6 +137,7 @@ class ActorNode(Node):
             episode, next_eval = 0, 0
             self._robot = env.unwrapped.robot
             while not self.stop.is_set() and (p.episodes == 0 or episode < p.episodes):
+                self._wait_for_learner()
                 try:
                     ep_return, success, done = self._episode(env, agent, batcher, p.seed + episode)
                 except PAUSING_FAULTS as e:
@@ -217,6 +220,25 @@ class ActorNode(Node):
         self._metrics({"actor/paused": 0})
         self.get_logger().info("operator continued: a new episode starts")
         return True
+
+    def _on_learner_metrics(self, msg: String) -> None:
+        import json
+
+        try:
+            owed = json.loads(msg.data).get("learner/updates_owed", 0)
+            self._learner_backlog = int(owed) if isinstance(owed, (int, float)) and owed == owed else 0
+        except (ValueError, AttributeError):   # not a JSON dict: nothing to go by
+            return
+
+    def _wait_for_learner(self) -> None:
+        """With ``max_learner_backlog``: hold off the next episode while the learner is that far behind."""
+        limit = self.p.max_learner_backlog
+        if limit <= 0 or self._learner_backlog <= limit:
+            return
+        self._metrics({"actor/waiting_for_learner": 1, "actor/learner_backlog": self._learner_backlog})
+        while self._learner_backlog > limit and not self.stop.is_set():
+            time.sleep(0.05)
+        self._metrics({"actor/waiting_for_learner": 0})
 
     def _on_continue(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         robot = self._robot

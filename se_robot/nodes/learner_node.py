@@ -177,7 +177,7 @@ class LearnerNode(Node):
         self._assembler = assembly.EpisodeAssembler(replay, spec, max_actors=p.max_actors)
         step, updates, last_metrics = 0, 0, {}
         next_ckpt, next_weights, next_report = p.checkpoint_period_steps, p.weights_period_steps, 0.0
-        published = 0   # the env step the last published weights had learned up to
+        published = 0   # the env step the updates of the last published weights had reached
         self._publish_weights(agent, step)  # actors start from the learner's initial policy
         while not self.done.is_set():
             # as the local loop: updates begin at learning_starts transitions, none owed for those before
@@ -203,7 +203,7 @@ class LearnerNode(Node):
             if updates > 0 and ((step >= next_weights and behind == 0)
                                 or learned >= published + p.weights_period_steps):
                 next_weights, published = step + p.weights_period_steps, learned
-                self._publish_weights(agent, min(step, learned))
+                self._publish_weights(agent, step)   # step: the env steps taken in, all sampled from
             if step >= next_ckpt:
                 next_ckpt = step + p.checkpoint_period_steps
                 self._checkpoint(agent, step)
