@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs se_robot and everything its tests and benchmarks need into ./.venv (idempotent).
 #   VENV=path    where the virtual environment goes (default .venv)
-#   EXTRAS=...   pip extras (default ros,test,bench,display; on a robot that has ROS 2 installed: test,display)
+#   EXTRAS=...   pip extras (default ros,test,bench,display; use "display" or "" on a robot that has ROS 2 installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def test_host_port_streams_to_a_running_rerun_server(tmp_path):
     """A viewer elsewhere: `rerun --port P --save FILE` takes the stream as a viewer would."""
     port, received = free_port(), tmp_path / "received.rrd"
     server = subprocess.Popen([sys.executable, "-m", "rerun", "--port", str(port), "--save", str(received)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:   # generous: the machine may be loaded
@@ -173,8 +174,8 @@ def test_host_port_streams_to_a_running_rerun_server(tmp_path):
         while "/eval/reward" not in read_rrd(received) or len(scalars(read_rrd(received), "/eval/reward")) < 3:
             assert time.monotonic() < deadline, f"the server saved {sorted(read_rrd(received))}"
             time.sleep(0.5)
-    finally:
-        server.terminate()
+    finally:   # `python -m rerun` runs the server binary as its child: end the whole group
+        os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
     assert "/eval/joints/measured" in read_rrd(received)
 
@@ -187,6 +188,17 @@ def test_display_targets_and_a_wrong_one_is_a_configuration_error(tmp_path, caps
     assert main(["record", "--task", "reach", "--out", str(out), "--display", "viewer.txt"]) == 2
     assert "--display: 'viewer.txt': expected no value" in capsys.readouterr().err
     assert not out.exists()   # refused before anything was built
+
+
+def test_spawning_a_viewer_without_a_screen_says_what_works_instead(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "rec"
+    assert main(["record", "--task", "reach", "--out", str(out), "--display"]) == 2
+    err = capsys.readouterr().err
+    assert "no screen here to open a viewer on" in err and "--display THAT_HOST:9876" in err
+    assert not out.exists()
 
 
 def test_record_cli_logs_its_episode(tmp_path):

@@ -61,9 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also scan these paths (globs): a pty or a link to one, such as se-robot emulate --link's, "
                         "is not listed by the OS (repeat for several)")
     p.add_argument("--arm", default="so101", help="arm name or YAML path: expected ids, protocol, model")
-    p.add_argument("--arm-id", help="with --port: the arm id whose stored calibration to check "
+    p.add_argument("--arm-id", help="the arm id whose stored calibration to check on the arm's port "
                    "(default: the arm's name; a leader arm's is <arm>_leader)")
-    p.add_argument("--calibration", metavar="YAML", help="with --port: check this calibration file instead")
+    p.add_argument("--calibration", metavar="YAML", help="check this calibration file instead of --arm-id's")
     p.add_argument("--ids", help=f"servo ids to ping, e.g. 1-6 or 1,2,7 (default: the arm's; scanning, also "
                    f"0-{SCAN_MAX_ID})")
     p.add_argument("--baud", type=int, help="bus baud rate (default: the arm's)")

@@ -16,7 +16,10 @@ sends from its own thread.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +55,35 @@ def open_display(where: str | None, application_id: str = "se_robot") -> Any:
         import rerun as rr
     except ImportError as e:
         raise ConfigError("command line", "--display", f"needs rerun-sdk ({e}): {INSTALL_HINT}") from None
+    if where is None:
+        check_can_spawn()
     recording = rr.RecordingStream(application_id)
     if where is None:
-        recording.spawn()
+        try:
+            recording.spawn()
+        except RuntimeError as e:   # no viewer executable: rerun-sdk ships it, but in another venv's bin
+            raise ConfigError("command line", "--display", f"could not start the Rerun viewer: {e}") from None
     elif url is not None:
         recording.connect_grpc(url)
     else:
         Path(where).parent.mkdir(parents=True, exist_ok=True)
         recording.save(where)
     return recording
+
+
+def check_can_spawn() -> None:
+    """A viewer needs a screen: on Linux without one, say what works instead (rather than logging
+    into a viewer that never opened). The viewer executable comes with rerun-sdk into this Python's
+    bin directory, which is on PATH only in an activated venv: put it there for the spawn."""
+    from se_robot.config import ConfigError
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("command line", "--display", "no screen here to open a viewer on (DISPLAY is not set): "
+                          "run `rerun` on the machine you watch from and pass --display THAT_HOST:9876, "
+                          "or save with --display FILE.rrd and open it with `rerun FILE.rrd`")
+    bin_dir = str(Path(sys.executable).parent)
+    if shutil.which("rerun") is None and shutil.which("rerun", path=bin_dir):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
 def close_display(recording: Any) -> None:

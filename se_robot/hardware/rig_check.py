@@ -89,7 +89,7 @@ def model_name(protocol: str, model_number: int) -> str | None:
 
 
 def scan_bus(port: str, protocol: str, ids: list[int], baudrate: int, timeout_s: float = 0.02,
-             recheck: tuple[int, ...] = (), recheck_timeout_s: float = 0.25) -> list[ServoFound]:
+             recheck: tuple[int, ...] = (), recheck_timeout_s: float = 0.5) -> list[ServoFound]:
     """Ping each of ``ids`` on ``port`` with ``protocol``; the servos that answered, with their
     firmware versions read.
 
@@ -125,14 +125,15 @@ def scan_bus(port: str, protocol: str, ids: list[int], baudrate: int, timeout_s:
 
 def read_firmware(bus: ServoBus, protocol: str, servo_id: int, timeout_s: float) -> str | None:
     """The firmware version of a servo that answered a ping (``3.9``, ``52``); None if the read
-    fails. The servo is there, so it is given ``timeout_s`` to answer."""
-    scan_timeout_s, bus.timeout_s = bus.timeout_s, max(bus.timeout_s, timeout_s)
+    fails. The servo is there, so it is given ``timeout_s`` and a retry to answer."""
+    scan_settings = bus.timeout_s, bus.retries
+    bus.timeout_s, bus.retries = max(bus.timeout_s, timeout_s), max(bus.retries, 1)
     try:
         return ".".join(str(bus.read(servo_id, name)) for name in FIRMWARE_REGISTERS[protocol])
     except (BusTimeoutError, CorruptPacketError, ServoStatusError):
         return None
     finally:
-        bus.timeout_s = scan_timeout_s
+        bus.timeout_s, bus.retries = scan_settings
 
 
 def read_present_ticks(port: str, protocol: str, model: ServoModel, ids: list[int], baudrate: int) -> dict[int, int]:
