@@ -184,6 +184,9 @@ def test_display_targets_and_a_wrong_one_is_a_configuration_error(tmp_path, caps
     assert display_url("robot-pc:9876") == "rerun+http://robot-pc:9876/proxy"
     assert display_url("rerun+http://10.0.0.2:9000/proxy") == "rerun+http://10.0.0.2:9000/proxy"
     assert display_url("run.rrd") is None
+    port = free_port()   # nothing listens there
+    assert main(["record", "--task", "reach", "--out", str(tmp_path / "rec"), "--display", f"127.0.0.1:{port}"]) == 2
+    assert f"no Rerun viewer at 127.0.0.1:{port}" in capsys.readouterr().err
     out = tmp_path / "rec"
     assert main(["record", "--task", "reach", "--out", str(out), "--display", "viewer.txt"]) == 2
     assert "--display: 'viewer.txt': expected no value" in capsys.readouterr().err

@@ -10,8 +10,8 @@ Gymnasium env shows its action, reward, success and flat observation vectors.
 ``open_display(where)`` picks the sink: None spawns a Rerun viewer on this machine,
 ``HOST:PORT`` (or a ``rerun+http://`` URL) streams to a viewer already running there (``rerun``
 on the watching machine, then ``--display THAT_HOST:9876``), a path ending in ``.rrd`` saves the
-recording for ``rerun FILE.rrd`` later. Logging never blocks the control loop: Rerun batches and
-sends from its own thread.
+recording for ``rerun FILE.rrd`` later. Rerun batches and sends from its own thread, so a slow
+viewer or network does not hold up the control loop.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gymnasium as gym
 import numpy as np
 
-INSTALL_HINT = "pip install rerun-sdk==0.41.0  (or bash scripts/install.sh, which installs the display extra)"
+INSTALL_HINT = "pip install -e '.[display]'  (rerun-sdk==0.41.0; bash scripts/install.sh installs it too)"
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
@@ -61,9 +63,10 @@ def open_display(where: str | None, application_id: str = "se_robot") -> Any:
     if where is None:
         try:
             recording.spawn()
-        except RuntimeError as e:   # no viewer executable: rerun-sdk ships it, but in another venv's bin
+        except RuntimeError as e:   # e.g. no viewer executable found
             raise ConfigError("command line", "--display", f"could not start the Rerun viewer: {e}") from None
     elif url is not None:
+        check_reachable(url)
         recording.connect_grpc(url)
     else:
         Path(where).parent.mkdir(parents=True, exist_ok=True)
@@ -86,9 +89,27 @@ def check_can_spawn() -> None:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
 
 
+def check_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Refuse a viewer address nothing listens on: Rerun would buffer the steps silently and fail
+    only at the end."""
+    from se_robot.config import ConfigError
+
+    parts = urlsplit(url.replace("rerun://", "rerun+http://", 1))
+    try:
+        socket.create_connection((parts.hostname, parts.port or 9876), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError("command line", "--display", f"no Rerun viewer at {parts.hostname}:{parts.port} ({e}): "
+                          "start one there with `rerun` (it listens on 9876), or save with --display "
+                          "FILE.rrd") from None
+
+
 def close_display(recording: Any) -> None:
-    """Send what is buffered and end the recording (an .rrd file is complete after this)."""
-    recording.flush()
+    """Send what is buffered and end the recording (an .rrd file is complete after this). A viewer
+    that went away is reported, not raised: the run's own results matter more than its live view."""
+    try:
+        recording.flush()
+    except RuntimeError as e:
+        print(f"live view: not everything reached the viewer: {e}", file=sys.stderr)
     recording.disconnect()
 
 
@@ -144,10 +165,6 @@ class RerunDisplay(gym.Wrapper):
             self._log("events", self._rr.TextLog(f"episode {self.episodes} {how}: return "
                                                  f"{self._episode_return:.3f}"))
         return obs, reward, terminated, truncated, info
-
-    def close(self):
-        self.recording.flush()
-        super().close()
 
     # ------------------------------------------------------------------ logging
     def _set_time(self) -> None:
