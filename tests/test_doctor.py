@@ -153,8 +153,9 @@ def test_without_a_port_every_port_is_scanned_and_the_arms_port_checked(tmp_path
 def test_a_scan_without_the_arms_servos_fails_and_two_arms_ask_for_a_port(tmp_path, capsys):
     other_arm, other_calibration = renumbered(ARM, 10)
     with VirtualArm(other_arm, calibration=other_calibration, link=str(tmp_path / "bus_other")):
-        assert main(["doctor", "--scan", str(tmp_path / "bus_*")]) == 1
+        assert main(["doctor", "--scan", str(tmp_path / "bus_*"), "--scan", str(tmp_path / "typo")]) == 1
     out = capsys.readouterr().out
+    assert lines_with(out, "WARN", f"--scan {tmp_path / 'typo'}: no such path")
     (fail,) = fail_lines(out)
     assert "no port has servos of so101 (feetech, ids 1, 2, 3, 4, 5, 6" in fail
     assert out.splitlines()[out.splitlines().index(fail) + 1].strip().startswith("fix: check the arm's power")

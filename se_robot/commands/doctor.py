@@ -25,6 +25,7 @@ two ports) name what will not work without stopping the rest.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
@@ -156,11 +157,13 @@ def check_serial(args: argparse.Namespace) -> list[Finding]:
     from se_robot.hardware.rig_check import find_serial_ports
 
     ports = find_serial_ports(args.scan)
+    unmatched = [Finding("warn", f"--scan {pattern}: no such path", "ls -l " + pattern + "  (se-robot emulate --link "
+                         "PATH makes one)") for pattern in args.scan if not glob.glob(pattern)]
     listed = ", ".join(f"{dev} ({desc})" for dev, desc in ports)
     if ports or args.port:  # a pty (the emulator) is not listed: with --port, an empty list is no problem
-        findings = [Finding("ok", f"serial ports: {listed or 'none the OS lists'}")]
+        findings = [*unmatched, Finding("ok", f"serial ports: {listed or 'none the OS lists'}")]
     else:
-        return [Finding("fail", "no serial ports with a device behind them: the arm's USB adapter is not seen",
+        return [*unmatched, Finding("fail", "no serial ports with a device behind them: the arm's USB adapter is not seen",
                         "plug in the arm's USB adapter, then: ls /dev/serial/by-id/;  " + EMULATOR_HINT
                         + "  and  se-robot doctor --scan /tmp/so101")]
     if args.port is not None:
