@@ -75,6 +75,8 @@ setup(
             "mcap-ros2-support>=0.5",
         ],
         "bench": ["stable-baselines3>=2.2"],
+        # --display: the live view (pinned: the .rrd format and the viewer's protocol change between releases)
+        "display": ["rerun-sdk==0.41.0"],
     },
     zip_safe=True,
     maintainer="se_robot developers",

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs se_robot and everything its tests and benchmarks need into ./.venv (idempotent).
 #   VENV=path    where the virtual environment goes (default .venv)
-#   EXTRAS=...   pip extras (default ros,test,bench; use "" on a robot that has ROS 2 installed)
+#   EXTRAS=...   pip extras (default ros,test,bench,display; use "display" or "" on a robot that has ROS 2 installed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS-ros,test,bench}
+EXTRAS=${EXTRAS-ros,test,bench,display}
 PY=${PYTHON:-python3}
 
 # Headless MuJoCo rendering needs EGL (Mesa's llvmpipe on a machine without a GPU).

@@ -1,30 +1,39 @@
 """``se-robot doctor``: can this machine run the robot? Checks the rig and the software it needs.
 
-Checks, in order: torch and its device; MuJoCo and offscreen rendering (the twin's cameras);
-rclpy, its middleware (RMW) and ROS_DOMAIN_ID; the serial ports the OS sees; with ``--port``, which
-servos answer a ping on that port in each protocol (Feetech and Dynamixel 2.0: ids and model
-numbers) against the arm's description, and whether the calibration the hardware backend would use
-exists (``--calibration``, else the one ``se-robot calibrate`` stored for ``--arm-id``) and, when the
-servos answer, whether each one's present position lies inside its calibrated range; with
-``--camera``, what each camera delivers (size, rate, frame age). ``--timing`` adds the time of a
-control tick on the bus and the frame age a control loop sees. Probing only reads, so nothing moves.
+Checks, in order: torch and its device; MuJoCo and offscreen rendering (EGL: the twin's cameras);
+rclpy, its middleware (RMW) and ROS_DOMAIN_ID; the serial ports and the servos on them; the cameras.
+
+Servos: without ``--port``, every serial port the OS lists (and every path ``--scan`` names: the
+emulator's pty or link is not listed) is pinged with both protocols (Feetech and Dynamixel 2.0),
+and each servo that answers is listed with its id, model and firmware version; the one port that
+holds the arm's ids is then checked as ``--port`` checks it. With ``--port``: which servos answer
+there against the arm's description, whether the calibration the hardware backend would use exists
+(``--calibration``, else the one ``se-robot calibrate`` stored for ``--arm-id``) and, when the servos
+answer, whether each one's present position lies inside its calibrated range.
+
+Cameras: with ``--camera``, what each one delivers (size, rate, frame age); without, every video
+device (``/dev/video*``) with its name, size and rate. ``--timing`` adds the time of a control tick
+on the bus and the frame age a control loop sees. Probing only reads, so nothing moves.
 
 Every problem is printed with the command that fixes it. The exit status is 1 when the robot cannot
-run (a FAIL: torch or MuJoCo missing, the port or a camera that was asked for unusable, the arm's
-servos not all answering, no calibration for the arm or one that does not fit it), 0 otherwise;
-WARN lines (no ROS, no offscreen rendering, no --port) name what will not work without stopping
-the rest.
+run (a FAIL: torch or MuJoCo missing, no port holding the arm's servos, the port or a camera that was
+asked for unusable, the arm's servos not all answering, no calibration for the arm or one that does
+not fit it), 0 otherwise; WARN lines (no ROS, no offscreen rendering, no camera found, two arms on
+two ports) name what will not work without stopping the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Literal
 
+#: Without --ids, a scan pings ids 0..SCAN_MAX_ID (and the arm's): a new servo comes with id 1.
+SCAN_MAX_ID = 20
 EMULATOR_HINT = "se-robot emulate --link /tmp/so101 --camera-port 8080  for a virtual arm"
 RENDER_PROBE = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><light pos=\"0 0 1\"/>"
                 "<geom size=\".1\"/></worldbody></mujoco>'); r = mujoco.Renderer(m, 32, 32); r.render(); "
@@ -47,15 +56,21 @@ class Finding:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("doctor", help="check serial ports, servos, cameras, rendering, ROS and torch",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", help="serial port of the arm's servo bus (e.g. /dev/ttyACM0): ping its servos")
+    p.add_argument("--port", help="serial port of the arm's servo bus (e.g. /dev/ttyACM0): check its servos and "
+                   "calibration (default: scan every port and check the one holding the arm's servos)")
+    p.add_argument("--scan", action="append", default=[], metavar="GLOB",
+                   help="also scan these paths (globs): a pty or a link to one, such as se-robot emulate --link's, "
+                        "is not listed by the OS (repeat for several)")
     p.add_argument("--arm", default="so101", help="arm name or YAML path: expected ids, protocol, model")
-    p.add_argument("--arm-id", help="with --port: the arm id whose stored calibration to check "
+    p.add_argument("--arm-id", help="the arm id whose stored calibration to check on the arm's port "
                    "(default: the arm's name; a leader arm's is <arm>_leader)")
-    p.add_argument("--calibration", metavar="YAML", help="with --port: check this calibration file instead")
-    p.add_argument("--ids", help="servo ids to ping, e.g. 1-6 or 1,2,7 (default: the arm's)")
+    p.add_argument("--calibration", metavar="YAML", help="check this calibration file instead of --arm-id's")
+    p.add_argument("--ids", help=f"servo ids to ping, e.g. 1-6 or 1,2,7 (default: the arm's; scanning, also "
+                   f"0-{SCAN_MAX_ID})")
     p.add_argument("--baud", type=int, help="bus baud rate (default: the arm's)")
     p.add_argument("--camera", action="append", default=[], metavar="SOURCE",
-                   help="a camera to open: device index, /dev/videoN or URL (repeat for several)")
+                   help="a camera to open: device index, /dev/videoN or URL (repeat for several; default: every "
+                        "/dev/video* device)")
     p.add_argument("--timing", action="store_true", help="also time bus control ticks and camera frame age")
     p.add_argument("--ticks", type=int, default=200, help="control ticks to time with --timing")
     p.add_argument("--seconds", type=float, default=2.0, help="how long to watch each camera")
@@ -136,31 +151,68 @@ def check_ros() -> list[Finding]:
 
 
 def check_serial(args: argparse.Namespace) -> list[Finding]:
-    from se_robot.hardware.rig_check import list_serial_ports
+    """With ``--port``: that port's servos and the arm's calibration. Without: every serial port the
+    OS lists (and ``--scan``'s) pinged in both protocols; the one holding the arm's servos is then
+    checked as ``--port`` would check it."""
+    from se_robot.hardware.rig_check import find_serial_ports
 
-    ports = list_serial_ports()
+    ports = find_serial_ports(args.scan)
+    unmatched = [Finding("warn", f"--scan {pattern}: no such path", "ls -l " + pattern + "  (se-robot emulate --link "
+                         "PATH makes one)") for pattern in args.scan if not glob.glob(pattern)]
     listed = ", ".join(f"{dev} ({desc})" for dev, desc in ports)
     if ports or args.port:  # a pty (the emulator) is not listed: with --port, an empty list is no problem
-        findings = [Finding("ok", f"serial ports the OS lists: {listed or 'none'}")]
+        findings = [*unmatched, Finding("ok", f"serial ports: {listed or 'none the OS lists'}")]
     else:
-        findings = [Finding("warn", "no serial ports with a device behind them",
-                            "plug in the arm's USB adapter, then: ls /dev/serial/by-id/;  " + EMULATOR_HINT)]
-    if args.port is None:
-        findings.append(Finding("warn", "no --port given: servos not checked",
-                                "se-robot doctor --port " + (ports[0][0] if ports else "/dev/ttyACM0")))
-        return findings
-    servos = check_servos(args)
-    return findings + servos + check_calibration(args, servos_answer=not any(f.level == "fail" for f in servos))
-
-
-def check_servos(args: argparse.Namespace) -> list[Finding]:
+        return [*unmatched, Finding("fail", "no serial ports with a device behind them: the arm's USB adapter is not seen",
+                        "plug in the arm's USB adapter, then: ls /dev/serial/by-id/;  " + EMULATOR_HINT
+                        + "  and  se-robot doctor --scan /tmp/so101")]
+    if args.port is not None:
+        return findings + check_arm_port(args, args.port)
     from se_robot.arm import load_arm
-    from se_robot.hardware.registers import get_model
-    from se_robot.hardware.rig_check import PROTOCOLS, scan_bus
-    from se_robot.hardware.transport import PortLostError
 
     arm = load_arm(args.arm)
-    port = args.port
+    ids = parse_ids(args.ids) if args.ids else sorted(set(range(SCAN_MAX_ID + 1)) | set(arm.servo_ids))
+    baud = args.baud or arm.bus.baudrate
+    holding = []   # ports where some servo with one of the arm's ids answers, in either protocol
+    for port, _ in ports:
+        found = scan_port(port, ids, baud, arm)
+        if isinstance(found, Finding):
+            findings.append(Finding("warn", found.what, found.fix))   # another program's port is no arm problem
+            continue
+        findings += listing(found, port, baud)
+        if not any(found.values()):
+            findings.append(Finding("ok", f"no servo answered on {port} (ids {ids[0]}-{ids[-1]}, both protocols at "
+                                          f"{baud} baud): not a servo bus, or one at another baud rate"))
+        if any(s.servo_id in arm.servo_ids for servos in found.values() for s in servos):
+            holding.append((port, found))
+    # the arm's own protocol first; servos with its ids in the other one only when there are none
+    # (then judging that port names the protocol to configure)
+    own = [(port, found) for port, found in holding
+           if any(s.servo_id in arm.servo_ids for s in found[arm.bus.protocol])]
+    holding = own or holding
+    if not holding:
+        findings.append(Finding("fail", f"no port has servos of {arm.name} ({arm.bus.protocol}, ids "
+                                        f"{', '.join(map(str, arm.servo_ids))} at {baud} baud)",
+                                "check the arm's power supply and USB cable; a bus at another baud rate: "
+                                "se-robot doctor --baud 57600;  " + EMULATOR_HINT))
+        return findings
+    if len(holding) > 1:
+        names = ", ".join(port for port, _ in holding)
+        findings.append(Finding("warn", f"servos with {arm.name}'s ids answer on {len(holding)} ports ({names}): "
+                                        "a leader and a follower? the calibration is checked for one port at a time",
+                                f"se-robot doctor --port {holding[0][0]} --arm-id ID  (for each port and its arm id)"))
+        return findings
+    port, found = holding[0]
+    findings.append(Finding("ok", f"{arm.name}'s servo ids answer on {port}: checking it as --port {port}"))
+    servos = judge_servos(args, arm, port, ids, baud, found)
+    return findings + servos + check_calibration(args, port, servos_answer=not any(f.level == "fail" for f in servos))
+
+
+def check_arm_port(args: argparse.Namespace, port: str) -> list[Finding]:
+    """The servos on the arm's port, and the calibration for them."""
+    from se_robot.arm import load_arm
+
+    arm = load_arm(args.arm)
     if not os.path.exists(port):
         return [Finding("fail", f"serial port {port} does not exist",
                         "ls /dev/serial/by-id/ /dev/ttyACM* /dev/ttyUSB*  and pass one with --port;  "
@@ -170,20 +222,42 @@ def check_servos(args: argparse.Namespace) -> list[Finding]:
                         "sudo usermod -aG dialout $USER  (then log out and in)")]
     ids = parse_ids(args.ids) if args.ids else list(arm.servo_ids)
     baud = args.baud or arm.bus.baudrate
+    found = scan_port(port, ids, baud, arm)
+    if isinstance(found, Finding):
+        return [found]
+    servos = listing(found, port, baud) + judge_servos(args, arm, port, ids, baud, found)
+    return servos + check_calibration(args, port, servos_answer=not any(f.level == "fail" for f in servos))
+
+
+def scan_port(port: str, ids: list[int], baud: int, arm) -> dict | Finding:
+    """The servos answering a ping on ``port`` in each protocol (the arm's first: a reply in the
+    other one is then a configuration error; its ids pinged twice when silent), or a FAIL when the
+    port cannot be opened."""
+    from se_robot.hardware.rig_check import PROTOCOLS, scan_bus
+    from se_robot.hardware.transport import BusError
+
     found = {}
     try:
-        # The arm's own protocol first: a reply in the other one is then a configuration error.
         for protocol in sorted(PROTOCOLS, key=lambda p: p != arm.bus.protocol):
-            found[protocol] = scan_bus(port, protocol, ids, baud)
-    except PortLostError as e:
-        return [Finding("fail", str(e), "close whatever holds the port (another se-robot, arm_node), "
-                                        "or sudo usermod -aG dialout $USER")]
+            found[protocol] = scan_bus(port, protocol, ids, baud, recheck=tuple(arm.servo_ids))
+    except BusError as e:
+        return Finding("fail", f"{port}: {e}", "close whatever holds the port (another se-robot, arm_node), "
+                                               "or sudo usermod -aG dialout $USER")
+    return found
+
+
+def listing(found: dict, port: str, baud: int) -> list[Finding]:
+    """One line per protocol that has servos on ``port``: each one's id, model and firmware."""
+    return [Finding("ok", f"{protocol} servos on {port} at {baud} baud: {', '.join(s.describe() for s in servos)}")
+            for protocol, servos in found.items() if servos]
+
+
+def judge_servos(args: argparse.Namespace, arm, port: str, ids: list[int], baud: int, found: dict) -> list[Finding]:
+    """Do the servos ``found`` on ``port`` make up ``arm``: its protocol, every id, its model?"""
+    from se_robot.hardware.registers import get_model
+    from se_robot.hardware.rig_check import PROTOCOLS
+
     findings = []
-    for protocol, servos in found.items():
-        if servos:
-            listed = ", ".join(f"id {s.servo_id} {s.model_name or 'unknown model'} (model {s.model_number})"
-                               for s in servos)
-            findings.append(Finding("ok", f"{protocol} servos on {port} at {baud} baud: {listed}"))
     expected_model = get_model(arm.bus.model)
     own = {s.servo_id: s for s in found[arm.bus.protocol]}
     other = [p for p in PROTOCOLS if p != arm.bus.protocol and found[p]]
@@ -215,7 +289,7 @@ def check_servos(args: argparse.Namespace) -> list[Finding]:
     return findings
 
 
-def check_calibration(args: argparse.Namespace, servos_answer: bool) -> list[Finding]:
+def check_calibration(args: argparse.Namespace, port: str, servos_answer: bool) -> list[Finding]:
     """The calibration the hardware backend would use: does it exist, does it fit the arm's joints
     and servo ids, and (when ``servos_answer``) does every servo's present position lie inside its
     calibrated range? One outside means a calibration made on another arm, or a remounted horn."""
@@ -233,7 +307,7 @@ def check_calibration(args: argparse.Namespace, servos_answer: bool) -> list[Fin
         path = args.calibration or calibration_file(arm_id)
     except ValueError as e:
         return [Finding("fail", f"--arm-id: {e}", "se-robot doctor --port PORT --arm-id my_so101")]
-    fix = calibrate_command(arm, arm_id, args.port) + (f" --out {path}" if args.calibration else "")
+    fix = calibrate_command(arm, arm_id, port) + (f" --out {path}" if args.calibration else "")
     if not os.path.exists(path):
         whose = f"--calibration {path}" if args.calibration else f"arm id {arm_id!r} ({path})"
         return [Finding("fail", f"no calibration for {whose}: the hardware backend refuses to start without one",
@@ -247,10 +321,10 @@ def check_calibration(args: argparse.Namespace, servos_answer: bool) -> list[Fin
     if not servos_answer or (args.ids and not set(arm.servo_ids) <= set(parse_ids(args.ids))):
         return [found]   # the range check needs every servo of the arm
     try:
-        ticks = read_present_ticks(args.port, arm.bus.protocol, get_model(arm.bus.model), list(arm.servo_ids),
+        ticks = read_present_ticks(port, arm.bus.protocol, get_model(arm.bus.model), list(arm.servo_ids),
                                    args.baud or arm.bus.baudrate)
     except BusError as e:
-        return [found, Finding("fail", f"could not read the servos' present positions on {args.port}: {e}",
+        return [found, Finding("fail", f"could not read the servos' present positions on {port}: {e}",
                                "check the bus cable and power; close whatever else holds the port")]
     by_joint = [ticks[j.servo_id] for j in arm.joints]
     try:
@@ -311,6 +385,32 @@ def check_camera(source: str, args: argparse.Namespace) -> list[Finding]:
     return findings
 
 
+def list_cameras(args: argparse.Namespace) -> list[Finding]:
+    """Every video device with what it delivers. Nothing found is a WARN: state-only policies and
+    an IP camera (--camera URL) need no device."""
+    from se_robot.hardware.camera import CameraError
+    from se_robot.hardware.rig_check import list_video_devices, probe_camera
+
+    devices = list_video_devices()
+    if not devices:
+        return [Finding("warn", "no cameras: no /dev/video* device (an IP camera is checked with --camera URL)",
+                        "plug in the USB camera, then: v4l2-ctl --list-devices;  sudo usermod -aG video $USER "
+                        "when it is a permission problem;  se-robot doctor --camera http://HOST:PORT/stream.mjpg "
+                        "for an IP camera or the emulator's")]
+    findings = []
+    for path, name in devices:
+        try:
+            probe = probe_camera(path, seconds=min(args.seconds, 1.0), open_timeout_s=2.0)
+        except CameraError as e:
+            findings.append(Finding("ok", f"camera {path} ({name}): no frames ({e}): a metadata node of the "
+                                          "camera before it, or a device in use"))
+            continue
+        index = path.removeprefix("/dev/video")
+        findings.append(Finding("ok", f"camera {path} ({name}, index {index}): {probe.width}x{probe.height}, "
+                                      f"{probe.fps:.1f} fps delivered"))
+    return findings
+
+
 LABELS = {"ok": "ok", "warn": "WARN", "fail": "FAIL"}
 
 
@@ -324,8 +424,8 @@ def report(findings: list[Finding]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     findings: list[Finding] = []
-    checks = [check_torch, check_mujoco, check_ros, lambda: check_serial(args),
-              *[lambda source=source: check_camera(source, args) for source in args.camera]]
+    cameras = [lambda source=source: check_camera(source, args) for source in args.camera]
+    checks = [check_torch, check_mujoco, check_ros, lambda: check_serial(args), *(cameras or [lambda: list_cameras(args)])]
     for check in checks:
         found = check()
         report(found)

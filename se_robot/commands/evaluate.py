@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from se_robot.commands.record import add_display_option, open_display_of
 from se_robot.commands.train import add_backend_options
 
 
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
                    help="the classifier's success probability threshold (default: the run's, else the model's)")
     add_backend_options(p)   # default: the run's own backend and env options
+    add_display_option(p)
     p.set_defaults(func=run)
 
 
@@ -51,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     saved = checkpoint.load(ckpt)
 
     from se_robot.agents.registry import make_agent
+    from se_robot.envs.display import close_display, with_display
 
+    display = open_display_of(args)
     seed_everything(cfg.seed)
     env, eval_env = make_envs(cfg)
     if env is not eval_env:   # sim builds a training env too; a real arm is one env
         env.close()
+    eval_env = with_display(eval_env, display, "eval")
     agent = make_agent(cfg.algo, eval_env.observation_space, eval_env.action_space, dict(cfg.agent),
                        cfg.device, cfg.seed)
     agent.load_state_dict(saved["agent"])
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = trainer.evaluate()
     finally:
         eval_env.close()   # hardware: the disconnect torque policy
+        if display is not None:
+            close_display(display)
     out.mkdir(parents=True, exist_ok=True)
     result = {"checkpoint": str(ckpt), "step": trainer.step, "episodes": args.episodes, **metrics}
     (out / "eval.json").write_text(json.dumps(result, indent=2))

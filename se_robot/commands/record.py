@@ -8,6 +8,9 @@ from typing import Any
 
 TASKS = ("reach", "push", "lift")
 TELEOP = ("keyboard", "gamepad", "spacemouse", "leader")
+DISPLAY_HELP = ("live view in Rerun of camera frames, joints, actions, reward, success and interventions: "
+                "without a value spawn a viewer here; HOST:PORT streams to a viewer running there (start it "
+                "with `rerun`; it listens on 9876); a path ending in .rrd saves the recording for `rerun FILE.rrd`")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stream-port", type=int, default=None,
                    help="serve the camera view as MJPEG on this port (open http://HOST:PORT/stream.mjpg; "
                         "use ssh -L to watch from another machine)")
+    add_display_option(p)
     p.add_argument("--scene-timeout", type=float, default=None, metavar="S",
                    help="hardware push/lift: seconds to wait for 'scene restored' (keyboard p, gamepad left "
                         "shoulder) before stopping with an error (default: wait)")
@@ -65,6 +69,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reward-threshold", type=float, default=None, metavar="P",
                    help="the classifier's success probability threshold (default: the model's own)")
     p.set_defaults(func=run)
+
+
+def add_display_option(p: argparse.ArgumentParser) -> None:
+    """``--display [WHERE]``: the same live-view option on record, train and evaluate."""
+    p.add_argument("--display", nargs="?", const="spawn", default=None, metavar="WHERE", help=DISPLAY_HELP)
+
+
+def open_display_of(args: argparse.Namespace) -> Any:
+    """The Rerun recording ``--display`` asks for, or None without it."""
+    if getattr(args, "display", None) is None:
+        return None
+    from se_robot.envs.display import open_display
+
+    return open_display(None if args.display == "spawn" else args.display)
 
 
 def make_record_env(args: argparse.Namespace, action_mode: str) -> Any:
@@ -99,10 +117,12 @@ def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
     from se_robot.envs.operator import TeleopButtonOperator, make_operator
     from se_robot.teleop.devices import make_teleop
     from se_robot.teleop.keyboard import KeyboardTeleop
+    from se_robot.envs.display import close_display, with_display
     from se_robot.teleop.session import record_teleop
 
     action_mode = "joint_delta" if args.teleop == "leader" else "ee_delta"
-    env = make_record_env(args, action_mode)
+    display = open_display_of(args)
+    env = with_display(make_record_env(args, action_mode), display, "record")
     server = None
     try:
         base = env.unwrapped
@@ -150,6 +170,8 @@ def run(args: argparse.Namespace, scene_operator: Any = None) -> int:
         if server is not None:
             server.stop()
         env.close()
+        if display is not None:
+            close_display(display)
     print(f"wrote {result.written} episodes ({result.successes} successes, {result.rerecorded} re-recorded) "
           f"to {args.out}; ended by {result.ended_by}")
     return 3 if result.ended_by == "estop" else 0

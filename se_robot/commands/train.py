@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from se_robot.commands.record import add_display_option, open_display_of
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train an agent (DrQ-v2, SAC, MBPO) on a task",
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, nested with dots: --set replay.capacity=50000")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_display_option(p)
     p.set_defaults(func=run)
 
 
@@ -172,12 +175,26 @@ def checkpoint_step(ckpt: Path) -> int:
     return int(torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)["step"])
 
 
+def show_trainer(trainer, display) -> None:
+    """The live view of training steps (``train/``) and evaluation episodes (``eval/``); a real arm's
+    one env shows both under ``train/``."""
+    from se_robot.envs.display import RerunDisplay
+
+    shared = trainer.eval_env is trainer.env
+    trainer.env = RerunDisplay(trainer.env, display, "train")
+    trainer.eval_env = trainer.env if shared else RerunDisplay(trainer.eval_env, display, "eval")
+
+
 def run(args: argparse.Namespace) -> int:
     cfg, run_dir, ckpt = resolve_config(args)
+    from se_robot.envs.display import close_display
     from se_robot.train import FaultExit, build_trainer
     from se_robot.train_faults import EXIT_CODE
 
+    display = open_display_of(args)
     trainer = build_trainer(cfg, run_dir, resume=ckpt)
+    if display is not None:
+        show_trainer(trainer, display)
     start, evals = trainer.step, trainer.last_eval
     print(f"se-robot train: {cfg.algo} on {cfg.task} ({cfg.obs_mode}, {cfg.backend}), run dir {run_dir}, "
           + (f"resumed at step {start}, training to step {cfg.steps}" if ckpt else f"{cfg.steps} steps"))
@@ -191,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         trainer.env.close()  # hardware: torque policy on disconnect; teleop: release the device
         if trainer.eval_env is not trainer.env:
             trainer.eval_env.close()
+        if display is not None:
+            close_display(display)
     ran = trainer.step - start
     evaluated = metrics is not evals   # a new evaluation replaces the dict; an old one is not this run's
     print(f"done at step {trainer.step} ({ran} steps this run" + (f", {trainer.pauses} fault pauses" if trainer.pauses

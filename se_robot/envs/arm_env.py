@@ -337,6 +337,16 @@ class ArmEnv(gym.Env):
         """The last command the safety filter let through: the reference the next action moves."""
         return self._q_cmd.copy()
 
+    @property
+    def measured_joints(self) -> np.ndarray:
+        """The joints of the last reading (rad): what the observation's state starts with."""
+        return self._q.copy()
+
+    @property
+    def camera_images(self) -> dict[str, np.ndarray]:
+        """The newest frame (RGB) of each camera this env reads, by camera name: the live view shows them."""
+        return {name: frame.image for name, frame in self._frames.items()}
+
 
 def make_arm_env(robot: Robot, task: str | Task = "reach", max_episode_steps: int | None = None,
                  **options: Any) -> gym.Env:
