@@ -235,3 +235,13 @@ def test_drqv2_trains_on_image_and_state_observations(tmp_path):
     trainer.logger.close()
     assert trainer.step == 60 and np.isfinite(metrics["eval/return"]) and trainer.agent.num_updates > 0
     assert list((tmp_path / "drq" / "videos").glob("eval_*.mp4"))   # filmed through the env's render()
+
+
+def test_an_env_id_that_cannot_train_stops_before_the_run_starts(tmp_path, capsys):
+    from se_robot.cli import main
+
+    for env_id, reason in (("CartPole-v1", "discrete actions are not supported"), ("Nope-v9", "doesn't exist"),
+                           ("no_such_module:Env-v0", "No module named")):
+        out = tmp_path / env_id.replace(":", "_")
+        assert main(["train", "--env-id", env_id, "--algo", "sac", "--out", str(out)]) == 2
+        assert reason in capsys.readouterr().err and not out.exists()

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
-    from se_robot.commands.train import backend_overrides, check_arm_id, fit_backend
+    from se_robot.commands.train import backend_overrides, check_arm_id, check_env_id, fit_backend
     from se_robot.config import ConfigError
     from se_robot.train import Trainer, make_envs, seed_everything
     from se_robot.train_config import load_config
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.env_id is not None and not load_config(saved=ckpt / "config.yaml").env_id:
         raise ConfigError("--env-id", args.env_id, "the run was trained on a task, not a Gymnasium env id: an "
                           "agent evaluates only on the observations it was trained on")
+    check_env_id(cfg)
     check_arm_id(cfg)
     saved = checkpoint.load(ckpt)
 

@@ -155,6 +155,7 @@ def resolve_config(args: argparse.Namespace):
         cfg = fit_backend(load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line"),
                           given, args.set)
         cfg = with_random_steps(cfg, getattr(args, "random_steps", None))
+        check_env_id(cfg)
         check_arm_id(cfg)
         done = checkpoint_step(ckpt)
         if done >= cfg.steps:
@@ -165,6 +166,7 @@ def resolve_config(args: argparse.Namespace):
         return cfg, run_dir, ckpt
     cfg = with_random_steps(fit_backend(load_config(args.config, overrides, args.set, source="command line"), given),
                             getattr(args, "random_steps", None))
+    check_env_id(cfg)
     check_arm_id(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
@@ -175,6 +177,27 @@ def resolve_config(args: argparse.Namespace):
         raise ConfigError("--out", str(run_dir), "already holds checkpoints; continue it with --resume "
                           f"{run_dir} or pick another --out")
     return cfg, run_dir, None
+
+
+def check_env_id(cfg) -> None:
+    """A Gymnasium env id that cannot be made, or whose spaces se_robot cannot map, stops here with
+    the reason, before a run directory exists (the env is made, reset once, so rendered pixels
+    are tried too, and closed)."""
+    if not cfg.env_id:
+        return
+    import gymnasium as gym
+
+    from se_robot.config import ConfigError
+    from se_robot.envs import make_env
+
+    try:
+        env = make_env(env_id=cfg.env_id, obs_mode=cfg.obs_mode, image_size=cfg.image_size, frame_stack=0, **cfg.env)
+        try:
+            env.reset(seed=cfg.seed)
+        finally:
+            env.close()
+    except (gym.error.Error, ImportError, ValueError, TypeError) as e:
+        raise ConfigError("--env-id", cfg.env_id, str(e)) from None
 
 
 def with_random_steps(cfg, random_steps: int | None):
