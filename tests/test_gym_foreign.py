@@ -228,7 +228,8 @@ def test_drqv2_trains_on_image_and_state_observations(tmp_path):
         "env_id": "se_robot_test/Image-v0", "algo": "drqv2", "obs_mode": "both", "image_size": 32, "steps": 60,
         "learning_starts": 30, "eval_every": 60, "eval_episodes": 1, "eval_video": True, "tensorboard": False,
         "progress": False, "device": "cpu",
-        "agent": {"batch_size": 16, "hidden_dim": 32, "feature_dim": 16, "num_expl_steps": 20, "update_every_steps": 1}})
+        "agent": {"batch_size": 16, "hidden_dim": 32, "feature_dim": 16, "num_expl_steps": 20,
+                  "update_every_steps": 1}})
     assert (cfg.frame_stack, cfg.replay.n_step) == (3, 3)   # pixels keep the arm's stacking and n-step defaults
     trainer = build_trainer(cfg, tmp_path / "drq")
     metrics = trainer.train()
