@@ -57,9 +57,10 @@ class TrainConfig:
     seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
     learning_starts: int = option(1000, range=(1, None),
                                   help="online transitions in the replay before the first update; it only delays "
-                                       "learning: the agent acts with its own, untrained policy meanwhile (uniform "
-                                       "random actions come from agent.random_steps for sac, agent.sac.random_steps "
-                                       "for mbpo, agent.num_expl_steps for drqv2; train --random-steps N sets it)")
+                                       "learning, not how the agent acts: sac and mbpo act with their untrained "
+                                       "policy unless agent.random_steps (mbpo: agent.sac.random_steps) asks for "
+                                       "uniform random actions; drqv2 acts uniformly for agent.num_expl_steps "
+                                       "(2000); train --random-steps N sets the algo's key")
     demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
     encoder: str = option("", help="frozen pixel encoder file (se-robot pretrain-encoder) whose features sac "
                                    "and mbpo learn from on pixels ('' : none; drqv2 sets its own in agent)")
