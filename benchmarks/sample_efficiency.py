@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success rate counted as solved")
     p.add_argument("--learning-starts", type=int, default=250,
-                   help="random-action steps before se_robot agents update (SB3 keeps its default, 100)")
+                   help="online steps before se_robot agents' first update; they act with their untrained "
+                        "policy meanwhile, not at random (SB3 keeps its default, 100 uniform random steps)")
     p.add_argument("--discount", type=float, default=0.99,
                    help="se_robot agents' discount (real batches and MBPO's rollouts); SB3 keeps 0.99")
     p.add_argument("--action-repeat", type=int, default=1, help="control ticks per agent step")

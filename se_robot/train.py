@@ -39,12 +39,16 @@ EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same st
 
 def make_envs(cfg: TrainConfig):
     """Training and evaluation envs through ``se_robot.envs.make_env`` (frame stack, action repeat,
-    the learned reward of ``cfg.reward_model``; scene operator options ride in ``cfg.env``)."""
+    the learned reward of ``cfg.reward_model``; scene operator options ride in ``cfg.env``; with
+    ``cfg.env_id`` a Gymnasium env of another package, ``cfg.env`` its ``gym.make`` kwargs)."""
     from se_robot.envs import make_env
 
     kwargs = dict(backend=cfg.backend, frame_stack=cfg.frame_stack, action_repeat=cfg.action_repeat,
-                  obs_mode=cfg.obs_mode, image_size=cfg.image_size, reward_model=cfg.reward_model,
-                  reward_threshold=cfg.reward_threshold or None, **cfg.env)
+                  obs_mode=cfg.obs_mode, image_size=cfg.image_size, **cfg.env)
+    if cfg.env_id:
+        kwargs["env_id"] = cfg.env_id
+    else:
+        kwargs.update(reward_model=cfg.reward_model, reward_threshold=cfg.reward_threshold or None)
     if cfg.encoder:
         from se_robot.agents.base import pick_device
 
@@ -53,7 +57,7 @@ def make_envs(cfg: TrainConfig):
     if cfg.backend != "sim":  # one real arm: evaluation episodes run on the same env
         return env, env
     if cfg.eval_video:  # film the scene camera, whatever the agent observes
-        kwargs.update(render_mode="rgb_array", render_size=256)
+        kwargs.update(render_mode="rgb_array", **({} if cfg.env_id else {"render_size": 256}))
     return env, make_env(cfg.task, **kwargs)
 
 
@@ -370,10 +374,11 @@ def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None,
                              seed=cfg.seed + 1)
     if hasattr(agent, "set_reward_fn"):
         # MBPO scores model rollouts with the task's own reward and termination when the state
-        # vector carries the task (state obs) and one agent step is one control tick.
+        # vector carries the task (state obs) and one agent step is one control tick; on an env
+        # of another package (env_id) it learns the reward with the dynamics.
         from se_robot.envs.spaces import state_reward_fn
 
-        agent.set_reward_fn(state_reward_fn(env) if cfg.action_repeat == 1 else None)
+        agent.set_reward_fn(state_reward_fn(env) if cfg.action_repeat == 1 and not cfg.env_id else None)
     agent_cfg = getattr(agent, "cfg", None)
     if getattr(agent_cfg, "freeze_encoder", False) and hasattr(agent, "encode_frames"):
         for buf in (replay, demos):

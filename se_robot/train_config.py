@@ -5,6 +5,11 @@ Where a value comes from, lowest first: the dataclass defaults below; a resumed 
 command line's options; ``--set``. :func:`load_config` alone puts these layers together, with the
 deep merge of ``se_robot.config``. Values that follow from another setting are derived here, once,
 and have no key of their own (:data:`REPLACED` says which key sets each of them).
+
+A Gymnasium env of another package (``env_id``) brings a few defaults of its own, beneath every
+layer above (:func:`env_id_defaults`): the arm's defaults (pixels, two control ticks per action,
+three-frame stacks, three-step returns) are choices for the arm's camera and control rate, not
+for a state env, which gets no frame stack, n-step or action repeat unless asked for.
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ class TrainConfig:
     """One training run: the field defaults are the defaults (a recipe or --set changes some)."""
 
     task: str = option("reach", choices=("reach", "push", "lift"), help="task of the sim twin (or the real arm)")
+    env_id: str = option("", help="a Gymnasium env id to train on instead of a task ('' : the task), e.g. "
+                                  "Pendulum-v1 or my_pkg:MyEnv-v0 (the module that registers it); env holds "
+                                  "its gym.make kwargs; obs_mode state: its vector, pixels/both: its image or "
+                                  "render() frames (se_robot/envs/foreign.py)")
     algo: str = option("drqv2", choices=ALGOS, help="agent, looked up in se_robot.agents.registry")
     backend: str = option("sim", choices=("sim", "hardware", "ros"),
                           help="sim: the MuJoCo twin; hardware: SerialArm + camera; ros: arm_node/sim_node topics")
-    obs_mode: str = option("pixels", choices=("pixels", "state", "both"), help="what the agent observes")
+    obs_mode: str = option("pixels", choices=("pixels", "state", "both"),
+                           help="what the agent observes (with env_id the default is state)")
     image_size: int = option(84, range=(16, 512), help="square camera image side (px)")
     frame_stack: int = option(3, range=(1, 16), help="frames per observation: the env's and the replay's "
                                                      "(replay.frame_stack is derived from it)")
@@ -45,7 +55,12 @@ class TrainConfig:
                                                       "in total (also when resuming; train --more-steps N "
                                                       "sets it to the checkpoint's step + N)")
     seed: int = option(1, range=(0, None), help="seeds python, numpy, torch, the agent and every episode reset")
-    learning_starts: int = option(1000, range=(1, None), help="online transitions before the first update")
+    learning_starts: int = option(1000, range=(1, None),
+                                  help="online transitions in the replay before the first update; it only delays "
+                                       "learning, not how the agent acts: sac and mbpo act with their untrained "
+                                       "policy unless agent.random_steps (mbpo: agent.sac.random_steps) asks for "
+                                       "uniform random actions; drqv2 acts uniformly for agent.num_expl_steps "
+                                       "(2000); train --random-steps N sets the algo's key")
     demos: str = option("", help="episode dataset directory loaded into the demo buffer ('' : none)")
     encoder: str = option("", help="frozen pixel encoder file (se-robot pretrain-encoder) whose features sac "
                                    "and mbpo learn from on pixels ('' : none; drqv2 sets its own in agent)")
@@ -108,10 +123,26 @@ class TrainConfig:
         if self.reward_model and self.obs_mode == "state":
             raise ConfigError("<train config>", "reward_model", "a success classifier judges camera frames: "
                               "use obs_mode pixels or both")
+        if self.env_id:
+            self._check_env_id()
         if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:
             raise ConfigError("<train config>", "encoder", f"{self.algo} learns on vectors: with obs_mode "
                               f"{self.obs_mode} give a pretrained encoder file (se-robot pretrain-encoder), "
                               "or use obs_mode state")
+
+    def _check_env_id(self) -> None:
+        """What a Gymnasium env of another package cannot have: the arm's robot, reward and data."""
+        for key, value, why in (("backend", self.backend != "sim", "the env runs in this process (keep backend sim)"),
+                                ("reward_model", self.reward_model, "a success classifier judges the arm's camera"),
+                                ("demos", self.demos, "demos are episodes recorded on the arm"),
+                                ("teleop", self.teleop, "teleop devices drive the arm")):
+            if value:
+                raise ConfigError("<train config>", key, f"not with env_id {self.env_id!r}: {why}")
+
+    @property
+    def env_name(self) -> str:
+        """What the run trains on: the env id, else the task (run names, messages)."""
+        return self.env_id or self.task
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -146,7 +177,21 @@ def load_config(recipe: str | Path | None = None, overrides: dict | None = None,
         layers.append((source, overrides))
     if set_pairs:
         layers.append((set_source, parse_set(set_pairs, set_source)))
+    given: dict = {}
+    for _, data in layers:
+        given = merge(given, data)
+    if given.get("env_id"):
+        layers.insert(0, ("<env_id defaults>", env_id_defaults(given.get("obs_mode", "state"))))
     return resolve(TrainConfig, layers, REPLACED)
+
+
+def env_id_defaults(obs_mode: str) -> dict:
+    """The defaults a Gymnasium env id changes (beneath every layer): its vector, one control tick
+    per action, and for a state env no frame stack and one-step returns (MBPO's setting too)."""
+    defaults: dict = {"obs_mode": "state", "action_repeat": 1}
+    if obs_mode == "state":
+        defaults.update(frame_stack=1, replay={"n_step": 1})
+    return defaults
 
 
 def _without(data: dict, dotted: str) -> dict:

@@ -171,7 +171,8 @@ class DrQV2Agent:
             raise ValueError(f"DrQV2Agent: expected a flat Box action space, got shape {shape}")
         low, high = np.asarray(action_space.low), np.asarray(action_space.high)
         if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
-            raise ValueError("DrQV2Agent: actions must be normalised to [-1, 1] (wrap the env first)")
+            raise ValueError("DrQV2Agent: actions must be normalised to [-1, 1] (wrap the env first: "
+                             "se_robot.envs.make_env(env_id=...) rescales a Gymnasium env's bounded actions)")
         dev = device if isinstance(device, torch.device) else pick_device(device or cfg.device)
         return cls(_space_shapes(obs_space), shape[0], cfg, dev, seed)
 

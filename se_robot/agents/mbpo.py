@@ -19,7 +19,10 @@ Where the learning vector is proprioception then task features (keys ``state`` a
 concatenated by ``se_robot.agents.obs.vector_obs``) and the task defines reward and termination
 on it, the loop passes
 ``reward_fn(state, action, next_state) -> (reward, terminated)`` (numpy, batched) and those
-replace the learned reward; otherwise the reward is learned and rollouts never terminate.
+replace the learned reward; otherwise the reward is learned and rollouts never terminate (a
+Gymnasium env of another package: its reward head is learned with the dynamics; for an env whose
+episodes end on failure, give its own ``reward_fn`` with :meth:`MBPOAgent.set_reward_fn`).
+Uniform random warm-up actions: ``sac.random_steps`` (the policy learner acts).
 """
 
 from __future__ import annotations

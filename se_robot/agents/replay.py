@@ -95,6 +95,9 @@ class ReplayBuffer:
         return min(self.written, self.capacity)
 
     def _allocate(self, obs: dict[str, np.ndarray], action_dim: int | None) -> None:
+        if not isinstance(obs, dict):
+            raise TypeError(f"observations are dicts with the keys of se_robot.agents.obs, got {type(obs).__name__} "
+                            "(a Gymnasium env's array observations: se_robot.envs.make_env(env_id=...) maps them)")
         for key, value in obs.items():
             value = np.asarray(value)
             if key == PIXELS:

@@ -44,6 +44,9 @@ class SACConfig:
     log_std_max: float = option(2.0, range=(-5.0, 5.0), help="upper bound of the policy's log std")
     min_replay: int = option(256, range=(1, None), help="update() does nothing until replay holds this many")
     demo_ratio: float = option(0.5, range=(0.0, 1.0), help="fraction of each batch from demos when given (RLPD)")
+    random_steps: int = option(0, range=(0, None), help="env steps at the start whose actions are uniform in "
+                                                        "[-1, 1]^n instead of the policy's (a warm-up, as SB3's "
+                                                        "learning_starts; 0: the policy acts from step 0)")
 
 
 def vector_space(obs_space: Any) -> tuple[tuple[str, ...], int]:
@@ -116,7 +119,8 @@ class SACAgent:
         keys, obs_dim = vector_space(obs_space)
         low, high = np.asarray(action_space.low), np.asarray(action_space.high)
         if low.ndim != 1 or not (np.allclose(low, -1) and np.allclose(high, 1)):
-            raise ValueError(f"SAC expects a normalised Box action space [-1, 1]^n, got low={low} high={high}")
+            raise ValueError(f"SAC expects a normalised Box action space [-1, 1]^n, got low={low} high={high} "
+                             "(se_robot.envs.make_env(env_id=...) rescales a Gymnasium env's bounded actions)")
         return cls(keys, obs_dim, int(low.shape[0]), cfg, device, seed)
 
     @property
@@ -133,6 +137,10 @@ class SACAgent:
 
     @torch.no_grad()
     def act(self, obs: Any, step: int, eval_mode: bool) -> np.ndarray:
+        """The policy's action (its mean in eval mode); uniform random during the first ``random_steps``
+        training steps, drawn from the agent's own generator, so a checkpoint resumes the same draws."""
+        if not eval_mode and step < self.cfg.random_steps:
+            return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
         x = torch.as_tensor(self.vector(obs), device=self.device).reshape(1, -1)
         action, _ = self.policy(x, deterministic=eval_mode)
         return action[0].cpu().numpy()

@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--video", action="store_true", help="write the first episode as mp4")
     p.add_argument("--out", metavar="DIR", help="where videos and eval.json go (default: the checkpoint dir)")
     p.add_argument("--seed", type=int, help="seed of the evaluation start states (default: the run's)")
+    p.add_argument("--env-id", dest="env_id", metavar="ID",
+                   help="a run trained on a Gymnasium env (train --env-id): evaluate it on this id instead, e.g. "
+                        "a variant with the same observation and action spaces (default: the run's)")
     p.add_argument("--reward-model", dest="reward_model", metavar="FILE",
                    help="success classifier as the reward and success judge (default: the run's reward_model)")
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
@@ -30,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from se_robot import checkpoint
-    from se_robot.commands.train import backend_overrides, check_arm_id, fit_backend
+    from se_robot.commands.train import backend_overrides, check_arm_id, check_env_id, fit_backend
     from se_robot.config import ConfigError
     from se_robot.train import Trainer, make_envs, seed_everything
     from se_robot.train_config import load_config
@@ -44,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"eval_episodes": args.episodes, "eval_video": bool(args.video), "progress": False}
     if args.seed is not None:
         overrides["seed"] = args.seed
-    overrides.update({k: getattr(args, k) for k in ("reward_model", "reward_threshold")
+    overrides.update({k: getattr(args, k) for k in ("reward_model", "reward_threshold", "env_id")
                       if getattr(args, k, None) is not None})
     given = backend_overrides(args)
     overrides.update(given)
     cfg = fit_backend(load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line"), given, [])
+    if args.env_id is not None and not load_config(saved=ckpt / "config.yaml").env_id:
+        raise ConfigError("--env-id", args.env_id, "the run was trained on a task, not a Gymnasium env id: an "
+                          "agent evaluates only on the observations it was trained on")
+    check_env_id(cfg)
     check_arm_id(cfg)
     saved = checkpoint.load(ckpt)
 

@@ -11,12 +11,21 @@ from se_robot.commands.record import add_display_option, open_display_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train an agent (DrQ-v2, SAC, MBPO) on a task",
+    p = subparsers.add_parser("train", help="train an agent (DrQ-v2, SAC, MBPO) on a task or a Gymnasium env",
                               description="Train an agent. The defaults are TrainConfig's (se_robot/train_config.py); a "
                               "recipe (--config), these options and --set change them, in that order.")
     p.add_argument("--task", help="reach | push | lift")
+    p.add_argument("--env-id", dest="env_id", metavar="ID",
+                   help="train on a Gymnasium env instead of a task: an id (Pendulum-v1) or module:id (the module "
+                        "registers it); Box state or image (+state) observations, bounded Box actions; its "
+                        "gym.make kwargs with --set env.KEY=VALUE; defaults to obs_mode state, action repeat 1, "
+                        "and on state no frame stack or n-step")
     p.add_argument("--algo", help="drqv2 | sac | mbpo")
     p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
+    p.add_argument("--random-steps", dest="random_steps", type=int, metavar="N",
+                   help="the first N steps act uniformly at random (a warm-up; sets agent.random_steps for sac, "
+                        "agent.sac.random_steps for mbpo, agent.num_expl_steps for drqv2). Unlike "
+                        "learning_starts, which only delays updates while the policy acts")
     p.add_argument("--steps", type=int, metavar="N", help="agent steps to train, in total: with --resume the "
                    "run stops when its step count reaches N (a resumed run at or past N is an error)")
     p.add_argument("--more-steps", dest="more_steps", type=int, metavar="N",
@@ -34,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="success classifier (se-robot reward train) as the reward: sparse, episodes end on success")
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
                    help="the classifier's success probability threshold (default: the model's own)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task>-<algo>-s<seed>-<time>)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<task or env id>-<algo>-s<seed>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue (newest checkpoint); "
                    "ask for more training with --more-steps N or a larger --steps; --backend hardware continues "
                    "a sim-trained run on the arm")
@@ -107,7 +116,7 @@ def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
 
 
 #: Options that are config keys of the same name (the rest steer the command itself).
-CONFIG_OPTIONS = ("task", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "seed", "teleop",
+CONFIG_OPTIONS = ("task", "env_id", "algo", "demos", "encoder", "steps", "obs_mode", "image_size", "seed", "teleop",
                   "teleop_device", "reward_model", "reward_threshold")
 
 
@@ -148,6 +157,8 @@ def resolve_config(args: argparse.Namespace):
             overrides["steps"] = checkpoint_step(ckpt) + more
         cfg = fit_backend(load_config(None, overrides, args.set, saved=ckpt / "config.yaml", source="command line"),
                           given, args.set)
+        cfg = with_random_steps(cfg, getattr(args, "random_steps", None))
+        check_env_id(cfg)
         check_arm_id(cfg)
         done = checkpoint_step(ckpt)
         if done >= cfg.steps:
@@ -156,16 +167,54 @@ def resolve_config(args: argparse.Namespace):
                               f"more with --more-steps N (or --steps M, M > {done}: the new total)")
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
-    cfg = fit_backend(load_config(args.config, overrides, args.set, source="command line"), given)
+    cfg = with_random_steps(fit_backend(load_config(args.config, overrides, args.set, source="command line"), given),
+                            getattr(args, "random_steps", None))
+    check_env_id(cfg)
     check_arm_id(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
         raise ConfigError("--demos", cfg.demos, "not an episode dataset (no dataset.json there)")
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in cfg.env_name)   # module:ns/Id-v0 -> one name
     run_dir = Path(args.out) if args.out else Path("runs") / (
-        f"{cfg.task}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        f"{name}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     if checkpoint.list_checkpoints(run_dir):
         raise ConfigError("--out", str(run_dir), "already holds checkpoints; continue it with --resume "
                           f"{run_dir} or pick another --out")
     return cfg, run_dir, None
+
+
+def check_env_id(cfg) -> None:
+    """A Gymnasium env id that cannot be made, or whose spaces se_robot cannot map, stops here with
+    the reason, before a run directory exists (the env is made, reset once, so rendered pixels
+    are tried too, and closed)."""
+    if not cfg.env_id:
+        return
+    import gymnasium as gym
+
+    from se_robot.config import ConfigError
+    from se_robot.envs import make_env
+
+    try:
+        env = make_env(env_id=cfg.env_id, obs_mode=cfg.obs_mode, image_size=cfg.image_size, frame_stack=0, **cfg.env)
+        try:
+            env.reset(seed=cfg.seed)
+        finally:
+            env.close()
+    except (gym.error.Error, ImportError, ValueError, TypeError) as e:
+        raise ConfigError("--env-id", cfg.env_id, str(e)) from None
+
+
+def with_random_steps(cfg, random_steps: int | None):
+    """``cfg`` with ``--random-steps N`` in the agent key that sets its algo's uniform random warm-up."""
+    import dataclasses
+
+    from se_robot.config import ConfigError, merge
+
+    if random_steps is None:
+        return cfg
+    if random_steps < 0:
+        raise ConfigError("--random-steps", str(random_steps), "must be >= 0")
+    key = {"drqv2": {"num_expl_steps": random_steps}, "mbpo": {"sac": {"random_steps": random_steps}}}
+    return dataclasses.replace(cfg, agent=merge(cfg.agent, key.get(cfg.algo, {"random_steps": random_steps})))
 
 
 def checkpoint_step(ckpt: Path) -> int:
@@ -196,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     if display is not None:
         show_trainer(trainer, display)
     start, evals = trainer.step, trainer.last_eval
-    print(f"se-robot train: {cfg.algo} on {cfg.task} ({cfg.obs_mode}, {cfg.backend}), run dir {run_dir}, "
+    print(f"se-robot train: {cfg.algo} on {cfg.env_name} ({cfg.obs_mode}, {cfg.backend}), run dir {run_dir}, "
           + (f"resumed at step {start}, training to step {cfg.steps}" if ckpt else f"{cfg.steps} steps"))
     try:
         metrics = trainer.train()

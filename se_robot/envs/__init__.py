@@ -1,8 +1,9 @@
 """Environments: the tasks on any robot behind one Gymnasium env (``ArmEnv``) and one factory.
 
-Importing this package registers ``se_robot/SimReach-v0``, ``se_robot/SimPush-v0`` and
-``se_robot/SimLift-v0`` (``ArmEnv`` over ``TwinRobot``). Everything else builds its env with
-``make_env``, so wrappers are composed in one place whatever the backend.
+``import se_robot`` registers ``se_robot/SimReach-v0``, ``se_robot/SimPush-v0`` and
+``se_robot/SimLift-v0`` (``ArmEnv`` over ``TwinRobot``; ``se_robot.SIM_IDS``). Everything else
+builds its env with ``make_env``, so wrappers are composed in one place whatever the backend,
+a Gymnasium env of another package (``env_id``, ``se_robot.envs.foreign``) included.
 """
 
 from __future__ import annotations
@@ -13,27 +14,13 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from se_robot.config import config_path, read_yaml
+from se_robot import SIM_IDS
 from se_robot.envs.spaces import EnvConfig
-
-SIM_IDS = {"reach": "se_robot/SimReach-v0", "push": "se_robot/SimPush-v0", "lift": "se_robot/SimLift-v0"}
 
 #: options ``ArmEnv`` itself takes, besides the ``EnvConfig`` fields; the rest go to the robot
 ENV_OPTIONS = frozenset(f.name for f in dataclasses.fields(EnvConfig)) | {
     "render_mode", "render_size", "detector", "home_tolerance_rad", "home_timeout_s", "frame_timeout_s",
     "object_timeout_s", "max_episode_steps", "operator", "scene_timeout_s", "scene_tries"}
-
-
-def _register() -> None:
-    for task, env_id in SIM_IDS.items():
-        if env_id in gym.registry:
-            continue
-        steps = read_yaml(config_path("tasks", f"{task}.yaml")).get("max_episode_steps", 100)
-        gym.register(env_id, entry_point="se_robot.envs.arm_env:make_twin_env",
-                     kwargs={"task": task}, max_episode_steps=steps, disable_env_checker=True)
-
-
-_register()
 
 
 ROBOT_ENTRY_POINTS = "se_robot.robots"
@@ -59,8 +46,14 @@ def robot_backend(name: str) -> Callable[..., Any]:
 
 def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, action_repeat: int = 1,
              seed: int | None = None, encoder: str = "", encoder_device: Any = "cpu", arm: str = "so101",
-             reward_model: Any = "", reward_threshold: float | None = None, **options: Any) -> gym.Env:
+             reward_model: Any = "", reward_threshold: float | None = None, env_id: str = "",
+             **options: Any) -> gym.Env:
     """One place where an env is built and wrapped, whatever the backend.
+
+    ``env_id``: a Gymnasium env of another package instead of a task (``task``, ``backend`` and
+    ``arm`` are then unused): ``gym.make(env_id, **options)`` through
+    ``se_robot.envs.foreign.ForeignEnv`` (``obs_mode``, ``image_size`` and ``render_mode`` are its
+    options; the rest go to the env), then the wrappers below as for any task.
 
     ``backend``: ``sim`` (the MuJoCo twin in-process), ``hardware`` (``SerialRobot``: ``port=``,
     ``calibration=`` or ``arm_id=`` (the id whose calibration ``se-robot calibrate`` stored; default
@@ -86,31 +79,11 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     """
     from se_robot.envs.wrappers import ActionRepeat, PixelFrameStack
 
-    env_opts = {k: v for k, v in options.items() if k in ENV_OPTIONS}
-    robot_opts = {k: v for k, v in options.items() if k not in ENV_OPTIONS}
-    control_hz = float(env_opts.get("control_hz", EnvConfig.control_hz))
-    if backend == "sim":
-        if task not in SIM_IDS:
-            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(SIM_IDS)}")
-        if robot_opts:
-            raise TypeError(f"backend 'sim' takes no robot options: {', '.join(sorted(robot_opts))}")
-        env = gym.make(SIM_IDS[task], arm=arm, **env_opts)
-    elif backend == "hardware":
-        from se_robot.envs.arm_env import make_arm_env
-        from se_robot.envs.detector import make_detector
-        from se_robot.hardware.serial_robot import make_serial_robot
-
-        robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
-        env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
-        env = make_arm_env(robot, task, learned_reward=bool(reward_model), **env_opts)
+    if env_id:
+        env = _foreign(env_id, backend, reward_model, options)
     else:
-        from se_robot.envs.arm_env import make_arm_env
-
-        make_robot = robot_backend(backend)
-        # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
-        robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
-        env = make_arm_env(make_robot(arm, **robot_opts), task, learned_reward=bool(reward_model), **env_opts)
-    env = _with_reward(env, task, backend, reward_model, reward_threshold)
+        env = _task_env(task, backend, arm, options, learned_reward=bool(reward_model))
+        env = _with_reward(env, task, backend, reward_model, reward_threshold)
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
     if frame_stack < 0:
@@ -124,6 +97,45 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     if seed is not None:
         env.action_space.seed(seed)
     return env
+
+
+def _foreign(env_id: str, backend: str, reward_model: Any, options: dict[str, Any]) -> gym.Env:
+    """A Gymnasium env of another package, with se_robot's observation keys and action range."""
+    from se_robot.envs.foreign import make_foreign_env
+
+    if backend != "sim":
+        raise ValueError(f"env_id {env_id!r} runs in this process: backend {backend!r} is for the arm's tasks")
+    if reward_model:
+        raise ValueError("a learned reward (reward_model) judges the arm's camera frames, not another env's")
+    return make_foreign_env(env_id, **options)
+
+
+def _task_env(task: str, backend: str, arm: str, options: dict[str, Any], learned_reward: bool = False) -> gym.Env:
+    """``ArmEnv`` for ``task`` on the robot ``backend`` names (``make_env``'s docstring);
+    ``learned_reward``: a success classifier gives the reward (ArmEnv then needs no visible target)."""
+    env_opts = {k: v for k, v in options.items() if k in ENV_OPTIONS}
+    robot_opts = {k: v for k, v in options.items() if k not in ENV_OPTIONS}
+    control_hz = float(env_opts.get("control_hz", EnvConfig.control_hz))
+    if backend == "sim":
+        if task not in SIM_IDS:
+            raise ValueError(f"unknown task {task!r}; allowed: {', '.join(SIM_IDS)}")
+        if robot_opts:
+            raise TypeError(f"backend 'sim' takes no robot options: {', '.join(sorted(robot_opts))}")
+        return gym.make(SIM_IDS[task], arm=arm, **env_opts)
+    if backend == "hardware":
+        from se_robot.envs.arm_env import make_arm_env
+        from se_robot.envs.detector import make_detector
+        from se_robot.hardware.serial_robot import make_serial_robot
+
+        robot, camera_yaml = make_serial_robot(arm, control_hz=control_hz, **robot_opts)
+        env_opts["detector"] = make_detector(env_opts.get("detector"), camera_yaml)
+        return make_arm_env(robot, task, learned_reward=learned_reward, **env_opts)
+    from se_robot.envs.arm_env import make_arm_env
+
+    make_robot = robot_backend(backend)
+    # a robot with one image topic (ROS) answers to the camera name the env reads pixels from
+    robot_opts.setdefault("camera", env_opts.get("camera", EnvConfig.camera))
+    return make_arm_env(make_robot(arm, **robot_opts), task, learned_reward=learned_reward, **env_opts)
 
 
 def _with_reward(env: gym.Env, task: str, backend: str, reward_model: Any, threshold: float | None) -> gym.Env:
