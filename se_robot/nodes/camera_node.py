@@ -36,7 +36,12 @@ class CameraNode(Node):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_published = 0
-        self._open()
+        from se_robot.hardware.camera import CameraError
+
+        try:
+            self._open()
+        except CameraError as e:  # a wrong source is the user's to fix: say which, without a traceback
+            raise SystemExit(f"{self.get_name()}: {e}") from None
 
     @property
     def cfg(self) -> CameraParams:

@@ -74,13 +74,14 @@ class RosServiceError(RuntimeError):
 class RosRobot:
     """See the module docstring. ``task_state``: True/False, or None to detect ``sim/reset_task``
     at connect (``has_object_state`` is then known). ``camera``: the name ``capture`` answers to
-    (the one camera on ``camera/image_raw``)."""
+    (the one camera on ``camera/image_raw``). ``discovery_timeout_s`` is long because a launch file
+    starts the robot's node and the nodes that use it together, and the twin takes seconds to load."""
 
     realtime = True
 
     def __init__(self, arm: ArmDescription, *, namespace: str = "", sim_node_name: str = "sim_node",
                  task_state: bool | None = None, camera: str = "scene", node_name: str = "ros_robot",
-                 discovery_timeout_s: float = 5.0, domain_id: int | None = None, stale_timeout_s: float = 0.5,
+                 discovery_timeout_s: float = 30.0, domain_id: int | None = None, stale_timeout_s: float = 0.5,
                  max_state_age_s: float = 0.1):
         self.arm = arm
         self.camera_names = (camera,)
