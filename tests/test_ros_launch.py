@@ -30,6 +30,7 @@ from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
 
+from se_robot import ros_params  # noqa: E402
 from se_robot.nodes.runtime import SENSOR_QOS  # noqa: E402
 from tests.support import launch_mirror as lm  # noqa: E402
 from tests.support import ros_harness as harness  # noqa: E402
@@ -170,6 +171,29 @@ def test_command_lines_are_what_launch_ros_builds(mirror):
     assert set(by_name(mirror.nodes("train.launch.py"))) == {"sim_node", "learner_node"}
     split = by_name(mirror.nodes("train.launch.py", {"mode": "split", "learner_here": "false"}))
     assert set(split) == {"sim_node", "actor_node"} and merged(split["actor_node"])["algo"] == "sac"
+
+
+#: launch arguments that together reach every Node action of each file
+VARIANTS = {"robot.launch.py": [{}, {"use_sim": "true"}], "sim.launch.py": [{}],
+            "teleop.launch.py": [{}, {"use_sim": "true", "device": "gamepad"}],
+            "train.launch.py": [{}, {"use_sim": "false", "mode": "split"}]}
+
+
+@pytest.mark.parametrize("launch_file", sorted(VARIANTS))
+def test_every_parameter_a_launch_file_passes_is_declared_with_its_type(mirror, launch_file):
+    """Each node's parameters, as its files and overrides give them, are parameters the node
+    declares, of the declared type and in range (a string typed as an integer fails here)."""
+    assert set(VARIANTS) == {p.name for p in (ROOT / "launch").glob("*.launch.py")}
+    executables = set()
+    for args in VARIANTS[launch_file]:
+        for node in mirror.nodes(launch_file, args):
+            executables.add(node.executable)
+            assert node.executable in lm.console_scripts(ROOT) and node.name == node.executable
+            values = merged(node)
+            assert values, f"{launch_file}: {node.name} gets no parameters"
+            block = {node.name: {"ros__parameters": values}}
+            assert ros_params.check_parameters_file(block, ros_params.NODE_PARAMS, f"{launch_file} {args}") == []
+    assert executables
 
 
 # ------------------------------------------------------------------------------ started for real
