@@ -29,6 +29,7 @@ from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from se_robot import ros_params  # noqa: E402
 from se_robot.nodes.runtime import SENSOR_QOS  # noqa: E402
@@ -273,6 +274,15 @@ def test_teleop_launch_keyboard_needs_a_terminal(mirror, tmp_path):
         with launched(mirror, "teleop.launch.py", args, tmp_path), harness.ros_session(DOMAIN) as ros:
             wait_for_nodes(ros, {"sim_node", "teleop_node"}, tmp_path)
             wait_active(ros, "sim_node", tmp_path)
+            commands: list[Float64MultiArray] = []
+            ros.node.create_subscription(Float64MultiArray, "/arm/joint_commands", commands.append, DEFAULT_QOS)
+
+            def press_forward() -> bool:   # 'w' on the keyboard's tty: +x, the arm is commanded
+                os.write(controller, b"w")
+                ros.spin_for(0.05)
+                return bool(commands)
+
+            assert ros.spin_until(press_forward, START_S), f"no command from the keyboard\n{logs_of(tmp_path)}"
     finally:
         os.close(controller)
         os.close(tty)
