@@ -121,7 +121,10 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
     """
     ensure_ament_prefix()
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Kept to the end: under ros2 launch a Ctrl-C brings two SIGINTs (the terminal's and launch's),
+    # and one landing after a restored default handler killed the process mid-cleanup.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, frame: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = None
@@ -146,6 +149,4 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
             node.close()                         # threads stop while the context is still valid
             node.destroy_node()
         rclpy.try_shutdown()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     return int(getattr(node, "exit_code", 0))
