@@ -121,8 +121,7 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
     """
     ensure_ament_prefix()
     stop = threading.Event()
-    # Kept to the end: under ros2 launch a Ctrl-C brings two SIGINTs (the terminal's and launch's),
-    # and one landing after a restored default handler killed the process mid-cleanup.
+    # Kept to the end: under ros2 launch a Ctrl-C brings two SIGINTs (the terminal's and launch's).
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda signum, frame: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -149,4 +148,8 @@ def run_node(make_node: Callable[[], ClosableNode], args: list[str] | None = Non
             node.close()                         # threads stop while the context is still valid
             node.destroy_node()
         rclpy.try_shutdown()
+        # Python puts the default handlers back while the interpreter finalises (DDS teardown takes
+        # a moment), and a second SIGINT then killed the process (status -2): ignore them to exit.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
     return int(getattr(node, "exit_code", 0))
