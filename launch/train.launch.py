@@ -7,7 +7,8 @@ In split mode, start only the learner elsewhere (``ros2 run se_robot learner_nod
 -p mode:=split``) with the same ROS_DOMAIN_ID; transitions and weights travel on
 learner/transitions and learner/policy_weights (se_robot/nodes/learning.py). More actors: start
 more actor_nodes (each its own node name); the learner assembles each actor's episodes apart.
-Both nodes respawn: a node whose worker thread died exits 1 and is started again.
+Both nodes respawn: a node whose worker thread died exits 1 and is started again. String
+parameters are wrapped in ``ParameterValue(..., value_type=str)`` (see robot.launch.py).
 """
 
 import os
@@ -19,17 +20,24 @@ from launch.conditions import IfCondition, LaunchConfigurationEquals
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 SHARE = get_package_share_directory("se_robot")
 CONFIG = os.path.join(SHARE, "config", "ros")
 
 
+def text(name: str) -> ParameterValue:
+    """The launch argument ``name`` as a string parameter, whatever it looks like."""
+    return ParameterValue(LaunchConfiguration(name), value_type=str)
+
+
 def generate_launch_description():
-    task = LaunchConfiguration("task")
-    algo = LaunchConfiguration("algo")
+    task = text("task")
+    algo = text("algo")
     return LaunchDescription([
         DeclareLaunchArgument("arm", default_value="so101", description="config/arms/<arm>.yaml"),
         DeclareLaunchArgument("use_sim", default_value="true", description="train on the twin"),
+        DeclareLaunchArgument("autostart", default_value="true", description="activate the arm (or twin) at start"),
         DeclareLaunchArgument("task", default_value="reach", description="reach | push | lift"),
         DeclareLaunchArgument("algo", default_value="sac", description="drqv2 | sac | mbpo"),
         DeclareLaunchArgument("mode", default_value="local", description="local | split"),
@@ -39,7 +47,8 @@ def generate_launch_description():
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(SHARE, "launch", "robot.launch.py")),
             launch_arguments={"arm": LaunchConfiguration("arm"), "use_sim": LaunchConfiguration("use_sim"),
-                              "task": task, "port": LaunchConfiguration("port"),
+                              "autostart": LaunchConfiguration("autostart"),
+                              "task": LaunchConfiguration("task"), "port": LaunchConfiguration("port"),
                               "camera_source": LaunchConfiguration("camera_source")}.items(),
         ),
         Node(
@@ -47,7 +56,7 @@ def generate_launch_description():
             condition=IfCondition(LaunchConfiguration("learner_here")),
             respawn=True, respawn_delay=2.0,   # a learner whose thread died exits 1: start it again
             parameters=[os.path.join(CONFIG, "train.yaml"),
-                        {"mode": LaunchConfiguration("mode"), "algo": algo, "task": task}],
+                        {"mode": text("mode"), "algo": algo, "task": task}],
         ),
         Node(
             package="se_robot", executable="actor_node", name="actor_node", output="screen",

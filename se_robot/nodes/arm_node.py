@@ -7,8 +7,10 @@ those of :class:`se_robot.nodes.arm_server.ArmServerNode`, shared with sim_node.
 passes the robot's safety filter, the lowest layer that writes to the bus; a bus fault latches
 the e-stop there, and the latched ``arm/estopped`` topic reports it.
 
-Without launch_ros to emit lifecycle events, ``autostart: true`` configures and activates at
-start; otherwise drive it with ``lifecycle_msgs/srv/ChangeState`` on ``/arm_node/change_state``.
+``autostart: true`` configures and activates it at start (the launch files pass their
+``autostart`` argument, default true; plain ``ros2 run`` keeps the parameter's default, false, so
+no servo is energised unasked). Otherwise drive it by hand: ``ros2 lifecycle set /arm_node
+configure``, then ``activate`` (``lifecycle_msgs/srv/ChangeState`` on ``/arm_node/change_state``).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from se_robot.estop import Watchdog
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.arm_diagnostics import arm_diagnostics, loop_rate_hz
 from se_robot.nodes.params import NodeParams
-from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS, run_node
+from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, run_node, sensor_publisher
 from se_robot.nodes.trajectory import Trajectory, trajectory_from_msg
 from se_robot.robot import Robot
 
@@ -100,9 +100,9 @@ class ArmServerNode(LifecycleNode):
         robot.estop.add_listener(lambda reason: self._publish_estop())
         self._watchdog = Watchdog(self.cfg.command_timeout_s)
         self._last_tick_s = None
-        self._js_pub = self.create_publisher(JointState, names.JOINT_STATES, SENSOR_QOS)
+        self._js_pub = sensor_publisher(self, JointState, names.JOINT_STATES)
         self._estop_pub = self.create_publisher(Bool, names.ESTOP_STATE, LATCHED_QOS)
-        self._diag_pub = self.create_publisher(DiagnosticArray, names.DIAGNOSTICS, DIAGNOSTICS_QOS)
+        self._diag_pub = sensor_publisher(self, DiagnosticArray, names.DIAGNOSTICS, DIAGNOSTICS_QOS)
         self._subs = [
             self.create_subscription(Float64MultiArray, names.JOINT_COMMANDS, self._on_command, COMMAND_QOS,
                                      callback_group=self._srv_group),

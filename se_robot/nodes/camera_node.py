@@ -4,7 +4,7 @@ Frames are stamped with the wall-clock time at which the camera's reader thread 
 (``OpenCVCamera`` measures capture on the monotonic clock; converted here), not the time of
 publishing, so a consumer can tell how old an image is and RosRobot can insist on one newer
 than its command. A dedicated thread publishes each new frame as soon as it is captured, at most
-``camera_rate_hz`` (sensor-data QoS: best effort, keep last 2). Images are rgb8 at
+``camera_rate_hz`` (reliable, keep last 2, overridable: se_robot.nodes.runtime). Images are rgb8 at
 ``image_width`` x ``image_height``; the conversion is ours (no cv_bridge wheel exists).
 """
 
@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from se_robot import ros_params as names
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.params import NodeParams
-from se_robot.nodes.runtime import IMAGE_QOS, run_node
+from se_robot.nodes.runtime import IMAGE_PUBLISHER_QOS, run_node, sensor_publisher
 from se_robot.ros_params import CameraParams
 
 _RESTART = {"camera_source", "image_width", "image_height"}
@@ -30,13 +30,18 @@ class CameraNode(Node):
     def __init__(self, node_name: str = "camera_node", **kwargs: Any):
         super().__init__(node_name, **kwargs)
         self.params = NodeParams(self, (CameraParams,), on_change=self._on_params)
-        self._image_pub = self.create_publisher(Image, names.IMAGE, IMAGE_QOS)
-        self._info_pub = self.create_publisher(CameraInfo, names.CAMERA_INFO, IMAGE_QOS)
+        self._image_pub = sensor_publisher(self, Image, names.IMAGE, IMAGE_PUBLISHER_QOS)
+        self._info_pub = sensor_publisher(self, CameraInfo, names.CAMERA_INFO)
         self.camera = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_published = 0
-        self._open()
+        from se_robot.hardware.camera import CameraError
+
+        try:
+            self._open()
+        except CameraError as e:  # a wrong source is the user's to fix: say which, without a traceback
+            raise SystemExit(f"{self.get_name()}: {e}") from None
 
     @property
     def cfg(self) -> CameraParams:

@@ -76,8 +76,7 @@ class NodeParams:
         for p in params:
             cls = self._owner.get(p.name)
             if cls is None:
-                return SetParametersResult(successful=False, reason=f"{p.name}: not a parameter of "
-                                           f"{self.node.get_name()}")
+                continue  # rclpy's own (use_sim_time, qos_overrides.*): rclpy checks those
             staged[cls][p.name] = p.value
         new_configs = {}
         for cls, values in staged.items():

@@ -36,7 +36,6 @@ from geometry_msgs.msg import PoseArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
@@ -47,7 +46,7 @@ from se_robot import ros_params as names
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.estop import EStop
 from se_robot.nodes import conversions as conv
-from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, ensure_ament_prefix
+from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, private_context
 from se_robot.robot import Frame, HomingError, ObjectState, RobotNotConnected, RobotState, StaleReading
 from se_robot.safety import SafeCommand, SafetyFilter
 from se_robot.sim.kinematics import Kinematics
@@ -75,13 +74,14 @@ class RosServiceError(RuntimeError):
 class RosRobot:
     """See the module docstring. ``task_state``: True/False, or None to detect ``sim/reset_task``
     at connect (``has_object_state`` is then known). ``camera``: the name ``capture`` answers to
-    (the one camera on ``camera/image_raw``)."""
+    (the one camera on ``camera/image_raw``). ``discovery_timeout_s`` is long because a launch file
+    starts the robot's node and the nodes that use it together, and the twin takes seconds to load."""
 
     realtime = True
 
     def __init__(self, arm: ArmDescription, *, namespace: str = "", sim_node_name: str = "sim_node",
                  task_state: bool | None = None, camera: str = "scene", node_name: str = "ros_robot",
-                 discovery_timeout_s: float = 5.0, domain_id: int | None = None, stale_timeout_s: float = 0.5,
+                 discovery_timeout_s: float = 30.0, domain_id: int | None = None, stale_timeout_s: float = 0.5,
                  max_state_age_s: float = 0.1):
         self.arm = arm
         self.camera_names = (camera,)
@@ -113,10 +113,8 @@ class RosRobot:
         ``discovery_timeout_s``, and detect sim_node's task services when not told."""
         if self._node is not None:
             return
-        ensure_ament_prefix()
         # Its own context: the robot works the same inside a node process or a plain script.
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=self.domain_id)
+        self.context = private_context(self.domain_id)
         n = self._node = Node(self.node_name, namespace=self.namespace, context=self.context)
         n.create_subscription(JointState, names.JOINT_STATES, lambda m: self._store("state", m), SENSOR_QOS)
         n.create_subscription(Image, names.IMAGE, lambda m: self._store("image", m), IMAGE_QOS)

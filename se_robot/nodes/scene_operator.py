@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -29,7 +28,7 @@ from std_srvs.srv import Trigger
 
 from se_robot import ros_params as names
 from se_robot.envs.operator import wait_for_answer
-from se_robot.nodes.runtime import ensure_ament_prefix
+from se_robot.nodes.runtime import private_context
 from se_robot.tasks import Task
 
 REQUEST_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -55,9 +54,7 @@ class RosSceneOperator:
     def _start(self) -> Node:
         if self._node is not None:
             return self._node
-        ensure_ament_prefix()
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=self.domain_id)
+        self.context = private_context(self.domain_id)
         node = self._node = Node(self.node_name, namespace=self.namespace, context=self.context)
         self._request_pub = node.create_publisher(String, names.SCENE_REQUEST, REQUEST_QOS)
         node.create_service(Trigger, names.SCENE_RESTORED_SERVICE, lambda req, res: self._on_answer(True, res))

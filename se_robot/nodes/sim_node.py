@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger
 from se_robot import ros_params as names
 from se_robot.nodes import conversions as conv
 from se_robot.nodes.arm_server import ArmServerNode, run_arm_server
-from se_robot.nodes.runtime import IMAGE_QOS, SENSOR_QOS
+from se_robot.nodes.runtime import IMAGE_PUBLISHER_QOS, sensor_publisher
 from se_robot.robot import Robot
 from se_robot.ros_params import SimParams
 
@@ -64,9 +64,9 @@ class SimNode(ArmServerNode):
         with self.io_lock:
             self._rng = np.random.default_rng(self.cfg.seed)
             self.robot.reset_scene(self._rng)
-        self._image_pub = self.create_publisher(Image, names.IMAGE, IMAGE_QOS)
-        self._info_pub = self.create_publisher(CameraInfo, names.CAMERA_INFO, IMAGE_QOS)
-        self._task_pub = self.create_publisher(PoseArray, names.TASK_STATE, SENSOR_QOS)
+        self._image_pub = sensor_publisher(self, Image, names.IMAGE, IMAGE_PUBLISHER_QOS)
+        self._info_pub = sensor_publisher(self, CameraInfo, names.CAMERA_INFO)
+        self._task_pub = sensor_publisher(self, PoseArray, names.TASK_STATE)
         self._srvs.append(self.create_service(Trigger, names.TASK_RESET_SERVICE, self._on_reset_task,
                                               callback_group=self._srv_group))
         self._next_seed = self.cfg.seed

@@ -5,10 +5,15 @@ envs use (IK seeded from the last command); a leader arm gives joint targets dir
 are published on ``arm/joint_commands`` only while the operator is moving the device, so letting
 go stops the stream and arm_node's watchdog holds the arm. The device's e-stop button calls
 ``arm/estop`` (the latch lives in arm_node / sim_node, where it stops the bus).
+
+The keyboard reads a terminal: standard input, or the tty named by ``device_path``. Under
+``ros2 launch`` standard input is a pipe, which would read nothing forever, so the node refuses
+to start then and says what to do (teleop.launch.py runs it in a terminal of its own).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,11 @@ class TeleopNode(Node):
 
         self.params = NodeParams(self, (TeleopParams,))
         p = self.params.get(TeleopParams)
+        if p.device == "keyboard" and not p.device_path and not os.isatty(0):
+            raise SystemExit(f"{self.get_name()}: device keyboard reads keys from a terminal, and this process's "
+                             "standard input is not one (under ros2 launch it is a pipe). Launch it with "
+                             "teleop.launch.py terminal:='xterm -e' (the default), run `ros2 run se_robot "
+                             "teleop_node` in a terminal of its own, or set device_path to a tty (/dev/pts/N).")
         self.arm = load_arm(p.arm)
         self.decoder = ActionDecoder(self.arm, Kinematics(self.arm),
                                      from_dict(EnvConfig, {"action_mode": "ee_delta", "ee_step_m": p.ee_step_m}))
