@@ -98,7 +98,7 @@ class LearnerNode(Node):
             self.exit_code = 1
             self.get_logger().error(f"learner stopped: {self.error}\n{traceback.format_exc()}")
             self.publish_metrics({"learner/error": self.error})
-            self.context.try_shutdown()   # ends executor.spin(); run_node returns exit_code
+            self.context.try_shutdown()   # ends run_node's spin loop; run_node returns exit_code
         finally:
             self.done.set()
 
