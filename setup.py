@@ -75,6 +75,11 @@ setup(
             "mcap-ros2-support>=0.5",
         ],
         "bench": ["stable-baselines3>=2.2"],
+        # LeRobotDataset export/import with the lerobot package itself. lerobot 0.4.4 (the newest on
+        # Python 3.11) pins torch<2.11, so it cannot share a venv with torch 2.13: scripts/install.sh
+        # builds it a venv of its own (LEROBOT_VENV=.venv-lerobot); in a fresh venv this extra
+        # resolves torch 2.10.
+        "lerobot": ["lerobot==0.4.4"],
     },
     zip_safe=True,
     maintainer="se_robot developers",

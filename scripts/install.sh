@@ -2,6 +2,7 @@
 # Installs se_robot and everything its tests and benchmarks need into ./.venv (idempotent).
 #   VENV=path    where the virtual environment goes (default .venv)
 #   EXTRAS=...   pip extras (default ros,test,bench; use "" on a robot that has ROS 2 installed)
+#   LEROBOT_VENV=path  also build a venv with LeRobot there (default: none; CI uses .venv-lerobot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -26,3 +27,17 @@ spec="."
 [ -n "$EXTRAS" ] && spec=".[${EXTRAS}]"
 "$VENV/bin/python" -m pip install -q -e "$spec"
 echo "se_robot installed in $VENV"
+
+# LeRobot interop (se-robot dataset export --format lerobot, se-robot dataset import) runs the lerobot
+# package itself, whose newest release on Python 3.11 (0.4.4) pins torch<2.11: it cannot share the
+# venv above (torch 2.13), so it gets its own. se_robot finds .venv-lerobot in this checkout, or the
+# Python named by SE_ROBOT_LEROBOT_PYTHON. About 4.5 minutes and 8 GB (torch 2.10 with its CUDA libraries).
+LEROBOT_VENV=${LEROBOT_VENV-}
+if [ -n "$LEROBOT_VENV" ]; then
+  [ -x "$LEROBOT_VENV/bin/python" ] || "$PY" -m venv "$LEROBOT_VENV"
+  "$LEROBOT_VENV/bin/python" -c 'import lerobot' 2>/dev/null || {
+    "$LEROBOT_VENV/bin/python" -m pip install -q --upgrade pip
+    "$LEROBOT_VENV/bin/python" -m pip install -q "lerobot[feetech]==0.4.4"
+  }
+  echo "lerobot installed in $LEROBOT_VENV"
+fi

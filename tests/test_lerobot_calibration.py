@@ -15,6 +15,7 @@ from se_robot.hardware.calibration import load_calibration
 from se_robot.hardware.emulator import VirtualArm
 from se_robot.hardware.lerobot_calibration import calibration_from_lerobot, read_lerobot_calibration
 from se_robot.hardware.serial_arm import SerialArm
+from tests.support.lerobot_runner import run_lerobot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,10 +32,24 @@ LEROBOT_FILE = {
 }
 
 
-def lerobot_degrees(ticks: float, m: dict) -> float:
-    """LeRobot's reading of a body joint in its ``use_degrees`` mode (MotorNormMode.DEGREES)."""
-    deg = (ticks - (m["range_min"] + m["range_max"]) / 2) * 360 / 4095
-    return -deg if m["drive_mode"] else deg
+def expected_rad(name: str, ticks: np.ndarray, m: dict, reading: dict[str, np.ndarray]) -> np.ndarray:
+    """The angle a LeRobot reading of ``ticks`` stands for: its -100..100 (or the gripper's 0..100 %)
+    reading scaled back to ticks, which carries drive_mode; the zero as se_robot rounds it."""
+    span = m["range_max"] - m["range_min"]
+    if name == "gripper":
+        return reading["pct"] / 100 * span * 2 * math.pi / 4096
+    return reading["m100"] / 100 * span / 2 * 2 * math.pi / 4096
+
+
+def lerobot_readings(ticks: np.ndarray, m: dict) -> dict[str, np.ndarray]:
+    """LeRobot's MotorNormMode formulas (motors_bus.py ``_normalize``), for the test without LeRobot."""
+    lo, hi, sign = m["range_min"], m["range_max"], -1 if m["drive_mode"] else 1
+    pct = (ticks - lo) / (hi - lo) * 100
+    return {"m100": sign * ((ticks - lo) / (hi - lo) * 200 - 100), "pct": 100 - pct if m["drive_mode"] else pct,
+            "degrees": (ticks - (lo + hi) / 2) * 360 / 4095}
+
+
+HALF_TICK_RAD = 0.5 * 2 * math.pi / 4096
 
 
 @pytest.fixture
@@ -49,24 +64,56 @@ def write(tmp_path, content) -> str:
     return str(path)
 
 
+def check_against(cal, readings_of) -> None:
+    """se_robot's angles agree with LeRobot's readings of the same ticks, for every motor of the file."""
+    for name, m in LEROBOT_FILE.items():
+        ticks = np.rint(np.linspace(m["range_min"], m["range_max"], 7))
+        reading = readings_of(name, ticks)
+        rad = cal.ticks_to_rad(ticks, [name] * len(ticks))
+        assert rad == pytest.approx(expected_rad(name, ticks, m, reading), abs=HALF_TICK_RAD + 1e-9), name
+        if name != "gripper" and not m["drive_mode"]:   # LeRobot's degrees mode ignores drive_mode
+            assert rad == pytest.approx(np.radians(reading["degrees"]), abs=HALF_TICK_RAD + 1e-3), name
+
+
 def test_mapping_reads_the_angles_lerobot_reads(tmp_path):
     cal = calibration_from_lerobot(ARM, read_lerobot_calibration(write(tmp_path, LEROBOT_FILE)))
     for name, m in LEROBOT_FILE.items():
         j = cal.joints[name]
         assert (j.servo_id, j.min_ticks, j.max_ticks) == (m["id"], m["range_min"], m["range_max"])
         assert j.direction == (-1 if m["drive_mode"] else 1)
-        if name == "gripper":
-            continue
-        for ticks in np.linspace(m["range_min"], m["range_max"], 7):
-            rad = cal.ticks_to_rad(np.array([ticks]), [name])[0]
-            # half a tick of rounding the zero, plus 4095 versus 4096 ticks per turn
-            assert rad == pytest.approx(math.radians(lerobot_degrees(ticks, m)), abs=0.5 * 2 * math.pi / 4096 + 1e-3)
-    # the gripper: 0 rad where LeRobot reads 0 % (range_min), opening positive
-    g = LEROBOT_FILE["gripper"]
-    assert cal.ticks_to_rad(np.array([g["range_min"], g["range_max"]]), ["gripper"]) == pytest.approx(
-        [0.0, (g["range_max"] - g["range_min"]) * 2 * math.pi / 4096])
+    check_against(cal, lambda name, ticks: lerobot_readings(ticks, LEROBOT_FILE[name]))
+    # the gripper: 0 rad at LeRobot's 0 % (range_min, the closed jaw)
+    assert cal.ticks_to_rad(np.array([LEROBOT_FILE["gripper"]["range_min"]]), ["gripper"])[0] == 0.0
     # a goal outside LeRobot's recorded range is clamped to it
     assert cal.rad_to_ticks(np.array([10.0]), ["shoulder_pan"])[0] == LEROBOT_FILE["shoulder_pan"]["range_max"]
+
+
+NORMALIZE = r"""
+import json, sys
+from lerobot.motors import Motor, MotorCalibration, MotorNormMode
+from lerobot.motors.feetech import FeetechMotorsBus
+
+calibration = {n: MotorCalibration(**m) for n, m in json.loads(sys.argv[1]).items()}
+ticks = json.loads(sys.argv[2])
+out = {n: {} for n in calibration}
+for label, mode in (("m100", MotorNormMode.RANGE_M100_100), ("degrees", MotorNormMode.DEGREES)):
+    motors = {n: Motor(c.id, "sts3215", MotorNormMode.RANGE_0_100 if n == "gripper" else mode)
+              for n, c in calibration.items()}
+    bus = FeetechMotorsBus("/dev/null", motors, calibration)   # never connected: normalising only
+    for n, c in calibration.items():
+        key = "pct" if n == "gripper" else label
+        out[n][key] = [bus._normalize({c.id: t})[c.id] for t in ticks[n]]
+print(json.dumps(out))
+"""
+
+
+def test_mapping_agrees_with_lerobots_own_normalisation(tmp_path):
+    """The same check against LeRobot's own code (its FeetechMotorsBus), run in the LeRobot venv."""
+    cal = calibration_from_lerobot(ARM, read_lerobot_calibration(write(tmp_path, LEROBOT_FILE)))
+    grid = {n: np.rint(np.linspace(m["range_min"], m["range_max"], 7)).astype(int).tolist()
+            for n, m in LEROBOT_FILE.items()}
+    got = run_lerobot(NORMALIZE, json.dumps(LEROBOT_FILE), json.dumps(grid))
+    check_against(cal, lambda name, ticks: {k: np.array(v) for k, v in got[name].items()})
 
 
 @pytest.mark.parametrize("change, match", [

@@ -2,17 +2,11 @@
 import as demonstrations.
 
 LeRobot runs in its own venv (it pins torch<2.11; see se_robot.data.lerobot_io): the LeRobot side
-of each check is a script run by that interpreter. Without one (no ``.venv-lerobot``, no
-``$SE_ROBOT_LEROBOT_PYTHON``) these tests are skipped; CI builds the venv and sets the variable,
-so there they run or fail.
+of each check is a script run by that interpreter (tests/support/lerobot_runner.py: skipped without
+one, run in CI).
 """
 
 from __future__ import annotations
-
-import importlib.util
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,26 +14,10 @@ import pytest
 from se_robot.cli import main
 from se_robot.data.demos import dataset_slots, load_demos
 from se_robot.data.episodes import iter_episodes, read_dataset_meta
-from se_robot.data.lerobot_io import LeRobotMissing, lerobot_python
 from se_robot.data.writer import EpisodeWriter
+from tests.support.lerobot_runner import run_lerobot
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _python() -> str:
-    if importlib.util.find_spec("lerobot") is not None:
-        return sys.executable
-    try:
-        return lerobot_python()
-    except LeRobotMissing as e:
-        pytest.skip(str(e))
-
-
-def run_lerobot(script: str, *args: str) -> dict:
-    """Run ``script`` with the lerobot interpreter; it prints one JSON object as its last line."""
-    done = subprocess.run([_python(), "-c", script, *args], capture_output=True, text=True, timeout=500)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 LOAD = r"""

@@ -20,7 +20,8 @@ What LeRobot did with those numbers, and how each becomes se_robot's ``JointCali
     The extremes recorded while the joints were moved by hand, in those homed ticks; they become
     ``min_ticks`` and ``max_ticks`` unchanged (the goal clamp; wrist_roll's 0..4095 is a full turn).
 ``drive_mode``
-    1 inverts the joint (LeRobot negates its normalised value): ``direction = -1``, else ``+1``.
+    1 inverts the joint (LeRobot negates its -100..100 reading and mirrors its 0..100 %):
+    ``direction = -1``, else ``+1``. (LeRobot's degrees mode ignores it; its SO-100/101 files hold 0.)
 zero (``homing_offset_ticks``)
     se_robot's 0 rad is put where LeRobot reads 0: for the body joints the middle of the recorded
     range, ``round((range_min + range_max) / 2)`` (LeRobot's ``use_degrees`` mode: degrees =
