@@ -24,7 +24,8 @@ fps is the dataset's control rate, the task string its task, robot_type its arm.
 this: N frames give an episode of N-1 steps (the last frame's action is dropped, as an episode's
 final observation has none); features a foreign dataset lacks default to what a teleoperated
 recording means: reward 0, no termination but a truncated last step, no intervention, success.
-Images come back as uint8 exactly (PNG frames; video frames as their codec decodes them).
+Images come back as uint8 exactly from PNG frames; video frames as their lossy codec decodes them
+(torchcodec where FFmpeg's libraries are installed, else PyAV).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ VECTOR_FEATURES = {"state": "observation.state", "task": "observation.environmen
 STEP_FEATURES = {"reward": ("next.reward", "float32"), "terminated": ("next.done", "bool"),
                  "truncated": ("next.truncated", "bool"), "intervention": ("intervention", "bool")}
 SUCCESS_FEATURE = "next.success"
+#: smallest frame side exported as video: SVT-AV1 (LeRobot's codec) died of SIGFPE on 16x24 frames
+MIN_VIDEO_SIDE = 32
 
 
 class LeRobotMissing(RuntimeError):
@@ -129,6 +132,10 @@ def export_lerobot(directory: str | Path, root: str | Path, repo_id: str, video:
     first = next(episodes, None)
     if first is None:
         raise DatasetError(directory, "<dir>", "no episode_*.npz files in the dataset")
+    small = [k for k in first.pixel_keys if video and min(first[k].shape[1:3]) < MIN_VIDEO_SIDE]
+    if small:
+        raise DatasetError(first.path, small[0], f"frames of {first[small[0]].shape[1:3]} are too small for "
+                           f"LeRobot's AV1 encoder (SVT-AV1 crashed below {MIN_VIDEO_SIDE} px here); export without --video")
     features = _features(first, meta, video)
     out = LeRobotDataset.create(repo_id, fps, features, root=root, robot_type=meta.arm, use_videos=video)
     count = frames = 0
@@ -157,6 +164,16 @@ def _uint8_image(value: Any) -> np.ndarray:
     return np.clip(np.rint(np.asarray(value, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+def _video_backend() -> str:
+    """LeRobot's default decoder, torchcodec, where it loads (it needs FFmpeg's shared libraries),
+    else PyAV, which LeRobot also reads videos with."""
+    try:
+        import torchcodec.decoders  # noqa: F401
+    except (ImportError, OSError, RuntimeError):
+        return "pyav"
+    return "torchcodec"
+
+
 def import_lerobot(root: str | Path | None, repo_id: str, out: str | Path, camera: str | None = None,
                    task: str | None = None, arm: str = "so101") -> int:
     """Convert a LeRobotDataset (read by LeRobot) into an se_robot episode dataset at ``out``; returns episodes.
@@ -168,7 +185,7 @@ def import_lerobot(root: str | Path | None, repo_id: str, out: str | Path, camer
 
     from se_robot.data.writer import EpisodeWriter
 
-    ds = LeRobotDataset(repo_id, root=root)
+    ds = LeRobotDataset(repo_id, root=root, video_backend=_video_backend())
     cameras = [k.removeprefix(IMAGE_PREFIX) for k in ds.meta.camera_keys]
     if camera is not None and camera not in cameras:
         raise DatasetError(ds.root, "camera", f"{camera!r} is not one of the dataset's cameras {cameras}")
