@@ -31,13 +31,14 @@ echo "se_robot installed in $VENV"
 # LeRobot interop (se-robot dataset export --format lerobot, se-robot dataset import) runs the lerobot
 # package itself, whose newest release on Python 3.11 (0.4.4) pins torch<2.11: it cannot share the
 # venv above (torch 2.13), so it gets its own. se_robot finds .venv-lerobot in this checkout, or the
-# Python named by SE_ROBOT_LEROBOT_PYTHON. About 4.5 minutes and 8 GB (torch 2.10 with its CUDA libraries).
+# Python named by SE_ROBOT_LEROBOT_PYTHON. 8 GB (torch 2.10 with its CUDA libraries), 2.5 CPU-minutes
+# to install (4.4 minutes wall here, two cores shared, pip cache warm).
 LEROBOT_VENV=${LEROBOT_VENV-}
 if [ -n "$LEROBOT_VENV" ]; then
   [ -x "$LEROBOT_VENV/bin/python" ] || "$PY" -m venv "$LEROBOT_VENV"
   "$LEROBOT_VENV/bin/python" -c 'import lerobot' 2>/dev/null || {
     "$LEROBOT_VENV/bin/python" -m pip install -q --upgrade pip
-    "$LEROBOT_VENV/bin/python" -m pip install -q "lerobot[feetech]==0.4.4"
+    "$LEROBOT_VENV/bin/python" -m pip install -q --no-compile "lerobot[feetech]==0.4.4"
   }
   echo "lerobot installed in $LEROBOT_VENV"
 fi

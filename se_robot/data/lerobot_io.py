@@ -174,6 +174,21 @@ def _video_backend() -> str:
     return "torchcodec"
 
 
+def _column(rows: list[dict[str, Any]], features: dict[str, Any], name: str, default: Any) -> np.ndarray:
+    """One scalar feature over an episode's frames; ``default`` where the dataset has no such feature."""
+    if name not in features:
+        return np.full(len(rows), default)
+    return np.stack([np.asarray(r[name]).reshape(-1)[0] for r in rows])
+
+
+def _observation(row: dict[str, Any], features: dict[str, Any], pixel_key: dict[str, str]) -> dict[str, np.ndarray]:
+    """se_robot's observation dict from one LeRobot frame (``pixel_key``: camera -> pixels key)."""
+    obs = {key: np.asarray(row[name], dtype=np.float32).reshape(-1)
+           for key, name in VECTOR_FEATURES.items() if key != "action" and name in features}
+    obs.update({key: _uint8_image(row[IMAGE_PREFIX + camera]) for camera, key in pixel_key.items()})
+    return obs
+
+
 def import_lerobot(root: str | Path | None, repo_id: str, out: str | Path, camera: str | None = None,
                    task: str | None = None, arm: str = "so101") -> int:
     """Convert a LeRobotDataset (read by LeRobot) into an se_robot episode dataset at ``out``; returns episodes.
@@ -204,29 +219,19 @@ def import_lerobot(root: str | Path | None, repo_id: str, out: str | Path, camer
         if stop - start < 2:
             continue   # one frame is an observation without a step
         rows = [ds[i] for i in range(start, stop)]
-
-        def column(name: str, default: Any) -> np.ndarray:
-            if name not in ds.features:
-                return np.full(len(rows), default)
-            return np.stack([np.asarray(r[name]).reshape(-1)[0] for r in rows])
-
-        def obs(r: dict[str, Any]) -> dict[str, np.ndarray]:
-            o = {key: np.asarray(r[name], dtype=np.float32).reshape(-1)
-                 for key, name in VECTOR_FEATURES.items() if key != "action" and name in ds.features}
-            o.update({pixel_key[c]: _uint8_image(r[IMAGE_PREFIX + c]) for c in cameras})
-            return o
-
-        reward, done = column("next.reward", 0.0), column("next.done", False).astype(bool)
-        truncated = column("next.truncated", False).astype(bool)
+        reward = _column(rows, ds.features, "next.reward", 0.0)
+        done = _column(rows, ds.features, "next.done", False).astype(bool)
+        truncated = _column(rows, ds.features, "next.truncated", False).astype(bool)
         if "next.truncated" not in ds.features and not done[-2:].any():
             truncated[-2] = True   # a recording that ended without termination was cut short
-        success = bool(column(SUCCESS_FEATURE, False).any()) if SUCCESS_FEATURE in ds.features else True
-        intervention = column("intervention", False).astype(bool)
-        writer.start_episode(obs(rows[0]), timestamp=float(rows[0]["timestamp"]),
+        success = bool(_column(rows, ds.features, SUCCESS_FEATURE, True).any())
+        intervention = _column(rows, ds.features, "intervention", False).astype(bool)
+        writer.start_episode(_observation(rows[0], ds.features, pixel_key), timestamp=float(rows[0]["timestamp"]),
                              metadata={"lerobot_episode_index": e})
         for i, r in enumerate(rows[1:]):
             last = i == len(rows) - 2
-            writer.add_step(np.asarray(rows[i]["action"], dtype=np.float32), obs(r), float(reward[i]),
+            writer.add_step(np.asarray(rows[i]["action"], dtype=np.float32), _observation(r, ds.features, pixel_key),
+                            float(reward[i]),
                             bool(done[i] or (last and done[-1])), bool(truncated[i]), bool(intervention[i]),
                             timestamp=float(r["timestamp"]))
         writer.end_episode(success)
