@@ -77,6 +77,11 @@ setup(
         "bench": ["stable-baselines3>=2.2"],
         # --display: the live view (pinned: the .rrd format and the viewer's protocol change between releases)
         "display": ["rerun-sdk==0.41.0"],
+        # LeRobotDataset export/import with the lerobot package itself. lerobot 0.4.4 (the newest on
+        # Python 3.11) pins torch<2.11, so it cannot share a venv with torch 2.13: scripts/install.sh
+        # builds it a venv of its own (LEROBOT_VENV=.venv-lerobot); in a fresh venv this extra
+        # resolves torch 2.10.
+        "lerobot": ["lerobot==0.4.4"],
     },
     zip_safe=True,
     maintainer="se_robot developers",

@@ -2,6 +2,7 @@
 # Installs se_robot and everything its tests and benchmarks need into ./.venv (idempotent).
 #   VENV=path    where the virtual environment goes (default .venv)
 #   EXTRAS=...   pip extras (default ros,test,bench,display; use "display" or "" on a robot that has ROS 2 installed)
+#   LEROBOT_VENV=path  also build a venv with LeRobot there (default: none; CI uses .venv-lerobot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -26,3 +27,18 @@ spec="."
 [ -n "$EXTRAS" ] && spec=".[${EXTRAS}]"
 "$VENV/bin/python" -m pip install -q -e "$spec"
 echo "se_robot installed in $VENV"
+
+# LeRobot interop (se-robot dataset export --format lerobot, se-robot dataset import) runs the lerobot
+# package itself, whose newest release on Python 3.11 (0.4.4) pins torch<2.11: it cannot share the
+# venv above (torch 2.13), so it gets its own. se_robot finds .venv-lerobot in this checkout, or the
+# Python named by SE_ROBOT_LEROBOT_PYTHON. 8 GB (torch 2.10 with its CUDA libraries), 2.5 CPU-minutes
+# to install (4.4 minutes wall here, two cores shared, pip cache warm).
+LEROBOT_VENV=${LEROBOT_VENV-}
+if [ -n "$LEROBOT_VENV" ]; then
+  [ -x "$LEROBOT_VENV/bin/python" ] || "$PY" -m venv "$LEROBOT_VENV"
+  "$LEROBOT_VENV/bin/python" -c 'import lerobot' 2>/dev/null || {
+    "$LEROBOT_VENV/bin/python" -m pip install -q --upgrade pip
+    "$LEROBOT_VENV/bin/python" -m pip install -q --no-compile "lerobot[feetech]==0.4.4"
+  }
+  echo "lerobot installed in $LEROBOT_VENV"
+fi

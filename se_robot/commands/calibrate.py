@@ -20,6 +20,14 @@ again. Non-interactive, for scripts and tests:
 ``--non-interactive --samples-from-bus --duration S`` takes the first sample as the home pose and
 the extremes seen in S seconds as the range; ``--non-interactive --from-limit-registers`` takes
 the present pose as home and the range from the servos' min/max position limit registers.
+
+From LeRobot (an SO-100/SO-101 already calibrated with ``lerobot-calibrate``):
+``--from-lerobot FILE`` converts LeRobot's calibration JSON (see
+``se_robot.hardware.lerobot_calibration`` for the mapping) and writes it under ``--arm-id``; with
+``--port`` it first checks that the servos still hold LeRobot's homing offsets:
+
+    se-robot calibrate --from-lerobot ~/.cache/huggingface/lerobot/calibration/robots/so101_follower/my_arm.json \
+        --arm-id my_so101 --port /dev/ttyACM0
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("calibrate", help="record servo zero and ranges, write the calibration YAML",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", required=True, help="serial port of the servo bus (or the emulator's pty)")
+    p.add_argument("--port", default=None,
+                   help="serial port of the servo bus (or the emulator's pty); optional with --from-lerobot")
     p.add_argument("--arm", default="so101", help="arm name or YAML path (default: so101)")
     p.add_argument("--arm-id", default=None,
                    help="your name for this physical arm, e.g. my_so101 (default: the arm's name, or "
@@ -46,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--samples-from-bus", action="store_true", help="range = extremes seen during --duration")
     mode.add_argument("--from-limit-registers", action="store_true", help="range = the servos' limit registers")
+    p.add_argument("--from-lerobot", metavar="FILE", default=None,
+                   help="import a calibration JSON written by LeRobot (SO-100/SO-101) instead of recording one")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of sampling (default: 10)")
     p.add_argument("--hz", type=float, default=50.0, help="sampling rate (default: 50)")
     p.set_defaults(func=run)
@@ -83,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"se-robot calibrate: --invert {unknown}: not joints of {arm.name} ({arm.joint_names})", file=sys.stderr)
         return 2
-    if args.non_interactive and not (args.samples_from_bus or args.from_limit_registers):
+    if args.from_lerobot is None and args.port is None:
+        print("se-robot calibrate: --port is required (unless --from-lerobot FILE)", file=sys.stderr)
+        return 2
+    if args.non_interactive and not (args.samples_from_bus or args.from_limit_registers or args.from_lerobot):
         print("se-robot calibrate: --non-interactive needs --samples-from-bus or --from-limit-registers",
               file=sys.stderr)
         return 2
@@ -97,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"se-robot calibrate: --out {out} is inside the installed se_robot package, which every arm on "
               f"this machine shares; leave --out out to write {calibration_file(arm_id)}", file=sys.stderr)
         return 2
+    if args.from_lerobot is not None:
+        return _import_lerobot(args, arm, arm_id, out)
     model = get_model(arm.bus.model)
     ids = arm.servo_ids
     directions = {j.servo_id: (-1 if j.name in args.invert else 1) for j in arm.joints}
@@ -140,7 +156,46 @@ def run(args: argparse.Namespace) -> int:
             return 1
     finally:
         bus.transport.close()
-    out = save_calibration(cal, out)
+    _report(args, arm, arm_id, cal, save_calibration(cal, out))
+    return 0
+
+
+def _import_lerobot(args: argparse.Namespace, arm, arm_id: str, out) -> int:
+    """``--from-lerobot``: convert LeRobot's file; with ``--port``, check the servos' homing offsets first."""
+    import sys
+
+    from se_robot.config import ConfigError
+    from se_robot.hardware.calibration import save_calibration
+    from se_robot.hardware.lerobot_calibration import (calibration_from_lerobot, read_lerobot_calibration,
+                                                       servo_offset_mismatches)
+
+    try:
+        motors = read_lerobot_calibration(args.from_lerobot)
+        cal = calibration_from_lerobot(arm, motors, str(args.from_lerobot))
+    except ConfigError as e:
+        print(f"se-robot calibrate: --from-lerobot: {e}", file=sys.stderr)
+        return 1
+    if args.port is not None:
+        from se_robot.hardware.registers import get_model
+        from se_robot.hardware.servo_bus import open_bus
+
+        bus = open_bus(args.port, arm.bus.protocol, get_model(arm.bus.model), arm.bus.baudrate)
+        try:
+            bad = servo_offset_mismatches(motors, lambda sid: bus.read(sid, "Homing_Offset"))
+        finally:
+            bus.transport.close()
+        if bad:
+            print("se-robot calibrate: --from-lerobot: the servos do not hold this file's homing offsets: "
+                  + "; ".join(bad) + ". Is this the arm the file belongs to? Connecting it once with LeRobot "
+                  "(which writes the offsets) or recalibrating with se-robot fixes it.", file=sys.stderr)
+            return 1
+    _report(args, arm, arm_id, cal, save_calibration(cal, out))
+    return 0
+
+
+def _report(args: argparse.Namespace, arm, arm_id: str, cal, out) -> None:
+    from se_robot.hardware.calibration import default_arm_id, default_leader_arm_id
+
     for name, j in cal.joints.items():
         print(f"  {name:14s} servo {j.servo_id}: zero {j.homing_offset_ticks:5d}  range {j.min_ticks}..{j.max_ticks}"
               f"  direction {j.direction:+d}")
@@ -152,4 +207,3 @@ def run(args: argparse.Namespace) -> int:
         else:
             flag = "" if arm_id == default_arm_id(arm) else f" --arm-id {arm_id}"
             print(f"arm id: {arm_id} (the hardware backend finds it: se-robot record --backend hardware{flag})")
-    return 0
