@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -205,23 +204,13 @@ def test_spawning_a_viewer_without_a_screen_says_what_works_instead(tmp_path, mo
 
 
 def test_record_cli_logs_its_episode(tmp_path):
-    master, slave = os.openpty()
+    from tests.support.keyboard_pty import run_cli_typing
+
     rrd = tmp_path / "record.rrd"
-    rc: list[int] = []
-    t = threading.Thread(target=lambda: rc.append(main([
-        "record", "--task", "push", "--backend", "sim", "--teleop", "keyboard", "--device", os.ttyname(slave),
+    assert run_cli_typing(lambda tty: [
+        "record", "--task", "push", "--backend", "sim", "--teleop", "keyboard", "--device", tty,
         "--episodes", "1", "--out", str(tmp_path / "rec"), "--image-size", "32", "--control-hz", "50",
-        "--display", str(rrd)])))
-    t.start()
-    keys = [b"w", b"y"]
-    i = 0
-    while t.is_alive():
-        os.write(master, keys[i % 2])
-        i += 1
-        t.join(0.1)
-    os.close(master)
-    os.close(slave)
-    assert rc == [0]
+        "--display", str(rrd)], [b"w", b"y"]) == 0
     seen = read_rrd(rrd)
     assert {"/record/camera/scene", "/record/joints/measured", "/record/action", "/record/reward"} <= set(seen)
     assert len(scalars(seen, "/record/action")) >= 1

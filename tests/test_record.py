@@ -77,25 +77,13 @@ def test_record_teleop_labels_rerecord_and_estop(tmp_path, sim_env):
 
 def test_record_cli_on_the_sim_with_a_pty_keyboard(tmp_path):
     """The real command: keys typed until it finishes (only liveness, nothing about timing)."""
-    from se_robot.cli import main as cli_main
     from se_robot.data.episodes import iter_episodes
+    from tests.support.keyboard_pty import run_cli_typing
 
-    master, slave = os.openpty()
     out = tmp_path / "rec"
-    rc: list[int] = []
-    t = threading.Thread(target=lambda: rc.append(cli_main([
-        "record", "--task", "push", "--backend", "sim", "--teleop", "keyboard", "--device", os.ttyname(slave),
-        "--episodes", "1", "--out", str(out), "--image-size", "32", "--control-hz", "50"])))
-    t.start()
-    keys = [b"w", b"y"]
-    i = 0
-    while t.is_alive():
-        os.write(master, keys[i % 2])
-        i += 1
-        t.join(0.1)
-    os.close(master)
-    os.close(slave)
-    assert rc == [0]
+    assert run_cli_typing(lambda tty: [
+        "record", "--task", "push", "--backend", "sim", "--teleop", "keyboard", "--device", tty,
+        "--episodes", "1", "--out", str(out), "--image-size", "32", "--control-hz", "50"], [b"w", b"y"]) == 0
     eps = list(iter_episodes(out))
     assert len(eps) == 1 and eps[0].success and eps[0].length >= 1
 
