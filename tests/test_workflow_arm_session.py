@@ -408,6 +408,9 @@ def train_args(follower: VirtualArm, run: Path, steps: int) -> list[str]:
     operator URL; tiny nets and batches so a few dozen steps train on a loaded CPU."""
     return ["--task", "lift", "--algo", "drqv2", "--backend", "hardware", "--obs-mode", "both",
             "--image-size", str(IMAGE_SIZE), "--steps", str(steps), "--reward-model", str(SESSION["reward_model"]),
+            # the classifier of stage 3 is tiny and weak (see its held-out rates): a high confidence
+            # threshold keeps its false positives from refusing every start as already successful
+            "--reward-threshold", "0.9",
             "--demos", str(SESSION["demos"]), "--out", str(run), "--no-progress", "--seed", "3",
             "--set", f"env.port={follower.port}", "--set", f"env.operator={follower.scene_url}",
             "--set", "env.scene_camera=twin_scene", "--set", f"env.camera_source={follower.camera_url}",
@@ -538,9 +541,7 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
             for n in ("learner", "actor")}
     env = {"task": "lift", "obs_mode": "both", "image_size": IMAGE_SIZE, "action_mode": "joint_delta",
            "max_episode_steps": EPISODE_STEPS, "algo": "drqv2", "chunk_bytes": 65536}
-    # the classifier of stage 3 is tiny and weak (see its held-out rates): a high confidence threshold
-    # keeps its false positives from refusing every start as already successful
-    overrides = " ".join([
+    overrides = " ".join([   # the classifier threshold as in stage 4 (see train_args)
         f"reward_model={SESSION['reward_model']}", "reward_threshold=0.9", f"demos={_need('demos', 'record')}", "action_repeat=1",
         "frame_stack=2", "threads=1", "device=cpu", "agent.batch_size=16", "agent.hidden_dim=64",
         "agent.feature_dim=16", f"env.port={follower.port}", f"env.operator={follower.scene_url}",
