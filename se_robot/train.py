@@ -31,6 +31,7 @@ from se_robot import checkpoint
 from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
+from se_robot.envs.operator import SceneSetupError
 from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses, hold_arm  # noqa: F401  (FaultExit: callers)
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
@@ -180,6 +181,8 @@ class Trainer(FaultPauses):
             self._bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05)
         try:
             self._loop(end)
+        except SceneSetupError as e:
+            raise self._setup_exit(e) from e
         finally:
             if self._bar is not None:
                 self._bar.close()
@@ -187,7 +190,7 @@ class Trainer(FaultPauses):
         if self.step >= cfg.steps and self.step % cfg.eval_every != 0:
             try:
                 self._log_eval()
-            except PAUSING_FAULTS as e:   # the training is done and is saved below; say why no final eval
+            except (*PAUSING_FAULTS, SceneSetupError) as e:   # the training is done and saved below: say why no final eval
                 self._note(f"final evaluation stopped by a fault: {e}; "
                            + (hold_arm(self.env.unwrapped.robot, str(e)) or "the arm holds, e-stop latched"))
         if self._ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness

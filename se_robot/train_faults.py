@@ -4,7 +4,9 @@ Why: a run on a real arm is hours of arm time, and a bus glitch under CPU load o
 servo is routine. Transient bus errors never get here: ``SerialArm`` retries them on the bus. What
 reaches the loop is a *latched* fault: a ``SafetyFault`` (servo error bit, retries exhausted, port
 lost; the driver latched the e-stop before raising), a ``HomingError`` (reset could not bring the
-arm home), or the e-stop latched during a step (a teleop key, the ROS service). ``Trainer`` then
+arm home), a ``SceneResetError`` (nobody put the cube back: the operator declined or did not answer,
+every start was already successful, the scene service did not answer), or the e-stop latched
+during a step (a teleop key, the ROS service). ``Trainer`` then
 makes sure the arm holds (:func:`hold_arm`), closes the episode as truncated with the reason
 (never terminal: the policy did not cause it), writes a checkpoint at once, tells the operator what
 happened and how to go on (:func:`instructions`), and waits (:class:`OperatorWait`) for the e-stop
@@ -12,9 +14,10 @@ to be reset: ``estop.reset()`` is the one "continue" action, whoever calls it (E
 terminal, a scripted operator in tests; on ROS after ``arm/reset`` at the node).
 
 Only an unrecoverable fault stops the run, with :class:`FaultExit`: ``fault_policy: exit``, the
-operator typed ``q``, ``fault_wait_s`` ran out, or the arm faulted again ``fault_max_repeats``
-times in a row without completing a step (a port gone for good). The checkpoint is saved before,
-and the message says how to ``--resume``.
+operator typed ``q``, ``fault_wait_s`` ran out, the run paused ``fault_max_repeats`` times in a
+row without completing a step (a port gone for good), or the scene operator cannot be asked at all
+(``SceneSetupError``: no terminal, no teleop device; waiting would not help). The checkpoint is
+saved before, and the message says how to ``--resume``.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from se_robot.envs.operator import SceneResetError, SceneSetupError
 from se_robot.estop import EStop, FaultKind, SafetyFault
 from se_robot.robot import HomingError
 
-#: Exceptions from a step or a reset that pause the run (anything else is a bug and propagates).
-PAUSING_FAULTS: tuple[type[Exception], ...] = (SafetyFault, HomingError)
+#: Exceptions from a step or a reset that pause the run (anything else is a bug and propagates;
+#: ``SceneSetupError`` ends the run through :meth:`FaultPauses._setup_exit`).
+PAUSING_FAULTS: tuple[type[Exception], ...] = (SafetyFault, HomingError, SceneResetError)
 
 CONTINUED, GAVE_UP, TIMED_OUT = "continued", "gave_up", "timed_out"
 
@@ -158,7 +163,16 @@ class FaultPauses:
         try:
             return self._reset()
         except PAUSING_FAULTS as e:
-            return self._pause_then_reset(f"fault during reset: {e}", e)
+            return self._pause_then_reset(f"{_what_failed(e)} during reset: {e}", e)
+
+    def _setup_exit(self, error: SceneSetupError) -> FaultExit:
+        """The scene operator cannot be asked (a setup error): checkpoint, then the run ends."""
+        path = self.save_checkpoint(mid_episode=bool(self._ep_len))
+        message = (f"stopped at step {self.step}: {error}. Checkpoint {path}; fix the scene operator "
+                   "(env.operator: terminal with a terminal attached, an http:// scene service, or --teleop), then "
+                   + resume_hint(self.run_dir))
+        self._note(message)
+        return FaultExit(message, path)
 
     def _interrupted(self, reason: str, error: Exception) -> dict[str, Any]:
         """A step or an evaluation raised: the episode ends here, truncated (its last stored
@@ -185,7 +199,7 @@ class FaultPauses:
             try:
                 obs = self._reset()
             except PAUSING_FAULTS as e:
-                reason, error = f"fault during reset after the pause: {e}", e
+                reason, error = f"{_what_failed(e)} during reset after the pause: {e}", e
                 continue
             self._tick = time.perf_counter()   # the pause is not training time
             return obs
@@ -205,7 +219,7 @@ class FaultPauses:
         if cfg.fault_policy == "exit":
             stop = "fault_policy is exit"
         elif self._fault_streak > cfg.fault_max_repeats:
-            stop = f"the arm faulted {self._fault_streak} times in a row without completing a step (unrecoverable)"
+            stop = f"the run paused {self._fault_streak} times in a row without completing a step (unrecoverable)"
         if stop is None:
             terminal = operator_terminal()
             device = getattr(self.env, "device", None)   # the teleop device of --teleop (InterventionWrapper)
@@ -235,3 +249,8 @@ class FaultPauses:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "events.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} step={self.step} {text}\n")
+
+
+def _what_failed(error: Exception) -> str:
+    """'scene reset failed' or 'fault': how a pause reason names what stopped the arm."""
+    return "scene reset failed" if isinstance(error, SceneResetError) else "fault"

@@ -17,9 +17,10 @@ import pytest  # noqa: E402
 from se_robot.arm import load_arm  # noqa: E402
 from se_robot.envs import make_env  # noqa: E402
 from se_robot.envs.experts import expert_for  # noqa: E402
-from se_robot.envs.operator import (SceneResetError, SceneResetTimeout, TeleopButtonOperator,  # noqa: E402
+from se_robot.envs.operator import (SceneResetError, SceneResetTimeout, SceneSetupError, TeleopButtonOperator,  # noqa: E402
                                     TerminalOperator, wait_for_answer)
 from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path  # noqa: E402
+from se_robot.hardware.mjpeg_server import CameraGap  # noqa: E402
 from se_robot.tasks import CUBE_HALF_M, ResetSample, load_task  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -65,9 +66,9 @@ def test_terminal_operator_enter_restores_q_declines_eof_and_no_terminal_fail():
         with pytest.raises(SceneResetTimeout):
             TerminalOperator(timeout_s=0.2, stdin=stdin, out=out).restore(task, RNG, "nobody there")
         os.close(write_fd)
-        with pytest.raises(SceneResetError, match="terminal closed"):
+        with pytest.raises(SceneSetupError, match="terminal closed"):
             op.restore(task, RNG, "after the end")
-    with pytest.raises(SceneResetError, match="no terminal"):
+    with pytest.raises(SceneSetupError, match="no terminal"):
         TerminalOperator(stdin=SimpleNamespace(fileno=lambda: (_ for _ in ()).throw(OSError("not a tty"))),
                          out=io.StringIO()).restore(task, RNG, "x")
 
@@ -103,7 +104,7 @@ def test_teleop_button_operator_waits_for_the_restored_button():
     os.close(master)
     os.close(slave)
     assert "put the cube back" in logs[0] and "keyboard: p" in logs[0]
-    with pytest.raises(SceneResetError, match="no device"):
+    with pytest.raises(SceneSetupError, match="no device"):
         TeleopButtonOperator().restore(load_task("push"), RNG, "x")
 
 
@@ -120,7 +121,10 @@ def _push_to_success(env) -> dict:
 
 
 def test_the_emulator_operator_restores_the_cube_and_successful_starts_are_rejected():
-    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="push") as vm:
+    # A camera that serves frames 0.15 s late, as a USB webcam does: a start is judged from a frame
+    # taken after the restore, never from one still in the pipeline (which shows the old scene).
+    late = CameraGap(latency_s=0.15)
+    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="push", camera_gap=late) as vm:
         scripted = vm.scene_operator()
         env = make_env("push", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
                        scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="state",
@@ -160,7 +164,7 @@ def test_without_an_operator_push_on_the_arm_stops_with_a_clear_error():
         env = make_env("push", backend="hardware", frame_stack=0, port=vm.port, calibration=vm.calibration,
                        scene_camera="twin_scene", camera_source=vm.camera_url, obs_mode="state", timeout_s=0.5)
         try:  # pytest's stdin cannot be read: the default terminal operator says so
-            with pytest.raises(SceneResetError, match="no terminal to ask on"):
+            with pytest.raises(SceneSetupError, match="no terminal to ask on"):
                 env.reset(seed=0)
         finally:
             env.close()
@@ -263,7 +267,7 @@ def test_the_scene_service_restores_over_http_and_refuses_what_it_cannot():
             np.random.default_rng(7).integers(0, 2**31 - 1))).cube_pos
         np.testing.assert_allclose(vm.physics.twin.cube_position()[:2], expected[:2], atol=1e-6)
         assert not np.allclose(before, vm.physics.twin.cube_position())
-        with pytest.raises(SceneResetError, match="409.*'lift', asked to restore 'push'"):
+        with pytest.raises(SceneSetupError, match="409.*'lift', asked to restore 'push'"):
             op.restore(load_task("push"), RNG, "wrong scene")
         bomb = urllib.request.Request(f"{vm.scene_url}/scene/restore", data=b"x" * 10_000, method="POST")
         with pytest.raises(urllib.error.HTTPError) as err:

@@ -26,7 +26,7 @@ from se_robot.cli import main  # noqa: E402
 from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path  # noqa: E402
 from se_robot.logger import Logger  # noqa: E402
 from se_robot.train import build_trainer, load_config  # noqa: E402
-from se_robot.train_faults import EXIT_CODE  # noqa: E402
+from se_robot.train_faults import EXIT_CODE, FaultExit  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -172,6 +172,58 @@ def test_estop_latched_during_a_step_stores_the_transition_as_truncated(tmp_path
     assert ends and not replay._terminated[:replay.written].any()
     assert ends[0] < 9, "the latched step ended its 10-tick episode early, as truncated"
     assert "e-stop latched: teleop e-stop (keyboard)" in (tmp_path / "run" / "events.log").read_text()
+
+
+def _lift_on_the_arm(vm: VirtualArm, operator: str, **changes):
+    """TINY on lift from state: the cube seen by the emulator's MJPEG camera, put back by ``operator``."""
+    env = {**TINY["env"], **ARM_ENV, "port": vm.port, "calibration": CALIBRATION, "scene_camera": "twin_scene",
+           "camera_source": vm.camera_url, "operator": operator, "timeout_s": 0.5}
+    return load_config(overrides={**TINY, "task": "lift", "steps": 20, "backend": "hardware",
+                                  "fault_wait_s": WAIT_S, **changes, "env": env})
+
+
+def test_a_scene_nobody_restored_pauses_the_run_and_it_continues(tmp_path):
+    """An operator who declines (or a scene service that does not answer) pauses the run with the
+    arm held, like a fault; the operator's "continue" asks for the scene again and training goes on."""
+    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="lift", scene_port=0) as vm:
+        trainer = build_trainer(_lift_on_the_arm(vm, vm.scene_url), tmp_path / "run")
+        base = trainer.env.unwrapped
+        service = base.operator
+
+        class DeclinesOnce:   # the second request of the run: "cannot, the cube fell off the table"
+            calls = 0
+
+            def restore(self, task, rng, message):
+                DeclinesOnce.calls += 1
+                return False if DeclinesOnce.calls == 2 else service.restore(task, rng, message)
+
+        base.operator = DeclinesOnce()
+        operator = ScriptedOperator(trainer)
+        _train(trainer, operator)
+    assert trainer.step == 20, "the run went on after the pause"
+    assert DeclinesOnce.calls >= 3, "the scene was asked for again after the operator continued"
+    assert trainer.pauses >= 1
+    assert any("scene reset failed" in s["reason"] and "did not restore the lift scene" in s["reason"]
+               for s in operator.seen), operator.seen
+    for seen in operator.seen:   # each pause's checkpoint was on disk before the operator continued
+        assert f"step_{seen['step']:09d}" in seen["checkpoints"]
+    events = (tmp_path / "run" / "events.log").read_text()
+    assert "PAUSED at step" in events and "operator continued" in events
+
+
+def test_a_scene_operator_that_cannot_be_asked_ends_the_run_at_once_with_a_checkpoint(tmp_path):
+    """No terminal to ask on (a service, CI) is a setup error: no pause that nobody could answer."""
+    with VirtualArm(ARM, physics="twin", camera_port=0, camera_size=(320, 240), task="lift") as vm:
+        trainer = build_trainer(_lift_on_the_arm(vm, "terminal"), tmp_path / "run")
+        try:
+            with pytest.raises(FaultExit, match="no terminal to ask on") as stop:
+                trainer.train()
+        finally:
+            trainer.logger.close()
+            trainer.env.close()
+    assert trainer.pauses == 0
+    assert stop.value.checkpoint is not None and stop.value.checkpoint.exists()
+    assert f"se-robot train --resume {tmp_path / 'run'}" in str(stop.value)
 
 
 def test_lost_port_replugged_reconnects_after_the_operator_continues(tmp_path):

@@ -519,7 +519,8 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
     over DDS. The actor drives the emulated arm's serial bus and camera directly (``env_backend:
     hardware``, the settings ``se-robot train --backend hardware`` takes, as train_overrides), with
     the classifier reward and the scene operator over the emulator's scene service, while bus glitches
-    are injected; an overloaded servo pauses the actor until the operator calls ``actor/continue``;
+    are injected; an overloaded servo, then a scene the operator declines to restore, pause the actor
+    until the operator calls ``actor/continue``;
     the learner learns from its episodes with the recorded demos mixed in, and sends weights back
     that the actor acts with."""
     import json
@@ -586,7 +587,16 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
                                     600.0)
             follower.emulator.set_fault(ARM.servo_ids[2], 0)
             assert paused and alive(), {n: open(path).read()[-3000:] for n, path in logs.items()}
-            answer = ros.call(ros.node.create_client(Trigger, "actor/continue"), Trigger.Request(), 60.0)
+            continue_client = ros.node.create_client(Trigger, "actor/continue")
+            answer = ros.call(continue_client, Trigger.Request(), 60.0)
+            assert answer.success, answer.message
+            # then the scene operator cannot put the cube back once: the actor pauses again (never an
+            # episode from an unrestored scene) and goes on when told
+            follower.scene_service.declines = 1
+            paused = ros.spin_until(lambda: last.get("actor/metrics", {}).get("actor/pauses", 0) >= 2
+                                    and last["actor/metrics"].get("actor/paused") == 1 or not alive(), 600.0)
+            assert paused and alive(), {n: open(path).read()[-3000:] for n, path in logs.items()}
+            answer = ros.call(continue_client, Trigger.Request(), 60.0)
             assert answer.success, answer.message
             # generous: real-time episodes on the emulated arm, two node processes, a loaded machine
             ros.spin_until(lambda: done() or not alive(), 900.0)
@@ -600,7 +610,11 @@ def test_4b_actor_on_the_arm_and_learner_in_separate_processes(rigs, workdir):
     assert code == 0 and code_actor == 0 and "learner/error" not in lm and "actor/error" not in am, logs_text
     rejected = {k: v for k, v in lm.items() if k.startswith(("learner/rejected", "learner/dropped"))}
     # an honest actor: nothing refused; dropped, only the episode the fault cut short (never half-stored)
-    assert am["actor/pauses"] == 1 and "PAUSED: SafetyFault" in logs_text["actor"], logs_text["actor"]
+    with open(logs["actor"]) as f:
+        paused_lines = [line for line in f if "PAUSED: " in line]
+    assert am["actor/pauses"] == 2 and len(paused_lines) == 2, (paused_lines, logs_text["actor"])
+    assert "PAUSED: SafetyFault" in paused_lines[0] and "PAUSED: SceneResetError" in paused_lines[1], paused_lines
+    assert follower.scene_service.declines == 0
     # (none when the fault came before the episode's first batch went out)
     assert {k: v for k, v in rejected.items() if v} in ({}, {"learner/dropped_episodes/restarted": 1}), rejected
     assert am["actor/weights_version"] >= 2         # it acted with weights the learner trained

@@ -57,6 +57,10 @@ from se_robot.robot import ControlClock, Frame, Robot, StaleReading
 from se_robot.safety import SafeCommand
 from se_robot.tasks import Task, TaskState
 
+#: Seconds between a scene restore and the first frame that may judge it (camera pipeline latency,
+#: the operator's hand leaving the view); paid once per episode on robots that need an operator.
+SCENE_SETTLE_S = 0.25
+
 
 def center_square(frame: np.ndarray, size: int) -> np.ndarray:
     """Centre crop to a square and resize: what the twin renders for a square image of the same
@@ -205,10 +209,24 @@ class ArmEnv(gym.Env):
             self._target = sample.target_pos.copy()
             self._cube = sample.cube_pos.copy() if self.task.name == "reach" else np.full(3, np.nan)
         self._cube_held, self._seen = False, None
-        stale = self._sense(self.robot.now())
-        if self.detector is not None and self.task.name != "reach":
-            self._wait_for_objects()
-        return stale
+        if self.detector is None or self.task.name == "reach":
+            return self._sense(self.robot.now())
+        self._see_restored_scene()
+        self._wait_for_objects()
+        return False
+
+    def _see_restored_scene(self) -> None:
+        """Sense from a frame grabbed ``SCENE_SETTLE_S`` after the scene was restored: a frame
+        still in the camera's pipeline then (or the operator's hand leaving the view) must not
+        decide whether the episode starts already successful. No fresh frame in
+        ``object_timeout_s`` is a ``SceneResetError``: the start cannot be judged (a run pauses)."""
+        since = self.robot.now() + SCENE_SETTLE_S
+        deadline = since + self.object_timeout_s
+        while self._sense(since):
+            if self.robot.now() >= deadline:
+                raise SceneResetError(f"reset: no fresh frame from the scene camera within "
+                                      f"{self.object_timeout_s:.1f} s after the {self.task.name} scene was "
+                                      "restored, so the start cannot be judged; check the camera")
 
     def step(self, action):
         t0 = time.perf_counter()

@@ -15,8 +15,17 @@ The interface is one call, so a person at a terminal, a button on the teleop dev
 (``task.sample_reset(rng)``: a scripted operator draws from it with ``rng``, the env's own
 generator, so a seeded run is reproducible); ``message`` says what to do and why (the first
 request of an episode, or a retry because the scene would start already successful). It returns
-True once the scene is restored and False when the operator declines (the env stops with
+True once the scene is restored and False when the operator declines (the env raises
 ``SceneResetError``); it raises ``SceneResetTimeout`` when its timeout policy gives up.
+
+Two kinds of failure, because a training run treats them differently:
+- ``SceneResetError``: this scene could not be restored now (the operator declined or did not
+  answer in time, every try started already successful, the scene service did not answer). A
+  person can fix it, so ``se-robot train`` and the actor node pause, the arm held, and continue
+  when told (``se_robot.train_faults``).
+- ``SceneSetupError``: nobody can be asked at all (no terminal, the terminal closed, no teleop
+  device, the scene service refused the request as malformed or for another task). Waiting cannot
+  help, so the run ends at once, checkpointed, with the fix in the message.
 
 Timeout policy (``timeout_s``): None waits as long as it takes (a person fetching a cube that fell
 off the table); a number fails after that many seconds with an error that says what was asked.
@@ -42,6 +51,10 @@ class SceneResetError(RuntimeError):
 
 class SceneResetTimeout(SceneResetError):
     """The operator did not answer within the timeout policy's limit."""
+
+
+class SceneSetupError(RuntimeError):
+    """The scene operator cannot be asked at all: a setup error that waiting does not fix."""
 
 
 class SceneOperator(Protocol):
@@ -83,7 +96,7 @@ class TerminalOperator:
         try:
             fd = stdin.fileno()
         except (OSError, ValueError) as e:
-            raise SceneResetError(f"scene reset: {message}, but there is no terminal to ask on ({e}); "
+            raise SceneSetupError(f"scene reset: {message}, but there is no terminal to ask on ({e}); "
                                   "pass a SceneOperator (make_env(..., operator=...))") from None
         print(f"[scene] {message}. Press Enter when done (q + Enter: stop).", file=out, flush=True)
 
@@ -92,7 +105,7 @@ class TerminalOperator:
                 return None
             line = os.read(fd, 4096).decode(errors="replace")
             if line == "":
-                raise SceneResetError(f"scene reset: {message}, but the terminal closed (end of input)")
+                raise SceneSetupError(f"scene reset: {message}, but the terminal closed (end of input)")
             return not line.strip().lower().startswith("q")
 
         return wait_for_answer(poll, self.timeout_s, message, poll_s=0.0)
@@ -111,7 +124,7 @@ class TeleopButtonOperator:
 
     def restore(self, task: Task, rng: np.random.Generator, message: str) -> bool:
         if self.device is None:
-            raise SceneResetError("TeleopButtonOperator has no device yet; set .device before reset")
+            raise SceneSetupError("TeleopButtonOperator has no device yet; set .device before reset")
         self.log(f"[scene] {message}; press 'scene restored' on {self.device.name} (keyboard: p)")
         self.device.poll()  # presses made before the request do not count
 
@@ -144,7 +157,7 @@ class HttpSceneOperator:
             with urllib.request.urlopen(request, timeout=self.timeout_s or 30.0) as reply:
                 return bool(json.loads(reply.read(4096)).get("restored", False))
         except urllib.error.HTTPError as e:
-            raise SceneResetError(f"scene reset: {self.url} refused ({e.code}): {e.read(4096).decode(errors='replace')}"
+            raise SceneSetupError(f"scene reset: {self.url} refused ({e.code}): {e.read(4096).decode(errors='replace')}"
                                   ) from None
         except (urllib.error.URLError, TimeoutError, ValueError) as e:
             raise SceneResetError(f"scene reset: no answer from the scene operator at {self.url}: {e}") from None
@@ -163,5 +176,5 @@ def make_operator(spec: Any, timeout_s: float | None = None) -> SceneOperator:
                      "VirtualArm.scene_operator(), a ROS service client)")
 
 
-__all__ = ["HttpSceneOperator", "SceneOperator", "SceneResetError", "SceneResetTimeout", "TeleopButtonOperator", "TerminalOperator",
-           "make_operator", "wait_for_answer"]
+__all__ = ["HttpSceneOperator", "SceneOperator", "SceneResetError", "SceneResetTimeout", "SceneSetupError",
+           "TeleopButtonOperator", "TerminalOperator", "make_operator", "wait_for_answer"]

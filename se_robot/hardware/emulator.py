@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from se_robot.hardware.calibration import ArmCalibration, default_calibration, l
 from se_robot.hardware.registers import ServoModel, get_model
 from se_robot.hardware.servo_emulator import FirstOrderServos, RealityGap, ServoEmulator
 from se_robot.tasks import ResetSample, Task
+
+if TYPE_CHECKING:   # the camera part (OpenCV) is optional: imported where the stream starts
+    from se_robot.hardware.mjpeg_server import CameraGap
 
 
 class TwinServos:
@@ -148,7 +152,7 @@ class VirtualArm:
                  calibration: ArmCalibration | str | Path | None = None, gap: RealityGap | None = None,
                  link: str | None = None, camera_port: int | None = None, camera: str = "scene",
                  camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach",
-                 scene_port: int | None = None):
+                 scene_port: int | None = None, camera_gap: CameraGap | None = None):
         if physics not in ("first_order", "twin"):
             raise ValueError(f"physics must be first_order or twin, got {physics!r}")
         if camera_port is not None and physics != "twin":
@@ -169,6 +173,7 @@ class VirtualArm:
         self.camera = camera
         self.camera_size = camera_size
         self.camera_fps = camera_fps
+        self.camera_gap = camera_gap   # latency, colour and noise of a real camera
         self.camera_server = None
         if scene_port is not None and physics != "twin":
             raise ValueError("a scene service needs physics='twin' (there is no cube otherwise)")
@@ -221,7 +226,7 @@ class VirtualArm:
                 raise RuntimeError(f"camera stream unavailable: {e}; pip install opencv-python") from e
             width, height = self.camera_size
             self.camera_server = MjpegServer(lambda: self.physics.render(self.camera, width, height),
-                                             port=self.camera_port, fps=self.camera_fps,
+                                             port=self.camera_port, fps=self.camera_fps, gap=self.camera_gap,
                                              on_producer_exit=self.physics.close_renderers).start()
         if self.scene_port is not None:
             from se_robot.hardware.scene_service import SceneService

@@ -4,7 +4,9 @@
 trains or records on it must still get the cube put back between episodes. This small JSON
 service is that operator's line: ``POST /scene/restore`` with ``{"task": "lift", "seed": 123}``
 draws a pose from the task's reset distribution with that seed and places the cube (and target)
-in the twin; the reply is ``{"restored": true, "cube_pos": [x, y, z]}``. The client is
+in the twin; the reply is ``{"restored": true, "cube_pos": [x, y, z]}``. ``declines`` is a fault
+knob like the bus's: the next that many requests answer ``{"restored": false}`` without touching
+the scene (an operator who cannot put the cube back just now). The client is
 ``se_robot.envs.operator.HttpSceneOperator`` (``operator="http://HOST:PORT"``). The body is
 JSON of bounded size, nothing else is parsed, and the service binds to localhost by default.
 """
@@ -30,6 +32,7 @@ class SceneService:
     def __init__(self, task: Task, place: Callable[[ResetSample], None], host: str = "127.0.0.1", port: int = 0):
         self.task, self.place = task, place
         self.requests = 0
+        self.declines = 0
         service = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,6 +73,9 @@ class SceneService:
             return 400, {"error": f"expected {{\"task\": NAME, \"seed\": INT}}: {e}"}
         if task != self.task.name:
             return 409, {"error": f"the emulator's scene is {self.task.name!r}, asked to restore {task!r}"}
+        if self.declines > 0:
+            self.declines -= 1
+            return 200, {"restored": False}
         sample = self.task.sample_reset(np.random.default_rng(seed))
         self.place(sample)
         self.requests += 1

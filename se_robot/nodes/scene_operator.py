@@ -7,7 +7,7 @@ learner_node) with no terminal of its own, so the request goes out on ``scene/re
 or a script, answers:
 
     ros2 service call /scene/restored std_srvs/srv/Trigger   # done, start the episode
-    ros2 service call /scene/abort std_srvs/srv/Trigger      # cannot: the env stops with SceneResetError
+    ros2 service call /scene/abort std_srvs/srv/Trigger      # cannot now: SceneResetError, the run pauses
 
 The node is created on the first request, in its own rclpy context, so an env that never needs an
 operator (the twin behind sim_node resets its own scene) costs nothing.
@@ -77,7 +77,8 @@ class RosSceneOperator:
                 return response
             self._answer = restored
         response.success = True
-        response.message = "scene restored: the episode starts" if restored else "giving up: the env stops"
+        response.message = ("scene restored: the episode starts" if restored else
+                            "declined: the run pauses with the arm held until it is told to continue")
         return response
 
     def restore(self, task: Task, rng: np.random.Generator, message: str) -> bool:
