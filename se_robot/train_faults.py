@@ -69,6 +69,22 @@ def hold_arm(robot: Any, reason: str) -> str | None:
     return None
 
 
+def lost_port(error: Exception | None) -> bool:
+    return isinstance(error, SafetyFault) and error.kind is FaultKind.PORT_LOST
+
+
+def close_lost_port(robot: Any) -> str | None:
+    """Close a robot whose port was lost, before the operator is asked to continue; None, or why it
+    could not be closed. Open, its command watchdog would act on the dead port right after the
+    operator's reset and latch the e-stop again, so the "continue" would never be seen. The e-stop
+    stays latched; whoever continues opens the port again (``robot.connect()``) after the reset."""
+    try:
+        robot.close()
+    except (RuntimeError, OSError) as e:
+        return f"could not close the lost port ({type(e).__name__}: {e})"
+    return None
+
+
 def instructions(backend: str, terminal: bool, wait_s: float, run_dir: Path, device: str | None = None) -> str:
     """How the operator continues (or stops) the paused run, for this backend, terminal and teleop device."""
     ways = []
@@ -184,14 +200,11 @@ class FaultPauses:
                           mid_episode: bool = False) -> dict[str, Any]:
         """Pause until the operator continues, then reset; a reset that faults pauses again."""
         while True:
-            self._pause(reason, mid_episode)
+            port_lost = lost_port(error)
+            self._pause(reason, mid_episode, release_port=port_lost)
             robot = self.env.unwrapped.robot
-            if isinstance(error, SafetyFault) and error.kind is FaultKind.PORT_LOST:
+            if port_lost:
                 try:   # the port may be back (replugged): open it again
-                    latches = robot.estop.latch_count
-                    robot.close()
-                    if robot.estop.latch_count != latches:   # the dead port's own last words, after the
-                        robot.estop.reset()                  # operator's reset: not a new fault
                     robot.connect()
                 except (RuntimeError, OSError) as e:
                     reason, error = f"reconnecting after {error.kind.value} failed: {type(e).__name__}: {e}", error
@@ -204,13 +217,16 @@ class FaultPauses:
             self._tick = time.perf_counter()   # the pause is not training time
             return obs
 
-    def _pause(self, reason: str, mid_episode: bool) -> None:
-        """Hold, checkpoint at once, tell the operator, wait for the e-stop reset (or raise FaultExit)."""
+    def _pause(self, reason: str, mid_episode: bool, release_port: bool = False) -> None:
+        """Hold, checkpoint at once, tell the operator, wait for the e-stop reset (or raise FaultExit).
+        ``release_port``: close the robot before waiting (see :func:`close_lost_port`)."""
         cfg = self.cfg
         self._account_time()
         self._fault_streak += 1
         self.pauses += 1
         problem = hold_arm(self.env.unwrapped.robot, reason)
+        if release_port:
+            problem = close_lost_port(self.env.unwrapped.robot) or problem
         self._note(f"PAUSED at step {self.step}: {reason}; "
                    + (problem or "the arm holds where it is, e-stop latched"))
         path = self.save_checkpoint(mid_episode=mid_episode)

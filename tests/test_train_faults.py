@@ -27,6 +27,7 @@ from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path  # 
 from se_robot.logger import Logger  # noqa: E402
 from se_robot.train import build_trainer, load_config  # noqa: E402
 from se_robot.train_faults import EXIT_CODE, FaultExit  # noqa: E402
+from tests.support.bus_faults import FaultInjector  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -102,25 +103,14 @@ def _train(trainer, operator: ScriptedOperator) -> None:
 def test_bus_glitches_are_retried_and_the_run_finishes(tmp_path):
     with VirtualArm(ARM) as vm:
         trainer = build_trainer(_arm_config(vm, checkpoint_every_s=1e-3), tmp_path / "run")
-        stop = threading.Event()
-
-        def glitches() -> None:   # one damaged reply at a time: what a loaded USB bus does
-            kinds = ("drop", "corrupt")
-            i = 0
-            while not stop.wait(0.15):
-                vm.emulator.inject(kinds[i % 2])
-                i += 1
-
-        injector = threading.Thread(target=glitches, daemon=True)
-        injector.start()
+        # one damaged reply at a time, spaced by instructions rather than seconds: what a loaded USB
+        # bus does, at the same rate per packet however slow the loaded machine makes the bus
         operator = ScriptedOperator(trainer)   # answers only if a glitch ever latched
         robot = trainer.env.unwrapped.robot
-        try:
+        with FaultInjector(vm, spacing=20) as faults:
             _train(trainer, operator)
-        finally:
-            stop.set()
-            injector.join(timeout=WAIT_S)
     assert trainer.step == TINY["steps"]
+    assert faults.injected["drop"] >= 1 and faults.injected["corrupt"] >= 1
     assert robot.device._bus_counters.retries > 0, "the glitches happened and were retried on the bus"
     assert trainer.pauses == len(operator.seen)
     # time-based checkpoints: one at every episode end here (checkpoint_every_s tiny), steps far off

@@ -194,11 +194,12 @@ class ActorNode(Node):
 
     def _pause(self, batcher: learning.TransitionBatcher, reason: str, error: Exception | None) -> bool:
         """Hold the arm, drop the open episode, wait for ``actor/continue``; False when shutting down."""
-        from se_robot.estop import FaultKind, SafetyFault
-        from se_robot.train_faults import hold_arm
+        from se_robot.train_faults import close_lost_port, hold_arm, lost_port
 
         robot = self._robot
         problem = hold_arm(robot, reason)
+        if lost_port(error):   # the next reset opens the port again (replugged)
+            problem = close_lost_port(robot) or problem
         batcher.drop_episode()
         self.counters["actor/pauses"] += 1
         self.counters["actor/dropped_steps"] += self._open_steps
@@ -212,11 +213,6 @@ class ActorNode(Node):
             time.sleep(0.1)
         if self.stop.is_set():
             return False
-        if isinstance(error, SafetyFault) and error.kind is FaultKind.PORT_LOST:
-            latches = robot.estop.latch_count
-            robot.close()      # the port may be back (replugged): the next reset opens it again
-            if robot.estop.latch_count != latches:   # the dead port's own last words, after the operator's reset
-                robot.estop.reset()
         self._metrics({"actor/paused": 0})
         self.get_logger().info("operator continued: a new episode starts")
         return True
