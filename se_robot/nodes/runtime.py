@@ -42,6 +42,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 
 # Subscribers of sensor data (best effort: matches reliable and best-effort publishers).
@@ -107,15 +108,19 @@ class PolledSubscription:
         return self.sub.topic_name
 
     def _drain(self) -> None:
-        """Take every message the reader holds; keep the newest by stamp."""
-        handle = self.sub.handle
+        """Take every message the reader holds, serialized, and deserialize only the last (the
+        newest: one publisher's samples arrive in order); older ones cost a copy, not a decode."""
+        handle, last = self.sub.handle, None
         while True:
-            taken = handle.take_message(self.sub.msg_type, False)
+            taken = handle.take_message(self.sub.msg_type, True)
             if taken is None:
-                return
-            stamp = self._stamp_ns(taken[0])
+                break
+            last = taken[0]
+        if last is not None:
+            msg = deserialize_message(last, self.sub.msg_type)
+            stamp = self._stamp_ns(msg)
             if stamp >= self.latest_stamp_ns:
-                self.latest, self.latest_stamp_ns = taken[0], stamp
+                self.latest, self.latest_stamp_ns = msg, stamp
 
     def take_newer(self, newer_than_ns: int, timeout_s: float) -> bool:
         """Drain the reader, waiting up to ``timeout_s`` for a message stamped after
