@@ -144,7 +144,9 @@ class PolledSubscription:
         return False
 
     def close(self) -> None:
-        """Wake a waiting taker and destroy the subscription once it has let go."""
+        """Wake a waiting taker and destroy the subscription once it has let go (once)."""
+        if self._closed:
+            return
         self._closed = True
         self._wake.trigger()
         with self._lock:
