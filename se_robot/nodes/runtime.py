@@ -79,7 +79,7 @@ class _NeverByExecutor(CallbackGroup):
 
 
 class PolledSubscription:
-    """A subscription that the reading thread takes from itself, newest message first, when it needs one.
+    """A subscription whose reader takes the newest message itself, when it needs one.
 
     Why not an executor callback: rclpy's Python executors cost a few hundred microseconds of
     interpreter time per message (wait-set rebuild, task, callback), all under the GIL. A client
