@@ -83,9 +83,9 @@ class PolledSubscription:
 
     Why not an executor callback: rclpy's Python executors cost a few hundred microseconds of
     interpreter time per message (wait-set rebuild, task, callback), all under the GIL. A client
-    that hears joint states and task state at 200 Hz and images at 60 Hz spent about 45 % of a
-    core in its executor thread and took the GIL from the control loop at every message, though
-    the loop reads at 50 Hz. Here the messages wait in the DDS reader's keep-last history
+    that hears joint states and task state at 200 Hz and images at 60 Hz took 7-9 ms of CPU per
+    20 ms control step that way (3 ms polled) and took the GIL from the control loop at every
+    message, though the loop reads at 50 Hz. Here the messages wait in the DDS reader's keep-last history
     (``qos.depth``) and cost nothing until :meth:`take_newer` drains it: the work follows the
     control rate, not the publish rate, and nothing runs behind the control loop's back.
 
