@@ -247,7 +247,8 @@ class RosRobot:
         if camera not in self.camera_names:
             raise ValueError(f"RosRobot has camera {self.camera_names[0]!r} on {names.IMAGE}, not {camera!r}")
         try:
-            msg, stamp_ns = self._wait("image", int(newer_than_s * 1e9), timeout_s)
+            newer_than_ns = int(newer_than_s * 1e9) if np.isfinite(newer_than_s) else -1  # render(): any frame
+            msg, stamp_ns = self._wait("image", newer_than_ns, timeout_s)
             stale = False
         except StaleObservationError:
             sub = self._subs["image"]
