@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncontrol loop through ArmEnv(RosRobot) on {where}, joint states {args.state_rate:.0f} Hz), "
               f"{args.steps} steps per row")
         print(f"{'rate':>6} {'spin ms':>7} {'p50 ms':>8} {'p99 ms':>8} {'jit99-50':>9} {'std ms':>7} {'ovh p50':>8} "
-              f"{'ovh p99':>8} {'wait p50':>9} {'overruns':>8} {'stale':>6} {'stale frm':>9} {'cpu/step':>8} {'node %':>6} "
-              f"{'load 1m':>7}")
+              f"{'ovh p99':>8} {'wait p50':>9} {'overruns':>8} {'stale':>6} {'stale frm':>9} {'cpu/step':>8} "
+              f"{'node %':>6} {'load 1m':>7}")
         for rate in args.rates:
             for _ in range(args.rounds):
                 for spin_ms in args.spin_ms:
