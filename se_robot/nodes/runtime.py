@@ -89,6 +89,8 @@ class PolledSubscription:
     (``qos.depth``) and cost nothing until :meth:`take_newer` drains it: the work follows the
     control rate, not the publish rate, and nothing runs behind the control loop's back.
 
+    The wait is rclpy's own wait set (``_rclpy.WaitSet``, the one ``rclpy.wait_for_message`` uses,
+    with a guard condition so :meth:`close` wakes it); the GIL is released while it waits.
     Thread safety: one taker at a time (a lock); :meth:`close` wakes a waiting taker.
     """
 
