@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -136,23 +136,39 @@ class Robot(Protocol):
 
 class ControlClock:
     """Ticks at ``t0 + k * period`` in real time; a missed tick is an overrun and restarts the
-    schedule from now instead of bursting to catch up. The one pacer of every real-time backend."""
+    schedule from now instead of bursting to catch up. The one pacer of every real-time backend.
 
-    def __init__(self, period_s: float):
+    Why the two-stage wait: ``time.sleep`` wakes late by the kernel's timer slack and the
+    scheduler's wake-up latency (tens of microseconds to a millisecond and more on a busy
+    machine), and a late wake-up is jitter on every command. So it sleeps until ``spin_s``
+    before the tick and reads the monotonic clock in a loop for the rest: the tick is hit to the
+    clock's resolution whenever the thread holds a CPU then, for ``spin_s`` of CPU per tick.
+    ``spin_s=0`` is a plain sleep (loops where a tick's exact time matters less than the CPU).
+    The schedule is absolute (``next_tick += period``), so a late wake-up never accumulates.
+    ``clock`` and ``sleep`` are injectable so tests can drive it with a fake clock."""
+
+    def __init__(self, period_s: float, spin_s: float = 0.001, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self.period_s = period_s
-        self.next_tick = time.monotonic() + period_s
+        self.spin_s = spin_s
+        self._clock = clock
+        self._sleep = sleep
+        self.next_tick = clock() + period_s
 
     def restart(self) -> None:
-        self.next_tick = time.monotonic() + self.period_s
+        self.next_tick = self._clock() + self.period_s
 
     def wait(self) -> float:
-        """Sleep until the next tick; returns how late we already were (0 when on time)."""
-        now = time.monotonic()
+        """Wait until the next tick; returns how late we already were (0 when on time)."""
+        now = self._clock()
         late_s = now - self.next_tick
         if late_s > 0:
             self.next_tick = now + self.period_s
             return late_s
-        time.sleep(self.next_tick - now)
+        if self.next_tick - now > self.spin_s:
+            self._sleep(self.next_tick - now - self.spin_s)
+        while self._clock() < self.next_tick:
+            pass
         self.next_tick += self.period_s
         return 0.0
 

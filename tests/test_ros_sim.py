@@ -82,6 +82,8 @@ def test_the_robot_moves_the_twin_through_the_node(robot):
     assert abs(state.positions[0] - target[0]) < 0.05, state.positions
     frame = robot.capture("scene", 84, newer_than_s=robot.now(), timeout_s=2.0)
     assert frame.image.shape == (84, 84, 3) and frame.image.dtype == np.uint8 and not frame.stale
+    any_frame = robot.capture("scene", 84, newer_than_s=-np.inf, timeout_s=2.0)  # what ArmEnv.render asks
+    assert any_frame.image.shape == (84, 84, 3) and not any_frame.stale
     objects = robot.object_state()
     assert objects.cube_pos.shape == (3,) and np.all(np.isfinite(objects.target_pos))
 

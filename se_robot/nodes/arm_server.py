@@ -10,7 +10,10 @@ present position, or builds the twin), activate starts accepting commands, deact
 (torque stays on, no motion), cleanup closes the robot. Joint states are published in every
 configured state; commands act only while active.
 
-Control loop (one timer at ``state_rate_hz``): let the robot's world advance by the wall-clock
+Control loop (one thread of its own, paced by a drift-free ``ControlClock`` at ``state_rate_hz``,
+not an executor timer: a timer's every tick went through rclpy's Python executor -- wait-set
+rebuild, hand-off to a pool thread -- which cost more CPU than the tick itself and, on a loaded
+machine, delayed ticks by tens of milliseconds): let the robot's world advance by the wall-clock
 time since the last tick (a no-op on real-time robots; the twin's physics keeps wall-clock
 time), read state, publish ``JointState`` (stamped with the wall clock), then send the current
 target through ``Robot.send``, which applies the SafetyFilter at the lowest layer. Targets come
@@ -27,11 +30,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
@@ -45,7 +49,7 @@ from se_robot.nodes.arm_diagnostics import arm_diagnostics, loop_rate_hz
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, run_node, sensor_publisher
 from se_robot.nodes.trajectory import Trajectory, trajectory_from_msg
-from se_robot.robot import Robot
+from se_robot.robot import ControlClock, Robot
 
 
 class ArmServerNode(LifecycleNode):
@@ -70,11 +74,11 @@ class ArmServerNode(LifecycleNode):
         self._last_q: np.ndarray | None = None
         self._last_tick_s: float | None = None
         self._counters = {"watchdog_holds": 0, "rejected_commands": 0, "loop_ticks": 0, "bus_errors": 0}
-        self._tick_times: list[float] = []
+        self._tick_times: deque[float] = deque(maxlen=200)
         self._last_error = ""
-        self._loop_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = ReentrantCallbackGroup()
-        self._timer = None
+        self._loop_thread: threading.Thread | None = None
+        self._loop_stop = threading.Event()
         self._diag_timer = None
         self._estop_pub = None
         self._subs: list[Any] = []
@@ -140,12 +144,12 @@ class ArmServerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
+        self._stop_loop()  # before taking _lock: its last tick may be waiting for it
         with self._lock:
             self.active = False
-            for t in (self._timer, self._diag_timer):
-                if t is not None:
-                    self.destroy_timer(t)
-            self._timer = self._diag_timer = None
+            if self._diag_timer is not None:
+                self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
             for s in self._subs:
                 self.destroy_subscription(s)
             for s in self._srvs:
@@ -168,17 +172,43 @@ class ArmServerNode(LifecycleNode):
             self.trigger_activate()
 
     def _start_timers(self) -> None:
-        for t in (self._timer, self._diag_timer):
-            if t is not None:
-                self.destroy_timer(t)
-        self._timer = self.create_timer(1.0 / self.cfg.state_rate_hz, self._loop, callback_group=self._loop_group)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
         self._diag_timer = self.create_timer(self.cfg.diagnostics_period_s, self._publish_diagnostics,
                                              callback_group=self._srv_group)
+        if self._loop_thread is None:
+            self._loop_stop.clear()
+            self._loop_thread = threading.Thread(target=self._run_loop, name="arm-loop", daemon=True)
+            self._loop_thread.start()
+
+    def _stop_loop(self) -> None:
+        """Stop the loop thread and wait for its last tick (the robot is closed after this)."""
+        self._loop_stop.set()
+        if self._loop_thread is not None and self._loop_thread is not threading.current_thread():
+            self._loop_thread.join(timeout=5.0)
+        self._loop_thread = None
+
+    def _run_loop(self) -> None:
+        """Tick ``_loop`` at ``state_rate_hz`` (re-read every tick, so a parameter update applies at
+        once) until stopped. A plain sleep (``spin_s=0``): a state stamp's exact phase matters less
+        than the CPU a spin would take at this rate."""
+        rate = self.cfg.state_rate_hz
+        clock = ControlClock(1.0 / rate, spin_s=0.0)
+        while not self._loop_stop.is_set():
+            if self.cfg.state_rate_hz != rate:
+                rate = self.cfg.state_rate_hz
+                clock = ControlClock(1.0 / rate, spin_s=0.0)
+            clock.wait()
+            try:
+                self._loop()
+            except Exception as e:  # noqa: BLE001 - the loop must outlive one bad tick; the error is reported
+                self._last_error = f"loop: {type(e).__name__}: {e}"
+                self.get_logger().error(self._last_error, throttle_duration_sec=1.0)
 
     def _on_params(self, changed: set[str]) -> None:
         if self.robot is None:
             return
-        if changed & {"state_rate_hz", "diagnostics_period_s"}:
+        if "diagnostics_period_s" in changed:
             self._start_timers()
         if "command_timeout_s" in changed:
             self._watchdog = Watchdog(self.cfg.command_timeout_s)
@@ -201,7 +231,7 @@ class ArmServerNode(LifecycleNode):
         if robot is None:
             return
         now = time.monotonic()
-        self._tick_times = (self._tick_times + [now])[-200:]
+        self._tick_times.append(now)
         self._counters["loop_ticks"] += 1
         try:
             with self.io_lock:

@@ -2,8 +2,12 @@
 :class:`se_robot.robot.Robot`, so ``ArmEnv`` drives it exactly as it drives the twin or the bus.
 
 ``se_robot.envs.make_env(task, backend="ros", ...)`` builds it with :func:`make_ros_robot`. It
-spins its own rclpy ``Context`` and node on a background executor thread, so a caller blocked in
-``read`` keeps receiving messages; messages are kept raw and converted when asked for.
+has its own rclpy ``Context`` and node. Joint states, images and task state are
+:class:`~se_robot.nodes.runtime.PolledSubscription` s: the caller's thread takes the newest
+message from the DDS reader when it reads (no executor callback per message, so the CPU cost
+follows the control rate, not the publish rate, and no Python thread competes with the control
+loop for the GIL); messages are converted only when asked for. A background executor thread
+serves the service clients (home, reset, e-stop), which are quiet between calls.
 
 Clock: stamps are wall-clock seconds (``time.time``; message header stamps), so this process and
 the nodes need synchronised clocks (same machine, or chrony/PTP across machines).
@@ -46,7 +50,7 @@ from se_robot import ros_params as names
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.estop import EStop
 from se_robot.nodes import conversions as conv
-from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, private_context
+from se_robot.nodes.runtime import COMMAND_QOS, IMAGE_QOS, SENSOR_QOS, PolledSubscription, private_context
 from se_robot.robot import Frame, HomingError, ObjectState, RobotNotConnected, RobotState, StaleReading
 from se_robot.safety import SafeCommand, SafetyFilter
 from se_robot.sim.kinematics import Kinematics
@@ -60,7 +64,9 @@ HOME_ACTIVATION_WAIT_S = 5.0
 ROBOT_OPTIONS = frozenset({"namespace", "sim_node_name", "task_state", "camera", "node_name",
                            "discovery_timeout_s", "domain_id", "stale_timeout_s", "max_state_age_s"})
 
-_TOPICS = {"state": names.JOINT_STATES, "image": names.IMAGE, "task": names.TASK_STATE}
+
+def _stamp_ns(msg: Any) -> int:
+    return conv.time_to_ns(msg.header.stamp)
 
 
 class StaleObservationError(StaleReading):
@@ -97,9 +103,7 @@ class RosRobot:
         self.estop = EStop()
         self.safety = SafetyFilter(arm, Kinematics(arm), self.estop)
         self.estop.add_listener(self._latch_node)
-        self._cond = threading.Condition()
-        self._latest: dict[str, Any] = {}
-        self._stamp_ns: dict[str, int] = {}
+        self._subs: dict[str, PolledSubscription] = {}
         self._fresh_after_ns = 0
         self._q_goal: np.ndarray | None = None      # the last safe target this process sent
         self._q_measured: np.ndarray | None = None  # the last joint state read
@@ -116,9 +120,9 @@ class RosRobot:
         # Its own context: the robot works the same inside a node process or a plain script.
         self.context = private_context(self.domain_id)
         n = self._node = Node(self.node_name, namespace=self.namespace, context=self.context)
-        n.create_subscription(JointState, names.JOINT_STATES, lambda m: self._store("state", m), SENSOR_QOS)
-        n.create_subscription(Image, names.IMAGE, lambda m: self._store("image", m), IMAGE_QOS)
-        n.create_subscription(PoseArray, names.TASK_STATE, lambda m: self._store("task", m), SENSOR_QOS)
+        self._subs = {key: PolledSubscription(n, msg_type, topic, qos, _stamp_ns) for key, msg_type, topic, qos in (
+            ("state", JointState, names.JOINT_STATES, SENSOR_QOS), ("image", Image, names.IMAGE, IMAGE_QOS),
+            ("task", PoseArray, names.TASK_STATE, SENSOR_QOS))}
         self._cmd_pub = n.create_publisher(Float64MultiArray, names.JOINT_COMMANDS, COMMAND_QOS)
         self._home = n.create_client(Trigger, names.HOME_SERVICE)
         self._estop_client = n.create_client(Trigger, names.ESTOP_SERVICE)
@@ -143,6 +147,9 @@ class RosRobot:
             return
         self._executor.shutdown(timeout_sec=1.0)
         self._executor = None
+        for sub in self._subs.values():
+            sub.close()
+        self._subs = {}
         self._node.destroy_node()
         self._node = None
         rclpy.try_shutdown(context=self.context)
@@ -159,11 +166,6 @@ class RosRobot:
         except ExternalShutdownException:
             pass
 
-    def _store(self, key: str, msg: Any) -> None:
-        with self._cond:
-            self._latest[key], self._stamp_ns[key] = msg, conv.time_to_ns(msg.header.stamp)
-            self._cond.notify_all()
-
     def _require(self) -> Node:
         if self._node is None:
             raise RobotNotConnected("RosRobot: call connect() first")
@@ -172,21 +174,16 @@ class RosRobot:
     # ------------------------------------------------------------------ freshness
     def _wait(self, key: str, newer_than_ns: int, timeout_s: float) -> tuple[Any, int]:
         """The newest message of ``key`` stamped after ``newer_than_ns``, waiting ``timeout_s``."""
-        node = self._require()
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._stamp_ns.get(key, -1) <= newer_than_ns:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.counters["ros/stale"] += 1
-                    topic = node.resolve_topic_name(_TOPICS[key])
-                    if key not in self._stamp_ns:
-                        raise StaleObservationError(f"no message on {topic} within {timeout_s:.3f} s")
-                    age_s = (newer_than_ns - self._stamp_ns[key]) * 1e-9
-                    raise StaleObservationError(f"stale {topic}: after waiting {timeout_s:.3f} s its newest "
-                                                f"message is {age_s:.3f} s older than required")
-                self._cond.wait(remaining)
-            return self._latest[key], self._stamp_ns[key]
+        self._require()
+        sub = self._subs[key]
+        if sub.take_newer(newer_than_ns, timeout_s):
+            return sub.latest, sub.latest_stamp_ns
+        self.counters["ros/stale"] += 1
+        if sub.latest is None:
+            raise StaleObservationError(f"no message on {sub.topic} within {timeout_s:.3f} s")
+        age_s = (newer_than_ns - sub.latest_stamp_ns) * 1e-9
+        raise StaleObservationError(f"stale {sub.topic}: after waiting {timeout_s:.3f} s its newest "
+                                    f"message is {age_s:.3f} s older than required")
 
     def _read_newer_than(self, newer_than_ns: int, timeout_s: float) -> RobotState:
         msg, stamp_ns = self._wait("state", newer_than_ns, timeout_s)
@@ -250,13 +247,14 @@ class RosRobot:
         if camera not in self.camera_names:
             raise ValueError(f"RosRobot has camera {self.camera_names[0]!r} on {names.IMAGE}, not {camera!r}")
         try:
-            msg, stamp_ns = self._wait("image", int(newer_than_s * 1e9), timeout_s)
+            newer_than_ns = int(newer_than_s * 1e9) if np.isfinite(newer_than_s) else -1  # render(): any frame
+            msg, stamp_ns = self._wait("image", newer_than_ns, timeout_s)
             stale = False
         except StaleObservationError:
-            with self._cond:
-                if "image" not in self._latest:
-                    raise
-                msg, stamp_ns = self._latest["image"], self._stamp_ns["image"]
+            sub = self._subs["image"]
+            if sub.latest is None:
+                raise
+            msg, stamp_ns = sub.latest, sub.latest_stamp_ns
             stale = True
         return Frame(conv.msg_to_image(msg), stamp_ns * 1e-9, stale)
 
