@@ -173,6 +173,30 @@ class ControlClock:
         return 0.0
 
 
+def request_realtime(priority: int) -> str | None:
+    """Run the calling thread under ``SCHED_FIFO`` at ``priority`` (1-99); None, or why not.
+
+    Why: at normal priority a control loop shares the CPU with whatever else runs (a learner, a
+    browser), and on a busy machine its ticks wake tens of milliseconds late; a FIFO thread runs as
+    soon as its sleep ends (``docs/benchmarks.md``, "ROS control loop"). Only a thread that sleeps
+    most of each tick should ask for it (a FIFO thread that computes starves the rest). Linux only;
+    it needs root, ``CAP_SYS_NICE`` or an ``rtprio`` limit, and otherwise leaves the thread as it was.
+    """
+    import os
+
+    if priority <= 0:
+        return None
+    if not hasattr(os, "sched_setscheduler"):
+        return "real-time scheduling (SCHED_FIFO) is not available on this system"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(int(priority), 99)))
+    except (PermissionError, OSError) as e:
+        return (f"could not get SCHED_FIFO priority {priority} ({e}); allow it with an rtprio limit "
+                "(/etc/security/limits.conf: '<user> - rtprio 99', then log in again) or CAP_SYS_NICE, "
+                "or set rt_priority to 0")
+    return None
+
+
 class HomingPlan:
     """Where each homing tick aims: ``arm.home``, or, while the safety filter holds the way
     straight home (a pose under the floor or outside the workspace, where the straight path first

@@ -210,6 +210,9 @@ class ArmParams:
     bus_retries: int = option(3, help="retries of a bus transaction before the e-stop latches", range=(0, 20))
     state_rate_hz: float = option(100.0, help="joint state publish and control loop rate (Hz)",
                                   range=(1.0, 1000.0))
+    rt_priority: int = option(0, help="SCHED_FIFO priority of the control loop thread, as ros2_control's "
+                                      "thread_priority (0: normal scheduling). Needs an rtprio limit or "
+                                      "CAP_SYS_NICE; without, a warning and normal scheduling", range=(0, 99))
     command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
                                       range=(0.01, 10.0))
     home_speed_rad_s: float = option(0.5, help="joint speed of the ~/home move (rad/s)", range=(0.01, 3.0))
@@ -231,6 +234,8 @@ class SimParams:
     bus_retries: int = option(3, help="unused by the twin (no bus); accepted so launch files can swap nodes",
                               range=(0, 20))
     state_rate_hz: float = option(100.0, help="physics, control and joint state rate (Hz)", range=(1.0, 1000.0))
+    rt_priority: int = option(0, help="SCHED_FIFO priority of the physics and control thread (0: normal "
+                                      "scheduling); as arm_node's", range=(0, 99))
     command_timeout_s: float = option(0.25, help="watchdog: hold when no command for this long (s)",
                                       range=(0.01, 10.0))
     home_speed_rad_s: float = option(1.0, help="joint speed of the ~/home move (rad/s)", range=(0.01, 3.0))

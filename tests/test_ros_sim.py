@@ -27,7 +27,9 @@ DOMAIN = harness.pick_domain_id(1)
 def sim():
     log = os.path.join(tempfile.gettempdir(), f"se_robot_sim_node_{os.getpid()}.log")
     proc = harness.start_node("sim_node", DOMAIN, {"image_width": 84, "image_height": 84, "camera_rate_hz": 30.0,
-                                                   "state_rate_hz": 100.0, "seed": 0}, log_path=log)
+                                                   "state_rate_hz": 100.0, "seed": 0, "rt_priority": 5},
+                              log_path=log)
+    proc.log_path = log
     try:
         with harness.ros_session(DOMAIN) as ros:
             yield proc, ros
@@ -64,6 +66,26 @@ def trigger(ros, service):
         return ros.call(client, Trigger.Request(), timeout_s=20.0)
     finally:
         ros.node.destroy_client(client)
+
+
+def _fifo_threads(pid: int) -> int:
+    """Threads of ``pid`` scheduled SCHED_FIFO (policy, field 41 of /proc/PID/task/TID/stat)."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        n += int(fields[38]) == os.SCHED_FIFO
+    return n
+
+
+def test_rt_priority_puts_only_the_control_loop_under_sched_fifo(sim, robot):
+    proc, _ = sim
+    robot.read()   # the node is up and ticking
+    if os.geteuid() == 0:
+        assert _fifo_threads(proc.pid) == 1, "the control loop thread, and no other"
+    else:   # without the privilege: normal scheduling and a warning that says how to allow it
+        assert _fifo_threads(proc.pid) == 0
+        assert "rtprio" in open(proc.log_path).read()
 
 
 def test_the_robot_moves_the_twin_through_the_node(robot):

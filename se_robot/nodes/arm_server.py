@@ -49,7 +49,7 @@ from se_robot.nodes.arm_diagnostics import arm_diagnostics, loop_rate_hz
 from se_robot.nodes.params import NodeParams
 from se_robot.nodes.runtime import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, run_node, sensor_publisher
 from se_robot.nodes.trajectory import Trajectory, trajectory_from_msg
-from se_robot.robot import ControlClock, Robot
+from se_robot.robot import ControlClock, Robot, request_realtime
 
 
 class ArmServerNode(LifecycleNode):
@@ -192,6 +192,9 @@ class ArmServerNode(LifecycleNode):
         """Tick ``_loop`` at ``state_rate_hz`` (re-read every tick, so a parameter update applies at
         once) until stopped. A plain sleep (``spin_s=0``): a state stamp's exact phase matters less
         than the CPU a spin would take at this rate."""
+        problem = request_realtime(self.cfg.rt_priority)
+        if problem is not None:
+            self.get_logger().warning(f"control loop at normal priority: {problem}")
         rate = self.cfg.state_rate_hz
         clock = ControlClock(1.0 / rate, spin_s=0.0)
         while not self._loop_stop.is_set():
