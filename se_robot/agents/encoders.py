@@ -61,7 +61,7 @@ class DrQV2Encoder(nn.Module):
         for _ in range(3):
             h, w = h - 2, w - 2
         if h < 1 or w < 1:
-            raise ValueError(f"DrQV2Encoder: image size {image_size} is too small (needs at least 9x9)")
+            raise ValueError(f"DrQV2Encoder: image size {image_size} is too small (needs at least 15x15)")
         self.repr_dim = channels * h * w
         self.apply(weight_init)
 
