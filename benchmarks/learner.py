@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="DIR", default="",
                    help="a checkout of facebookresearch/drqv2: adds its DrQV2Agent.update as the 'reference' row "
                         "(its drqv2.py imports hydra and its utils.py omegaconf, so both must be importable)")
+    p.add_argument("--profile", action="store_true",
+                   help="then profile one more update of each row and print its op time by kind (torch.profiler)")
     p.set_defaults(func=run)
 
 
@@ -184,6 +186,33 @@ class _ReferenceLearner:
         return self.agent.update(iter((item,)), step)
 
 
+OP_KINDS = (  # kind -> substrings of aten op names; the first kind that matches an op takes it
+    ("conv forward", ("mkldnn_convolution", "_convolution_pointwise")),
+    ("conv backward", ("convolution_backward",)),
+    ("ReLU forward and backward", ("threshold_backward", "clamp_min", "relu")),
+    ("random shift and float conversion", ("grid_sampler", "replication_pad", "index", "gather", "copy_",
+                                           "div", "sub")),
+    ("matmuls (trunks, MLPs)", ("addmm", "mm", "bmm", "baddbmm")),
+    ("optimizers and target update", ("adam", "lerp", "addcdiv", "addcmul", "sqrt", "_foreach", "mul_", "add_")),
+)
+
+
+def _profile(agent, replay: "_SyntheticReplay") -> dict[str, float]:
+    """Seconds of aten op self time in one update, by kind (:data:`OP_KINDS`, then 'other')."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        agent.update(replay, None, 10_000)
+    kinds: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        name = event.key[len("aten::"):]
+        kind = next((k for k, parts in OP_KINDS if any(part in name for part in parts)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+    return kinds
+
+
 def _build(row: dict, args: argparse.Namespace, device, tmp: str, batches: "_Batches", action_dim: int = 6,
            stack: int = 3):
     from pathlib import Path
@@ -254,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
                 n, wall, cpu = _run_for(agent, replay, per_round, min_per_round)
                 t = totals[row["name"]]
                 t[0], t[1], t[2] = t[0] + n, t[1] + wall, t[2] + cpu
+        profiles = {name: _profile(agent, replay) for name, (agent, replay, _) in built.items()} if args.profile else {}
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     ref = totals.get("reference")
     ref_rate = ref[0] / ref[1] if ref else None
@@ -264,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
         ratio = f"{n / wall / ref_rate:>6.2f}x" if ref_rate else f"{'-':>7}"
         print(f"{row['name']:<14} {row['image']:>5} {row['batch']:>5} {n / wall:>10.2f} {1000 * wall / n:>10.1f} "
               f"{1000 * cpu / n:>10.1f} {n:>4} {ratio}  {built[row['name']][2]}")
+    for name, kinds in profiles.items():
+        total = sum(kinds.values())
+        print(f"profile {name}: {total:.2f} s of op time; " + "; ".join(
+            f"{kind} {sec:.2f} s ({100 * sec / total:.0f}%)" for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1])))
     print(f"load1 after: {load_after:.1f}. cpu-ms/upd is process CPU time (all threads): on a shared machine it "
           "moves less with other people's load than wall-clock updates/s does.")
     return 0

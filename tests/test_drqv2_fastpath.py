@@ -181,3 +181,53 @@ def test_channels_last_encoder_computes_the_nchw_features():
     cl.to(memory_format=torch.channels_last)
     x = torch.randint(0, 256, (4, 9, 20, 20)).float()
     assert torch.allclose(enc(x), cl(x.contiguous(memory_format=torch.channels_last)), atol=1e-5)
+
+
+REFERENCE_MODULE = '''
+import json
+from pathlib import Path
+
+import numpy as np
+import utils   # the reference imports its own utils.py from its folder
+
+class DrQV2Agent:
+    def __init__(self, obs_shape, action_shape, device, lr, feature_dim, hidden_dim, critic_target_tau,
+                 num_expl_steps, update_every_steps, stddev_schedule, stddev_clip, use_tb):
+        self.obs_shape, self.action_shape, self.hidden_dim = obs_shape, action_shape, hidden_dim
+
+    def update(self, replay_iter, step):
+        obs, action, reward, discount, next_obs = next(replay_iter)
+        shapes = [list(a.shape) for a in (obs, action, reward, discount, next_obs)] + [str(obs.dtype)]
+        Path(__file__).with_name("seen.json").write_text(json.dumps(shapes))
+        return {"batch_reward": float(np.mean(reward))}
+'''
+
+
+def test_learner_benchmark_drives_a_reference_checkout_as_its_replay_loader_would(tmp_path, capsys):
+    """The reference row feeds DrQV2Agent.update an iterator of (obs, action, reward, discount,
+    next_obs) with reward and discount as (B, 1), the shapes facebookresearch/drqv2's loader yields.
+    The agent here records what it is given: the real one is not part of this repository."""
+    import json
+    import sys
+
+    from benchmarks.__main__ import main
+
+    (tmp_path / "drqv2.py").write_text(REFERENCE_MODULE)
+    (tmp_path / "utils.py").write_text("")
+    try:
+        assert main(["learner", "--reference", str(tmp_path), "--rows", "reference", "--hidden-dim", "32",
+                     "--seconds", "0", "--min-updates", "1", "--rounds", "1"]) == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("utils", None)
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen == [[256, 9, 84, 84], [256, 6], [256, 1], [256, 1], [256, 9, 84, 84], "uint8"]
+    out = capsys.readouterr().out
+    assert "reference" in out and "1.00x" in out
+
+
+def test_learner_benchmark_refuses_a_folder_without_the_reference(tmp_path):
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit, match="no drqv2.py"):
+        main(["learner", "--reference", str(tmp_path), "--rows", "reference", "--seconds", "0"])
