@@ -176,9 +176,10 @@ class HomingPlan:
 
     A move the arm does not follow (the potential measured at the arm does not fall for
     ``stall_s``: pressed into the table, or a joint at its stop) is set aside for ``retry_s`` and
-    the next-ranked one is tried. ``record`` raises :class:`HomingError` naming the rules when
-    the filter held every homing command for ``held_s``; ``blocked`` says what kept the arm from
-    home, for the timeout's error.
+    the next-ranked one is tried. When no move is safe ``target`` returns None and the caller
+    holds the last goal. ``record`` raises :class:`HomingError` when for ``held_s`` nothing moved
+    (naming the filter's rules when it held the commands); ``blocked`` says what kept the arm from
+    home (the lowest link's depth, the gripper's distance outside the workspace), for the errors.
     """
 
     #: joints preferred, on ties, when moving one joint towards home: the arm folds up first
