@@ -1,10 +1,15 @@
-"""``python -m benchmarks homing``: how often homing recovers a pose below the floor clearance.
+"""``python -m benchmarks homing``: how often homing recovers a pose below the floor clearance,
+and whether any homing goal was unsafe on the way.
 
 Draws poses uniformly inside the joint limits, keeps those with a link under ``floor_z +
 floor_clearance_m`` (an arm left on the table with torque off, or pushed there), puts the twin
-there and runs ``robot.home`` (``se_robot.robot.drive_home``: every command through the safety
-filter, which only lets a pose outside the envelope move in ways that reduce the violation).
-Prints how many reached home and, for each that did not, the pose and the first words of the
+there and runs ``robot.home`` (every command through the safety filter). Prints how many reached
+home, split by how deep the lowest link started (the twin's table top is 4 cm thick: a link more
+than that under it is below the slab, where no real arm on the table can be and where the
+twin's contacts hold it), and an audit of every goal sent: goals that lowered the lowest link
+further under the floor clearance than the arm measured at that tick, goals more than the step
+cap from the measured pose, goals outside the soft joint limits (widened to include the measured
+pose, as the filter's rule is). For each failure: the pose, its depth and the first words of the
 ``HomingError``.
 """
 
@@ -21,42 +26,82 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout-s", type=float, default=20.0, help="homing time limit (twin seconds)")
     p.add_argument("--tolerance-rad", type=float, default=0.05)
+    p.add_argument("--slab-m", type=float, default=0.04, help="depth that splits the table (twin's table thickness)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import time
 
     import numpy as np
 
     from se_robot.arm import load_arm
     from se_robot.robot import HomingError
+    from se_robot.safety import soft_limits
     from se_robot.sim.kinematics import Kinematics
     from se_robot.sim.twin_robot import TwinRobot
 
     arm = load_arm(args.arm)
     kin, s = Kinematics(arm), arm.safety
     floor = s.floor_z + s.floor_clearance_m
+    lower, upper = soft_limits(arm)
+    cap = s.max_joint_step_rad
     rng = np.random.default_rng(args.seed)
     poses: list[np.ndarray] = []
     while len(poses) < args.poses:
         q = rng.uniform(arm.lower, arm.upper)
         if kin.link_points(q)[:, 2].min() < floor:
             poses.append(q)
+    audit = {"goals": 0, "deeper": 0, "worst_deeper_mm": 0.0, "over_cap": 0, "outside_limits": 0}
+
+    def audited(robot: TwinRobot):
+        send = robot.send
+
+        def send_and_check(target: np.ndarray):
+            q = robot.read().positions
+            cmd = send(target)
+            if cmd.held:
+                return cmd
+            goal = cmd.positions
+            under0 = min(kin.link_points(q)[:, 2].min() - floor, 0.0)
+            deeper = under0 - (kin.link_points(goal)[:, 2].min() - floor)
+            audit["goals"] += 1
+            if deeper > 1e-4:
+                audit["deeper"] += 1
+                audit["worst_deeper_mm"] = max(audit["worst_deeper_mm"], deeper * 1000)
+            audit["over_cap"] += int(np.abs(goal - q).max() > cap + 1e-9)
+            audit["outside_limits"] += int(np.any(goal < np.minimum(lower, q) - 1e-9) or
+                                           np.any(goal > np.maximum(upper, q) + 1e-9))
+            return cmd
+        robot.send = send_and_check  # drive_home sends through the instance: every goal is seen
+
+    depth = [floor - kin.link_points(q)[:, 2].min() for q in poses]
+    homed = [False] * len(poses)
     failures = []
     start = time.perf_counter()
     for i, q in enumerate(poses):
         robot = TwinRobot(arm)
         robot.connect()
         robot.place(q)
+        audited(robot)
         try:
             robot.home(args.tolerance_rad, args.timeout_s)
+            homed[i] = True
         except HomingError as e:
             failures.append((i, q, str(e)))
         finally:
             robot.close()
-    print(f"homed {len(poses) - len(failures)} of {len(poses)} sub-floor poses (seed {args.seed}, "
-          f"{args.timeout_s:g} s limit, tolerance {args.tolerance_rad} rad) in {time.perf_counter() - start:.0f} s")
+    wall = time.perf_counter() - start
+    shallow = [i for i in range(len(poses)) if depth[i] <= args.slab_m]
+    deep = [i for i in range(len(poses)) if depth[i] > args.slab_m]
+    print(f"homed {sum(homed)} of {len(poses)} sub-floor poses (seed {args.seed}, {args.timeout_s:g} s limit, "
+          f"tolerance {args.tolerance_rad} rad) in {wall:.0f} s; load average {os.getloadavg()[0]:.1f}")
+    print(f"  lowest link at most {args.slab_m * 100:g} cm under the clearance: {sum(homed[i] for i in shallow)} "
+          f"of {len(shallow)}; deeper (below the twin's table slab): {sum(homed[i] for i in deep)} of {len(deep)}")
+    print(f"  goals sent: {audit['goals']}; lowering the lowest link under the clearance: {audit['deeper']} "
+          f"(worst {audit['worst_deeper_mm']:.1f} mm); over the step cap from the reading: {audit['over_cap']}; "
+          f"outside the soft limits: {audit['outside_limits']}")
     for i, q, message in failures:
-        print(f"  pose {i} {np.round(q, 2).tolist()}: {message[:140]}")
+        print(f"  pose {i} {np.round(q, 2).tolist()} ({depth[i] * 100:.1f} cm deep): {message[:150]}")
     return 0

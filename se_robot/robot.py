@@ -22,7 +22,7 @@ import numpy as np
 
 from se_robot.arm import ArmDescription
 from se_robot.estop import EStop
-from se_robot.safety import SafeCommand
+from se_robot.safety import KinematicsLike, SafeCommand, SafetyFilter, soft_limits, workspace_violations
 from se_robot.tasks import ResetSample
 
 
@@ -198,47 +198,186 @@ def request_realtime(priority: int) -> str | None:
 
 
 class HomingPlan:
-    """Where each homing tick aims: ``arm.home``, or, while the safety filter holds the way
-    straight home (a pose under the floor or outside the workspace, where the straight path first
-    goes deeper), home for one joint at a time: each tick a held try moves on to the next joint,
-    so homing climbs out by whichever single-joint moves reduce the violation. When every joint
-    was tried and held in a row, ``record`` raises :class:`HomingError` naming the rules."""
+    """Where each homing tick aims, from the measured pose alone (so a held arm never ratchets
+    down, and one plan drives the twin and the serial arm through ``Robot``).
 
-    def __init__(self, arm: ArmDescription, tolerance_rad: float, where: str = ""):
+    Every tick it ranks a few moves of at most one step cap from the *measured* pose: straight
+    home, each joint alone towards home (wrist and elbow first on ties, so the arm folds up off
+    the table), each joint alone by plus or minus the cap, and the descent of the violation
+    (numerical gradient over the joints via kinematics). The rank is a potential: metres outside
+    the envelope (the safety filter's measure: under the floor clearance per link point plus
+    outside each workspace face) weighted ``violation_weight`` rad each, plus the L1 distance
+    to home. The best-ranked move that a private copy of the filter's rules lets through is aimed
+    at, but only if it keeps the lowest link where it is or higher (below the floor clearance)
+    or at least ``margin_m`` clear (above it), and reduces the violation or, without raising it,
+    gets closer to home. Aiming a full step ahead of where the arm *is* overcomes the sag of an
+    arm pressed on the table (gravity, servo compliance); the robot's own filter still checks
+    every command.
+
+    A move the arm does not follow (the potential measured at the arm does not fall for
+    ``stall_s``: pressed into the table, or a joint at its stop) is set aside for ``retry_s`` and
+    the next-ranked one is tried. When no move is safe ``target`` returns None and the caller
+    holds the last goal. ``record`` raises :class:`HomingError` when for ``held_s`` nothing moved
+    (naming the filter's rules when it held the commands); ``blocked`` says what kept the arm from
+    home (the lowest link's depth, the gripper's distance outside the workspace), for the errors.
+    """
+
+    #: joints preferred, on ties, when moving one joint towards home: the arm folds up first
+    FOLD_FIRST = ("wrist_flex", "elbow_flex", "shoulder_lift", "shoulder_pan", "wrist_roll")
+
+    def __init__(self, arm: ArmDescription, kinematics: KinematicsLike, tolerance_rad: float, where: str = "", *,
+                 period_s: float = 0.1, margin_m: float = 0.01, violation_weight: float = 10.0,
+                 stall_s: float = 0.5, retry_s: float = 3.0, held_s: float = 2.0):
+        s = arm.safety
         self.arm = arm
+        self.kinematics = kinematics
         self.tolerance_rad = tolerance_rad
         self.where = where
-        self.joint: int | None = None  # None: straight home
+        self.margin_m = margin_m
+        self.weight = violation_weight
+        self.stall_ticks = max(3, int(np.ceil(stall_s / period_s)))
+        self.retry_ticks = max(1, int(np.ceil(retry_s / period_s)))
+        self.held_limit = max(arm.n_joints + 2, int(np.ceil(held_s / period_s)))
+        self.rules = SafetyFilter(arm, kinematics)  # predicts what the robot's filter lets through
+        self.cap = s.max_joint_step_rad
+        self.lower, self.upper = soft_limits(arm)
+        self.floor_min_z = s.floor_z + s.floor_clearance_m
+        self.box_min = np.asarray(s.workspace_min, dtype=np.float64)
+        self.box_max = np.asarray(s.workspace_max, dtype=np.float64)
+        rank = {name: i for i, name in enumerate(self.FOLD_FIRST)}
+        self.fold_order = sorted(range(arm.n_joints), key=lambda j: rank.get(arm.joint_names[j], len(rank)))
+        self.tick = 0
+        self.best = np.inf          # lowest potential measured since the last move was set aside
+        self.since_best = 0
+        self.move: tuple = ()       # the move aimed at last tick
+        self.set_aside: dict[tuple, int] = {}  # move -> tick until which it is not tried
         self.held_in_row = 0
         self.last_reasons: tuple[str, ...] = ()
 
-    def target(self, q: np.ndarray) -> np.ndarray:
+    # -- what the filter measures ------------------------------------------------------------
+    def violations(self, q: np.ndarray) -> np.ndarray:
+        """Metres outside each workspace face and under the floor clearance per link point, as
+        the filter measures them (all zero when clear)."""
+        k = self.kinematics
+        return workspace_violations(k.fk(q), k.link_points(q), self.box_min, self.box_max, self.floor_min_z)
+
+    def violation(self, q: np.ndarray) -> float:
+        """The total of ``violations`` (m)."""
+        return float(self.violations(q).sum())
+
+    def clearance(self, q: np.ndarray) -> float:
+        """Height of the lowest link point above ``floor_z + floor_clearance_m`` (m, negative under)."""
+        return float(np.asarray(self.kinematics.link_points(q))[:, 2].min() - self.floor_min_z)
+
+    def potential(self, q: np.ndarray) -> float:
+        """What homing descends (rad): the violation weighted, plus the L1 distance to home."""
+        return self.weight * self.violation(q) + float(np.abs(q - self.arm.home).sum())
+
+    # -- the moves ---------------------------------------------------------------------------
+    def _step(self, q: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """``q`` plus ``direction`` scaled so its largest joint moves one cap, kept in the soft
+        limits (widened to include ``q``, as the filter's joint rule is)."""
+        d = direction * (self.cap / max(float(np.abs(direction).max()), 1e-12))
+        return np.minimum(np.maximum(q + d, np.minimum(self.lower, q)), np.maximum(self.upper, q))
+
+    def _moves(self, q: np.ndarray, v0: float) -> list[tuple[tuple, np.ndarray]]:
+        """(label, goal) of every move considered from ``q``."""
         home = self.arm.home
-        if self.joint is not None and abs(q[self.joint] - home[self.joint]) <= self.tolerance_rad:
-            self.joint = None
-        if self.joint is None:
-            return home
-        out = np.array(q, dtype=np.float64)
-        out[self.joint] = home[self.joint]
+        out: list[tuple[tuple, np.ndarray]] = [(("home",), np.clip(home, q - self.cap, q + self.cap))]
+        for j in self.fold_order:
+            if abs(q[j] - home[j]) > self.tolerance_rad / 2:
+                one = q.copy()
+                one[j] = np.clip(home[j], q[j] - self.cap, q[j] + self.cap)
+                out.append((("towards", j), one))
+        f = self.violation if v0 > 0.0 else (lambda x: -self.clearance(x))
+        grad = np.zeros(len(q))
+        for j in range(len(q)):
+            e = np.zeros(len(q))
+            e[j] = 1e-3
+            grad[j] = (f(q + e) - f(q - e)) / 2e-3
+        if np.abs(grad).max() > 1e-9:
+            out.append((("descent",), self._step(q, -grad)))
+        for j in range(len(q)):
+            for sign in (1, -1):
+                e = np.zeros(len(q))
+                e[j] = sign
+                out.append((("joint", j, sign), self._step(q, e)))
         return out
+
+    def _safe(self, p: np.ndarray, w0: np.ndarray, c0: float) -> bool:
+        """Whether a move from a pose with violations ``w0`` and clearance ``c0`` to ``p`` passes
+        the filter's envelope rule (no violation worse, or less in all without the worst one
+        deeper) and never lowers the lowest link below the floor clearance (nor, once clear, to
+        within ``margin_m`` of it)."""
+        w, c = self.violations(p), self.clearance(p)
+        if not w0.any():
+            return not w.any() and c >= min(c0, self.margin_m) - 1e-6
+        if c < min(c0, 0.0) - 1e-6:
+            return False
+        return bool((w <= w0 + 1e-9).all() or (w.sum() < w0.sum() - 1e-9 and w.max() <= w0.max() + 1e-9))
+
+    def _admissible(self, p: np.ndarray, q: np.ndarray, v0: float, c0: float) -> bool:
+        """A safe move from ``q`` to ``p`` that reduces the violation or, without raising it,
+        gets closer to home (or, once clear, higher)."""
+        if not self._safe(p, self.violations(q), c0):
+            return False
+        closer = np.abs(p - self.arm.home).sum() < np.abs(q - self.arm.home).sum() - 1e-3
+        if v0 > 0.0:
+            return closer or self.violation(p) < v0 - 1e-6
+        return closer or self.clearance(p) > c0 + 1e-4
+
+    # -- the plan ----------------------------------------------------------------------------
+    def target(self, q: np.ndarray) -> np.ndarray | None:
+        """The goal for this tick, from the measured pose ``q``; None when no move is safe (the
+        caller holds the last goal: re-sending the measured pose would let the arm sag)."""
+        q = np.asarray(q, dtype=np.float64)
+        self.tick += 1
+        phi = self.potential(q)
+        if phi < self.best - 1e-3:
+            self.best, self.since_best = phi, 0
+        else:
+            self.since_best += 1
+            if self.since_best >= self.stall_ticks:  # the arm does not follow: try another way
+                if self.move:
+                    self.set_aside[self.move] = self.tick + self.retry_ticks
+                self.best, self.since_best = phi, 0
+        v0, c0 = self.violation(q), self.clearance(q)
+        moves = [(label, goal) for label, goal in self._moves(q, v0) if self.set_aside.get(label, 0) <= self.tick]
+        moves.sort(key=lambda m: self.potential(m[1]))  # stable: straight home, then the fold order, on ties
+        for label, goal in moves:
+            cmd = self.rules.filter(goal, q)
+            if not cmd.held and self._admissible(cmd.positions, q, v0, c0):
+                self.move = label
+                return goal
+        self.move = ()
+        return None
 
     def record(self, cmd: SafeCommand, q: np.ndarray) -> None:
         self.last_reasons = cmd.reasons
-        if not cmd.held:
+        if not cmd.held and self.move:
             self.held_in_row = 0
             return
-        joints = list(self.arm.arm_indices)
         self.held_in_row += 1
-        if self.held_in_row > len(joints) + 1:
-            rules = ", ".join(r for r in cmd.reasons if r not in ("joint_step", "joint_limit")) or "unknown"
-            raise HomingError(f"reset: the safety filter held every homing move of the arm{self.where} "
-                              f"(rules: {rules}) at {np.round(q, 3).tolist()}; it cannot climb out on its "
-                              f"own: switch torque off, move it clear of the floor and workspace edges "
-                              f"by hand, and home again")
-        self.joint = joints[(self.held_in_row - 1) % len(joints)]
+        if self.held_in_row >= self.held_limit:
+            rules = ", ".join(r for r in cmd.reasons if r not in ("joint_step", "joint_limit", "homing"))
+            why = f"the safety filter held every homing move (rules: {rules})" if rules else \
+                "no move towards home keeps clear of the floor and inside the workspace"
+            raise HomingError(f"reset: {why} of the arm{self.where} at {np.round(q, 3).tolist()}"
+                              f"{self.blocked(q)}; it cannot climb out on its own: switch torque off, move it "
+                              f"clear of the floor and workspace edges by hand, and home again")
+
+    def blocked(self, q: np.ndarray) -> str:
+        """What keeps the arm at ``q`` from home, in words (empty when nothing is known)."""
+        v, c = self.violation(q), self.clearance(q)
+        if c < 0.0:
+            return f" (its lowest link {-c * 100:.1f} cm under the floor clearance)"
+        if v > 0.0:
+            return f" (the gripper {v * 100:.1f} cm outside the workspace box)"
+        return ""
 
 
-def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: float, where: str = "") -> None:
+def drive_home(robot: Robot, kinematics: KinematicsLike, tolerance_rad: float, timeout_s: float, period_s: float,
+               where: str = "") -> None:
     """Command ``arm.home`` every control period until every joint is within ``tolerance_rad``.
 
     Written once for every backend that homes by sending targets (the twin, the serial arm): the
@@ -248,10 +387,11 @@ def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: f
     simulated one lets ``period_s`` of physics pass. Raises :class:`HomingError` naming every joint
     still off home (and the rules that last held it) when ``timeout_s`` of the robot's clock runs
     out, and at once when the e-stop holds the arm (homing cannot succeed until a person resets
-    it) or when the filter holds every way out.
+    it) or when the filter holds every way out (or no move is safe) for a while; meanwhile the
+    arm holds its last goal.
     """
     home = robot.arm.home
-    plan = HomingPlan(robot.arm, tolerance_rad, where)
+    plan = HomingPlan(robot.arm, kinematics, tolerance_rad, where, period_s=period_s)
     clock = ControlClock(period_s) if robot.realtime else None
     deadline = robot.now() + timeout_s
     while True:
@@ -264,8 +404,9 @@ def drive_home(robot: Robot, tolerance_rad: float, timeout_s: float, period_s: f
                    for i, name in enumerate(robot.arm.joint_names) if err[i] > tolerance_rad]
             rules = f"; the safety filter last acted for: {', '.join(plan.last_reasons)}" if plan.last_reasons else ""
             raise HomingError(f"reset: arm{where} did not reach home within {timeout_s:.1f} s "
-                              f"(tolerance {tolerance_rad} rad): " + "; ".join(far) + rules)
-        cmd = robot.send(plan.target(q))
+                              f"(tolerance {tolerance_rad} rad): " + "; ".join(far) + plan.blocked(q) + rules)
+        goal = plan.target(q)
+        cmd = robot.hold("homing") if goal is None else robot.send(goal)
         if cmd.held and "estop" in cmd.reasons:
             raise HomingError(f"reset: e-stop latched ({robot.estop.reason}); reset it before homing")
         plan.record(cmd, q)

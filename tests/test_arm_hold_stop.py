@@ -211,11 +211,12 @@ def test_homing_climbs_out_from_under_the_floor_on_the_twin():
 def test_homing_error_names_the_rule_that_blocked_it():
     from se_robot.robot import HomingError, HomingPlan
     from se_robot.safety import SafeCommand
+    from se_robot.sim.kinematics import Kinematics
 
-    plan = HomingPlan(ARM, 0.02, " on /dev/ttyTEST")
+    plan = HomingPlan(ARM, Kinematics(ARM), 0.02, " on /dev/ttyTEST")
     held = SafeCommand(ARM.home.copy(), False, True, ("joint_step", "floor", "current_unsafe"))
     with pytest.raises(HomingError, match="rules: floor, current_unsafe"):
-        for _ in range(N + 2):
+        for _ in range(plan.held_limit):
             plan.target(ARM.home)
             plan.record(held, ARM.home)
 

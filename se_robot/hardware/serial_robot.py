@@ -126,8 +126,10 @@ class SerialRobot:
         Torque comes on here because homing is the first motion of every episode; it raises
         ``SafetyFault`` while the e-stop is latched.
         """
+        from se_robot.sim.kinematics import Kinematics  # homing's own: Kinematics is not thread-safe
+
         self.device.torque_on()
-        drive_home(self, tolerance_rad, timeout_s, 1.0 / self.control_hz, f" on {self.port}")
+        drive_home(self, Kinematics(self.arm), tolerance_rad, timeout_s, 1.0 / self.control_hz, f" on {self.port}")
 
     # ------------------------------------------------------------------ cameras and scene
     def capture(self, camera: str, size: int, newer_than_s: float, timeout_s: float) -> Frame:

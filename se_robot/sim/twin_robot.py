@@ -127,7 +127,9 @@ class TwinRobot:
             self.twin.step(dt_s)
 
     def home(self, tolerance_rad: float, timeout_s: float) -> None:
-        drive_home(self, tolerance_rad, timeout_s, 1.0 / self.control_hz, " (twin)")
+        from se_robot.sim.kinematics import Kinematics  # homing's own: Kinematics is not thread-safe
+
+        drive_home(self, Kinematics(self.arm), tolerance_rad, timeout_s, 1.0 / self.control_hz, " (twin)")
 
     # ------------------------------------------------------------------ scene
     def capture(self, camera: str, size: int, newer_than_s: float = -np.inf, timeout_s: float = 0.0) -> Frame:
