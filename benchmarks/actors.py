@@ -202,8 +202,11 @@ def _split_run(n_actors: int, args: argparse.Namespace, run_dir: Path, *, learn:
                 ros.spin_for(seconds)
                 out["rate"] = (last["learner/transitions"] - n0) / (time.monotonic() - t0)
             else:
-                ros.spin_until(lambda: last.get("learner/finished") == 1 or any(
-                    r["success"] >= args.threshold for r in out["curve"]), seconds)
+                try:
+                    ros.spin_until(lambda: last.get("learner/finished") == 1 or any(
+                        r["success"] >= args.threshold for r in out["curve"]), seconds)
+                except KeyboardInterrupt:   # Ctrl-C or SIGTERM: the curve so far is kept, marked so
+                    out["interrupted"] = True
             out["learner"] = {k: v for k, v in last.items() if k.startswith("learner/")}
             out["max_backlog"] = backlog[0]
             out["wall_s"] = time.monotonic() - start
@@ -271,6 +274,7 @@ def _report(args: argparse.Namespace, out: Path, control_hz: float) -> None:
         ratio = f"x{hit / loop:.2f} vs loop" if hit and loop else "-"
         where = f"arm {at['arm_min']:.1f} min, wall {at['wall_min']:.1f} min" if at else "not reached"
         lag = f", largest update backlog {res['max_backlog']}" if "max_backlog" in res else ""
+        lag += ", interrupted" if res.get("interrupted") else ""
         print(f"  {name:<8} {hit if hit is not None else f'>{args.steps}'!s:>8}  {ratio:>14}  {where}"
               f"  (run wall {res['wall_s'] / 60:.1f} min{lag})")
     if runs:
@@ -307,10 +311,10 @@ def _plot(runs: dict[str, dict], order: list[str], path: Path, args: argparse.Na
 
 def run(args: argparse.Namespace) -> int:
     import signal
-    import sys
 
-    # SIGTERM (a timeout, a job scheduler) unwinds like Ctrl-C, so every node process started is stopped
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    # SIGTERM (a timeout, a job scheduler) unwinds like Ctrl-C: every node process started is stopped,
+    # and a learning run's curve so far is saved (marked interrupted)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -352,7 +356,10 @@ def run(args: argparse.Namespace) -> int:
             save("loop", {"curve": _loop_curve(out / "loop"), "source": str(out / "loop"),
                           "wall_s": time.monotonic() - t})
         for n in counts:
-            save(f"split_{n}", _split_run(n, args, out / f"split_{n}", learn=True, seconds=4 * 3600.0))
+            save(f"split_{n}", result := _split_run(n, args, out / f"split_{n}", learn=True, seconds=4 * 3600.0))
+            if result.get("interrupted"):
+                _report(args, out, control_hz)
+                raise KeyboardInterrupt
     print()
     if rates:
         for n in counts:
