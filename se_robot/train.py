@@ -279,6 +279,7 @@ class Trainer(FaultPauses, AsyncActing):
             if terminated or truncated:
                 self._end_episode(info.get("truncation_reason"))
                 self._periodic_checkpoint()
+                self._wait_for_learner()
                 if self.step < end and latched:
                     obs = self._pause_then_reset(f"e-stop latched: {latched}", None)
                 elif self.step < end:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -261,6 +262,13 @@ class AsyncActing:
         learner.flush()
         self.learner_updates = learner.updates
         self._acting_version = learner.refresh(self.acting, self._acting_version)
+
+    def _wait_for_learner(self) -> None:
+        """Async, at an episode's end: wait while the learner owes more than ``async_max_backlog`` updates."""
+        learner, backlog = self.learner, self.cfg.async_max_backlog
+        while learner is not None and backlog > 0 and learner.owed() > backlog:
+            learner.check()
+            time.sleep(0.02)
 
     def _learner_metrics(self) -> dict[str, float]:
         """Async: the last update's metrics and how far the learner keeps up with the data."""

@@ -41,6 +41,11 @@ class Paced(gym.Wrapper):
     def __init__(self, env: gym.Env, period_s: float, fail_at: int | None = None):
         super().__init__(env)
         self.period_s, self.fail_at, self.steps = period_s, fail_at, 0
+        self.on_reset = lambda: None
+
+    def reset(self, **kwargs):
+        self.on_reset()
+        return self.env.reset(**kwargs)
 
     def step(self, action):
         self.steps += 1
@@ -164,3 +169,14 @@ def test_a_learner_error_stops_the_loop(tmp_path):
     assert isinstance(info.value.__cause__, ValueError)
     assert trainer.step >= LEARNING_STARTS   # the first update came once the data allowed it
     assert trainer.learner is None and not _learner_threads()
+
+
+def test_max_backlog_holds_episodes_until_the_learner_catches_up(tmp_path):
+    config = load_config(None, {**ASYNC_SAC, "steps": 200, "eval_every": 200, "async_max_backlog": 3})
+    trainer = build_trainer(config, tmp_path / "run", envs=_envs())   # an unpaced twin outruns the learner
+    owed_at_reset: list[int] = []
+    trainer.env.on_reset = lambda: owed_at_reset.append(trainer.learner.owed())
+    trainer.train()
+    trainer.logger.close()
+    assert len(owed_at_reset) == 4 and owed_at_reset[0] == 0   # 50-step episodes; none owed before learning
+    assert all(owed <= 3 for owed in owed_at_reset), owed_at_reset
