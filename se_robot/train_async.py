@@ -22,12 +22,17 @@ schedules (MBPO's model refits, DrQ-v2's ``update_every_steps``) see the same se
 learner is slower than the arm it falls behind (``learner/updates_owed``); the achieved
 ``learner/updates_per_step`` is logged. Torch ops release the GIL, so a thread is enough for the
 update to overlap the env step (benchmarks/async_learner.py measures the control period with it).
+While the thread runs, the interpreter's switch interval is :data:`SWITCH_INTERVAL_S`: the acting
+thread takes the GIL back after every sleep, torch op and MuJoCo call of a step, each time waiting
+up to one interval while the learner's Python holds it, and Python's default (5 ms) is a tenth of a
+20 Hz period.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+SWITCH_INTERVAL_S = 0.0005   # the longest the acting thread waits for the GIL each time it asks
 
 
 def updates_owed(transitions: int, learning_starts: int, updates: int, per_transition: float = 1.0) -> int:
@@ -124,6 +131,7 @@ class BackgroundLearner:
         self._lock = threading.Lock()              # held across each update; a checkpoint takes it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._switch_interval = sys.getswitchinterval()   # the process's, given back by stop()
         self._publish()                            # the acting copy starts from the agent's weights
 
     # ------------------------------------------------------------------ acting side
@@ -153,6 +161,8 @@ class BackgroundLearner:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL_S))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="background-learner", daemon=True)
         self._thread.start()
@@ -166,6 +176,7 @@ class BackgroundLearner:
             if self._thread.is_alive():
                 raise RuntimeError(f"the background learner did not stop within {timeout_s:.0f} s")
             self._thread = None
+            sys.setswitchinterval(self._switch_interval)
 
     def check(self) -> None:
         """Raise, in the caller's thread, the error that ended the learner thread."""
