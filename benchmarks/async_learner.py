@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"({os.cpu_count()} CPUs)", flush=True)
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     order = [(task, mode) for task in tasks for mode in modes]
@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
     else:   # spawn: each run in a clean interpreter
         job_args = argparse.Namespace(**(vars(args) | {"func": None}))
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            for future in [pool.submit(_one_run, *key, job_args) for key in order]:
-                record(future.result())
+            for future in as_completed([pool.submit(_one_run, *key, job_args) for key in order]):
+                record(future.result())   # as each ends: a run stopped later keeps what finished
     results = [done[k] for k in order]
     print("\n".join(_summarise(results, args)))
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; wrote {out / 'results.json'}")
