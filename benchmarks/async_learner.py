@@ -16,8 +16,9 @@ For each mode, in one invocation, one after the other on the same seed and recip
 
 then each async figure as a ratio to the synchronous one. Modes: ``sync``, ``async`` (acts at the
 rate whatever the learner does) and ``async-wait`` (``async_max_backlog``: episodes wait at their
-end while the learner owes more than ``--max-backlog`` updates). The load average is printed with
-the figures: the machine is shared.
+end while the learner owes more than ``--max-backlog`` updates); ``act-only`` (no updates at all: the
+control period this machine gives the paced loop alone, the floor for the others). The load average
+is printed with the figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("sync", "async", "async-wait")
+MODES = ("sync", "async", "async-wait", "act-only")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="reach", help="comma list of sim tasks (reach, push, lift)")
     p.add_argument("--recipe", default="reach_mbpo_quick", help="training recipe (config/recipes/NAME.yaml)")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    p.add_argument("--modes", default="sync,async,async-wait", help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--rate-hz", type=float, default=20.0, help="control rate the training env is paced at")
     p.add_argument("--steps", type=int, default=3000, help="env step budget of the sync run")
     p.add_argument("--async-steps", type=int, default=8000, help="env step budget of the async runs")
@@ -88,6 +89,8 @@ def _paced_env(env: Any, rate_hz: float, learning_starts: int, periods: list[flo
 
 
 def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
+    import dataclasses
+
     import numpy as np
 
     from se_robot.config import parse_set
@@ -104,9 +107,12 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
         "tensorboard": False, "progress": False, "device": "cpu",
         "async_learner": mode != "sync", "async_max_backlog": args.max_backlog if mode == "async-wait" else 0,
     }, args.set, source="benchmarks async-learner")
+    measure_from = cfg.learning_starts
+    if mode == "act-only":
+        cfg = dataclasses.replace(cfg, learning_starts=steps + 1)
     periods: list[float] = []
     env, eval_env = make_envs(cfg)
-    paced = _paced_env(env, args.rate_hz, cfg.learning_starts, periods)
+    paced = _paced_env(env, args.rate_hz, measure_from, periods)
     eval_reset = eval_env.reset
 
     def reset_eval(**kwargs: Any) -> Any:   # an evaluation between two training steps is no control period
@@ -135,7 +141,7 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - start
     rows = [(int(float(r["step"])), float(r["eval/success"])) for r in Logger.read(run_dir / "eval.csv")]
     hit = next((s for s, v in rows if v >= args.threshold), None)
-    learning_steps = max(1, trainer.step - cfg.learning_starts + 1)
+    learning_steps = max(1, trainer.step - measure_from + 1)
     ms = np.asarray(periods) * 1e3
     return {"task": task, "mode": mode, "steps": trainer.step, "steps_to_threshold": hit, "curve": rows,
             "updates": counted["updates"], "updates_per_step": counted["updates"] / learning_steps,
