@@ -173,11 +173,12 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
         if ref is None:
             continue
         for r in (r for r in results if r["task"] == task and r["mode"] != "sync"):
-            lines.append(f"{task} {r['mode']} / sync: updates per env step {_ratio(r['updates_per_step'], ref['updates_per_step'])}, "
-                         f"learner updates/s {_ratio(r['updates_per_s'], ref['updates_per_s'])}, "
-                         f"control period p99 {_ratio(r['period_p99_ms'], ref['period_p99_ms'])}, "
-                         f"env steps to {args.threshold:.0%} {_ratio(r['steps_to_threshold'], ref['steps_to_threshold'])}, "
-                         f"wall {_ratio(r['wall_s'], ref['wall_s'])}")
+            def vs(key: str) -> str:
+                return _ratio(r[key], ref[key])
+
+            lines.append(f"{task} {r['mode']} / sync: updates per env step {vs('updates_per_step')}, "
+                         f"learner updates/s {vs('updates_per_s')}, control period p99 {vs('period_p99_ms')}, "
+                         f"env steps to {args.threshold:.0%} {vs('steps_to_threshold')}, wall {vs('wall_s')}")
     return lines
 
 
