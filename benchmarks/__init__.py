@@ -21,4 +21,5 @@ BENCHMARKS = {
     "ros": "benchmarks.ros",
     "actors": "benchmarks.actors",
     "homing": "benchmarks.homing",
+    "async-learner": "benchmarks.async_learner",
 }

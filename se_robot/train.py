@@ -11,10 +11,13 @@ so a resumed run replays the same env, agent and replay random streams as one ne
 A ``kill -9`` loses at most the steps since the last checkpoint (see ``se_robot.checkpoint``); on
 the arm a checkpoint also comes every ``checkpoint_every_s`` seconds, so that is minutes, not hours.
 Faults on the arm pause the loop instead of ending it (``se_robot.train_faults``).
+With ``async_learner`` the agent updates in a background thread while the loop acts at the env's
+pace from a policy copy (``se_robot.train_async``); such a run resumes, but not exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -32,10 +35,12 @@ from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
 from se_robot.envs.operator import SceneSetupError
+from se_robot.train_async import AsyncActing, BackgroundLearner, acting_copy, updates_owed
 from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses, hold_arm  # noqa: F401  (FaultExit: callers)
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
 EVAL_SEED_OFFSET = 1_000_000   # eval episodes use seeds seed+1e6+i: the same start states every evaluation
+ACTING_SEED_OFFSET = 2_000_000  # the async loop's acting copy draws its own exploration from seed+2e6
 
 
 def make_envs(cfg: TrainConfig):
@@ -68,7 +73,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class Trainer(FaultPauses):
+class Trainer(FaultPauses, AsyncActing):
     """Runs ``cfg.steps`` agent steps with evaluation, logging and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, env: Any, eval_env: Any, agent: Any, replay: ReplayBuffer,
@@ -90,6 +95,14 @@ class Trainer(FaultPauses):
         self._bar: Any = None
         self._tick = time.perf_counter()
         self._saved_at_s = time.monotonic()
+        # async_learner: a BackgroundLearner owns agent and buffers while train() runs; the loop
+        # acts with a copy of the policy, refreshed between steps (``acting is agent`` otherwise)
+        self.acting = acting_copy(cfg.algo, env, agent, _agent_config(cfg), cfg.device, cfg.seed + ACTING_SEED_OFFSET) \
+            if cfg.async_learner else agent
+        self.learner: BackgroundLearner | None = None
+        self.learner_updates = 0
+        self._saved_learner_updates = 0   # in the newest checkpoint: the learner may update after it
+        self._acting_version = 0
 
     # ------------------------------------------------------------------ state
     def trainer_state(self, mid_episode: bool) -> dict[str, Any]:
@@ -98,26 +111,35 @@ class Trainer(FaultPauses):
                 "last_eval": self.last_eval, "train_seconds": self.train_seconds, "mid_episode": mid_episode,
                 "interventions": self.interventions,
                 "rng": checkpoint.rng_state(),
-                "env_rng": env_rng.bit_generator.state}
+                "env_rng": env_rng.bit_generator.state,
+                **({"learner_updates": self.learner_updates} if self.cfg.async_learner else {})}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.episode = int(state["step"]), int(state["episode"])
         self.next_checkpoint = int(state["next_checkpoint"])
         self.last_eval, self.train_seconds = dict(state["last_eval"]), float(state["train_seconds"])
         self.interventions = int(state.get("interventions", 0))
+        # from a synchronous run: it had made every update its transitions allowed
+        self.learner_updates = int(state.get("learner_updates",
+                                             updates_owed(self.replay.transitions, self.cfg.learning_starts, 0)))
         checkpoint.set_rng_state(state["rng"])
         self.env.unwrapped.np_random.bit_generator.state = state["env_rng"]   # episodes also reset with seed+episode
 
     def save_checkpoint(self, mid_episode: bool = False) -> Path:
         buffers = {"replay": self.replay, "demos": self.demos} if self.cfg.save_replay else None
         self._saved_at_s = time.monotonic()
-        return checkpoint.save(self.run_dir, self.step, self.agent.state_dict(), self.trainer_state(mid_episode),
-                               to_dict(self.cfg), buffers, self.cfg.keep_checkpoints)
+        with self.learner.paused() if self.learner else contextlib.nullcontext():   # between two updates
+            if self.learner:
+                self.learner_updates = self.learner.updates
+            self._saved_learner_updates = self.learner_updates
+            return checkpoint.save(self.run_dir, self.step, self.agent.state_dict(), self.trainer_state(mid_episode),
+                                   to_dict(self.cfg), buffers, self.cfg.keep_checkpoints)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """``eval_episodes`` greedy episodes from fixed start states; the first one filmed."""
         returns, successes, lengths, frames = [], [], [], []
+        self._refresh_acting()
         for i in range(self.cfg.eval_episodes):
             obs, info = self.eval_env.reset(seed=self.cfg.seed + EVAL_SEED_OFFSET + i)
             film = self.cfg.eval_video and i == 0
@@ -125,7 +147,7 @@ class Trainer(FaultPauses):
             while not done:
                 if film:
                     frames.append(self._frame(obs))
-                action = self.agent.act(obs, self.step, eval_mode=True)
+                action = self.acting.act(obs, self.step, eval_mode=True)
                 obs, reward, terminated, truncated, info = self.eval_env.step(action)
                 total += float(reward)
                 success |= bool(info.get("is_success", False))
@@ -163,7 +185,7 @@ class Trainer(FaultPauses):
     # ------------------------------------------------------------------ the loop
     def _reset(self) -> dict[str, np.ndarray]:
         obs, _ = self.env.reset(seed=self.cfg.seed + self.episode)
-        self.replay.add_first(obs)
+        self._buffer_in().add_first(obs)
         return obs
 
     def train(self, stop_at: int | None = None) -> dict[str, float]:
@@ -180,10 +202,14 @@ class Trainer(FaultPauses):
             from tqdm import tqdm
             self._bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True, smoothing=0.05)
         try:
+            if cfg.async_learner:
+                self._start_learner()
             self._loop(end)
+            self._refresh_acting()   # async: a learner error after the last step ends the run here too
         except SceneSetupError as e:
             raise self._setup_exit(e) from e
         finally:
+            self._stop_learner()
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
@@ -196,7 +222,8 @@ class Trainer(FaultPauses):
         if self._ep_len:   # stopped mid-episode: the final checkpoint is not a resume point for exactness
             self.save_checkpoint(mid_episode=True)
         elif not checkpoint.list_checkpoints(self.run_dir) or \
-                checkpoint.list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:09d}":
+                checkpoint.list_checkpoints(self.run_dir)[-1].name != f"step_{self.step:09d}" or \
+                (cfg.async_learner and self.learner_updates != self._saved_learner_updates):
             self.save_checkpoint()
         return self.last_eval
 
@@ -212,7 +239,8 @@ class Trainer(FaultPauses):
         obs = obs if obs is not None else self._start_episode()
         update_metrics: dict[str, float] = {}
         while self.step < end:
-            action = self.agent.act(obs, self.step, eval_mode=False)
+            self._refresh_acting()
+            action = self.acting.act(obs, self.step, eval_mode=False)
             prev_obs = obs
             try:
                 obs, reward, terminated, truncated, info = self.env.step(action)
@@ -224,14 +252,16 @@ class Trainer(FaultPauses):
                 truncated, info = True, {**info, "truncation_reason": f"e-stop latched: {latched}"}
             # With a teleop device attached, what the arm did may be the operator's action.
             executed = info.get("executed_action", action)
-            self.replay.add(executed, float(reward), obs, terminated, truncated)
+            self._buffer_in().add(executed, float(reward), obs, terminated, truncated)
             self._record_intervention(info, prev_obs, executed, float(reward), obs, terminated, truncated)
             self.step += 1
             self._fault_streak = 0
             self._ep_return += float(reward)
             self._ep_len += 1
             self._ep_success |= bool(info.get("is_success", False))
-            if self.replay.transitions >= cfg.learning_starts:
+            if self.learner is not None:
+                update_metrics = self._learner_metrics() or update_metrics
+            elif self.replay.transitions >= cfg.learning_starts:
                 update_metrics = self.agent.update(self.replay, self.demos, self.step) or update_metrics
             if self.step % cfg.log_every == 0 and update_metrics:
                 self.logger.log(update_metrics, self.step)
@@ -252,6 +282,7 @@ class Trainer(FaultPauses):
             if terminated or truncated:
                 self._end_episode(info.get("truncation_reason"))
                 self._periodic_checkpoint()
+                self._wait_for_learner()
                 if self.step < end and latched:
                     obs = self._pause_then_reset(f"e-stop latched: {latched}", None)
                 elif self.step < end:
@@ -292,9 +323,9 @@ class Trainer(FaultPauses):
             return
         if info["intervention"]:
             if not self._in_takeover:
-                self.demos.add_first(prev_obs)  # closes the previous takeover as truncated
+                self._buffer_in(demos=True).add_first(prev_obs)  # closes the previous takeover as truncated
                 self._in_takeover = True
-            self.demos.add(action, reward, obs, terminated, truncated)
+            self._buffer_in(demos=True).add(action, reward, obs, terminated, truncated)
             self._in_takeover = not (terminated or truncated)
         else:
             self._in_takeover = False
@@ -334,6 +365,8 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if saved:
         agent.load_state_dict(saved["agent"])
         trainer.load_trainer_state(saved["trainer"])
+        if trainer.acting is not agent:
+            trainer.acting.load_acting_state_dict(agent.acting_state_dict())
     return trainer
 
 
@@ -349,10 +382,7 @@ def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None,
     from se_robot.agents.registry import make_agent
     from se_robot.data.demos import dataset_slots, load_demos
 
-    agent_dict = dict(cfg.agent)
-    if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
-        agent_dict = merge(agent_dict, {"sac": {"gamma": cfg.replay.discount}})
-    agent = make_agent(cfg.algo, env.observation_space, env.action_space, agent_dict, cfg.device, cfg.seed)
+    agent = make_agent(cfg.algo, env.observation_space, env.action_space, _agent_config(cfg), cfg.device, cfg.seed)
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
         replay = ReplayBuffer.load(ckpt_dir / "replay")
     else:
@@ -388,6 +418,12 @@ def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None,
             if buf is not None:
                 buf.set_feature_fn(agent.encode_frames)
     return agent, replay, demos
+
+
+def _agent_config(cfg: TrainConfig) -> dict:
+    if cfg.algo == "mbpo":  # model rollouts discount like the real batches the replay builds
+        return merge(dict(cfg.agent), {"sac": {"gamma": cfg.replay.discount}})
+    return dict(cfg.agent)
 
 
 def _demo_success_fn(cfg: TrainConfig) -> Any:

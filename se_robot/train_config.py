@@ -92,6 +92,17 @@ class TrainConfig:
     progress: bool = option(True, help="tqdm progress bar")
     device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps")
     threads: int = option(0, range=(0, 256), help="torch CPU threads (0: torch's default)")
+    async_learner: bool = option(False, help="update the agent in a background thread while the loop acts at the "
+                                              "env's pace from a policy copy (what a real arm needs when an update "
+                                              "takes longer than a control period; se_robot/train_async.py); "
+                                              "false: act and update in turn, exactly reproducible and resumable")
+    async_weights_every: int = option(1, range=(1, None), help="with async_learner: updates between refreshes of "
+                                                              "the acting policy copy")
+    async_max_backlog: int = option(0, range=(0, None),
+                                    help="with async_learner: at an episode's end, wait while the learner owes "
+                                         "more than this many updates (0: never wait); the arm idles between "
+                                         "episodes so that learning per env step stays near the synchronous "
+                                         "loop's, at the cost of arm time")
     env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
     reward_model: str = option("", help="success classifier file (se-robot reward train) whose sparse reward "
                                         "replaces the task's; episodes end on success ('' : the task's reward)")

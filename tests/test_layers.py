@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"teleop"},
     {"envs"},
     {"train_config"},
-    {"train_faults"},
+    {"train_faults", "train_async"},
     {"train", "pretrain"},
     {"nodes"},
     {"commands", "cli"},

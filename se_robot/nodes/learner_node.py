@@ -160,6 +160,7 @@ class LearnerNode(Node):
 
     def _run_split(self) -> None:
         from se_robot.train import make_learner, seed_everything
+        from se_robot.train_async import update_step
 
         cfg, p = self.cfg, self.p
         self.run_dir.mkdir(parents=True, exist_ok=True)   # an unwritable run dir fails now, not at the checkpoint
@@ -189,7 +190,7 @@ class LearnerNode(Node):
             if owed > 0:   # one update, then look for data again: acting never waits for learning
                 # the env step the loop would make this update at: step-keyed schedules (DrQ-v2's
                 # update_every_steps, MBPO's refits) see the loop's sequence, not bursts at one step
-                at = cfg.learning_starts + int(updates / p.updates_per_transition)
+                at = update_step(cfg.learning_starts, updates, p.updates_per_transition)
                 last_metrics = agent.update(replay, demos, at) or last_metrics
                 updates += 1
             behind = max(0, int(p.updates_per_transition * (step - cfg.learning_starts + 1)) - updates) \
@@ -199,7 +200,7 @@ class LearnerNode(Node):
             # weights go out once the updates owed to the data that crossed the period are done (the
             # policy that learned from it, not the one before), or after a period's worth of updates
             # when the learner lags (a stale policy is better than none)
-            learned = cfg.learning_starts + int(updates / p.updates_per_transition)
+            learned = update_step(cfg.learning_starts, updates, p.updates_per_transition)
             if updates > 0 and ((step >= next_weights and behind == 0)
                                 or learned >= published + p.weights_period_steps):
                 next_weights, published = step + p.weights_period_steps, learned
