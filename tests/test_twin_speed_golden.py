@@ -60,16 +60,16 @@ def _compute() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2024)
     kin = Kinematics(ARM)
     out: dict[str, np.ndarray] = {}
-    q = _poses(rng, 200)
+    q = _poses(rng, 100)
     out["fk"] = np.array([kin.fk(x) for x in q])
     out["ee_axis"] = np.array([kin.ee_axis(x) for x in q])
     out["jacobian"] = np.array([kin.jacobian(x) for x in q])
     out["link_points"] = np.array([kin.link_points(x) for x in q])
-    q0, target = _ik_cases(rng, kin, 200)
+    q0, target = _ik_cases(rng, kin, 100)
     out["ik_decoder"] = np.array([kin.ik(t, s, point_down=True, iters=10, tol_m=1e-3) for s, t in zip(q0, target)])
     out["ik_default"] = np.array([kin.ik(t, s) for s, t in zip(q0, target)])
     out["ik_free"] = np.array([kin.ik(t, s, point_down=False, iters=10, tol_m=1e-3) for s, t in zip(q0, target)])
-    cur, tgt, goal = _filter_cases(rng, 600)
+    cur, tgt, goal = _filter_cases(rng, 300)
     safety = SafetyFilter(ARM, Kinematics(ARM))
     positions, clipped, held, reasons = [], [], [], []
     for c, t, g in zip(cur, tgt, goal):

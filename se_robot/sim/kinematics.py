@@ -75,8 +75,8 @@ class Kinematics:
         self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
         ik_jnt = [m.joint(arm.joint_names[i]).id for i in self.ik_joints]
         # Views into MjData, made once: attribute access and fancy indexing cost more than the
-        # arithmetic on arrays this small (IK runs every control tick).
-        # Every array here is read through these views and preallocated buffers, never rebuilt.
+        # arithmetic on arrays this small (IK runs every control tick), and the IK's work arrays
+        # are preallocated here.
         d = self.data
         sel = index_of(ik_jnt)
         if not isinstance(sel, slice):
