@@ -158,9 +158,11 @@ def run(args: argparse.Namespace) -> int:
     med = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"{'measurement':<14}{'steps/s':>9}{'raw at rest':>13}{'ratio':>7}{'raw moving':>12}{'ratio':>7}"
           f"   (median of {rounds} alternating rounds)")
-    for name, mode, suffix, what in (("env state", "state", "", "mj_step"), ("env pixels", "pixels", "_pixels", "mj_step+render")):
+    for name, mode, suffix, what in (("env state", "state", "", "mj_step"),
+                                     ("env pixels", "pixels", "_pixels", "mj_step+render")):
         rate, rest, moving = med[mode], med["raw" + suffix], med["moving" + suffix]
-        print(f"{name:<14}{rate:>9.0f}{rest:>13.0f}{rate / rest:>7.2f}{moving:>12.0f}{rate / moving:>7.2f}   raw = {what}")
+        print(f"{name:<14}{rate:>9.0f}{rest:>13.0f}{rate / rest:>7.2f}{moving:>12.0f}{rate / moving:>7.2f}"
+              f"   raw = {what}")
     if not args.no_vector:
         os.sched_setaffinity(0, all_cpus)
         one = _vector_rate(args.task, args.steps, 1, args.image_size, args.control_hz)
