@@ -2,7 +2,12 @@
 
 Prints env steps/s for ``state`` and ``pixels`` observations, the raw ``mj_step`` + render rate of
 the same model and camera at the same control rate (the ceiling the env is measured against), the
-ratio of the two, and the scaling of a Gymnasium AsyncVectorEnv with 2 workers.
+ratio of the two, and the scaling of a Gymnasium AsyncVectorEnv from 1 to 2 workers.
+
+Two raw references: the arm at rest (servo targets left at home, as first measured) and the arm
+following the servo targets the env's own round sent, replayed period by period. A moving arm
+costs MuJoCo more than one at rest (more constraint work per step), so only the second says how
+much the env itself adds to the same physics and rendering.
 """
 
 from __future__ import annotations
@@ -10,6 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,29 +31,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=5, help="alternating env/raw rounds (median kept)")
     p.add_argument("--all-cores", action="store_true", help="do not pin the single-env runs to one core")
     p.add_argument("--no-vector", action="store_true", help="skip the AsyncVectorEnv measurement")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="time single-env runs by the wall clock, or by this process's CPU time (all its "
+                        "threads): steps per CPU second, a cost that other load on a shared machine "
+                        "disturbs far less (the vector run is always timed by the wall clock)")
     p.set_defaults(func=run)
 
 
-def _env_rate(task: str, steps: int, **options) -> float:
+_clock = time.perf_counter
+
+
+def _env_rate(task: str, steps: int, **options) -> tuple[float, list[np.ndarray]]:
+    """Steps/s, and the servo targets each step left set (for the raw reference to replay)."""
     from se_robot.envs import make_env
 
     env = make_env(task, **options)
+    twin = env.unwrapped.robot.twin
     env.action_space.seed(0)
     env.reset(seed=0)
     for _ in range(20):  # warm-up: renderer context, caches
         env.step(env.action_space.sample())
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(env.action_space.sample())
+    targets = []
+    # drawn before the clock starts: Box.sample costs a tenth of a state step, and the raw loop draws none
+    actions = [env.action_space.sample() for _ in range(steps)]
+    t0 = _clock()
+    for action in actions:
+        _, _, term, trunc, _ = env.step(action)
+        targets.append(twin.targets())
         if term or trunc:
             env.reset()
-    rate = steps / (time.perf_counter() - t0)
+    rate = steps / (_clock() - t0)
     env.close()
-    return rate
+    return rate, targets
 
 
-def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera: str, render: bool) -> float:
-    """mj_step for one control period (+ one render) of the same scene: no env around it."""
+def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera: str, render: bool,
+              targets: list[np.ndarray] | None = None) -> float:
+    """mj_step for one control period (+ one render) of the same scene: no env around it. With
+    ``targets``, the servo targets are set to one of them each period (the env's motion)."""
     import mujoco
 
     from se_robot.arm import load_arm
@@ -60,13 +84,15 @@ def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera:
         if renderer:
             renderer.update_scene(d, camera=camera)
             renderer.render()
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    t0 = _clock()
+    for i in range(steps):
+        if targets is not None:
+            twin.set_targets(targets[i % len(targets)])
         mujoco.mj_step(m, d, nstep=n)
         if renderer:
             renderer.update_scene(d, camera=camera)
             renderer.render()
-    rate = steps / (time.perf_counter() - t0)
+    rate = steps / (_clock() - t0)
     if renderer:
         renderer.close()
     return rate
@@ -88,51 +114,60 @@ def _vector_rate(task: str, steps: int, workers: int, image_size: int, control_h
 
     fns = [functools.partial(_make_pixel_env, task, image_size, control_hz) for _ in range(workers)]
     # spawn, not fork: a forked child inherits the parent's EGL state, which can deadlock Mesa.
-    venv = gym.vector.AsyncVectorEnv(fns, context="spawn") if workers > 1 else gym.vector.SyncVectorEnv(fns)
+    # One worker is an AsyncVectorEnv too, so both runs pay the same transfer of observations and
+    # render with the same one llvmpipe thread (this process's renderer has all cores' threads).
+    venv = gym.vector.AsyncVectorEnv(fns, context="spawn")
     venv.action_space.seed(0)
     venv.reset(seed=0)
     for _ in range(10):
         venv.step(venv.action_space.sample())
+    actions = [venv.action_space.sample() for _ in range(steps // workers)]
     t0 = time.perf_counter()
-    for _ in range(steps // workers):
-        venv.step(venv.action_space.sample())
+    for action in actions:
+        venv.step(action)
     rate = (steps // workers) * workers / (time.perf_counter() - t0)
     venv.close()
     return rate
 
 
 def run(args: argparse.Namespace) -> int:
+    global _clock
     os.environ.setdefault("MUJOCO_GL", "egl")
     import numpy as np
+
+    _clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
     all_cpus = os.sched_getaffinity(0)
     if not args.all_cores:
         os.sched_setaffinity(0, {min(all_cpus)})
     common = dict(control_hz=args.control_hz, image_size=args.image_size, camera=args.camera)
     print(f"benchmarks sim: task={args.task} control_hz={args.control_hz} image={args.image_size}px "
-          f"camera={args.camera} steps={args.steps} cores={'all' if args.all_cores else 1}")
+          f"camera={args.camera} steps={args.steps} cores={'all' if args.all_cores else 1} clock={args.clock}")
     # Env and raw runs alternate in rounds and the median is kept: on a shared, noisy machine a
     # ratio of two runs taken minutes apart means little.
     rounds = max(1, args.rounds)
     per = max(50, args.steps // rounds)
-    rates: dict[str, list[float]] = {k: [] for k in ("state", "pixels", "raw", "raw_pixels")}
+    rates: dict[str, list[float]] = {k: [] for k in ("state", "pixels", "raw", "raw_pixels", "moving", "moving_pixels")}
+    raw_args = (args.task, per, args.control_hz, args.image_size, args.camera)
     for _ in range(rounds):
-        rates["state"].append(_env_rate(args.task, per, obs_mode="state", **common))
-        rates["raw"].append(_raw_rate(args.task, per, args.control_hz, args.image_size, args.camera, render=False))
-        rates["pixels"].append(_env_rate(args.task, per, obs_mode="pixels", **common))
-        rates["raw_pixels"].append(_raw_rate(args.task, per, args.control_hz, args.image_size, args.camera, render=True))
+        for mode, suffix in (("state", ""), ("pixels", "_pixels")):
+            rate, targets = _env_rate(args.task, per, obs_mode=mode, **common)
+            rates[mode].append(rate)
+            rates["raw" + suffix].append(_raw_rate(*raw_args, render=bool(suffix)))
+            rates["moving" + suffix].append(_raw_rate(*raw_args, render=bool(suffix), targets=targets))
     med = {k: float(np.median(v)) for k, v in rates.items()}
-    rows = [
-        ("env state", med["state"], med["raw"], "raw mj_step"),
-        ("env pixels", med["pixels"], med["raw_pixels"], "raw mj_step+render"),
-    ]
-    print(f"{'measurement':<22}{'steps/s':>10}{'raw steps/s':>14}{'ratio':>8}   (median of {rounds} alternating rounds)")
-    for name, rate, raw, what in rows:
-        print(f"{name:<22}{rate:>10.0f}{raw:>14.0f}{rate / raw:>8.2f}   raw = {what}")
+    print(f"{'measurement':<14}{'steps/s':>9}{'raw at rest':>13}{'ratio':>7}{'raw moving':>12}{'ratio':>7}"
+          f"   (median of {rounds} alternating rounds)")
+    for name, mode, suffix, what in (("env state", "state", "", "mj_step"),
+                                     ("env pixels", "pixels", "_pixels", "mj_step+render")):
+        rate, rest, moving = med[mode], med["raw" + suffix], med["moving" + suffix]
+        print(f"{name:<14}{rate:>9.0f}{rest:>13.0f}{rate / rest:>7.2f}{moving:>12.0f}{rate / moving:>7.2f}"
+              f"   raw = {what}")
     if not args.no_vector:
         os.sched_setaffinity(0, all_cpus)
         one = _vector_rate(args.task, args.steps, 1, args.image_size, args.control_hz)
         two = _vector_rate(args.task, args.steps, 2, args.image_size, args.control_hz)
-        print(f"{'vector pixels x1 sync':<22}{one:>10.0f}")
+        print(f"{'vector pixels x1 async':<22}{one:>10.0f}")
         print(f"{'vector pixels x2 async':<22}{two:>10.0f}   scaling {two / one:.2f}x on {len(all_cpus)} cores")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

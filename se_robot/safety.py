@@ -64,6 +64,11 @@ REASONS = ("bad_shape", "bad_dtype", "non_finite", "estop", "joint_limit", "join
 _TOL = 1e-9  # numerical slack when comparing a violation with the current one (m)
 
 
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` of two arrays of one shape (NaN unequal), without its wrapper's cost."""
+    return not np.count_nonzero(a != b)
+
+
 class KinematicsLike(Protocol):
     def fk(self, q: np.ndarray) -> np.ndarray: ...
 
@@ -96,7 +101,8 @@ def clip_to_limits(target: np.ndarray, current: np.ndarray, lower: np.ndarray,
 
 def cap_joint_step(target: np.ndarray, current: np.ndarray, max_step_rad: float | np.ndarray) -> np.ndarray:
     """Move each joint at most ``max_step_rad`` from ``current`` towards ``target``."""
-    return current + np.clip(target - current, -max_step_rad, max_step_rad)
+    # np.clip's own value, without its wrapper's cost (this runs on every command)
+    return current + np.minimum(np.maximum(target - current, -max_step_rad), max_step_rad)
 
 
 def cap_joint_step_between(target: np.ndarray, goal: np.ndarray, reading: np.ndarray,
@@ -108,7 +114,7 @@ def cap_joint_step_between(target: np.ndarray, goal: np.ndarray, reading: np.nda
     lo = np.maximum(goal, reading) - max_step_rad
     hi = np.minimum(goal, reading) + max_step_rad
     overlap = lo <= hi
-    inside = np.clip(target, np.where(overlap, lo, -np.inf), np.where(overlap, hi, np.inf))
+    inside = np.minimum(np.maximum(target, np.where(overlap, lo, -np.inf)), np.where(overlap, hi, np.inf))
     return np.where(overlap, inside, cap_joint_step(reading, goal, max_step_rad))
 
 
@@ -258,7 +264,7 @@ class SafetyFilter:
 
     def _check_current(self, current: Any) -> np.ndarray:
         cur, why = validate_target(current, self.n)
-        if cur is None or not (np.all(cur >= self._state_lo) and np.all(cur <= self._state_hi)):
+        if cur is None or not ((cur >= self._state_lo).all() and (cur <= self._state_hi).all()):
             why = why or "outside the hard limits by more than the allowed excursion"
             with self._lock:
                 self._stats["reason/bad_state"] += 1
@@ -269,7 +275,7 @@ class SafetyFilter:
 
     # -- workspace -------------------------------------------------------------------------------
     def _box_violation(self, ee: np.ndarray) -> np.ndarray:
-        return np.concatenate((np.maximum(self.box_min - ee, 0.0), np.maximum(ee - self.box_max, 0.0)))
+        return np.maximum(np.concatenate((self.box_min - ee, ee - self.box_max)), 0.0)
 
     def _floor_violation(self, q: np.ndarray) -> np.ndarray:
         return np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
@@ -330,13 +336,13 @@ class SafetyFilter:
         lo = np.minimum(self.lower, np.minimum(cur, ref))
         hi = np.maximum(self.upper, np.maximum(cur, ref))
         q = np.minimum(np.maximum(tgt, lo), hi)
-        if not np.array_equal(q, tgt):
+        if not _equal(q, tgt):
             reasons.append("joint_limit")
         if goal is None:
             capped = cap_joint_step(q, cur, self.max_joint_step_rad)
         else:
             capped = cap_joint_step_between(q, ref, cur, self.max_joint_step_rad)
-        if not np.array_equal(capped, q):
+        if not _equal(capped, q):
             reasons.append("joint_step")
         q = capped
 
@@ -353,8 +359,8 @@ class SafetyFilter:
             q = self._project(ref, q, base, box_ok and floor_ok, lo, hi)
         if base.unsafe:
             reasons.append("current_unsafe")
-        changed = any(r != "current_unsafe" for r in reasons)
-        if changed and np.array_equal(q, ref):
+        changed = len(reasons) > reasons.count("current_unsafe")
+        if changed and _equal(q, ref):
             return self._record(SafeCommand(hold_at, False, True, tuple(reasons)))
         return self._record(SafeCommand(q, changed, False, tuple(reasons)))
 

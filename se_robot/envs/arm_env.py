@@ -256,7 +256,7 @@ class ArmEnv(gym.Env):
         success = bool(self.task.success(s))
         reward = float(self.task.reward(s, self.cfg.reward_type))
         terminated = success and self.task.cfg.terminate_on_success
-        return self._observe(s), reward, terminated, False, self._info(s, cmd, late_s, stale)
+        return self._observe(s), reward, terminated, False, self._info(s, cmd, late_s, stale, success)
 
     def render(self):
         if self.render_mode != "rgb_array" or "scene" not in self.robot.camera_names:
@@ -327,11 +327,13 @@ class ArmEnv(gym.Env):
             obs["pixels"] = image if image.shape[:2] == (size, size) else center_square(image, size)
         return obs
 
-    def _info(self, s: TaskState, cmd: SafeCommand | None, late_s: float, stale: bool) -> dict[str, Any]:
+    def _info(self, s: TaskState, cmd: SafeCommand | None, late_s: float, stale: bool,
+              success: bool | None = None) -> dict[str, Any]:
+        """The step's info; ``success``: the task's verdict on ``s`` where the caller has it already."""
         det = self._seen
         frame = self._frames.get(self.cfg.camera if self.cfg.obs_mode != "state" else "scene")
         info = {
-            "is_success": bool(self.task.success(s)),
+            "is_success": bool(self.task.success(s)) if success is None else success,
             "safety/clipped": bool(cmd.clipped) if cmd else False,
             "safety/held": bool(cmd.held) if cmd else False,
             "safety/reasons": ",".join(cmd.reasons) if cmd else "",

@@ -14,12 +14,20 @@ from se_robot.arm import ArmDescription
 DOWN = np.array([0.0, 0.0, -1.0])
 
 
-_NEXT, _PREV = np.array([1, 2, 0]), np.array([2, 0, 1])
+# The IK's two row-wise cross products, a x r and a x axis (c_j = a_{j+1} b_{j+2} - a_{j+2} b_{j+1}),
+# from one (k, 9) array [a | r | axis]: a take of _LEFT times a take of _RIGHT gives the (k, 12)
+# products [a_{j+1} b_{j+2} | a_{j+2} b_{j+1}], the left half minus the right half the (k, 6)
+# [a x r | a x axis]. Two takes and two arithmetic calls instead of fourteen calls.
+_LEFT = np.array([1, 2, 0, 1, 2, 0, 2, 0, 1, 2, 0, 1])
+_RIGHT = np.array([5, 3, 4, 8, 6, 7, 4, 5, 3, 7, 8, 6])
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of (k, 3) with (3,) or (k, 3); np.cross costs 3x more at this size."""
-    return a.take(_NEXT, axis=1) * b.take(_PREV, axis=-1) - a.take(_PREV, axis=1) * b.take(_NEXT, axis=-1)
+def index_of(ids: list[int] | np.ndarray) -> slice | np.ndarray:
+    """A slice where the ids are consecutive (so indexing MjData gives a view, made once), else the ids."""
+    ids = np.asarray(ids, dtype=int)
+    if len(ids) and (np.diff(ids) == 1).all():
+        return slice(int(ids[0]), int(ids[-1]) + 1)
+    return ids
 
 
 class Kinematics:
@@ -32,7 +40,7 @@ class Kinematics:
         self.model = build_model(arm, scene=False)
         self.data = mujoco.MjData(self.model)
         m = self.model
-        self._qadr = np.array([m.jnt_qposadr[m.joint(n).id] for n in arm.joint_names])
+        self._qadr = index_of([m.jnt_qposadr[m.joint(n).id] for n in arm.joint_names])
         self._dofadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in arm.joint_names])
         self._site = m.site(arm.ee_site).id
         # Joints coupled to the gripper joint by equality constraints (parallel fingers).
@@ -42,10 +50,11 @@ class Kinematics:
             for e in range(m.neq):
                 if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT and m.eq_obj2id[e] == g:
                     j = m.eq_obj1id[e]
-                    self._coupled.append((m.jnt_qposadr[j], m.eq_data[e, 0], m.eq_data[e, 1]))
+                    self._coupled.append((int(m.jnt_qposadr[j]), float(m.eq_data[e, 0]), float(m.eq_data[e, 1])))
         self._gripper_i = arm.gripper_index
         # Geoms that move with the arm (not the base fixed to the table): floor checks use them.
         self._geoms = np.array([g for g in range(m.ngeom) if m.body_weldid[m.geom_bodyid[g]] != 0], dtype=int)
+        self._geom_index = index_of(self._geoms)
         # Lowest point of a geom below its centre, as coefficients on |z-row of its rotation|:
         # drop = sum(|R_z| * a) + b + c * sqrt(1 - R_zz^2)  (box: a = half sizes; capsule:
         # a = (0, 0, half length), b = radius; cylinder: c = radius; sphere: b = radius).
@@ -66,51 +75,69 @@ class Kinematics:
         self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
         ik_jnt = [m.joint(arm.joint_names[i]).id for i in self.ik_joints]
         # Views into MjData, made once: attribute access and fancy indexing cost more than the
-        # arithmetic on arrays this small (IK runs every control tick).
+        # arithmetic on arrays this small (IK runs every control tick), and the IK's work arrays
+        # are preallocated here.
         d = self.data
-        sel = slice(ik_jnt[0], ik_jnt[-1] + 1) if ik_jnt == list(range(ik_jnt[0], ik_jnt[-1] + 1)) else ik_jnt
+        sel = index_of(ik_jnt)
+        if not isinstance(sel, slice):
+            raise ValueError(f"arm {arm.name!r}: the IK joints must be consecutive joints of the model "
+                             "(their axes are read through views of MjData)")
         self._v_axes, self._v_anchors = d.xaxis[sel], d.xanchor[sel]
         self._v_site_pos = d.site_xpos[self._site]
-        self._v_site_xmat = d.site_xmat[self._site]
+        self._v_site_axis = d.site_xmat[self._site][0::3]  # first column: the direction of the fingers
+        self._v_qpos = d.qpos[self._qadr] if isinstance(self._qadr, slice) else None
+        self._ik_index = index_of(self.ik_joints)
         self._ik_lo, self._ik_hi = arm.lower[self.ik_joints], arm.upper[self.ik_joints]
-        self._last_q: np.ndarray | None = None
+        k = len(self.ik_joints)
+        self._ik_reg: dict[float, np.ndarray] = {}
+        self._ik_jac = np.zeros((k, 6))     # [d(site)/dq | w * d(finger axis)/dq], joint rows
+        self._ik_err = np.zeros(6)          # [site error | w * axis error]
+        self._ik_rows = np.zeros((k, 9))    # [joint axis | site - anchor | finger axis] per joint
+        self._last_q = b""
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
 
     # ------------------------------------------------------------------ forward
     def _set(self, q: np.ndarray) -> None:
-        # fk(q) then link_points(q) of the same q is the safety filter's common pattern: skip the
-        # second forward pass when nothing changed.
-        if self._last_q is not None and np.array_equal(q, self._last_q):
+        """Pose the model at ``q`` (float64, joint order). fk(q) then link_points(q) of the same q
+        is the safety filter's common pattern: the second forward pass is skipped when the bytes
+        of q are those of the last pass (identical bytes, identical pose)."""
+        key = q.tobytes()
+        if key == self._last_q:
             return
-        self._last_q = np.array(q, dtype=np.float64)
         d = self.data
-        d.qpos[self._qadr] = q
+        if self._v_qpos is not None:
+            self._v_qpos[:] = q
+        else:
+            d.qpos[self._qadr] = q
         if self._gripper_i is not None:
-            g = q[self._gripper_i]
+            g = float(q[self._gripper_i])
             for adr, c0, c1 in self._coupled:
                 d.qpos[adr] = c0 + c1 * g
         mujoco.mj_kinematics(self.model, d)
+        self._last_q = key
 
     def fk(self, q: np.ndarray) -> np.ndarray:
         """Gripper site position (m, base frame) for a full joint vector."""
         self._set(np.asarray(q, dtype=np.float64))
-        return self.data.site_xpos[self._site].copy()
+        return self._v_site_pos.copy()
 
     def ee_axis(self, q: np.ndarray) -> np.ndarray:
         """Unit vector along which the fingers point."""
         self._set(np.asarray(q, dtype=np.float64))
-        return self.data.site_xmat[self._site].reshape(3, 3)[:, 0].copy()
+        return self._v_site_axis.copy()
 
     def link_points(self, q: np.ndarray) -> np.ndarray:
         """The lowest point of every moving link geometry, (k, 3); floor checks use their z."""
         self._set(np.asarray(q, dtype=np.float64))
-        d = self.data
-        pts = d.geom_xpos[self._geoms]  # fancy indexing: already a copy
-        rz = np.abs(d.geom_xmat[self._geoms, 6:9])  # |z-row| of each geom's rotation
+        d, geoms = self.data, self._geom_index
+        pts = d.geom_xpos[geoms].copy()
+        rz = np.abs(d.geom_xmat[geoms, 6:9])  # |z-row| of each geom's rotation
         drop = (rz * self._drop_a).sum(axis=1) + self._drop_b
         if self._has_cyl:
-            drop += self._drop_c * np.sqrt(np.clip(1.0 - rz[:, 2] ** 2, 0.0, 1.0))
+            rzz = rz[:, 2]
+            # 1 - R_zz^2 <= 1 always, so only the lower clip can act
+            drop += self._drop_c * np.sqrt(np.maximum(1.0 - rzz * rzz, 0.0))
         pts[:, 2] -= drop
         return pts
 
@@ -131,28 +158,44 @@ class Kinematics:
         ``q_init``. Returns the best joint vector found, clipped to the joint limits.
         """
         q = np.array(q_init, dtype=np.float64)
-        idx = self.ik_joints
+        idx = self._ik_index
+        q_ik = q[idx] if isinstance(idx, slice) else None  # a view: updated in place
         lo, hi = self._ik_lo, self._ik_hi
         target = np.asarray(target_pos, dtype=np.float64)
-        reg = damping**2 * np.eye(len(idx))
+        reg = self._ik_reg.get(damping)
+        if reg is None:
+            reg = self._ik_reg[damping] = damping**2 * np.eye(len(self.ik_joints))
         w = orientation_weight
-        pos, xmat = self._v_site_pos, self._v_site_xmat
+        pos, axis = self._v_site_pos, self._v_site_axis
+        # Hinge Jacobians from the joint axes and anchors mj_kinematics already computed (cheaper
+        # than mj_comPos + mj_jacSite), both cross products in one pass over preallocated arrays:
+        # this loop runs every control tick, where numpy's per-call cost outweighs the arithmetic.
+        n_rows = 6 if point_down else 3
+        jac, e, rows = self._ik_jac[:, :n_rows], self._ik_err[:n_rows], self._ik_rows
+        err, ax_err = e[:3], e[3:]
+        tol2 = tol_m * tol_m
         for _ in range(iters):
             self._set(q)
-            err = target - pos
-            axis = xmat[0::3]  # first column: the direction of the fingers
-            ax_err = w * (DOWN - axis) if point_down else None
-            if err @ err < tol_m * tol_m and (ax_err is None or ax_err @ ax_err < 1e-4):
+            np.subtract(target, pos, out=err)
+            if point_down:
+                np.subtract(DOWN, axis, out=ax_err)
+                ax_err *= w
+            if err @ err < tol2 and (not point_down or ax_err @ ax_err < 1e-4):
                 break
-            # Hinge Jacobians from the joint axes and anchors mj_kinematics already computed:
-            # cheaper than mj_comPos + mj_jacSite, and this loop runs every control tick.
-            a = self._v_axes                                # (k, 3) world joint axes
-            jp = _cross(a, pos - self._v_anchors)           # (k, 3) d(site)/dq
-            if ax_err is not None:
-                jac = np.concatenate([jp, w * _cross(a, axis)], axis=1)  # (k, 6)
-                e = np.concatenate([err, ax_err])
+            rows[:, :3] = self._v_axes                                     # world joint axes
+            np.subtract(pos, self._v_anchors, out=rows[:, 3:6])
+            rows[:, 6:] = axis
+            products = rows.take(_LEFT, axis=1) * rows.take(_RIGHT, axis=1)
+            np.subtract(products[:, :6], products[:, 6:], out=self._ik_jac)
+            if point_down:
+                jac[:, 3:] *= w
+            m = jac @ jac.T
+            m += reg
+            dq = np.linalg.solve(m, jac @ e)
+            if q_ik is not None:
+                q_ik += dq
+                np.maximum(q_ik, lo, out=q_ik)
+                np.minimum(q_ik, hi, out=q_ik)
             else:
-                jac, e = jp, err
-            dq = np.linalg.solve(jac @ jac.T + reg, jac @ e)
-            q[idx] = np.minimum(np.maximum(q[idx] + dq, lo), hi)
+                q[idx] = np.minimum(np.maximum(q[idx] + dq, lo), hi)
         return q

@@ -10,6 +10,7 @@ import mujoco
 import numpy as np
 
 from se_robot.arm import ArmDescription
+from se_robot.sim.kinematics import index_of
 from se_robot.tasks import CUBE_HALF_M, ResetSample, Task, TaskState, load_task
 
 
@@ -23,9 +24,11 @@ class ArmTwin:
         self.data = mujoco.MjData(self.model)
         m = self.model
         joint_ids = [m.joint(n).id for n in arm.joint_names]
-        self._qadr = np.array([m.jnt_qposadr[j] for j in joint_ids])
-        self._dadr = np.array([m.jnt_dofadr[j] for j in joint_ids])
-        self._act = np.array([m.actuator(n).id for n in arm.joint_names])
+        # slices where the arm's entries are consecutive (they are in the built models): cheaper
+        # to read every tick than index arrays
+        self._qadr = index_of([m.jnt_qposadr[j] for j in joint_ids])
+        self._dadr = index_of([m.jnt_dofadr[j] for j in joint_ids])
+        self._act = index_of([m.actuator(n).id for n in arm.joint_names])
         self._site = m.site(arm.ee_site).id
         self._cube_q = m.jnt_qposadr[m.joint("cube_joint").id]
         self._cube_dof = m.jnt_dofadr[m.joint("cube_joint").id]
@@ -37,6 +40,7 @@ class ArmTwin:
         self._coupled = [(m.jnt_qposadr[m.eq_obj1id[e]], m.eq_data[e, 1]) for e in range(m.neq)
                          if m.eq_type[e] == mujoco.mjtEq.mjEQ_JOINT]
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._cameras: dict[str, mujoco.MjvCamera] = {}
         self.time_s = 0.0
         self._style_target()
 
@@ -123,7 +127,14 @@ class ArmTwin:
         r = self._renderers.get(key)
         if r is None:
             r = self._renderers[key] = mujoco.Renderer(self.model, height=height, width=width)
-        r.update_scene(self.data, camera=camera)
+        cam = self._cameras.get(camera)
+        if cam is None:  # made once: update_scene would look the name up and build one every frame
+            cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+            if cam_id < 0:
+                raise ValueError(f"the twin has no camera {camera!r}")
+            cam = self._cameras[camera] = mujoco.MjvCamera()
+            cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, cam_id
+        r.update_scene(self.data, camera=cam)
         return r.render()
 
     def close(self) -> None:
