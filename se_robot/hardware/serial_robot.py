@@ -12,6 +12,7 @@ stamp with, so ``capture(newer_than_s=robot.now())`` compares like with like.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,15 @@ class SerialRobot:
         Torque comes on here because homing is the first motion of every episode; it raises
         ``SafetyFault`` while the e-stop is latched.
         """
-        from se_robot.sim.kinematics import Kinematics  # homing's own: Kinematics is not thread-safe
-
         self.device.torque_on()
-        drive_home(self, Kinematics(self.arm), tolerance_rad, timeout_s, 1.0 / self.control_hz, f" on {self.port}")
+        drive_home(self, self._homing_kinematics, tolerance_rad, timeout_s, 1.0 / self.control_hz, f" on {self.port}")
+
+    @functools.cached_property
+    def _homing_kinematics(self) -> Any:
+        """Homing's own (Kinematics is not thread-safe), made once: a few ms on every reset otherwise."""
+        from se_robot.sim.kinematics import Kinematics
+
+        return Kinematics(self.arm)
 
     # ------------------------------------------------------------------ cameras and scene
     def capture(self, camera: str, size: int, newer_than_s: float, timeout_s: float) -> Frame:

@@ -16,7 +16,9 @@ its control timer sends and advances.
 
 from __future__ import annotations
 
+import functools
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -127,9 +129,14 @@ class TwinRobot:
             self.twin.step(dt_s)
 
     def home(self, tolerance_rad: float, timeout_s: float) -> None:
-        from se_robot.sim.kinematics import Kinematics  # homing's own: Kinematics is not thread-safe
+        drive_home(self, self._homing_kinematics, tolerance_rad, timeout_s, 1.0 / self.control_hz, " (twin)")
 
-        drive_home(self, Kinematics(self.arm), tolerance_rad, timeout_s, 1.0 / self.control_hz, " (twin)")
+    @functools.cached_property
+    def _homing_kinematics(self) -> Any:
+        """Homing's own (Kinematics is not thread-safe), made once: a few ms on every reset otherwise."""
+        from se_robot.sim.kinematics import Kinematics
+
+        return Kinematics(self.arm)
 
     # ------------------------------------------------------------------ scene
     def capture(self, camera: str, size: int, newer_than_s: float = -np.inf, timeout_s: float = 0.0) -> Frame:
