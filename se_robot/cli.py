@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from se_robot.config import ConfigError
     from se_robot.data.episodes import DatasetError
+    from se_robot.envs.operator import SceneResetError, SceneSetupError
     from se_robot.hardware.calibration import CalibrationError
 
     try:
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except CalibrationError as e:  # no calibration for an arm id, or one made on another arm: says what to run
         print(f"se-robot: {e}", file=sys.stderr)
         return 2
+    except SceneSetupError as e:   # nobody can be asked to restore the scene: says how to give it an operator
+        print(f"se-robot: {e}", file=sys.stderr)
+        return 2
+    except SceneResetError as e:   # record/evaluate (train pauses instead): what is recorded so far is kept
+        print(f"se-robot: stopped: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("se-robot: interrupted", file=sys.stderr)
         return 130

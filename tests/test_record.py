@@ -236,6 +236,30 @@ def test_record_cli_against_the_emulated_arm_prints_the_live_view(tmp_path, caps
                                  for e in eps)
 
 
+def test_record_cli_says_why_it_stops_when_the_scene_is_not_restored(tmp_path, capsys):
+    """A declined scene ends a recording with one line that says so (exit 1), not a traceback."""
+    from se_robot.arm import load_arm
+    from se_robot.cli import main as cli_main
+    from se_robot.hardware.emulator import VirtualArm
+
+    with VirtualArm(load_arm("so101"), physics="twin", camera_port=0, camera_size=(320, 240), task="lift",
+                    scene_port=0) as vm:
+        vm.scene_service.declines = 1
+        master, slave = os.openpty()
+        try:
+            code = cli_main(["record", "--task", "lift", "--backend", "hardware", "--port", vm.port,
+                             "--calibration", str(vm.calibration_path), "--camera-config", "twin_scene",
+                             "--camera-source", vm.camera_url, "--scene-operator", vm.scene_url,
+                             "--teleop", "keyboard", "--device", os.ttyname(slave), "--episodes", "1",
+                             "--out", str(tmp_path / "rec"), "--image-size", "32"])
+        finally:
+            os.close(master)
+            os.close(slave)
+    err = capsys.readouterr().err
+    assert code == 1 and "se-robot: stopped: reset: the operator did not restore the lift scene" in err, err
+    assert "Traceback" not in err
+
+
 def test_record_cli_against_se_robot_emulate_in_another_process(tmp_path, capsys):
     """The user's setup: `se-robot emulate` (twin, camera, scene service) in its own process and
     `se-robot record --backend hardware` against its pty, the cube restored over the scene service."""
