@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a checkout of facebookresearch/drqv2: adds its DrQV2Agent.update as the 'reference' row "
                         "(its drqv2.py imports hydra and its utils.py omegaconf, so both must be importable)")
     p.add_argument("--profile", action="store_true",
-                   help="then profile one more update of each row and print its op time by kind (torch.profiler)")
+                   help="then profile more updates of each row and print op time per update by kind (torch.profiler)")
+    p.add_argument("--profile-updates", type=int, default=1, help="updates per row under the profiler")
     p.set_defaults(func=run)
 
 
@@ -197,19 +198,31 @@ OP_KINDS = (  # kind -> substrings of aten op names; the first kind that matches
 )
 
 
-def _profile(agent, replay: "_SyntheticReplay") -> dict[str, float]:
-    """Seconds of aten op self time in one update, by kind (:data:`OP_KINDS`, then 'other')."""
+def _profile(agent, replay: "_SyntheticReplay", updates: int) -> dict[str, float]:
+    """Seconds of op time per update, by kind: aten ops' self CPU time (:data:`OP_KINDS`, then
+    'other'); on a GPU also the device's time in kernels and in host-to-device copies, which the
+    CPU kinds do not show (there a CPU op's time is its launch and dispatch, not its arithmetic)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        agent.update(replay, None, 10_000)
+    cuda = agent.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(updates):
+            agent.update(replay, None, 10_000)
+        if cuda:
+            import torch
+            torch.cuda.synchronize()
     kinds: dict[str, float] = {}
     for event in prof.key_averages():
+        if event.device_type == DeviceType.CUDA:   # a kernel or a copy, timed on the device
+            kind = "GPU: host-to-device copies" if "HtoD" in event.key else "GPU: kernels and other copies"
+            kinds[kind] = kinds.get(kind, 0.0) + event.self_device_time_total / 1e6 / updates
+            continue
         if not event.key.startswith("aten::"):
             continue
         name = event.key[len("aten::"):]
         kind = next((k for k, parts in OP_KINDS if any(part in name for part in parts)), "other")
-        kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+        kinds[kind] = kinds.get(kind, 0.0) + event.self_cpu_time_total / 1e6 / updates
     return kinds
 
 
@@ -283,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
                 n, wall, cpu = _run_for(agent, replay, per_round, min_per_round)
                 t = totals[row["name"]]
                 t[0], t[1], t[2] = t[0] + n, t[1] + wall, t[2] + cpu
-        profiles = {name: _profile(agent, replay) for name, (agent, replay, _) in built.items()} if args.profile else {}
+        profiles = ({name: _profile(agent, replay, args.profile_updates) for name, (agent, replay, _) in built.items()}
+                    if args.profile else {})
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     ref = totals.get("reference")
     ref_rate = ref[0] / ref[1] if ref else None
@@ -295,9 +309,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['name']:<14} {row['image']:>5} {row['batch']:>5} {n / wall:>10.2f} {1000 * wall / n:>10.1f} "
               f"{1000 * cpu / n:>10.1f} {n:>4} {ratio}  {built[row['name']][2]}")
     for name, kinds in profiles.items():
-        total = sum(kinds.values())
-        print(f"profile {name}: {total:.2f} s of op time; " + "; ".join(
-            f"{kind} {sec:.2f} s ({100 * sec / total:.0f}%)" for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1])))
+        total = sum(v for k, v in kinds.items() if not k.startswith("GPU"))
+        print(f"profile {name}, per update: {1000 * total:.1f} ms of aten op time on the CPU; " + "; ".join(
+            f"{kind} {1000 * sec:.1f} ms" + ("" if kind.startswith("GPU") else f" ({100 * sec / total:.0f}%)")
+            for kind, sec in sorted(kinds.items(), key=lambda kv: -kv[1])))
     print(f"load1 after: {load_after:.1f}. cpu-ms/upd is process CPU time (all threads): on a shared machine it "
           "moves less with other people's load than wall-clock updates/s does.")
     return 0
