@@ -122,6 +122,7 @@ class ArmEnv(gym.Env):
         self.period_s = 1.0 / self.cfg.control_hz
         self.clock = ControlClock(self.period_s) if robot.realtime else None
         self.detector = self._check_sensing(make_detector(detector) if not robot.has_object_state else None)
+        self._randomize(robot)
         self._cameras = self._cameras_to_read()
         self._q_cmd = self.arm.home.copy()
         self._q = self.arm.home.copy()
@@ -159,6 +160,16 @@ class ArmEnv(gym.Env):
             raise ValueError("reach from pixels on this robot has no target the camera can see (the target is "
                              "virtual on a real table): give a success classifier as the reward (reward_model=, "
                              "--reward-model; se-robot reward train), or use obs_mode state")
+
+    def _randomize(self, robot: Robot) -> None:
+        """Hand ``cfg.randomize`` to a robot that can randomize itself (the twin draws anew at every
+        ``reset_scene``, seeded from the reset's generator); refused on any other robot."""
+        if not self.cfg.randomize:
+            return
+        if not hasattr(robot, "set_randomization"):
+            raise ValueError(f"randomize={self.cfg.randomize!r}: domain randomization is for the sim twin; "
+                             f"this robot ({type(robot).__name__}) cannot change its camera or physics")
+        robot.set_randomization(self.cfg.randomize)
 
     def _cameras_to_read(self) -> tuple[str, ...]:
         """The pixel camera, and the scene camera when the detector looks at it."""

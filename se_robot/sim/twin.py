@@ -6,6 +6,9 @@ the servo model, scene and cameras are identical wherever a policy meets the twi
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Callable
+
 import mujoco
 import numpy as np
 
@@ -42,6 +45,13 @@ class ArmTwin:
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._cameras: dict[str, mujoco.MjvCamera] = {}
         self.time_s = 0.0
+        # Hooks of se_robot.sim.randomize (TwinRandomizer): off, the twin is the compiled model as is.
+        #: applied to every rendered frame (noise, blur), or None
+        self.image_filter: Callable[[np.ndarray], np.ndarray] | None = None
+        #: where a resized cube rests: added to the height of a reset's cube centre (m)
+        self.cube_z_offset_m = 0.0
+        self._delay: deque[np.ndarray] | None = None  # targets in flight, oldest first
+        self._delay_ticks = 0
         self._style_target()
 
     def _style_target(self) -> None:
@@ -67,6 +77,8 @@ class ArmTwin:
             for adr, coef in self._coupled:
                 d.qpos[adr] = coef * q0[self.arm.gripper_index]
         d.ctrl[self._act] = q0
+        if self._delay is not None:
+            self._fill_delay(q0)
         self.place_objects(sample)
         self.time_s = 0.0
         return sample
@@ -77,14 +89,42 @@ class ArmTwin:
         m, d = self.model, self.data
         c = self._cube_q
         d.qpos[c:c + 3] = sample.cube_pos
+        if self.cube_z_offset_m:
+            d.qpos[c + 2] += self.cube_z_offset_m
         d.qpos[c + 3:c + 7] = [np.cos(sample.cube_yaw / 2), 0, 0, np.sin(sample.cube_yaw / 2)]
         d.qvel[self._cube_dof:self._cube_dof + 6] = 0.0
         d.mocap_pos[self._mocap] = sample.target_pos
         mujoco.mj_forward(m, d)
 
     def set_targets(self, q: np.ndarray) -> None:
-        """Position-servo targets (rad, joint order); the servos track them as the physics steps."""
+        """Position-servo targets (rad, joint order); the servos track them as the physics steps.
+
+        With an action delay of k ticks (``set_action_delay``) the targets set k calls earlier are
+        applied instead: control latency, one tick per command."""
+        if self._delay is not None:
+            self._delay.append(np.array(q, dtype=np.float64))
+            q = self._delay.popleft()
         self.data.ctrl[self._act] = q
+
+    def set_targets_now(self, q: np.ndarray) -> None:
+        """Targets applied at once, whatever the delay, and the delay line filled with them: a stop
+        must not wait behind commands still in flight."""
+        if self._delay is not None:
+            self._fill_delay(q)
+        self.data.ctrl[self._act] = q
+
+    def set_action_delay(self, ticks: int) -> None:
+        """Apply each target ``ticks`` ``set_targets`` calls late (0: at once, no per-call work)."""
+        if ticks < 0:
+            raise ValueError(f"action delay must be >= 0 ticks, got {ticks}")
+        self._delay_ticks = ticks
+        self._delay = deque() if ticks else None
+        if self._delay is not None:
+            self._fill_delay(self.targets())
+
+    def _fill_delay(self, q: np.ndarray) -> None:
+        self._delay.clear()
+        self._delay.extend(np.array(q, dtype=np.float64) for _ in range(self._delay_ticks))
 
     def targets(self) -> np.ndarray:
         return self.data.ctrl[self._act].copy()
@@ -135,7 +175,9 @@ class ArmTwin:
             cam = self._cameras[camera] = mujoco.MjvCamera()
             cam.type, cam.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, cam_id
         r.update_scene(self.data, camera=cam)
-        return r.render()
+        if self.image_filter is None:
+            return r.render()
+        return self.image_filter(r.render())
 
     def close(self) -> None:
         for r in self._renderers.values():

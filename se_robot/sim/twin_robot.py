@@ -10,6 +10,11 @@ stops the arm once at its present position, after which nothing moves until the 
 Time is the physics time: nothing moves until ``advance`` steps the simulation, which is why
 ``realtime`` is False and an env paces the twin by advancing it rather than by sleeping.
 
+Domain randomization (``set_randomization``, ``se_robot.sim.randomize``) draws the twin's camera,
+lighting, colours, image effects, servo and cube parameters and control latency anew at every
+``reset_scene``, from a child of the reset's generator: a seeded env reset gives the same draw, and
+the scene it samples is the same with randomization on or off.
+
 One re-entrant lock guards the MuJoCo data, so a ROS node can render from its camera timer while
 its control timer sends and advances.
 """
@@ -26,6 +31,7 @@ from se_robot.arm import ArmDescription, load_arm
 from se_robot.estop import EStop
 from se_robot.robot import Frame, ObjectState, RobotState, drive_home
 from se_robot.safety import SafeCommand, SafetyFilter
+from se_robot.sim.randomize import RandomizationSpec, TwinRandomizer, load_randomization
 from se_robot.sim.twin import ArmTwin
 from se_robot.tasks import ResetSample, Task
 
@@ -55,6 +61,7 @@ class TwinRobot:
         self._goal = self.arm.home.copy()
         self._closed = False
         self.counters = {"ticks": 0, "clipped": 0, "held": 0, "resets": 0}
+        self.randomizer: TwinRandomizer | None = None
         self.estop.add_listener(self._stop)
 
     # ------------------------------------------------------------------ lifecycle
@@ -122,7 +129,7 @@ class TwinRobot:
         """EStop listener: one hold at the present position, whoever latched (a fault, a key, a service)."""
         with self.lock:
             self._goal = self.twin.joint_positions()
-            self.twin.set_targets(self._goal)
+            self.twin.set_targets_now(self._goal)
 
     def advance(self, dt_s: float) -> None:
         with self.lock:
@@ -159,9 +166,25 @@ class TwinRobot:
             self.twin.reset(np.random.default_rng(0), q=q)
             self._goal = q.copy()
 
-    def reset_scene(self, rng: np.random.Generator) -> ResetSample:
-        """Arm at home, objects drawn from the task with ``rng``, then ``SETTLE_S`` of physics."""
+    def set_randomization(self, spec: str | RandomizationSpec | dict | None) -> None:
+        """Randomize every following ``reset_scene`` (a preset name, YAML path, mapping or spec),
+        or, with None or a spec that changes nothing, stop: the nominal twin is restored now."""
+        spec = load_randomization(spec) if spec is not None else None
         with self.lock:
+            if spec is not None and spec.enabled:
+                if self.randomizer is None:
+                    self.randomizer = TwinRandomizer(self.twin, spec)
+                self.randomizer.spec = spec
+            elif self.randomizer is not None:
+                self.randomizer.restore()
+                self.randomizer = None
+
+    def reset_scene(self, rng: np.random.Generator) -> ResetSample:
+        """Arm at home, objects drawn from the task with ``rng``, then ``SETTLE_S`` of physics;
+        with randomization, a new draw first (from ``rng``'s next child generator)."""
+        with self.lock:
+            if self.randomizer is not None:
+                self.randomizer.new_draw(rng.spawn(1)[0])
             sample = self.twin.reset(rng)
             self._goal = self.arm.home.copy()
             self.twin.step(SETTLE_S)

@@ -1,0 +1,297 @@
+"""Domain randomization of the twin: a spec of ranges (YAML, named presets), one seeded draw per
+episode, and applying a draw to an ``ArmTwin`` with its nominal model values restored first.
+
+A policy or encoder trained on one exact scene learns that scene's camera pose, colours and servo
+response; a real arm differs in all of them. Drawing them anew every episode makes the learner
+rely on what stays true across the draws. Every parameter is either an *offset* (neutral 0, added
+to the nominal value) or a *scale* (neutral 1, multiplying it); a range ``[lo, hi]`` is drawn
+uniformly. A range that is the neutral value (or absent) is off; a zero-width range elsewhere is a
+fixed change, which is what a gap file describing one other setup wants. ``docs/randomization.md``
+lists each parameter with its unit and the presets' ranges.
+
+The spec is read through the project's config machinery (``se_robot.config.from_dict``), so an
+unknown key or a value out of range stops with the file and the key. ``config/randomization/``
+holds the named presets (``mild``, ``hard``); any YAML path is accepted too.
+
+Off is free: a twin nobody randomizes keeps its compiled model and renders and steps exactly as
+before (the twin's hooks are a ``None`` check per frame and per command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import mujoco
+import numpy as np
+
+from se_robot.config import ConfigError, from_dict, named_config, option, read_yaml
+
+if TYPE_CHECKING:
+    from se_robot.sim.twin import ArmTwin
+
+Range = tuple[float, float]
+OFF: Range = (0.0, 0.0)
+ONE: Range = (1.0, 1.0)
+
+
+def _offset(help: str, lim: float) -> Any:
+    return option(OFF, help=f"{help}; offset range [lo, hi], neutral 0", range=(-lim, lim))
+
+
+def _scale(help: str, lo: float, hi: float) -> Any:
+    return option(ONE, help=f"{help}; scale range [lo, hi], neutral 1", range=(lo, hi))
+
+
+@dataclass(frozen=True)
+class RandomizationSpec:
+    """Ranges of the randomized parameters; the defaults are all off (see the module docstring)."""
+
+    camera_pos_m: Range = _offset("scene camera position, added to each of x, y, z (m)", 0.2)
+    camera_rot_rad: Range = _offset("scene camera orientation, a rotation about each of the camera's own "
+                                    "x, y, z axes (rad)", 0.5)
+    camera_fovy_deg: Range = _offset("scene camera vertical field of view (deg)", 30.0)
+    light_tilt_rad: Range = _offset("top light direction, tilted about the world x and y axes (rad)", 1.0)
+    light_intensity: Range = _scale("top light diffuse and headlight ambient/diffuse intensity", 0.1, 3.0)
+    table_rgb: Range = _offset("table colour, added to each of R, G, B (0..1 units, clipped)", 1.0)
+    cube_rgb: Range = _offset("cube colour, added to each of R, G, B (0..1 units, clipped)", 1.0)
+    goal_rgb: Range = _offset("target/goal marker colour, added to each of R, G, B (0..1 units, clipped)", 1.0)
+    image_noise_std: Range = option(OFF, help="Gaussian pixel noise std per episode (0-255 units)", range=(0.0, 64.0))
+    image_blur_sigma_px: Range = option(OFF, help="Gaussian blur sigma per episode (px)", range=(0.0, 5.0))
+    servo_kp: Range = _scale("position-servo stiffness kp of every arm actuator", 0.2, 5.0)
+    joint_damping: Range = _scale("joint damping of every arm joint (the servos' damping)", 0.2, 5.0)
+    joint_friction_nm: Range = _offset("joint friction loss of every arm joint (N*m; result clipped at 0)", 1.0)
+    cube_mass: Range = _scale("cube mass (and inertia)", 0.1, 10.0)
+    cube_size: Range = _scale("cube edge length (lift's height reference stays 15 mm: see the docs)", 0.7, 1.3)
+    cube_friction: Range = _scale("cube friction (sliding, torsional, rolling)", 0.1, 5.0)
+    latency_ticks: tuple[int, int] = option((0, 0), help="control latency: commands applied this many ticks "
+                                            "late; integer range [lo, hi]", range=(0, 20))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            lo, hi = getattr(self, f.name)
+            if lo > hi:
+                raise ConfigError("<randomization>", f.name, f"range [{lo}, {hi}] has lo > hi")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any parameter moves off its nominal value."""
+        return any(getattr(self, f.name) != f.default for f in dataclasses.fields(self))
+
+
+def load_randomization(spec: str | Path | dict | RandomizationSpec) -> RandomizationSpec:
+    """A spec from a preset name (``config/randomization/<name>.yaml``), a YAML path, a mapping or
+    a spec; a wrong key or value is a ``ConfigError`` naming the file and the key."""
+    if isinstance(spec, RandomizationSpec):
+        return spec
+    if isinstance(spec, dict):
+        source, data = "<randomization>", spec
+    else:
+        path = named_config("randomization", spec)
+        source, data = str(path), read_yaml(path)
+    try:
+        return from_dict(RandomizationSpec, data, source)
+    except ConfigError as e:
+        if e.source == source:
+            raise
+        raise ConfigError(source, e.key, e.message) from None
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One episode's values (see ``RandomizationSpec`` for each one's meaning and unit)."""
+
+    camera_pos_m: np.ndarray
+    camera_rot_rad: np.ndarray
+    camera_fovy_deg: float
+    light_tilt_rad: np.ndarray
+    light_intensity: float
+    table_rgb: np.ndarray
+    cube_rgb: np.ndarray
+    goal_rgb: np.ndarray
+    image_noise_std: float
+    image_blur_sigma_px: float
+    servo_kp: float
+    joint_damping: float
+    joint_friction_nm: float
+    cube_mass: float
+    cube_size: float
+    cube_friction: float
+    latency_ticks: int
+    image_seed: int
+
+
+#: components drawn per parameter (each from the same range)
+_WIDTH = {"camera_pos_m": 3, "camera_rot_rad": 3, "light_tilt_rad": 2, "table_rgb": 3, "cube_rgb": 3, "goal_rgb": 3}
+
+
+def sample(spec: RandomizationSpec, rng: np.random.Generator) -> Draw:
+    """One draw; every parameter is drawn, in a fixed order, so a seed means the same draw whichever
+    ranges are off."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        lo, hi = getattr(spec, f.name)
+        if f.name == "latency_ticks":
+            values[f.name] = int(rng.integers(lo, hi + 1))
+        elif f.name in _WIDTH:
+            values[f.name] = rng.uniform(lo, hi, _WIDTH[f.name])
+        else:
+            values[f.name] = float(rng.uniform(lo, hi))
+    values["image_seed"] = int(rng.integers(2**63))
+    return Draw(**values)
+
+
+class ImageEffects:
+    """Blur (the lens) then Gaussian noise (the sensor) on a rendered uint8 frame, with the
+    episode's own noise generator so a seeded episode renders the same frames."""
+
+    def __init__(self, noise_std: float, blur_sigma_px: float, seed: int):
+        self.noise_std, self.blur_sigma_px = noise_std, blur_sigma_px
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.blur_sigma_px > 0:
+            image = cv2.GaussianBlur(image, (0, 0), self.blur_sigma_px)
+        if self.noise_std > 0:
+            noisy = image + self.rng.normal(0.0, self.noise_std, image.shape)
+            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        return image
+
+
+#: model fields a draw writes (directly, or through mj_setConst after a mass or size change)
+_MODEL_FIELDS = ("cam_pos", "cam_quat", "cam_fovy", "light_dir", "light_diffuse", "mat_rgba", "geom_rgba",
+                 "actuator_gainprm", "actuator_biasprm", "dof_damping", "dof_frictionloss", "body_mass",
+                 "body_inertia", "geom_size", "geom_rbound", "geom_aabb", "geom_friction",
+                 "body_subtreemass", "body_invweight0", "dof_invweight0", "tendon_invweight0", "tendon_length0",
+                 "actuator_acc0", "actuator_length0", "cam_pos0", "cam_poscom0", "cam_mat0", "light_pos0",
+                 "light_dir0", "light_poscom0")
+_STAT_FIELDS = ("meaninertia", "meanmass", "meansize", "extent", "center")
+_HEADLIGHT_FIELDS = ("ambient", "diffuse")
+
+
+class TwinRandomizer:
+    """Applies draws of ``spec`` to ``twin``: the nominal model values are copied once, here, and
+    written back before every draw and by ``restore``, so no value drifts across episodes.
+
+    Call ``new_draw`` before ``ArmTwin.reset`` (the reset places the cube at its drawn size and
+    fills the latency line). Pretraining that poses the twin itself calls it once per episode (or
+    per frame) the same way; the twin's renders then carry the draw's noise and blur.
+    """
+
+    def __init__(self, twin: ArmTwin, spec: RandomizationSpec):
+        self.twin, self.spec = twin, spec
+        m = twin.model
+        self._nominal = {name: getattr(m, name).copy() for name in _MODEL_FIELDS}
+        self._stat = {name: np.copy(getattr(m.stat, name)) for name in _STAT_FIELDS}
+        self._headlight = {name: getattr(m.vis.headlight, name).copy() for name in _HEADLIGHT_FIELDS}
+        self._cam = m.camera("scene").id
+        self._light = m.light("top").id
+        self._materials = {"table_rgb": m.material("table").id, "cube_rgb": m.material("cube").id}
+        self._goal_geoms = [twin._target_geom, twin._post_geom, twin._goal_geom]
+        self._cube_geom = m.geom("cube_geom").id
+        self._arm_dofs = np.arange(m.nv)[twin._dadr]
+        self._arm_acts = np.arange(m.nu)[twin._act]
+        self.draw: Draw | None = None
+
+    def restore(self) -> None:
+        """The nominal model, no image effects, no latency: the twin as built."""
+        m = self.twin.model
+        for name, value in self._nominal.items():
+            getattr(m, name)[...] = value
+        for name, value in self._stat.items():
+            setattr(m.stat, name, value)
+        for name, value in self._headlight.items():
+            getattr(m.vis.headlight, name)[...] = value
+        self.twin.image_filter = None
+        self.twin.cube_z_offset_m = 0.0
+        self.twin.set_action_delay(0)
+        self.draw = None
+
+    def new_draw(self, rng: np.random.Generator) -> Draw:
+        """Restore, draw from ``rng`` and apply; returns the draw (for logs and tests)."""
+        self.restore()
+        draw = sample(self.spec, rng)
+        self.apply(draw)
+        return draw
+
+    def apply(self, draw: Draw) -> None:
+        """Write ``draw`` over the nominal model (call ``restore`` first unless the model is nominal)."""
+        twin, m = self.twin, self.twin.model
+        self._camera(m, draw)
+        self._light_and_colours(m, draw)
+        if draw.servo_kp != 1.0:
+            m.actuator_gainprm[self._arm_acts, 0] *= draw.servo_kp
+            m.actuator_biasprm[self._arm_acts, 1] *= draw.servo_kp
+        if draw.joint_damping != 1.0:
+            m.dof_damping[self._arm_dofs] *= draw.joint_damping
+        if draw.joint_friction_nm != 0.0:
+            m.dof_frictionloss[self._arm_dofs] = np.maximum(m.dof_frictionloss[self._arm_dofs] + draw.joint_friction_nm, 0.0)
+        if draw.cube_friction != 1.0:
+            m.geom_friction[self._cube_geom] *= draw.cube_friction
+        if draw.cube_mass != 1.0 or draw.cube_size != 1.0:
+            self._cube_body(m, draw.cube_mass, draw.cube_size)
+        if draw.image_noise_std > 0 or draw.image_blur_sigma_px > 0:
+            twin.image_filter = ImageEffects(draw.image_noise_std, draw.image_blur_sigma_px, draw.image_seed)
+        twin.set_action_delay(draw.latency_ticks)
+        mujoco.mj_forward(m, twin.data)  # camera and light poses in data follow the model now
+        self.draw = draw
+
+    def _camera(self, m: mujoco.MjModel, draw: Draw) -> None:
+        c = self._cam
+        if np.any(draw.camera_pos_m):
+            m.cam_pos[c] += draw.camera_pos_m
+        if np.any(draw.camera_rot_rad):
+            m.cam_quat[c] = _mul_quat(m.cam_quat[c], _rotvec_quat(draw.camera_rot_rad))
+        if draw.camera_fovy_deg != 0.0:
+            m.cam_fovy[c] += draw.camera_fovy_deg
+
+    def _light_and_colours(self, m: mujoco.MjModel, draw: Draw) -> None:
+        if np.any(draw.light_tilt_rad):
+            tilt = _rotvec_quat(np.array([draw.light_tilt_rad[0], draw.light_tilt_rad[1], 0.0]))
+            out = np.empty(3)
+            mujoco.mju_rotVecQuat(out, m.light_dir[self._light].astype(np.float64), tilt)
+            m.light_dir[self._light] = out
+        if draw.light_intensity != 1.0:
+            k = draw.light_intensity
+            m.light_diffuse[self._light] *= k
+            for name in _HEADLIGHT_FIELDS:
+                getattr(m.vis.headlight, name)[...] *= k
+        for key, mat in self._materials.items():
+            jitter = getattr(draw, key)
+            if np.any(jitter):
+                m.mat_rgba[mat, :3] = np.clip(m.mat_rgba[mat, :3] + jitter, 0.0, 1.0)
+        if np.any(draw.goal_rgb):
+            for g in self._goal_geoms:
+                m.geom_rgba[g, :3] = np.clip(m.geom_rgba[g, :3] + draw.goal_rgb, 0.0, 1.0)
+
+    def _cube_body(self, m: mujoco.MjModel, mass: float, size: float) -> None:
+        """Mass and edge scaled, inertia with them (m * s^2); the derived constants recomputed,
+        and the cube placed at its own half height on reset."""
+        b, g = self.twin._cube_body, self._cube_geom
+        m.body_mass[b] *= mass
+        m.body_inertia[b] *= mass * size**2
+        m.geom_size[g] *= size
+        m.geom_rbound[g] *= size
+        m.geom_aabb[g] *= size
+        self.twin.cube_z_offset_m = float(m.geom_size[g, 2] - self._nominal["geom_size"][g, 2])
+        mujoco.mj_setConst(m, self.twin.data)
+
+
+def _rotvec_quat(v: np.ndarray) -> np.ndarray:
+    """The unit quaternion (w, x, y, z) of a rotation vector (axis times angle, rad)."""
+    angle = float(np.linalg.norm(v))
+    q = np.empty(4)
+    mujoco.mju_axisAngle2Quat(q, np.asarray(v, np.float64) / angle, angle)
+    return q
+
+
+def _mul_quat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty(4)
+    mujoco.mju_mulQuat(out, np.asarray(a, np.float64), np.asarray(b, np.float64))
+    return out
+
+
+__all__ = ["Draw", "ImageEffects", "RandomizationSpec", "TwinRandomizer", "load_randomization", "sample"]
