@@ -208,3 +208,26 @@ def test_make_env_randomizes_at_every_reset_and_off_is_the_plain_twin():
 def test_a_wrong_randomize_option_stops_at_make_env():
     with pytest.raises(ConfigError, match="no randomization named 'milder'"):
         make_env("reach", randomize="milder")
+
+
+def test_demos_command_records_with_randomization(tmp_path, capsys):
+    from se_robot.cli import main as cli_main
+    from se_robot.data.episodes import read_dataset_meta
+
+    out = tmp_path / "demos"
+    rc = cli_main(["demos", "--task", "reach", "--episodes", "1", "--out", str(out), "--obs-mode", "state",
+                   "--randomize", "mild", "--seed", "2"])
+    assert rc == 0, capsys.readouterr()
+    assert read_dataset_meta(out).extra["randomize"] == "mild"
+
+
+def test_train_set_env_randomize_reaches_both_envs():
+    from se_robot.train import make_envs
+    from se_robot.train_config import load_config
+
+    cfg = load_config(None, {"task": "reach", "obs_mode": "state"}, ["env.randomize=hard"])
+    env, eval_env = make_envs(cfg)
+    for e in (env, eval_env):
+        e.reset(seed=0)
+        assert e.unwrapped.robot.randomizer.spec == load_randomization("hard")
+        e.close()

@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-failures", action="store_true",
                    help="write failed episodes too (implied by --policy random)")
     p.add_argument("--max-steps", type=int, default=None, help="cut episodes at this many steps")
+    p.add_argument("--randomize", default="", metavar="PRESET_OR_YAML",
+                   help="domain randomization, drawn anew every episode: a preset (mild, hard) or a YAML "
+                        "path (docs/randomization.md); default off")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("se-robot demos: --episodes must be at least 1")
     # frame_stack=0: a dataset holds the env's own H x W x 3 frames, one per step
     env = make_env(args.task, frame_stack=0, obs_mode=args.obs_mode, image_size=args.image_size,
-                   camera=args.camera, action_mode=args.action_mode)
+                   camera=args.camera, action_mode=args.action_mode, randomize=args.randomize)
     try:
         if args.policy == "random":
             policy = RandomPolicy(env.action_space, seed=args.seed)
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             if args.policy == "noisy":
                 policy = NoisyPolicy(policy, env.action_space, args.noise, seed=args.seed)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
-                                image_size=args.image_size, action_mode=args.action_mode)
+                                image_size=args.image_size, action_mode=args.action_mode,
+                                randomize=args.randomize or None)
         keep = args.keep_failures or args.policy == "random"
         written = record_scripted(env, policy, args.out, meta, args.episodes, seed=args.seed,
                                   keep_failures=keep, source=f"scripted_{args.policy}", max_steps=args.max_steps)
