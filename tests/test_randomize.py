@@ -193,7 +193,8 @@ def test_make_env_randomizes_at_every_reset_and_off_is_the_plain_twin():
     _steps(env, 5)
     d1 = robot.randomizer.draw
     # the scene (the goal) is sampled as without randomization: the draw comes from a child generator
-    np.testing.assert_array_equal(robot.twin.target_position(), (plain.reset(seed=5), plain.unwrapped.robot.twin.target_position())[1])
+    plain.reset(seed=5)
+    np.testing.assert_array_equal(robot.twin.target_position(), plain.unwrapped.robot.twin.target_position())
     env.reset()
     assert robot.randomizer.draw.camera_pos_m.tolist() != d1.camera_pos_m.tolist()
     env.reset(seed=5)
@@ -203,6 +204,17 @@ def test_make_env_randomizes_at_every_reset_and_off_is_the_plain_twin():
         np.testing.assert_array_equal(a, b)
     env.close()
     plain.close()
+
+
+def test_a_robot_that_cannot_randomize_refuses_the_option():
+    from se_robot.envs.arm_env import ArmEnv
+    from se_robot.sim.twin_robot import TwinRobot
+
+    class FixedRobot(TwinRobot):  # a robot without the twin's randomization, as the serial arm
+        set_randomization = None
+
+    with pytest.raises(ValueError, match="domain randomization is for the sim twin"):
+        ArmEnv(FixedRobot(), "reach", randomize="mild")
 
 
 def test_a_wrong_randomize_option_stops_at_make_env():

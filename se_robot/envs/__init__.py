@@ -63,7 +63,9 @@ def make_env(task: str = "reach", backend: str = "sim", frame_stack: int = 1, ac
     ``ros`` (the robot behind arm_node/sim_node topics; its options go to
     ``se_robot.nodes.ros_robot.make_ros_robot``), or any other name registered as a
     ``se_robot.robots`` entry point (``robot_backend``). Options named in ``ENV_OPTIONS`` go to ``ArmEnv``
-    (``operator=``: who restores push/lift scenes on a robot that cannot, ``se_robot.envs.operator``).
+    (``operator=``: who restores push/lift scenes on a robot that cannot, ``se_robot.envs.operator``;
+    ``randomize=``: domain randomization of the twin, a preset or YAML path drawn anew at every reset,
+    ``se_robot.sim.randomize``; refused on a robot that cannot randomize itself).
 
     ``reward_model``: a success classifier file (``se-robot reward train``) or loaded model whose
     sparse reward replaces the task's (``LearnedRewardWrapper`` right over the env: the episode

@@ -166,7 +166,7 @@ class ArmEnv(gym.Env):
         ``reset_scene``, seeded from the reset's generator); refused on any other robot."""
         if not self.cfg.randomize:
             return
-        if not hasattr(robot, "set_randomization"):
+        if getattr(robot, "set_randomization", None) is None:
             raise ValueError(f"randomize={self.cfg.randomize!r}: domain randomization is for the sim twin; "
                              f"this robot ({type(robot).__name__}) cannot change its camera or physics")
         robot.set_randomization(self.cfg.randomize)

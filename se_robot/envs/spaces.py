@@ -48,8 +48,9 @@ class EnvConfig:
     ee_step_m: float = option(0.02, help="gripper move per step at |action| = 1 (m)", range=(1e-4, 0.1))
     joint_step_rad: float = option(0.1, help="joint move per step at |action| = 1 (rad)", range=(1e-4, 0.5))
     point_down: bool = option(True, help="ee_delta IK keeps the gripper pointing down")
-    randomize: str = option("", help="domain randomization of the twin, drawn anew at every reset: '' (off), a "
-                                     "preset in config/randomization (mild, hard) or a YAML path; docs/randomization.md")
+    randomize: str = option("", help="domain randomization of the twin, drawn anew at every reset: '' (off), "
+                                     "a preset in config/randomization (mild, hard) or a YAML path "
+                                     "(docs/randomization.md)")
 
 
 def resolve_env_parts(task: "str | Task", arm: "str | ArmDescription", render_mode: str | None,

@@ -227,7 +227,8 @@ class TwinRandomizer:
         if draw.joint_damping != 1.0:
             m.dof_damping[self._arm_dofs] *= draw.joint_damping
         if draw.joint_friction_nm != 0.0:
-            m.dof_frictionloss[self._arm_dofs] = np.maximum(m.dof_frictionloss[self._arm_dofs] + draw.joint_friction_nm, 0.0)
+            friction = m.dof_frictionloss[self._arm_dofs] + draw.joint_friction_nm
+            m.dof_frictionloss[self._arm_dofs] = np.maximum(friction, 0.0)
         if draw.cube_friction != 1.0:
             m.geom_friction[self._cube_geom] *= draw.cube_friction
         if draw.cube_mass != 1.0 or draw.cube_size != 1.0:
