@@ -155,9 +155,13 @@ class ImageEffects:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if self.blur_sigma_px > 0:
             image = cv2.GaussianBlur(image, (0, 0), self.blur_sigma_px)
-        if self.noise_std > 0:
-            noisy = image + self.rng.normal(0.0, self.noise_std, image.shape)
-            image = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        if self.noise_std > 0:  # float32 and in place: this runs on every frame
+            noisy = self.rng.standard_normal(image.shape, dtype=np.float32)
+            noisy *= self.noise_std
+            noisy += image
+            np.rint(noisy, out=noisy)
+            np.clip(noisy, 0, 255, out=noisy)
+            image = noisy.astype(np.uint8)
         return image
 
 
