@@ -177,6 +177,8 @@ class TwinRandomizer:
     Every array of the model is kept, not only those a draw writes: ``mj_setConst`` (after a cube
     mass or size change) rewrites derived constants (inertia weights, bounding volumes, ...) whose
     list is MuJoCo's to change; copying them all back is a fraction of a millisecond per episode.
+    Whatever else writes the model after this is made is overwritten at the next draw (nothing does
+    today: the twin styles its target markers before).
 
     Call ``new_draw`` before ``ArmTwin.reset`` (the reset places the cube at its drawn size and
     fills the latency line). Pretraining that poses the twin itself calls it once per episode (or
