@@ -9,6 +9,11 @@ The emulated servos were "assembled" with the emulator's factory calibration
 a driver is given it explicitly, e.g. ``se-robot record --backend hardware --port PTY
 --calibration PATH``. Or calibrate the virtual arm as a real one:
 ``se-robot calibrate --port PTY --arm-id virtual_so101``.
+
+``--gap mild|hard|FILE`` makes the emulated world differ from the training twin the way a real
+setup does (camera pose and lens, light, colours, image noise, servo gains, cube, latency): one
+draw per session from ``--gap-seed``, printed at start. Presets are in ``config/gaps/``; a file
+has the format of ``config/randomization/`` (docs/randomization.md).
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scene-port", type=int, default=None,
                    help="serve the scripted scene operator on localhost:PORT (twin physics): an env in another "
                         "process restores the cube between episodes with operator=http://127.0.0.1:PORT")
+    p.add_argument("--gap", default=None,
+                   help="twin reality gap: a preset (mild | hard, config/gaps/) or a YAML file; implies --physics twin")
+    p.add_argument("--gap-seed", type=int, default=0, help="seed of the gap's one draw for this session (default: 0)")
+    p.add_argument("--gap-control-hz", type=float, default=10.0,
+                   help="control rate a gap's latency_ticks are counted at (default: 10, the envs' default)")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: run until Ctrl-C)")
     p.add_argument("--noise-ticks", type=float, default=0.0, help="reality gap: position noise std (ticks)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="reality gap: command latency (ms)")
@@ -47,17 +57,20 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from se_robot.arm import load_arm
-    from se_robot.hardware.emulator import VirtualArm
+    from se_robot.hardware.emulator import VirtualArm, describe_gap
     from se_robot.hardware.servo_emulator import RealityGap
 
     arm = load_arm(args.arm)
     physics = args.physics or ("twin" if args.camera_port is not None or args.scene_port is not None
-                               else "first_order")
+                               or args.gap is not None else "first_order")
+    if args.gap is not None and physics != "twin":
+        raise SystemExit("se-robot emulate: --gap changes the twin's world; it needs --physics twin")
     gap = RealityGap(position_noise_ticks=args.noise_ticks, command_latency_s=args.latency_ms / 1e3,
                      drop_probability=args.drop, corrupt_probability=args.corrupt)
     virtual = VirtualArm(arm, protocol=args.protocol, physics=physics, calibration=args.calibration, gap=gap,
                          link=args.link, camera_port=args.camera_port, camera=args.camera, task=args.task,
-                         scene_port=args.scene_port)
+                         scene_port=args.scene_port, twin_gap=args.gap, twin_gap_seed=args.gap_seed,
+                         gap_control_hz=args.gap_control_hz)
 
     def _terminate(signum, frame):  # systemd, docker, ros2 launch stop with SIGTERM: clean up the same way
         raise KeyboardInterrupt
@@ -75,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"calibration: servos centred, no file; calibrate the virtual arm with se-robot calibrate "
                   f"--port {virtual.port} --arm {args.arm} --arm-id ID", flush=True)
+        if virtual.gap_draw is not None:
+            print(f"reality gap: {args.gap}, seed {args.gap_seed}, drawn once for this session:\n"
+                  f"{describe_gap(virtual.gap_draw, virtual.gap_latency_s)}", flush=True)
         if virtual.camera_url:
             print(f"camera: {virtual.camera_url}", flush=True)
         if virtual.scene_url:

@@ -7,10 +7,18 @@ truth" calibration is its own fixture, ``config/arms/<arm>_emulator_calibration.
 horns centred; ``default_calibration`` for an arm that ships none): drivers are handed it
 explicitly (``VirtualArm.calibration`` or ``.calibration_path``), so ``SerialArm`` reads the
 twin's joint angles in radians as it would a real arm's, and no real arm ever picks it up.
+
+Beyond the bus (``RealityGap``) and the camera link (``CameraGap``), a *twin gap* makes the
+emulated world itself differ from the training twin, as a user's real setup does: a
+randomization spec (``se_robot.sim.randomize``; presets ``config/gaps/<name>.yaml``) drawn once
+per emulator session from ``twin_gap_seed`` and kept, scene resets included, moves the camera,
+changes its field of view, the light, the colours, adds image noise and blur to the stream, and
+changes servo gains, damping, friction and the cube. ``VirtualArm.gap_draw`` is the drawn "truth".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -28,20 +36,28 @@ from se_robot.tasks import ResetSample, Task
 
 if TYPE_CHECKING:   # the camera part (OpenCV) is optional: imported where the stream starts
     from se_robot.hardware.mjpeg_server import CameraGap
+    from se_robot.sim.randomize import Draw, RandomizationSpec
 
 
 class TwinServos:
     """Physics backed by ``se_robot.sim.twin.ArmTwin``: goals become the twin's position-servo
     targets and a thread steps it in real time. Torque off is approximated by making a joint's
-    target follow its position (the twin has no limp mode)."""
+    target follow its position (the twin has no limp mode).
+
+    With ``gap`` (a randomization spec), one draw from ``gap_seed`` is applied to the twin before
+    anything runs and kept for the object's life: ``reset`` and ``place_objects`` never draw again,
+    as a real setup does not change between episodes. The draw's ``latency_ticks`` is not applied
+    here (the twin's delay line counts its target updates, one per physics step): ``VirtualArm``
+    puts it on the bus as a command latency."""
 
     def __init__(self, arm: ArmDescription, calibration: ArmCalibration, task: str = "reach",
-                 rate_hz: float = 250.0, seed: int = 0):
+                 rate_hz: float = 250.0, seed: int = 0, gap: RandomizationSpec | None = None, gap_seed: int = 0):
         from se_robot.sim.twin import ArmTwin
 
         self.arm = arm
         self.cal = calibration
         self.twin = ArmTwin(arm, task)
+        self.gap_draw: Draw | None = None if gap is None else self._apply_gap(gap, gap_seed)
         self.twin.reset(np.random.default_rng(seed))
         self.period_s = 1.0 / rate_hz
         self.lock = threading.Lock()
@@ -54,6 +70,14 @@ class TwinServos:
         self._renderer = None
         self._renderer_size = (0, 0)
         self._max_effort = np.array([max(arm.joint_limits[n].max_effort, 1e-3) for n in self._names])
+
+    def _apply_gap(self, spec: RandomizationSpec, seed: int) -> Draw:
+        from se_robot.sim.randomize import TwinRandomizer, sample
+
+        draw = sample(spec, np.random.default_rng(seed))
+        TwinRandomizer(self.twin, spec).apply(draw)
+        self.twin.set_action_delay(0)
+        return draw
 
     def reset(self, positions_ticks: dict[int, float]) -> None:
         ticks = np.array([positions_ticks[s] for s in self.arm.servo_ids], dtype=np.float64)
@@ -116,7 +140,8 @@ class TwinServos:
             self._renderer_size = (width, height)
         with self.lock:
             self._renderer.update_scene(self.twin.data, camera=camera)
-        return self._renderer.render()
+        image = self._renderer.render()
+        return image if self.twin.image_filter is None else self.twin.image_filter(image)
 
     def close_renderers(self) -> None:
         """Free GL contexts; must run in the thread that rendered (EGL contexts are per thread)."""
@@ -146,23 +171,44 @@ def servo_model_for(arm: ArmDescription, protocol: str) -> ServoModel:
 
 
 class VirtualArm:
-    """Emulated servos of ``arm`` on a pty, with optional stable symlink and camera stream."""
+    """Emulated servos of ``arm`` on a pty, with optional stable symlink and camera stream.
+
+    ``gap`` is the bus's reality gap, ``camera_gap`` the camera link's, ``twin_gap`` the world's
+    (a preset name in ``config/gaps/``, a YAML path, a mapping or a spec; twin physics only), drawn
+    once from ``twin_gap_seed``. Its ``latency_ticks`` become a command latency on the bus of
+    ticks / ``gap_control_hz`` seconds (a tick is one control period, as in the twin's envs).
+    """
 
     def __init__(self, arm: ArmDescription, *, protocol: str | None = None, physics: str = "first_order",
                  calibration: ArmCalibration | str | Path | None = None, gap: RealityGap | None = None,
                  link: str | None = None, camera_port: int | None = None, camera: str = "scene",
                  camera_size: tuple[int, int] = (640, 480), camera_fps: float = 30.0, task: str = "reach",
-                 scene_port: int | None = None, camera_gap: CameraGap | None = None):
+                 scene_port: int | None = None, camera_gap: CameraGap | None = None,
+                 twin_gap: str | Path | dict | RandomizationSpec | None = None, twin_gap_seed: int = 0,
+                 gap_control_hz: float = 10.0):
         if physics not in ("first_order", "twin"):
             raise ValueError(f"physics must be first_order or twin, got {physics!r}")
         if camera_port is not None and physics != "twin":
             raise ValueError("a camera stream needs physics='twin' (there is nothing to render otherwise)")
+        if twin_gap is not None and physics != "twin":
+            raise ValueError("a twin gap needs physics='twin' (first-order servos have no world to change)")
         self.arm = arm
         self.protocol = protocol or arm.bus.protocol
         self.model = servo_model_for(arm, self.protocol)
         self.calibration, self.calibration_path = self._factory_calibration(arm, calibration)
         self.physics_name = physics
-        self.physics = (TwinServos(arm, self.calibration, task) if physics == "twin" else FirstOrderServos())
+        self.twin_gap: RandomizationSpec | None = None
+        if twin_gap is not None:
+            from se_robot.sim.randomize import load_randomization
+
+            self.twin_gap = load_randomization(twin_gap, kind="gaps")
+        self.physics = (TwinServos(arm, self.calibration, task, gap=self.twin_gap, gap_seed=twin_gap_seed)
+                        if physics == "twin" else FirstOrderServos())
+        self.gap_draw: Draw | None = getattr(self.physics, "gap_draw", None)
+        self.gap_latency_s = 0.0 if self.gap_draw is None else self.gap_draw.latency_ticks / gap_control_hz
+        if self.gap_latency_s:
+            gap = gap or RealityGap()
+            gap = dataclasses.replace(gap, command_latency_s=gap.command_latency_s + self.gap_latency_s)
         home_ticks = self.calibration.rad_to_ticks(arm.home, arm.joint_names)
         self.emulator = ServoEmulator(self.protocol, self.model, arm.servo_ids,
                                       initial_ticks=dict(zip(arm.servo_ids, (int(t) for t in home_ticks))),
@@ -293,5 +339,22 @@ class ScriptedSceneOperator:
         return True
 
 
-__all__ = ["VirtualArm", "ScriptedSceneOperator", "TwinServos", "FirstOrderServos", "RealityGap", "emulator_calibration_path",
-           "servo_model_for"]
+def describe_gap(draw: Draw, latency_s: float) -> str:
+    """The drawn twin gap in words and units: what the emulated "real" setup is."""
+    def v(a: np.ndarray) -> str:
+        return "(" + ", ".join(f"{x:+.3f}" for x in a) + ")"
+
+    return "\n".join([
+        f"  camera: moved {v(draw.camera_pos_m)} m (world x, y, z), rotated {v(draw.camera_rot_rad)} rad "
+        f"(own x, y, z), fovy {draw.camera_fovy_deg:+.2f} deg",
+        f"  light: tilted {v(draw.light_tilt_rad)} rad (world x, y), intensity x{draw.light_intensity:.3f}",
+        f"  colours (RGB, 0..1): table {v(draw.table_rgb)}, cube {v(draw.cube_rgb)}, goal {v(draw.goal_rgb)}",
+        f"  image: noise std {draw.image_noise_std:.2f} (0-255), blur sigma {draw.image_blur_sigma_px:.2f} px",
+        f"  servos: kp x{draw.servo_kp:.3f}, damping x{draw.joint_damping:.3f}, "
+        f"friction {draw.joint_friction_nm:+.4f} N*m, latency {draw.latency_ticks} ticks ({latency_s * 1e3:.0f} ms on the bus)",
+        f"  cube: mass x{draw.cube_mass:.3f}, size x{draw.cube_size:.3f}, friction x{draw.cube_friction:.3f}",
+    ])
+
+
+__all__ = ["VirtualArm", "ScriptedSceneOperator", "TwinServos", "FirstOrderServos", "RealityGap", "describe_gap",
+           "emulator_calibration_path", "servo_model_for"]

@@ -82,15 +82,16 @@ class RandomizationSpec:
         return any(getattr(self, f.name) != f.default for f in dataclasses.fields(self))
 
 
-def load_randomization(spec: str | Path | dict | RandomizationSpec) -> RandomizationSpec:
-    """A spec from a preset name (``config/randomization/<name>.yaml``), a YAML path, a mapping or
-    a spec; a wrong key or value is a ``ConfigError`` naming the file and the key."""
+def load_randomization(spec: str | Path | dict | RandomizationSpec, kind: str = "randomization") -> RandomizationSpec:
+    """A spec from a preset name (``config/<kind>/<name>.yaml``: ``randomization`` for the twin's
+    per-episode ranges, ``gaps`` for the emulator's reality gaps), a YAML path, a mapping or a
+    spec; a wrong key or value is a ``ConfigError`` naming the file and the key."""
     if isinstance(spec, RandomizationSpec):
         return spec
     if isinstance(spec, dict):
-        source, data = "<randomization>", spec
+        source, data = f"<{kind}>", spec
     else:
-        path = named_config("randomization", spec)
+        path = named_config(kind, spec)
         source, data = str(path), read_yaml(path)
     try:
         return from_dict(RandomizationSpec, data, source)
