@@ -351,7 +351,8 @@ def describe_gap(draw: Draw, latency_s: float) -> str:
         f"  colours (RGB, 0..1): table {v(draw.table_rgb)}, cube {v(draw.cube_rgb)}, goal {v(draw.goal_rgb)}",
         f"  image: noise std {draw.image_noise_std:.2f} (0-255), blur sigma {draw.image_blur_sigma_px:.2f} px",
         f"  servos: kp x{draw.servo_kp:.3f}, damping x{draw.joint_damping:.3f}, "
-        f"friction {draw.joint_friction_nm:+.4f} N*m, latency {draw.latency_ticks} ticks ({latency_s * 1e3:.0f} ms on the bus)",
+        f"friction {draw.joint_friction_nm:+.4f} N*m, "
+        f"latency {draw.latency_ticks} ticks ({latency_s * 1e3:.0f} ms on the bus)",
         f"  cube: mass x{draw.cube_mass:.3f}, size x{draw.cube_size:.3f}, friction x{draw.cube_friction:.3f}",
     ])
 
