@@ -4,7 +4,9 @@
 trains or records on it must still get the cube put back between episodes. This small JSON
 service is that operator's line: ``POST /scene/restore`` with ``{"task": "lift", "seed": 123}``
 draws a pose from the task's reset distribution with that seed and places the cube (and target)
-in the twin; the reply is ``{"restored": true, "cube_pos": [x, y, z]}``. ``declines`` is a fault
+in the twin; the reply is ``{"restored": true, "cube_pos": [x, y, z]}``. An optional ``"cube_xy":
+[x, y]`` puts the cube at that table spot (yaw 0) instead of the draw's (camera alignment places
+it at known spots). ``declines`` is a fault
 knob like the bus's: the next that many requests answer ``{"restored": false}`` without touching
 the scene (an operator who cannot put the cube back just now). The client is
 ``se_robot.envs.operator.HttpSceneOperator`` (``operator="http://HOST:PORT"``). The body is
@@ -69,7 +71,9 @@ class SceneService:
         try:
             request = json.loads(stream.read(n))
             task, seed = request["task"], int(request["seed"])
-        except (ValueError, KeyError, TypeError) as e:
+            cube_xy = request.get("cube_xy")
+            cube_xy = None if cube_xy is None else [float(cube_xy[0]), float(cube_xy[1])]
+        except (ValueError, KeyError, TypeError, IndexError) as e:
             return 400, {"error": f"expected {{\"task\": NAME, \"seed\": INT}}: {e}"}
         if task != self.task.name:
             return 409, {"error": f"the emulator's scene is {self.task.name!r}, asked to restore {task!r}"}
@@ -77,6 +81,8 @@ class SceneService:
             self.declines -= 1
             return 200, {"restored": False}
         sample = self.task.sample_reset(np.random.default_rng(seed))
+        if cube_xy is not None:
+            sample = ResetSample(np.array([*cube_xy, sample.cube_pos[2]]), 0.0, sample.target_pos)
         self.place(sample)
         self.requests += 1
         return 200, {"restored": True, "cube_pos": [float(v) for v in sample.cube_pos]}

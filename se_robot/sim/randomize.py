@@ -247,13 +247,7 @@ class TwinRandomizer:
         self.draw = draw
 
     def _camera(self, m: mujoco.MjModel, draw: Draw) -> None:
-        c = self._cam
-        if np.any(draw.camera_pos_m):
-            m.cam_pos[c] += draw.camera_pos_m
-        if np.any(draw.camera_rot_rad):
-            m.cam_quat[c] = _mul_quat(m.cam_quat[c], _rotvec_quat(draw.camera_rot_rad))
-        if draw.camera_fovy_deg != 0.0:
-            m.cam_fovy[c] += draw.camera_fovy_deg
+        offset_camera(m, self._cam, draw.camera_pos_m, draw.camera_rot_rad, draw.camera_fovy_deg)
 
     def _light_and_colours(self, m: mujoco.MjModel, draw: Draw) -> None:
         if np.any(draw.light_tilt_rad):
@@ -287,6 +281,18 @@ class TwinRandomizer:
         mujoco.mj_setConst(m, self.twin.data)
 
 
+def offset_camera(m: mujoco.MjModel, cam_id: int, pos_m: np.ndarray, rot_rad: np.ndarray, fovy_deg: float) -> None:
+    """Move camera ``cam_id`` of ``m`` from where it is: ``pos_m`` added to its position (parent
+    frame), rotated by the rotation vector ``rot_rad`` about its own axes, ``fovy_deg`` added to its
+    field of view. The randomizer's camera draw and the camera alignment's fit both apply this."""
+    if np.any(pos_m):
+        m.cam_pos[cam_id] += pos_m
+    if np.any(rot_rad):
+        m.cam_quat[cam_id] = _mul_quat(m.cam_quat[cam_id], _rotvec_quat(rot_rad))
+    if fovy_deg != 0.0:
+        m.cam_fovy[cam_id] += fovy_deg
+
+
 def _rotvec_quat(v: np.ndarray) -> np.ndarray:
     """The unit quaternion (w, x, y, z) of a rotation vector (axis times angle, rad)."""
     angle = float(np.linalg.norm(v))
@@ -301,4 +307,5 @@ def _mul_quat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["Draw", "ImageEffects", "RandomizationSpec", "TwinRandomizer", "load_randomization", "sample"]
+__all__ = ["Draw", "ImageEffects", "RandomizationSpec", "TwinRandomizer", "load_randomization", "offset_camera",
+           "sample"]
