@@ -13,10 +13,10 @@ known base-frame points and their pixels in your camera's image:
   pixel: [u, v]}, ...]}`` you wrote with any image viewer (cube or link centres at known spots).
 
 It fits the camera's position offset, rotation offset and field of view through the twin's own
-projection (``se_robot.sim.camera_fit``) and writes ``--out``: the ``camera`` section of
+projection (``se_robot.envs.camera_fit``) and writes ``--out``: the ``camera`` section of
 ``--camera`` unchanged, a ``detector`` section with the fitted ``projection`` and ``homography``
 (in place of ``mujoco_camera``), and a ``twin_camera`` section of offsets that
-``se_robot.sim.camera_fit.apply_camera`` applies to a twin. ``--overlay PNG`` saves the twin's
+``se_robot.envs.camera_fit.apply_camera`` applies to a twin. ``--overlay PNG`` saves the twin's
 render through the fitted camera blended 50/50 with the live frame, to check by eye.
 """
 
@@ -112,7 +112,7 @@ def overlay_image(arm, task: str, fit, frame: np.ndarray, cube_xyz: np.ndarray |
     import cv2
     import mujoco
 
-    from se_robot.sim.camera_fit import apply_camera
+    from se_robot.envs.camera_fit import apply_camera
     from se_robot.sim.twin import ArmTwin
     from se_robot.tasks import ResetSample
 
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from se_robot.config import named_config
     from se_robot.envs.detector import ColorDetector, load_calibration
     from se_robot.hardware.camera import OpenCVCamera, load_camera_config
-    from se_robot.sim.camera_fit import fit_camera, load_points
+    from se_robot.envs.camera_fit import fit_camera, load_points
     from se_robot.sim.mjcf import build_model
 
     arm = load_arm(args.arm)
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
           f"max {fit.max_px:.2f} px over {fit.n_points} points")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(camera_config(source, fit, calibration.plane_z_m), sort_keys=False))
+    out.write_text(yaml.safe_dump(camera_config(source, fit, calibration.plane_z_m), sort_keys=False,
+                                  default_flow_style=None))
     print(f"wrote {out}")
     if args.overlay:
         image = overlay_image(arm, args.task, fit, frame, cube_xyz)

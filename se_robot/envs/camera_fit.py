@@ -87,6 +87,21 @@ def apply_camera(model: mujoco.MjModel, camera: str, pos_offset_m, rot_offset_ra
                   np.asarray(rot_offset_rad, np.float64), float(fovy_offset_deg))
 
 
+def apply_camera_config(model: mujoco.MjModel, config: str | Path | dict) -> None:
+    """Apply the ``twin_camera`` section of a camera config that ``se-robot align-camera`` wrote."""
+    data = config if isinstance(config, dict) else read_yaml(config)
+    source = "<camera config>" if isinstance(config, dict) else str(config)
+    section = data.get("twin_camera")
+    if not isinstance(section, dict):
+        raise ConfigError(source, "twin_camera", "missing: write it with `se-robot align-camera`")
+    try:
+        apply_camera(model, section.get("camera", "scene"), [float(v) for v in section["pos_offset_m"]],
+                     [float(v) for v in section["rot_offset_rad"]], float(section["fovy_offset_deg"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(source, "twin_camera", f"expected camera, pos_offset_m (3), rot_offset_rad (3) "
+                          f"and fovy_offset_deg ({e})") from None
+
+
 class _Projector:
     """Projection of the model's camera moved by a parameter vector; the model is restored after."""
 
@@ -178,4 +193,4 @@ def load_points(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, in
     return points, pixels, size
 
 
-__all__ = ["CameraFit", "FitError", "MIN_POINTS", "apply_camera", "check_points", "fit_camera", "load_points"]
+__all__ = ["CameraFit", "FitError", "MIN_POINTS", "apply_camera", "apply_camera_config", "check_points", "fit_camera", "load_points"]
