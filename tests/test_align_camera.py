@@ -142,3 +142,25 @@ def test_align_camera_recovers_the_gapped_emulator_camera(tmp_path):
     nominal_err = np.linalg.norm(np.array(nominal.table_xy_m) - cube[:2])
     print(f"cube located {aligned_err * 1000:.1f} mm off (aligned), {nominal_err * 1000:.1f} mm (nominal)")
     assert aligned_err < 0.004 and nominal_err > 0.006
+
+
+def test_scene_service_places_the_cube_at_a_given_spot():
+    import json
+    import urllib.error
+    import urllib.request
+
+    from se_robot.commands.align_camera import place_cube
+    from se_robot.hardware.scene_service import SceneService
+    from se_robot.tasks import load_task
+
+    placed = []
+    service = SceneService(load_task("lift"), placed.append).start()
+    try:
+        assert np.allclose(place_cube(service.url, "lift", (0.26, -0.12)), [0.26, -0.12, 0.015])
+        assert np.allclose(placed[-1].cube_pos, [0.26, -0.12, 0.015]) and placed[-1].cube_yaw == 0.0
+        body = json.dumps({"task": "lift", "seed": 0, "cube_xy": [0.2]}).encode()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(f"{service.url}/scene/restore", data=body, method="POST"))
+        assert e.value.code == 400 and len(placed) == 1
+    finally:
+        service.stop()
