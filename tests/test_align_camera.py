@@ -102,6 +102,9 @@ def test_points_file_and_bad_points_file(tmp_path):
     assert np.allclose(written["twin_camera"]["pos_offset_m"], POS_M, atol=1e-5)
     assert "mujoco_camera" not in written["detector"] and len(written["detector"]["projection"]) == 3
 
+    line = [{"xyz": [0.1 + 0.02 * i, 0.0, 0.015], "pixel": [100.0 + 10 * i, 100.0 + 5 * i]} for i in range(5)]
+    clicked.write_text(yaml.safe_dump({"image_width": W, "image_height": H, "points": line}))
+    assert main(["align-camera", "--points", str(clicked), "--out", str(out)]) == 1   # refused: one line
     clicked.write_text("image_width: 320\nimage_height: 240\npoints: [{xyz: [0.1, 0.0], pixel: [3, 4]}]\n")
     assert main(["align-camera", "--points", str(clicked), "--out", str(out)]) == 2   # a configuration error
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from se_robot.config import named_config
     from se_robot.envs.detector import ColorDetector, load_calibration
     from se_robot.hardware.camera import OpenCVCamera, load_camera_config
-    from se_robot.envs.camera_fit import fit_camera, load_points
+    from se_robot.envs.camera_fit import FitError, fit_camera, load_points
     from se_robot.sim.mjcf import build_model
 
     arm = load_arm(args.arm)
@@ -161,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
             cube_xyz = points[-1] if len(points) else None
             width, height = calibration.image_width, calibration.image_height
         print(f"{len(points)} correspondences")
-        fit = fit_camera(model, points, pixels, width, height)
+        try:
+            fit = fit_camera(model, points, pixels, width, height)
+        except FitError as e:
+            print(f"se-robot align-camera: {e}", file=sys.stderr)
+            return 1
         if args.overlay and frame is None:
             with camera:
                 frame, _ = camera.read(timeout_s=10.0)

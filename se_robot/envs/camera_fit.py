@@ -139,9 +139,6 @@ def fit_camera(model: mujoco.MjModel, points_m, pixels, width: int, height: int,
     proj = _Projector(model, camera, width, height)
     points_h = np.c_[points_m, np.ones(len(points_m))]
 
-    def cost(r: np.ndarray) -> float:
-        return float(r @ r)
-
     x = np.zeros(7)
     r = proj.residuals(x, points_h, pixels)
     lam = 1e-3
@@ -150,14 +147,15 @@ def fit_camera(model: mujoco.MjModel, points_m, pixels, width: int, height: int,
         for k in range(7):
             dx = np.zeros(7)
             dx[k] = _STEPS[k]
-            J[:, k] = (proj.residuals(x + dx, points_h, pixels) - proj.residuals(x - dx, points_h, pixels)) / (2 * _STEPS[k])
+            forward, back = proj.residuals(x + dx, points_h, pixels), proj.residuals(x - dx, points_h, pixels)
+            J[:, k] = (forward - back) / (2 * _STEPS[k])
         Js = J * _SCALES                    # in units of a typical misalignment: comparable columns
         A, g = Js.T @ Js, Js.T @ r
         improved = False
         while lam < 1e10:
             step = -np.linalg.solve(A + lam * np.diag(np.diag(A) + 1e-12), g) * _SCALES
             r_new = proj.residuals(x + step, points_h, pixels)
-            if cost(r_new) < cost(r):
+            if float(r_new @ r_new) < float(r @ r):
                 x, r, lam, improved = x + step, r_new, max(lam / 10, 1e-9), True
                 break
             lam *= 10
@@ -193,4 +191,5 @@ def load_points(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[int, in
     return points, pixels, size
 
 
-__all__ = ["CameraFit", "FitError", "MIN_POINTS", "apply_camera", "apply_camera_config", "check_points", "fit_camera", "load_points"]
+__all__ = ["CameraFit", "FitError", "MIN_POINTS", "apply_camera", "apply_camera_config", "check_points", "fit_camera",
+           "load_points"]
