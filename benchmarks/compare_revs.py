@@ -36,7 +36,7 @@ _NUM = r"(-?[\d.]+|nan)"
 
 @dataclass(frozen=True)
 class Figure:
-    """One number a benchmark printed; ``higher_is_better`` orients "slower"."""
+    """One number a benchmark printed; ``higher_is_better`` orients "worse" (for a time: slower)."""
 
     value: float
     higher_is_better: bool
@@ -185,13 +185,13 @@ class Row:
 
     @property
     def verdict(self) -> str:
-        """``slower``/``faster`` where B's whole range lies on the worse/better side of A's
-        (beyond the round-to-round noise); ``~`` where the ranges overlap."""
+        """``worse``/``better`` where B's whole range lies on that side of A's (beyond the
+        round-to-round noise; for a time, worse is slower); ``~`` where the ranges overlap."""
         (a_lo, a_hi), (b_lo, b_hi) = self.a_range, self.b_range
         if b_hi < a_lo:
-            return "slower" if self.higher_is_better else "faster"
+            return "worse" if self.higher_is_better else "better"
         if b_lo > a_hi:
-            return "faster" if self.higher_is_better else "slower"
+            return "better" if self.higher_is_better else "worse"
         return "~"
 
 

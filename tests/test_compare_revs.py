@@ -83,10 +83,10 @@ def _run(side: str, rnd: int, value: float, higher: bool = True) -> cr.Run:
 
 
 @pytest.mark.parametrize("higher, a, b, verdict", [
-    (True, [10, 11, 12], [5, 6, 7], "slower"),
+    (True, [10, 11, 12], [5, 6, 7], "worse"),
     (True, [10, 11, 12], [11.5, 13, 14], "~"),
-    (False, [10, 11, 12], [5, 6, 7], "faster"),
-    (False, [10, 11, 12], [13, 14, 15], "slower"),
+    (False, [10, 11, 12], [5, 6, 7], "better"),
+    (False, [10, 11, 12], [13, 14, 15], "worse"),
 ])
 def test_medians_ratio_and_verdict(higher, a, b, verdict):
     runs = [_run("A", i, v, higher) for i, v in enumerate(a)] + [_run("B", i, v, higher) for i, v in enumerate(b)]
@@ -124,6 +124,6 @@ def test_runs_each_tree_from_its_root_and_reads_logs_back(tmp_path):
                          log_dir=logs, timeout_s=60)
     rows = {r.figure: r for r in cr.summarize(runs)}
     assert rows["tick median ms"].ratio == pytest.approx(0.5)
-    assert rows["tick median ms"].verdict == "faster"
+    assert rows["tick median ms"].verdict == "better"
     assert cr.summarize(cr.runs_from_logs(logs, "bus")) == cr.summarize(runs)
     assert len(list(logs.glob("r*_[AB].txt"))) == 4
