@@ -148,7 +148,12 @@ def parse_homing(text: str) -> dict[str, Figure]:
     m = re.search(r"homed (\d+) of (\d+) sub-floor poses .* in (\d+) s", text)
     if not m:
         return {}
-    return {"poses homed": _hi(m.group(1)), "wall s": _lo(m.group(3))}
+    out = {"poses homed": _hi(m.group(1)), "wall s": _lo(m.group(3))}
+    goals = re.search(r"goals sent: (\d+)", text)  # printed from the revision after 7897b48 on
+    if goals and int(goals.group(1)):
+        out["goals sent"] = _lo(goals.group(1))
+        out["wall ms per goal"] = _lo(str(1e3 * float(m.group(3)) / int(goals.group(1))))
+    return out
 
 
 PARSERS: dict[str, Parser] = {"sim": parse_sim, "bus": parse_bus, "camera": parse_camera,

@@ -76,6 +76,9 @@ def test_learner_bus_camera_homing():
     assert cam["frames read fps"].value == 31.0 and cam["produce->grab p95 ms"].value == 3.1
     homing = cr.parse_homing("homed 3 of 6 sub-floor poses (seed 0, 20 s limit, tolerance 0.05 rad) in 7 s; load 5")
     assert homing == {"poses homed": cr.Figure(3, True), "wall s": cr.Figure(7, False)}
+    audited = cr.parse_homing("homed 19 of 40 sub-floor poses (seed 0, 20 s limit) in 56 s; load average 7.0\n"
+                              "  goals sent: 4177; lowering the lowest link under the clearance: 0\n")
+    assert audited["wall ms per goal"].value == pytest.approx(56e3 / 4177)
 
 
 def _run(side: str, rnd: int, value: float, higher: bool = True) -> cr.Run:
