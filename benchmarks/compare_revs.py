@@ -168,6 +168,16 @@ class Run:
     figures: dict[str, Figure]
 
 
+def renamed(figures: dict[str, Figure], renames: dict[str, str]) -> dict[str, Figure]:
+    """Figures whose name starts with a key of ``renames`` (then a space) under the new prefix:
+    the same thing under another row name in the other revision (e.g. ``paper+cl`` -> ``paper``)."""
+    out = {}
+    for name, fig in figures.items():
+        head, sep, rest = name.partition(" ")
+        out[renames.get(head, head) + sep + rest] = fig
+    return out
+
+
 def order(rounds: int) -> list[tuple[int, str]]:
     """A B, B A, A B, ...: each side runs first in every other round."""
     return [(r, s) for r in range(rounds) for s in (("A", "B") if r % 2 == 0 else ("B", "A"))]
@@ -239,7 +249,8 @@ def _header(load1: float, tree: Path, command: list[str], side: str, rnd: int) -
 
 
 def run_rounds(trees: dict[str, Path], benchmark: str, bench_args: list[str], extra: dict[str, list[str]],
-               rounds: int, python: str, log_dir: Path | None, timeout_s: float) -> list[Run]:
+               rounds: int, python: str, log_dir: Path | None, timeout_s: float,
+               renames: dict[str, dict[str, str]] | None = None) -> list[Run]:
     parser = PARSERS[benchmark]
     runs = []
     for rnd, side in order(rounds):
@@ -257,16 +268,17 @@ def run_rounds(trees: dict[str, Path], benchmark: str, bench_args: list[str], ex
             (log_dir / f"r{rnd}_{side}.txt").write_text(_header(load1, tree, command, side, rnd) + "\n" + text)
         if proc.returncode != 0:
             print(text[-2000:], file=sys.stderr)
-        runs.append(Run(side, rnd, load1, parser(text)))
+        runs.append(Run(side, rnd, load1, renamed(parser(text), (renames or {}).get(side, {}))))
     return runs
 
 
-def runs_from_logs(log_dir: Path, benchmark: str) -> list[Run]:
+def runs_from_logs(log_dir: Path, benchmark: str, renames: dict[str, dict[str, str]] | None = None) -> list[Run]:
     runs = []
     for path in sorted(log_dir.glob("r*_[AB].txt")):
         head, _, text = path.read_text().partition("\n")
         meta = json.loads(head)
-        runs.append(Run(meta["side"], meta["round"], meta["load1"], PARSERS[benchmark](text)))
+        figures = renamed(PARSERS[benchmark](text), (renames or {}).get(meta["side"], {}))
+        runs.append(Run(meta["side"], meta["round"], meta["load1"], figures))
     return runs
 
 
@@ -281,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--a-args", default="", help="options for tree A's run only (one string)")
     p.add_argument("--b-args", default="", help="options for tree B's run only (one string)")
+    p.add_argument("--a-rename", action="append", default=[], metavar="OLD=NEW",
+                   help="compare tree A's row OLD (a figure name's first word) with B's row NEW")
     p.add_argument("--python", default=sys.executable, help="the interpreter for both trees")
     p.add_argument("--log-dir", type=Path, help="keep every run's output here")
     p.add_argument("--from-logs", type=Path, help="summarize a --log-dir of an earlier comparison, run nothing")
@@ -290,15 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     labels = tuple(args.labels.split(","))
     if len(labels) != 2:
         p.error("--labels takes two names")
+    renames = {"A": dict(r.split("=", 1) for r in args.a_rename)}
     if args.from_logs:
-        runs = runs_from_logs(args.from_logs, args.benchmark)
+        runs = runs_from_logs(args.from_logs, args.benchmark, renames)
     else:
         if args.a is None or args.b is None:
             p.error("--a and --b are required (or --from-logs)")
         bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
         runs = run_rounds({"A": args.a.resolve(), "B": args.b.resolve()}, args.benchmark, bench_args,
                           {"A": args.a_args.split(), "B": args.b_args.split()}, args.rounds, args.python,
-                          args.log_dir, args.timeout_s)
+                          args.log_dir, args.timeout_s, renames)
     rows = summarize(runs)
     print(format_table(rows, runs, labels))
     if args.json:

@@ -99,6 +99,11 @@ def test_medians_ratio_and_verdict(higher, a, b, verdict):
     assert row.verdict == verdict
 
 
+def test_a_row_renamed_on_one_side_is_compared_with_the_other_sides_row():
+    figures = cr.parse_learner(LEARNER_NEW.replace("paper    ", "paper+cl "))
+    assert set(cr.renamed(figures, {"paper+cl": "paper"})) == set(cr.parse_learner(LEARNER_NEW))
+
+
 def test_figures_only_one_side_printed_are_left_out():
     runs = [_run("A", 0, 1.0), cr.Run("B", 0, 1.0, {"y": cr.Figure(2.0, True)})]
     assert cr.summarize(runs) == []
