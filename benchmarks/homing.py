@@ -11,6 +11,11 @@ further under the floor clearance than the arm measured at that tick, goals more
 cap from the measured pose, goals outside the soft joint limits (widened to include the measured
 pose, as the filter's rule is). For each failure: the pose, its depth and the first words of the
 ``HomingError``.
+
+``--clear-poses N`` times the plan instead: ``HomingPlan.target`` along the way home from N
+poses clear of the floor and the workspace edges (the pose an episode ends in), with the arm
+taken to follow each goal exactly, and prints its CPU time per tick and a checksum of the goals
+(equal checksums: the same goals).
 """
 
 from __future__ import annotations
@@ -27,7 +32,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout-s", type=float, default=20.0, help="homing time limit (twin seconds)")
     p.add_argument("--tolerance-rad", type=float, default=0.05)
     p.add_argument("--slab-m", type=float, default=0.04, help="depth that splits the table (twin's table thickness)")
+    p.add_argument("--clear-poses", type=int, default=0, metavar="N",
+                   help="time HomingPlan.target from N clear poses instead (CPU ms per tick, goal checksum)")
+    p.add_argument("--rounds", type=int, default=3, help="with --clear-poses: timing rounds (the best is printed)")
     p.set_defaults(func=run)
+
+
+def time_plan(arm_name: str, poses: int, rounds: int, seed: int, tolerance_rad: float) -> tuple[int, float, float]:
+    """Ticks, best CPU seconds per ``HomingPlan.target`` call over ``rounds``, and the goals' sum."""
+    import time
+
+    import numpy as np
+
+    from se_robot.arm import load_arm
+    from se_robot.robot import HomingPlan
+    from se_robot.sim.kinematics import Kinematics
+
+    arm = load_arm(arm_name)
+    kin = Kinematics(arm)
+    probe, rng = HomingPlan(arm, kin, tolerance_rad), np.random.default_rng(seed)
+    starts: list[np.ndarray] = []
+    while len(starts) < poses:
+        q = np.clip(arm.home + rng.uniform(-0.8, 0.8, arm.n_joints), probe.lower, probe.upper)
+        if probe.violation(q) == 0.0 and probe.clearance(q) > 0.02:
+            starts.append(q)
+    best, ticks, checksum = float("inf"), 0, 0.0
+    for _ in range(rounds):
+        ticks, cpu, checksum = 0, 0.0, 0.0
+        for q0 in starts:
+            plan, q = HomingPlan(arm, kin, tolerance_rad), q0.copy()
+            for _ in range(200):
+                t0 = time.process_time()
+                goal = plan.target(q)
+                cpu += time.process_time() - t0
+                ticks += 1
+                if goal is None:
+                    break
+                checksum += float(goal.sum())
+                q = goal
+                if np.abs(q - arm.home).max() < tolerance_rad:
+                    break
+        best = min(best, cpu / ticks)
+    return ticks, best, checksum
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     from se_robot.sim.kinematics import Kinematics
     from se_robot.sim.twin_robot import TwinRobot
 
+    if args.clear_poses:
+        ticks, per_tick, checksum = time_plan(args.arm, args.clear_poses, args.rounds, args.seed, args.tolerance_rad)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"HomingPlan.target from {args.clear_poses} clear poses: {ticks} ticks, {per_tick * 1e3:.2f} ms CPU "
+              f"per tick (best of {args.rounds}); goal checksum {checksum:.9f}; load average {load:.1f}")
+        return 0
     arm = load_arm(args.arm)
     kin, s = Kinematics(arm), arm.safety
     floor = s.floor_z + s.floor_clearance_m

@@ -280,10 +280,14 @@ class HomingPlan:
         d = direction * (self.cap / max(float(np.abs(direction).max()), 1e-12))
         return np.minimum(np.maximum(q + d, np.minimum(self.lower, q)), np.maximum(self.upper, q))
 
+    def _home_move(self, q: np.ndarray) -> np.ndarray:
+        """Every joint one cap (or the rest of its way) towards home."""
+        return np.clip(self.arm.home, q - self.cap, q + self.cap)
+
     def _moves(self, q: np.ndarray, v0: float) -> list[tuple[tuple, np.ndarray]]:
         """(label, goal) of every move considered from ``q``."""
         home = self.arm.home
-        out: list[tuple[tuple, np.ndarray]] = [(("home",), np.clip(home, q - self.cap, q + self.cap))]
+        out: list[tuple[tuple, np.ndarray]] = [(("home",), self._home_move(q))]
         for j in self.fold_order:
             if abs(q[j] - home[j]) > self.tolerance_rad / 2:
                 one = q.copy()
@@ -342,6 +346,16 @@ class HomingPlan:
                     self.set_aside[self.move] = self.tick + self.retry_ticks
                 self.best, self.since_best = phi, 0
         v0, c0 = self.violation(q), self.clearance(q)
+        # Straight home ranks first whenever it violates nothing: no move of at most one cap per
+        # joint ends closer to home, so none has a lower potential, and on a tie the stable sort
+        # keeps it first. Try it alone then, before building and ranking the rest (the usual case
+        # away from the floor; the goals are the same as from the full ranking).
+        home = self._home_move(q)
+        if self.set_aside.get(("home",), 0) <= self.tick and self.violation(home) == 0.0:
+            cmd = self.rules.filter(home, q)
+            if not cmd.held and self._admissible(cmd.positions, q, v0, c0):
+                self.move = ("home",)
+                return home
         moves = [(label, goal) for label, goal in self._moves(q, v0) if self.set_aside.get(label, 0) <= self.tick]
         moves.sort(key=lambda m: self.potential(m[1]))  # stable: straight home, then the fold order, on ties
         for label, goal in moves:

@@ -125,3 +125,27 @@ def test_every_planned_goal_is_safe_from_random_sub_floor_poses():
             moved += 1
             q = sent
     assert moved > 0
+
+
+def test_straight_home_shortcut_returns_what_the_full_ranking_returns():
+    """``target`` tries straight home alone when it violates nothing; that must be the move the
+    full ranking of every candidate would have picked, from clear and from sub-floor poses."""
+    arm = load_arm("so101")
+    kin = Kinematics(arm)
+    rng = np.random.default_rng(7)
+    shortcut = 0
+    for _ in range(60):
+        plan = HomingPlan(arm, kin, 0.05)   # fresh: no move set aside, as the ranking below assumes
+        q = np.clip(arm.home + rng.uniform(-1.0, 1.0, arm.n_joints), plan.lower, plan.upper)
+        v0, c0 = plan.violation(q), plan.clearance(q)
+        ranked = sorted(plan._moves(q, v0), key=lambda m: plan.potential(m[1]))
+        expected = next((goal for _, goal in ranked
+                         if not (cmd := plan.rules.filter(goal, q)).held and plan._admissible(cmd.positions, q, v0, c0)),
+                        None)
+        got = plan.target(q)
+        shortcut += plan.move == ("home",)
+        if expected is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, expected)
+    assert shortcut > 0   # the shortcut was taken at least once, so it was tested
