@@ -98,15 +98,25 @@ def backend_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+#: ``env.`` keys only the sim twin reads: domain randomization and the aligned camera.
+SIM_ENV_OPTIONS = ("randomize", "twin_camera")
+
+
 def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
     """``cfg`` for its backend: hardware options given on the command line for another backend are an
     error; with ``set_pairs`` (a saved run's config under these ``--set`` pairs), the ones the saved
     run carries from the arm and nobody set again are dropped when it runs elsewhere (a run trained
-    on the arm evaluated in sim). ``given`` is what :func:`backend_overrides` returned."""
+    on the arm evaluated in sim), and so are the twin's own (:data:`SIM_ENV_OPTIONS`) when a sim run
+    goes to the arm. ``given`` is what :func:`backend_overrides` returned."""
     import dataclasses
 
     from se_robot.config import ConfigError, parse_set
 
+    if cfg.backend != "sim" and set_pairs is not None:
+        # the twin's own options stay with a sim-trained run fine-tuned or evaluated on the arm
+        explicit = {*given.get("env", {}), *parse_set(set_pairs, "--set").get("env", {})}
+        env = {k: v for k, v in cfg.env.items() if k not in SIM_ENV_OPTIONS or k in explicit}
+        cfg = cfg if env == cfg.env else dataclasses.replace(cfg, env=env)
     if cfg.backend == "hardware":
         return cfg
     named = [k for k in given.get("env", {}) if k != "arm_id"]   # --arm-id: check_arm_id says more
