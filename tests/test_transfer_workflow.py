@@ -181,6 +181,12 @@ def test_twin_camera_renders_through_an_aligned_camera_file(tmp_path):
             env.close()
     assert np.abs(nominal - moved).mean() > 2.0     # the scene seen from elsewhere
     assert np.array_equal(moved, again)             # applied once, at construction, not per reset
+    # demos render through it too
+    demos = tmp_path / "demos"
+    assert main(["demos", "--task", "reach", "--obs-mode", "pixels", "--image-size", "64", "--episodes", "1",
+                 "--max-steps", "2", "--policy", "random", "--twin-camera", str(aligned), "--out", str(demos)]) == 0
+    first = np.load(next(demos.glob("episode_*.npz")))["pixels"][0].transpose(2, 0, 1).astype(np.int16)
+    assert np.abs(first - moved).mean() < np.abs(first - nominal).mean()
     bad = tmp_path / "bad.yaml"
     bad.write_text("camera: {}\n")
     with pytest.raises(ConfigError, match="twin_camera.*align-camera"):
