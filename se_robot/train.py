@@ -405,7 +405,7 @@ def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None, takeo
     if ckpt_dir is not None and (ckpt_dir / "replay").is_dir() and not drop_replay:
         replay = ReplayBuffer.load(ckpt_dir / "replay")
         _check_shapes(replay, env.observation_space, str(ckpt_dir / "replay"), "replay",
-                      "or start the replay empty: train --replay drop")
+                      "the run was trained on other observations than this env gives")
     else:
         replay = ReplayBuffer(cfg.replay, seed=cfg.seed)
     demos = None
