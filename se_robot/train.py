@@ -92,6 +92,7 @@ class Trainer(FaultPauses, AsyncActing):
         self.waiting_for_operator = threading.Event()    # set while a pause waits for the e-stop reset
         self._fault_streak = 0                           # pauses since the last completed step
         self._ep_return, self._ep_len, self._ep_success = 0.0, 0, False
+        self._ep_safety = {"clipped": 0, "held": 0}      # steps whose command the safety filter changed
         self._bar: Any = None
         self._tick = time.perf_counter()
         self._saved_at_s = time.monotonic()
@@ -259,6 +260,8 @@ class Trainer(FaultPauses, AsyncActing):
             self._ep_return += float(reward)
             self._ep_len += 1
             self._ep_success |= bool(info.get("is_success", False))
+            for key in self._ep_safety:
+                self._ep_safety[key] += int(bool(info.get(f"safety/{key}", False)))
             if self.learner is not None:
                 update_metrics = self._learner_metrics() or update_metrics
             elif self.replay.transitions >= cfg.learning_starts:
@@ -300,10 +303,12 @@ class Trainer(FaultPauses, AsyncActing):
         self.episode += 1
         self.logger.log({"train/episode_return": self._ep_return, "train/episode_length": self._ep_len,
                          "train/success": float(self._ep_success), "train/episode": self.episode,
-                         "train/interrupted": float(reason is not None)}, self.step)
+                         "train/interrupted": float(reason is not None),
+                         **{f"train/safety_{k}": float(v) for k, v in self._ep_safety.items()}}, self.step)
         if reason:
             self._note(f"episode {self.episode} truncated after {self._ep_len} steps: {reason}")
         self._ep_return, self._ep_len, self._ep_success = 0.0, 0, False
+        self._ep_safety = dict.fromkeys(self._ep_safety, 0)
 
     def _periodic_checkpoint(self) -> None:
         """At an episode end: every ``checkpoint_every`` steps, and every ``checkpoint_every_s`` seconds."""
@@ -344,8 +349,13 @@ class Trainer(FaultPauses, AsyncActing):
 
 # ---------------------------------------------------------------------- assembly
 def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | None = None,
-                  envs: tuple[Any, Any] | None = None) -> Trainer:
-    """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint."""
+                  envs: tuple[Any, Any] | None = None, *, drop_replay: bool = False,
+                  add_demos: str = "") -> Trainer:
+    """Envs, agent, buffers and logger for ``cfg``; with ``resume``, restored from that checkpoint.
+
+    A resumed run moving to another backend (a sim run fine-tuned on the arm) may start its replay
+    empty (``drop_replay``: the agent, its optimizers and the step counter are kept) and take an
+    episode dataset recorded there into its demo buffer next to the demos it had (``add_demos``)."""
     from se_robot.logger import Logger
 
     run_dir = Path(run_dir)
@@ -354,7 +364,8 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env, eval_env = envs or make_envs(cfg)
-    agent, replay, demos = make_learner(cfg, env, saved["path"] if saved else None, takeovers=bool(cfg.teleop))
+    agent, replay, demos = make_learner(cfg, env, saved["path"] if saved else None, takeovers=bool(cfg.teleop),
+                                        drop_replay=drop_replay, add_demos=add_demos)
     if cfg.teleop:
         env = attach_teleop(env, cfg)
     logger = Logger(run_dir, tensorboard=cfg.tensorboard,
@@ -363,45 +374,63 @@ def build_trainer(cfg: TrainConfig, run_dir: str | Path, resume: str | Path | No
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     trainer = Trainer(cfg, env, eval_env, agent, replay, demos, logger, run_dir)
     if saved:
-        agent.load_state_dict(saved["agent"])
+        try:
+            agent.load_state_dict(saved["agent"])
+        except RuntimeError as e:   # torch's size mismatch: the checkpoint's networks for other spaces
+            raise ConfigError("--resume", str(saved["path"]),
+                              f"its agent was trained on other observation or action shapes than this env's "
+                              f"(observations {_shapes(env.observation_space)}, actions "
+                              f"{env.action_space.shape}): {str(e).strip().splitlines()[-1].strip()}") from None
         trainer.load_trainer_state(saved["trainer"])
         if trainer.acting is not agent:
             trainer.acting.load_acting_state_dict(agent.acting_state_dict())
     return trainer
 
 
-def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None,
-                 takeovers: bool = False) -> tuple[Any, ReplayBuffer, ReplayBuffer | None]:
+def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None, takeovers: bool = False,
+                 drop_replay: bool = False, add_demos: str = "") -> tuple[Any, ReplayBuffer, ReplayBuffer | None]:
     """The agent with its replay and demo buffers, for ``env``'s spaces and task.
 
     One recipe for the single-process loop and for a learner fed by actors over ROS
     (``learner_node`` split mode passes a twin of the actors' env), so both learn the same way.
     ``ckpt_dir`` restores the buffers saved with a checkpoint; ``takeovers`` gives an operator's
-    takeovers a demo buffer when no demos were given (HIL-SERL).
+    takeovers a demo buffer when no demos were given (HIL-SERL); ``drop_replay`` starts the replay
+    empty instead of restoring it; ``add_demos`` loads that dataset into the restored demo buffer.
     """
     from se_robot.agents.registry import make_agent
+    from se_robot.agents.replay_io import load_replay
     from se_robot.data.demos import dataset_slots, load_demos
 
     agent = make_agent(cfg.algo, env.observation_space, env.action_space, _agent_config(cfg), cfg.device, cfg.seed)
-    if ckpt_dir is not None and (ckpt_dir / "replay").is_dir():
+    if ckpt_dir is not None and (ckpt_dir / "replay").is_dir() and not drop_replay:
         replay = ReplayBuffer.load(ckpt_dir / "replay")
+        _check_shapes(replay, env.observation_space, str(ckpt_dir / "replay"), "replay",
+                      "the run was trained on other observations than this env gives")
     else:
         replay = ReplayBuffer(cfg.replay, seed=cfg.seed)
     demos = None
+    source = add_demos or cfg.demos
     if ckpt_dir is not None and (ckpt_dir / "demos").is_dir():
-        demos = ReplayBuffer.load(ckpt_dir / "demos")
-    elif cfg.demos:
-        demo_cap = dataset_slots(cfg.demos) + 16
-        demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
+        saved_demos = ckpt_dir / "demos"
+        if add_demos:   # grown to hold the new episodes next to the saved ones
+            demos = load_replay(saved_demos, ReplayBuffer, grow_by=dataset_slots(add_demos) + 16)
+            _check_shapes(demos, env.observation_space, str(saved_demos), "demo")
+        else:
+            demos = ReplayBuffer.load(saved_demos)
+    if source and (add_demos or demos is None):
+        if demos is None:
+            demo_cap = dataset_slots(source) + 16
+            demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=demo_cap), seed=cfg.seed + 1)
         # behind a frozen encoder the agent learns on features: demo frames go through it once, here
         from se_robot.envs.encoder_features import EncoderFeatures
 
         encoded = env if isinstance(env, EncoderFeatures) else None
-        load_demos(cfg.demos, demos, obs_keys=encoded.source_keys if encoded else tuple(env.observation_space.spaces),
+        load_demos(source, demos, obs_keys=encoded.source_keys if encoded else tuple(env.observation_space.spaces),
                    image_size=cfg.image_size, action_repeat=cfg.action_repeat,
                    episode_fn=encoded.encode_episode if encoded else None, success_fn=_demo_success_fn(cfg))
     if demos is not None and demos.transitions:
-        _check_demo_shapes(demos, env.observation_space, cfg.demos or str(ckpt_dir))
+        _check_shapes(demos, env.observation_space, source or str(ckpt_dir), "demo",
+                      "record the demos with the same obs mode and image size")
     if takeovers and demos is None:
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
                              seed=cfg.seed + 1)
@@ -448,13 +477,21 @@ def attach_teleop(env: Any, cfg: TrainConfig) -> Any:
     return InterventionWrapper(env, device)
 
 
-def _check_demo_shapes(demos: ReplayBuffer, space: Any, source: str) -> None:
-    """Demos recorded with another obs mode or camera size fail here, not at the first update."""
+def _check_shapes(buffer: ReplayBuffer, space: Any, source: str, what: str,
+                  fix: str = "record the demos with the same obs mode and image size") -> None:
+    """A buffer filled with another obs mode, camera size or task (demos recorded elsewhere, a
+    resumed run's replay on another backend) fails here, not at the first update."""
+    if not buffer._arrays:   # nothing written yet
+        return
     for key, sub in space.spaces.items():
-        stored = demos._arrays.get(key)
+        stored = buffer._arrays.get(key)
         # the replay keeps one (3, H, W) frame of each (3k, H, W) pixel stack
         want = (3, *sub.shape[1:]) if key == PIXELS else tuple(sub.shape)
         if stored is None or stored.shape[1:] != want:
             have = None if stored is None else stored.shape[1:]
-            raise ConfigError(source, key, f"demo observations have shape {have}, the env gives {want} "
-                                           "(record the demos with the same obs mode and image size)")
+            raise ConfigError(source, key, f"{what} observations have shape {have}, the env gives {want} ({fix})")
+
+
+def _shapes(space: Any) -> dict[str, tuple[int, ...]]:
+    """An observation space's shapes by key, for messages."""
+    return {key: tuple(sub.shape) for key, sub in space.spaces.items()}

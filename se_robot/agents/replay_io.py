@@ -51,9 +51,11 @@ def save_replay(buf: ReplayBuffer, directory: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_replay(directory: str | Path, cls: type[ReplayBuffer] = ReplayBuffer) -> ReplayBuffer:
+def load_replay(directory: str | Path, cls: type[ReplayBuffer] = ReplayBuffer,
+                grow_by: int = 0) -> ReplayBuffer:
     """A buffer written by ``save_replay`` (``cls``: ReplayBuffer or a subclass); see the module
-    docstring for what is checked. Errors name the file."""
+    docstring for what is checked. Errors name the file. ``grow_by`` slots more than the saved
+    capacity give a buffer that never wrapped room to take more episodes (demos added on resume)."""
     directory = Path(directory)
     try:
         meta = json.loads((directory / "meta.json").read_text())
@@ -64,6 +66,10 @@ def load_replay(directory: str | Path, cls: type[ReplayBuffer] = ReplayBuffer) -
         raise ValueError(f"{directory}: not a saved replay buffer ({e})") from None
     if version != FORMAT_VERSION:
         raise ValueError(f"{directory}/meta.json: format_version {version!r}, this code reads {FORMAT_VERSION}")
+    if grow_by > 0:
+        if written > buf_cfg.capacity:   # its slots are no longer in write order
+            raise ValueError(f"{directory}: the buffer has wrapped around its capacity; it cannot grow")
+        buf_cfg = dataclasses.replace(buf_cfg, capacity=buf_cfg.capacity + grow_by)
     arrays = {path.stem: _mapped_array(path, min(written, buf_cfg.capacity))
               for path in sorted(directory.glob("*.npy"))}
     row_bytes = sum(v[:1].nbytes for v in arrays.values())

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--randomize", default="", metavar="PRESET_OR_YAML",
                    help="domain randomization, drawn anew every episode: a preset (mild, hard) or a YAML "
                         "path (docs/randomization.md); default off")
+    p.add_argument("--twin-camera", dest="twin_camera", default="", metavar="FILE",
+                   help="render through your aligned camera: a camera config written by se-robot align-camera")
     p.set_defaults(func=run)
 
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("se-robot demos: --episodes must be at least 1")
     # frame_stack=0: a dataset holds the env's own H x W x 3 frames, one per step
     env = make_env(args.task, frame_stack=0, obs_mode=args.obs_mode, image_size=args.image_size,
-                   camera=args.camera, action_mode=args.action_mode, randomize=args.randomize)
+                   camera=args.camera, action_mode=args.action_mode, randomize=args.randomize,
+                   twin_camera=args.twin_camera)
     try:
         if args.policy == "random":
             policy = RandomPolicy(env.action_space, seed=args.seed)
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                 policy = NoisyPolicy(policy, env.action_space, args.noise, seed=args.seed)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=args.action_mode,
-                                randomize=args.randomize or None)
+                                randomize=args.randomize or None, twin_camera=args.twin_camera or None)
         keep = args.keep_failures or args.policy == "random"
         written = record_scripted(env, policy, args.out, meta, args.episodes, seed=args.seed,
                                   keep_failures=keep, source=f"scripted_{args.policy}", max_steps=args.max_steps)

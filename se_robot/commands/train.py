@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "gym.make kwargs with --set env.KEY=VALUE; defaults to obs_mode state, action repeat 1, "
                         "and on state no frame stack or n-step")
     p.add_argument("--algo", help="drqv2 | sac | mbpo")
-    p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer")
+    p.add_argument("--demos", metavar="DIR", help="episode dataset loaded into the demo buffer; with --resume, "
+                   "added to the demos the checkpoint holds (demos recorded on the arm for a sim-pretrained run)")
     p.add_argument("--random-steps", dest="random_steps", type=int, metavar="N",
                    help="the first N steps act uniformly at random (a warm-up; sets agent.random_steps for sac, "
                         "agent.sac.random_steps for mbpo, agent.num_expl_steps for drqv2). Unlike "
@@ -47,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="DIR", help="run directory or checkpoint to continue (newest checkpoint); "
                    "ask for more training with --more-steps N or a larger --steps; --backend hardware continues "
                    "a sim-trained run on the arm")
+    p.add_argument("--replay", choices=("keep", "drop"), help="with --resume: keep the checkpoint's replay "
+                   "(default) or drop it, so a sim-pretrained run fine-tuned on the arm learns from arm "
+                   "transitions only (agent weights, optimizers, demos and the step count are kept; updates "
+                   "wait for learning_starts new transitions)")
     p.add_argument("--seed", type=int)
     p.add_argument("--config", metavar="RECIPE", help="a recipe: a name in config/recipes/ (e.g. reach_mbpo_quick) "
                    "or a YAML path; it sets only what differs from the defaults")
@@ -93,15 +98,25 @@ def backend_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+#: ``env.`` keys only the sim twin reads: domain randomization and the aligned camera.
+SIM_ENV_OPTIONS = ("randomize", "twin_camera")
+
+
 def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
     """``cfg`` for its backend: hardware options given on the command line for another backend are an
     error; with ``set_pairs`` (a saved run's config under these ``--set`` pairs), the ones the saved
     run carries from the arm and nobody set again are dropped when it runs elsewhere (a run trained
-    on the arm evaluated in sim). ``given`` is what :func:`backend_overrides` returned."""
+    on the arm evaluated in sim), and so are the twin's own (:data:`SIM_ENV_OPTIONS`) when a sim run
+    goes to the arm. ``given`` is what :func:`backend_overrides` returned."""
     import dataclasses
 
     from se_robot.config import ConfigError, parse_set
 
+    if cfg.backend != "sim" and set_pairs is not None:
+        # the twin's own options stay with a sim-trained run fine-tuned or evaluated on the arm
+        explicit = {*given.get("env", {}), *parse_set(set_pairs, "--set").get("env", {})}
+        env = {k: v for k, v in cfg.env.items() if k not in SIM_ENV_OPTIONS or k in explicit}
+        cfg = cfg if env == cfg.env else dataclasses.replace(cfg, env=env)
     if cfg.backend == "hardware":
         return cfg
     named = [k for k in given.get("env", {}) if k != "arm_id"]   # --arm-id: check_arm_id says more
@@ -146,6 +161,8 @@ def resolve_config(args: argparse.Namespace):
     if more is not None and (not args.resume or args.steps is not None or more < 1):
         raise ConfigError("--more-steps", str(more), "needs --resume, without --steps (which is the total), "
                                                      "and N >= 1")
+    if getattr(args, "replay", None) and not args.resume:
+        raise ConfigError("--replay", args.replay, "keeps or drops a checkpoint's replay: it needs --resume")
     if args.resume:
         if args.config:
             raise ConfigError("--config", args.config, "a resumed run keeps its own config; change keys with --set")
@@ -165,6 +182,8 @@ def resolve_config(args: argparse.Namespace):
             raise ConfigError("--resume", args.resume,
                               f"the run is at step {done} and steps={cfg.steps}: nothing left to train; ask for "
                               f"more with --more-steps N (or --steps M, M > {done}: the new total)")
+        if args.demos and not (Path(args.demos) / "dataset.json").is_file():
+            raise ConfigError("--demos", args.demos, "not an episode dataset (no dataset.json there)")
         run_dir = Path(args.out) if args.out else ckpt.parent.parent
         return cfg, run_dir, ckpt
     cfg = with_random_steps(fit_backend(load_config(args.config, overrides, args.set, source="command line"), given),
@@ -241,12 +260,15 @@ def run(args: argparse.Namespace) -> int:
     from se_robot.train_faults import EXIT_CODE
 
     display = open_display_of(args)
-    trainer = build_trainer(cfg, run_dir, resume=ckpt)
+    resumed = {"drop_replay": getattr(args, "replay", None) == "drop", "add_demos": args.demos or ""} if ckpt else {}
+    trainer = build_trainer(cfg, run_dir, resume=ckpt, **resumed)
     if display is not None:
         show_trainer(trainer, display)
     start, evals = trainer.step, trainer.last_eval
     print(f"se-robot train: {cfg.algo} on {cfg.env_name} ({cfg.obs_mode}, {cfg.backend}), run dir {run_dir}, "
-          + (f"resumed at step {start}, training to step {cfg.steps}" if ckpt else f"{cfg.steps} steps"))
+          + (f"resumed at step {start}, training to step {cfg.steps}" if ckpt else f"{cfg.steps} steps")
+          + (f"; replay {trainer.replay.transitions} transitions"
+             + (f", demos {trainer.demos.transitions}" if trainer.demos is not None else "") if ckpt else ""))
     try:
         metrics = trainer.train()
     except FaultExit as e:

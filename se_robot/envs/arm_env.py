@@ -164,6 +164,9 @@ class ArmEnv(gym.Env):
     def _randomize(self, robot: Robot) -> None:
         """Hand ``cfg.randomize`` to a robot that can randomize itself (the twin draws anew at every
         ``reset_scene``, seeded from the reset's generator); refused on any other robot."""
+        if self.cfg.twin_camera and getattr(robot, "set_randomization", None) is None:
+            raise ValueError(f"twin_camera={self.cfg.twin_camera!r}: an aligned camera is for the sim twin "
+                             f"(make_twin_env applies it); this robot ({type(robot).__name__}) has its own camera")
         if not self.cfg.randomize:
             return
         if getattr(robot, "set_randomization", None) is None:
@@ -393,6 +396,10 @@ def make_twin_env(task: str | Task = "reach", arm: str = "so101", **options: Any
 
     task_obj = load_task(task) if isinstance(task, str) else task
     robot = TwinRobot(arm, task_obj, control_hz=float(options.get("control_hz", 10.0)))
+    if options.get("twin_camera"):   # before the env's randomizer, which keeps this camera as its nominal one
+        from se_robot.envs.camera_fit import apply_camera_config
+
+        apply_camera_config(robot.twin.model, options["twin_camera"])
     return ArmEnv(robot, task_obj, **options)
 
 

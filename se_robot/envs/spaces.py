@@ -51,6 +51,8 @@ class EnvConfig:
     randomize: str = option("", help="domain randomization of the twin, drawn anew at every reset: '' (off), "
                                      "a preset in config/randomization (mild, hard) or a YAML path "
                                      "(docs/randomization.md)")
+    twin_camera: str = option("", help="the sim twin's camera moved to match yours: a camera config file "
+                                       "written by se-robot align-camera ('' : the model's camera)")
 
 
 def resolve_env_parts(task: "str | Task", arm: "str | ArmDescription", render_mode: str | None,
