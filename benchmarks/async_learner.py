@@ -19,6 +19,12 @@ rate whatever the learner does) and ``async-wait`` (``async_max_backlog``: episo
 end while the learner owes more than ``--max-backlog`` updates); ``act-only`` (no updates at all: the
 control period this machine gives the paced loop alone, the floor for the others). The load average
 is printed with the figures: the machine is shared.
+
+Each task trains its own recipe (``--recipe``; by default reach ``reach_mbpo_quick``, lift
+``lift_sac_demos`` as in ``benchmarks actors``). A task that learns from demos (lift: 20 by
+default, ``--demo-episodes``) gets them recorded once by the scripted expert into
+``<out>/demos_<task>_<N>`` (``benchmarks.actors.record_demos``, seed ``--seed`` + 50,000 as there),
+or takes ``--demos DIR``, and every mode trains with that same dataset.
 """
 
 from __future__ import annotations
@@ -31,13 +37,23 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("sync", "async", "async-wait", "act-only")
+DEFAULT_RECIPE = "reach_mbpo_quick"   # tasks without an entry in actors.TASK_RECIPES
+DEMO_EPISODES = {"lift": 20}   # --demo-episodes' default per task (others: none)
+DEMO_SEED_OFFSET = 50_000   # demos are recorded on seeds no training or eval episode uses (as actors)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("async-learner", help="sync vs background learner at a robot's control rate",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="reach", help="comma list of sim tasks (reach, push, lift)")
-    p.add_argument("--recipe", default="reach_mbpo_quick", help="training recipe (config/recipes/NAME.yaml)")
+    p.add_argument("--recipe", default=None,
+                   help=f"training recipe (config/recipes/NAME.yaml) of every task (default per task: lift "
+                        f"lift_sac_demos, others {DEFAULT_RECIPE})")
+    p.add_argument("--demo-episodes", type=int, default=None,
+                   help="scripted demos recorded once into <out>/demos_<task>_<N> and given to every mode "
+                        f"(default: {', '.join(f'{t} {n}' for t, n in DEMO_EPISODES.items())}, others 0)")
+    p.add_argument("--demos", metavar="DIR", default=None,
+                   help="use this episode dataset (recorded as the agent observes) instead of recording demos")
     p.add_argument("--modes", default="sync,async,async-wait", help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--rate-hz", type=float, default=20.0, help="control rate the training env is paced at")
     p.add_argument("--steps", type=int, default=3000, help="env step budget of the sync run")
@@ -88,6 +104,33 @@ def _paced_env(env: Any, rate_hz: float, learning_starts: int, periods: list[flo
     return Paced(env)
 
 
+def _recipe(task: str, args: argparse.Namespace) -> str:
+    from benchmarks.actors import TASK_RECIPES
+
+    return args.recipe or TASK_RECIPES.get(task, DEFAULT_RECIPE)
+
+
+def _demos_dir(task: str, args: argparse.Namespace) -> str:
+    """``task``'s demo dataset as an absolute path ('' : none); recorded by ``_record_demos``."""
+    if args.demos:
+        return str(Path(args.demos).resolve())
+    n = args.demo_episodes if args.demo_episodes is not None else DEMO_EPISODES.get(task, 0)
+    return str((Path(args.out) / f"demos_{task}_{n}").resolve()) if n > 0 else ""
+
+
+def _record_demos(task: str, args: argparse.Namespace) -> str:
+    """Record ``task``'s demos once, before any mode trains (kept if already there); their path."""
+    from benchmarks.actors import record_demos
+    from se_robot.train_config import load_config
+
+    path = _demos_dir(task, args)
+    if path and not args.demos:
+        cfg = load_config(_recipe(task, args), {"task": task}, args.set, source="benchmarks async-learner")
+        n = args.demo_episodes if args.demo_episodes is not None else DEMO_EPISODES[task]
+        record_demos(Path(path), task, n, args.seed + DEMO_SEED_OFFSET, cfg)
+    return path
+
+
 def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
     import dataclasses
 
@@ -100,8 +143,8 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
 
     steps = args.steps if mode == "sync" else args.async_steps
     run_dir = Path(args.out) / f"{task}_{mode}_seed{args.seed}"
-    cfg = load_config(args.recipe, {
-        "task": task, "steps": steps, "seed": args.seed, "eval_every": args.eval_every,
+    cfg = load_config(_recipe(task, args), {
+        "task": task, "demos": _demos_dir(task, args), "steps": steps, "seed": args.seed, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "eval_video": False, "stop_at_success": args.threshold,
         "checkpoint_every": 10 * steps, "checkpoint_every_s": 0.0, "keep_checkpoints": 1, "save_replay": False,
         "tensorboard": False, "progress": False, "device": "cpu",
@@ -143,7 +186,8 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
     hit = next((s for s, v in rows if v >= args.threshold), None)
     learning_steps = max(1, trainer.step - measure_from + 1)
     ms = np.asarray(periods) * 1e3
-    return {"task": task, "mode": mode, "steps": trainer.step, "steps_to_threshold": hit, "curve": rows,
+    return {"task": task, "mode": mode, "recipe": _recipe(task, args), "demos": cfg.demos,
+            "steps": trainer.step, "steps_to_threshold": hit, "curve": rows,
             "updates": counted["updates"], "updates_per_step": counted["updates"] / learning_steps,
             "update_s": counted["seconds"], "updates_per_s": counted["updates"] / wall,
             "period_p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
@@ -159,7 +203,9 @@ def _ratio(value: float | None, reference: float | None) -> str:
 
 
 def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
-    lines = [f"paced at {args.rate_hz:g} Hz, recipe {args.recipe}, seed {args.seed}; "
+    recipes = ", ".join(f"{r['task']} {r['recipe']}" + (f" with demos {r['demos']}" if r["demos"] else "")
+                        for r in {r["task"]: r for r in results}.values())
+    lines = [f"paced at {args.rate_hz:g} Hz, recipe {recipes}, seed {args.seed}; "
              f"steps to {args.threshold:.0%}: '>N' = not reached within N env steps",
              f"{'task':<7}{'mode':<12}{'upd/step':>9}{'upd/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'overrun':>8}"
              f"{'steps to':>10}{'wall s':>8}{'load 1m before/after':>22}"]
@@ -195,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
+    for task in tasks:   # once, before any mode: every mode trains on the same dataset
+        if demos := _record_demos(task, args):
+            print(f"{task}: demos {demos}", flush=True)
     order = [(task, mode) for task in tasks for mode in modes]
     done: dict[tuple[str, str], dict] = {}
 
