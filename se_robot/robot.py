@@ -113,6 +113,11 @@ class Robot(Protocol):
     def advance(self, dt_s: float) -> None:
         """Let ``dt_s`` of the world pass: a simulated robot steps its physics, a real one returns."""
 
+    def prefetch(self) -> None:
+        """Do now, just before a control tick, whatever work the next ``read``/``capture`` can do
+        ahead (decoding messages already received), so less of it falls between the tick and the
+        observation; nothing where reading has no such work."""
+
     def capture(self, camera: str, size: int, newer_than_s: float, timeout_s: float) -> Frame:
         """A frame of ``camera`` captured after ``newer_than_s`` (or the newest, flagged stale).
 
@@ -158,8 +163,10 @@ class ControlClock:
     def restart(self) -> None:
         self.next_tick = self._clock() + self.period_s
 
-    def wait(self) -> float:
-        """Wait until the next tick; returns how late we already were (0 when on time)."""
+    def wait(self, before_tick: Callable[[], None] | None = None) -> float:
+        """Wait until the next tick; returns how late we already were (0 when on time).
+        ``before_tick`` runs once the sleep is over, in the ``spin_s`` before the tick (work that
+        is better done just before it, e.g. ``Robot.prefetch``); it is skipped when already late."""
         now = self._clock()
         late_s = now - self.next_tick
         if late_s > 0:
@@ -167,6 +174,8 @@ class ControlClock:
             return late_s
         if self.next_tick - now > self.spin_s:
             self._sleep(self.next_tick - now - self.spin_s)
+        if before_tick is not None:
+            before_tick()
         while self._clock() < self.next_tick:
             pass
         self.next_tick += self.period_s

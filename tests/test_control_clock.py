@@ -89,3 +89,16 @@ def test_restart_schedules_a_full_period_from_now():
     ft.work(1.0)
     clock.restart()
     assert clock.next_tick == pytest.approx(ft.t + 0.02, abs=1e-9)
+
+
+def test_before_tick_runs_after_the_sleep_and_before_the_tick_and_not_when_late():
+    ft, clock = make(read_step_s=1e-6)
+    first_tick = clock.next_tick
+    calls: list[float] = []
+    ft.work(0.005)
+    assert clock.wait(lambda: calls.append(ft.t)) == 0.0
+    assert len(calls) == 1 and first_tick - 0.001 <= calls[0] < first_tick   # in the spin window
+    assert ft.t >= first_tick
+    ft.work(0.05)   # the next tick is long past: nothing runs, the overrun is reported
+    assert clock.wait(lambda: calls.append(ft.t)) > 0.0
+    assert len(calls) == 1

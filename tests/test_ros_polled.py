@@ -97,3 +97,20 @@ def test_close_wakes_a_waiting_reader(ros):
     polled.close()
     reader.join(timeout=30.0)
     assert not reader.is_alive() and result == [False]
+
+
+def test_prefetch_decodes_what_arrived_without_waiting(ros):
+    node, pub, polled = ros
+    deadline = time.monotonic() + 30.0
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    polled.prefetch()                      # nothing there: returns at once, nothing taken
+    assert polled.latest is None
+    publish(pub, 30_000)
+    deadline = time.monotonic() + 30.0
+    while polled.latest is None and time.monotonic() < deadline:
+        polled.prefetch()
+        time.sleep(0.01)
+    assert polled.latest_stamp_ns == 30_000
+    # the sample is taken: a read after it finds it without another message
+    assert polled.take_newer(29_999, 0.0)

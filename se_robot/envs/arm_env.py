@@ -251,7 +251,7 @@ class ArmEnv(gym.Env):
         self._timing["act_s"] = time.perf_counter() - t0
         late_s = 0.0
         if self.clock is not None:
-            late_s = self.clock.wait()
+            late_s = self.clock.wait(self.robot.prefetch)
             self.counters["overruns"] += int(late_s > 0)
         else:
             self.robot.advance(self.period_s)

@@ -121,6 +121,9 @@ class SerialRobot:
     def advance(self, dt_s: float) -> None:
         """The world moves by itself; pacing is the caller's ``ControlClock``."""
 
+    def prefetch(self) -> None:
+        """Nothing to do ahead: a bus read asks the servos at read time."""
+
     def home(self, tolerance_rad: float, timeout_s: float) -> None:
         """Torque on (goal = present first, so nothing jumps), then drive home at ``control_hz``.
 

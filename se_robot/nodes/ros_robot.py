@@ -242,6 +242,15 @@ class RosRobot:
     def advance(self, dt_s: float) -> None:
         """Real time passes by itself."""
 
+    def prefetch(self) -> None:
+        """Decode the newest joint state, task state and image already received, so the reads
+        after the tick only take what arrived in the last moments (the control clock calls this
+        in its spin before the tick)."""
+        if self._node is None:
+            return
+        for sub in self._subs.values():
+            sub.prefetch()
+
     def capture(self, camera: str, size: int, newer_than_s: float, timeout_s: float) -> Frame:
         """The camera's native image (the caller crops and resizes to ``size``)."""
         if camera not in self.camera_names:

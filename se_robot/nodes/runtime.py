@@ -145,6 +145,18 @@ class PolledSubscription:
                     wait_set.wait(int(remaining * 1e9))
         return False
 
+    def prefetch(self) -> None:
+        """Drain the reader now without waiting (see :meth:`RosRobot.prefetch`); a no-op when
+        another thread is taking or the subscription is closed."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not self._closed:
+                with self.sub.handle:
+                    self._drain()
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         """Wake a waiting taker and destroy the subscription once it has let go (once)."""
         if self._closed:

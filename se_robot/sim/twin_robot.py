@@ -135,6 +135,9 @@ class TwinRobot:
         with self.lock:
             self.twin.step(dt_s)
 
+    def prefetch(self) -> None:
+        """Nothing to do ahead: the twin is read where it stands."""
+
     def home(self, tolerance_rad: float, timeout_s: float) -> None:
         drive_home(self, self._homing_kinematics, tolerance_rad, timeout_s, 1.0 / self.control_hz, " (twin)")
 
