@@ -22,4 +22,5 @@ BENCHMARKS = {
     "actors": "benchmarks.actors",
     "homing": "benchmarks.homing",
     "async-learner": "benchmarks.async_learner",
+    "manipulation": "benchmarks.manipulation",
 }

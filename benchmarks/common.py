@@ -107,3 +107,27 @@ def run_sb3_sac(task: str, seed: int, steps: int, eval_every: int, eval_episodes
 def steps_to(rows: list[EvalRow], level: float) -> int | None:
     """The first evaluated step whose success reached ``level`` (None: never within the run)."""
     return next((int(r["step"]) for r in rows if r["success"] >= level), None)
+
+
+def run_jobs(keys: list[tuple], one_run: Callable[..., dict], args: Any, record: Callable[[dict], None],
+             jobs: int) -> None:
+    """``one_run(*key, args)`` for every key, ``record``-ed as each finishes: in this process when
+    ``jobs`` is 1, else in ``jobs`` spawned processes (each run starts from a clean interpreter, as
+    a fresh ``--jobs 1`` run does; ``args`` must then pickle, so its ``func`` is dropped)."""
+    import argparse
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    if jobs == 1:
+        for key in keys:
+            record(one_run(*key, args))
+        return
+    job_args = argparse.Namespace(**(vars(args) | {"func": None}))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(one_run, *key, job_args) for key in keys]
+        try:
+            for future in as_completed(futures):
+                record(future.result())
+        except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.common import EvalRow, run_sb3_sac, run_trainer, steps_to
+from benchmarks.common import EvalRow, run_jobs, run_sb3_sac, run_trainer, steps_to
 
 ALGOS = ("mbpo", "sac", "sb3")
 RECIPE = "reach_mbpo_quick"   # its agent section: MBPO's settings here; its agent.sac: the SAC row's
@@ -177,9 +177,6 @@ def _one_run(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     unknown = [a for a in algos if a not in ALGOS]
@@ -208,19 +205,7 @@ def run(args: argparse.Namespace) -> int:
         (out / "results.json").write_text(json.dumps({"args": vars(args) | {"func": None}, "results": ordered},
                                                      indent=1))
 
-    if args.jobs == 1:
-        for key in order:
-            record(_one_run(*key, args))
-    else:  # spawn: each run starts from a clean interpreter, as with --jobs 1 in a fresh process
-        job_args = argparse.Namespace(**(vars(args) | {"func": None}))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_one_run, *key, job_args) for key in order]
-            try:
-                for future in as_completed(futures):
-                    record(future.result())
-            except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    run_jobs(order, _one_run, args, record, args.jobs)
     results = [done[key] for key in order]
     print("\n".join(_summarise(results, args)))
     _plot(results, out / "learning_curves.png", args.threshold)
