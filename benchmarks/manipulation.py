@@ -59,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=500, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--demo-episodes", type=int, default=20, help="scripted demos per task and seed")
+    p.add_argument("--bc-steps", type=int, default=None,
+                   help="gradient steps of each behaviour-cloning fit (default: BCConfig's gradient_steps)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--out", default="runs/bench_manipulation", help="directory for runs, demos, JSON and PNG")
@@ -107,8 +109,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     bad_steps = {m: v for m, v in steps_for.items() if not v.isdigit() or int(v) < 1}
     if bad_steps or (args.steps is not None and args.steps < 1):
         raise _fail(f"step budgets must be positive integers, got {bad_steps or args.steps}")
-    if min(args.eval_every, args.eval_episodes, args.demo_episodes, args.jobs) < 1:
-        raise _fail("--eval-every, --eval-episodes, --demo-episodes and --jobs must be at least 1")
+    if min(args.eval_every, args.eval_episodes, args.demo_episodes, args.jobs,
+           1 if args.bc_steps is None else args.bc_steps) < 1:
+        raise _fail("--eval-every, --eval-episodes, --demo-episodes, --bc-steps and --jobs must be at least 1")
     recipes = DEFAULT_RECIPES | _pairs(args.recipe_for, "--recipe-for", TASKS)
     return {"tasks": tasks, "methods": methods, "recipes": {t: recipes[t] for t in tasks},
             "seeds": {m: seeds_for.get(m, seeds) for m in methods},
@@ -137,7 +140,7 @@ def demos_dir(out: Path, cfg: Any) -> Path:
     return out / "demos" / f"{cfg.task}_{cfg.obs_mode}_{cfg.image_size}px_seed{cfg.seed}"
 
 
-def _fit_bc(cfg: Any, demos: Path, seed: int, eval_episodes: int) -> float:
+def _fit_bc(cfg: Any, demos: Path, seed: int, eval_episodes: int, gradient_steps: int | None) -> float:
     """Behaviour cloning on ``demos``, evaluated on the recipe's eval env; its success rate."""
     from se_robot.agents.bc import BCAgent
     from se_robot.envs.encoder_features import EncoderFeatures
@@ -149,7 +152,8 @@ def _fit_bc(cfg: Any, demos: Path, seed: int, eval_episodes: int) -> float:
     env, eval_env = make_envs(cfg)
     env.close()
     try:
-        agent = BCAgent.create(eval_env.observation_space, eval_env.action_space, seed=seed)
+        agent = BCAgent.create(eval_env.observation_space, eval_env.action_space,
+                               {"gradient_steps": gradient_steps} if gradient_steps else None, seed=seed)
         encoded = eval_env if isinstance(eval_env, EncoderFeatures) else None
         agent.fit_demos(demos, image_size=cfg.image_size, action_repeat=cfg.action_repeat,
                         episode_fn=encoded.encode_episode if encoded else None,
@@ -170,7 +174,7 @@ def one_run(task: str, method: str, seed: int, args: argparse.Namespace, setting
     demos = demos_dir(out, cfg)
     start = time.perf_counter()
     if method == "bc":
-        curve = [(0, _fit_bc(cfg, demos, seed, args.eval_episodes))]
+        curve = [(0, _fit_bc(cfg, demos, seed, args.eval_episodes, args.bc_steps))]
     elif method == "sb3":
         rows, _ = run_sb3_sac(task, seed, cfg.steps, args.eval_every, args.eval_episodes,
                               stop_at_success=cfg.stop_at_success, action_repeat=cfg.action_repeat,
