@@ -131,3 +131,34 @@ def run_jobs(keys: list[tuple], one_run: Callable[..., dict], args: Any, record:
         except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def plot_success_panels(tasks: list[str], draw: Callable[[Any, str], None], title: Callable[[str], str],
+                        path: Path, threshold: float, width: float = 5.5) -> None:
+    """A PNG with one panel per task of eval success against env steps: ``draw(ax, task)`` draws the
+    task's curves (with labels), and every panel gets the ``threshold`` line, ``title(task)`` and axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        draw(ax, task)
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(title(task))
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_line(result: dict, name: str, threshold: float) -> str:
+    """The progress line of one finished run: ``[task name seed N] steps to 90%: ...; final; wall``."""
+    hit = result["steps_to_threshold"]
+    return (f"[{result['task']} {name} seed {result['seed']}] steps to {threshold:.0%}: "
+            f"{hit if hit is not None else 'not reached'}; final success {result['curve'][-1][1]:.2f}; "
+            f"{result['wall_s']:.0f} s")

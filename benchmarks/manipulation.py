@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import evaluate_policy, run_jobs, run_sb3_sac, run_trainer, steps_to
+from benchmarks.common import (evaluate_policy, plot_success_panels, run_jobs, run_line, run_sb3_sac, run_trainer,
+                               steps_to)
 
 METHODS = ("demos", "bc", "sb3", "no-demos")
 TASKS = ("lift", "push")
@@ -228,15 +229,9 @@ def summarise(results: list[dict], threshold: float) -> list[str]:
 
 def plot(results: list[dict], path: Path, threshold: float) -> None:
     """Eval success against env steps, one panel per task, every seed's points; BC as a level line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     methods = list(dict.fromkeys(r["method"] for r in results))
-    for ax, task in zip(axes[0], tasks):
+
+    def draw(ax, task: str) -> None:
         runs = [r for r in results if r["task"] == task]
         for r in runs:
             color = f"C{methods.index(r['method'])}"
@@ -249,16 +244,13 @@ def plot(results: list[dict], path: Path, threshold: float) -> None:
                 ax.plot([0], [values[0]], color=color, marker="o")
             else:
                 ax.plot(steps, values, color=color, marker=".", alpha=0.8, label=label)
+
+    def title(task: str) -> str:
+        runs = [r for r in results if r["task"] == task]
         obs = sorted({r["obs_mode"] for r in runs if r["method"] in ("demos", "no-demos")}) or ["state"]
-        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(f"Sim{task.capitalize()}-v0 ({', '.join(obs)}; recipe {runs[0]['recipe']})")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("eval success rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        return f"Sim{task.capitalize()}-v0 ({', '.join(obs)}; recipe {runs[0]['recipe']})"
+
+    plot_success_panels(list(dict.fromkeys(r["task"] for r in results)), draw, title, path, threshold, width=6)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,10 +272,7 @@ def run(args: argparse.Namespace) -> int:
 
     def record(result: dict) -> None:
         done[(result["task"], result["method"], result["seed"])] = result
-        hit = result["steps_to_threshold"]
-        print(f"[{result['task']} {result['method']} seed {result['seed']}] steps to {args.threshold:.0%}: "
-              f"{hit if hit is not None else 'not reached'}; final success {result['curve'][-1][1]:.2f}; "
-              f"{result['wall_s']:.0f} s; load {result['load_avg'][0]:.1f}", flush=True)
+        print(f"{run_line(result, result['method'], args.threshold)}; load {result['load_avg'][0]:.1f}", flush=True)
         results_path.write_text(json.dumps({**started, "args": vars(args) | {"func": None, "settings": None},
                                             "results": list(done.values())}, indent=1))
 
