@@ -92,3 +92,23 @@ def test_sparse_demos_record_the_success_as_reward(tmp_path):
         assert ep.success
         np.testing.assert_array_equal(ep["reward"], ep["terminated"].astype(np.float32))
         assert ep["reward"].sum() == 1.0
+
+
+def test_bc_weight_pulls_the_policy_to_the_demo_actions():
+    """With a reward that says nothing (all 0), only the BC term on the demo rows can teach the mapping."""
+    rng = np.random.default_rng(0)
+    online, demos = _filled(0.0, 300, seed=1), ReplayBuffer(capacity=600, n_step=1, frame_stack=1, seed=2)
+    states = rng.normal(size=(300, 3)).astype(np.float32)
+    for s in states:
+        demos.add_first({"state": s})
+        demos.add(0.5 * np.tanh(s[:2]), 0.0, {"state": np.zeros(3, np.float32)}, True, False)
+    errors = {}
+    for weight in (0.0, 2.0):
+        agent = create(OBS, ACT, small_cfg(bc_weight=weight, utd_ratio=20), seed=0)
+        metrics = {}
+        for step in range(15):
+            metrics = agent.update(online, demos, step)
+        assert ("loss/bc" in metrics) == (weight > 0)
+        errors[weight] = np.mean([np.abs(agent.act({"state": s}, 0, True) - 0.5 * np.tanh(s[:2])).mean()
+                                  for s in states[:50]])
+    assert errors[2.0] < 0.5 * errors[0.0] and errors[2.0] < 0.15, errors

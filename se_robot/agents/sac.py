@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from se_robot.agents.dynamics import EnsembleMLP
-from se_robot.agents.losses import critic_target
+from se_robot.agents.losses import bc_loss, critic_target
 from se_robot.agents.obs import vector_dim, vector_keys, vector_obs
 from se_robot.config import from_dict, option
 
@@ -49,6 +49,8 @@ class SACConfig:
     log_std_max: float = option(2.0, range=(-5.0, 5.0), help="upper bound of the policy's log std")
     min_replay: int = option(256, range=(1, None), help="update() does nothing until replay holds this many")
     demo_ratio: float = option(0.5, range=(0.0, 1.0), help="fraction of each batch from demos when given (RLPD)")
+    bc_weight: float = option(0.0, range=(0.0, None), help="weight of MSE(actor mean, demo action) on a batch's demo "
+                                                           "rows in the actor loss (0: none; as drqv2's)")
     random_steps: int = option(0, range=(0, None), help="env steps at the start whose actions are uniform in "
                                                         "[-1, 1]^n instead of the policy's (a warm-up, as SB3's "
                                                         "learning_starts; 0: the policy acts from step 0)")
@@ -192,6 +194,13 @@ class SACAgent:
         q_pi = q_pi.min(0).values if self.cfg.num_critics <= 2 else q_pi.mean(0)
         self.critic.requires_grad_(True)
         actor_loss = (self.alpha.detach() * logp - q_pi).mean()
+        extra: dict[str, float] = {}
+        if self.cfg.bc_weight > 0.0 and "is_demo" in b:
+            # the policy's mean pulled toward the demo actions: with a sparse reward the critic says
+            # nothing useful for thousands of updates, and the demos keep the policy near success meanwhile
+            bc = bc_loss(self.policy(b["obs"], deterministic=True)[0], b["action"], b["is_demo"])
+            actor_loss = actor_loss + self.cfg.bc_weight * bc
+            extra["loss/bc"] = bc.item()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -206,22 +215,29 @@ class SACAgent:
                 tp.lerp_(p, self.cfg.tau)
         self.num_updates += 1
         return {"loss/critic": critic_loss.item(), "loss/actor": actor_loss.item(), "loss/alpha": alpha_loss.item(),
-                "alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q": q.mean().item()}
+                "alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q": q.mean().item(), **extra}
 
     def sample_real(self, replay: Any, demos: Any | None, n: int) -> dict[str, torch.Tensor]:
-        """``n`` real transitions, a ``demo_ratio`` share from demonstrations when there are any."""
-        n_demo = int(round(n * self.cfg.demo_ratio)) if demos is not None and _size(demos) > 0 else 0
+        """``n`` real transitions, a ``demo_ratio`` share from demonstrations when there are any
+        (the last ``demo_rows(demos, n)`` rows)."""
+        n_demo = self.demo_rows(demos, n)
         parts = [self.to_tensors(replay.sample(n - n_demo))]
         if n_demo:
             parts.append(self.to_tensors(demos.sample(n_demo)))
         return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def demo_rows(self, demos: Any | None, n: int) -> int:
+        """How many of ``n`` sampled rows come from ``demos`` (0 without demos)."""
+        return int(round(n * self.cfg.demo_ratio)) if demos is not None and _size(demos) > 0 else 0
+
     def update(self, replay: Any, demos: Any | None, step: int) -> dict[str, float]:
         if _size(replay) < self.cfg.min_replay:
             return {}
         metrics: dict[str, float] = {}
+        n = self.cfg.batch_size
+        is_demo = torch.arange(n, device=self.device) >= n - self.demo_rows(demos, n)
         for _ in range(self.cfg.utd_ratio):
-            metrics = self.learn(self.sample_real(replay, demos, self.cfg.batch_size))
+            metrics = self.learn({**self.sample_real(replay, demos, n), "is_demo": is_demo})
         metrics["sac/updates"] = float(self.num_updates)
         return metrics
 
