@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--out", default="runs/bench_manipulation", help="directory for runs, demos, JSON and PNG")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: print the table and draw the PNG from <out>/results.json")
     p.set_defaults(func=run)
 
 
@@ -253,11 +255,24 @@ def plot(results: list[dict], path: Path, threshold: float) -> None:
     plot_success_panels(list(dict.fromkeys(r["task"] for r in results)), draw, title, path, threshold, width=6)
 
 
+def report(results: list[dict], out: Path, threshold: float) -> None:
+    """The table on stdout and ``learning_curves.png`` in ``out``."""
+    print("\n".join(summarise(results, threshold)))
+    plot(results, out / "learning_curves.png", threshold)
+    print(f"wrote {out / 'learning_curves.png'} and {out / 'results.json'}")
+
+
 def run(args: argparse.Namespace) -> int:
     from benchmarks.actors import record_demos
 
-    settings = plan(args)
     out = Path(args.out)
+    results_path = out / "results.json"
+    if args.report:
+        if not results_path.is_file():
+            raise _fail(f"--report: no {results_path}")
+        report(json.loads(results_path.read_text())["results"], out, args.threshold)
+        return 0
+    settings = plan(args)
     out.mkdir(parents=True, exist_ok=True)
     order = [(task, method, seed) for method in settings["methods"] for task in settings["tasks"]
              for seed in settings["seeds"][method]]
@@ -265,7 +280,6 @@ def run(args: argparse.Namespace) -> int:
         if method in ("demos", "bc"):
             cfg = run_config(task, settings["recipes"][task], seed, settings["steps"][method], "", args)
             record_demos(demos_dir(out, cfg), task, args.demo_episodes, seed + 50_000, cfg)
-    results_path = out / "results.json"
     earlier = json.loads(results_path.read_text())["results"] if results_path.is_file() else []
     done = {(r["task"], r["method"], r["seed"]): r for r in earlier if (r["task"], r["method"], r["seed"]) not in order}
     started = {"load_avg_start": list(os.getloadavg())}
@@ -278,8 +292,5 @@ def run(args: argparse.Namespace) -> int:
 
     args.settings = settings
     run_jobs(order, _job, args, record, args.jobs)
-    results = list(done.values())
-    print("\n".join(summarise(results, args.threshold)))
-    plot(results, out / "learning_curves.png", args.threshold)
-    print(f"wrote {out / 'learning_curves.png'} and {results_path}")
+    report(list(done.values()), out, args.threshold)
     return 0

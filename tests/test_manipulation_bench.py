@@ -65,6 +65,10 @@ def test_tiny_run_of_every_method_writes_table_json_and_curves(tmp_path, capsys)
                  "--eval-episodes", "1", "--demo-episodes", "2", "--bc-steps", "20", "--out", str(out)]) == 0
     saved = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in saved["results"]} == set(runs) | {("bc", 2)}
+    capsys.readouterr()
+    (out / "learning_curves.png").unlink()
+    assert main(["manipulation", "--report", "--out", str(out)]) == 0   # the table and plot again, no training
+    assert capsys.readouterr().out.count("lift  bc") == 4 and (out / "learning_curves.png").is_file()
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -75,6 +79,7 @@ def test_tiny_run_of_every_method_writes_table_json_and_curves(tmp_path, capsys)
     (["--seeds-for", "bc=a"], "integers"),
     (["--eval-episodes", "0"], "at least 1"),
     (["--bc-steps", "0"], "at least 1"),
+    (["--report"], "no .*results.json"),
     (["--tasks", "push", "--recipe-for", "push=lift_sac_sparse"], "for task lift, not push"),
 ])
 def test_bad_options_are_refused_before_training(tmp_path, bad, message):
