@@ -23,4 +23,5 @@ BENCHMARKS = {
     "homing": "benchmarks.homing",
     "async-learner": "benchmarks.async_learner",
     "model-error": "benchmarks.model_error",
+    "manipulation": "benchmarks.manipulation",
 }

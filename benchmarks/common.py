@@ -107,3 +107,58 @@ def run_sb3_sac(task: str, seed: int, steps: int, eval_every: int, eval_episodes
 def steps_to(rows: list[EvalRow], level: float) -> int | None:
     """The first evaluated step whose success reached ``level`` (None: never within the run)."""
     return next((int(r["step"]) for r in rows if r["success"] >= level), None)
+
+
+def run_jobs(keys: list[tuple], one_run: Callable[..., dict], args: Any, record: Callable[[dict], None],
+             jobs: int) -> None:
+    """``one_run(*key, args)`` for every key, ``record``-ed as each finishes: in this process when
+    ``jobs`` is 1, else in ``jobs`` spawned processes (each run starts from a clean interpreter, as
+    a fresh ``--jobs 1`` run does; ``args`` must then pickle, so its ``func`` is dropped)."""
+    import argparse
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    if jobs == 1:
+        for key in keys:
+            record(one_run(*key, args))
+        return
+    job_args = argparse.Namespace(**(vars(args) | {"func": None}))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(one_run, *key, job_args) for key in keys]
+        try:
+            for future in as_completed(futures):
+                record(future.result())
+        except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def plot_success_panels(tasks: list[str], draw: Callable[[Any, str], None], title: Callable[[str], str],
+                        path: Path, threshold: float, width: float = 5.5) -> None:
+    """A PNG with one panel per task of eval success against env steps: ``draw(ax, task)`` draws the
+    task's curves (with labels), and every panel gets the ``threshold`` line, ``title(task)`` and axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        draw(ax, task)
+        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
+        ax.set_title(title(task))
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_line(result: dict, name: str, threshold: float) -> str:
+    """The progress line of one finished run: ``[task name seed N] steps to 90%: ...; final; wall``."""
+    hit = result["steps_to_threshold"]
+    return (f"[{result['task']} {name} seed {result['seed']}] steps to {threshold:.0%}: "
+            f"{hit if hit is not None else 'not reached'}; final success {result['curve'][-1][1]:.2f}; "
+            f"{result['wall_s']:.0f} s")

@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.common import EvalRow, run_sb3_sac, run_trainer, steps_to
+from benchmarks.common import EvalRow, plot_success_panels, run_jobs, run_line, run_sb3_sac, run_trainer, steps_to
 
 ALGOS = ("mbpo", "sac", "sb3")
 RECIPE = "reach_mbpo_quick"   # its agent section: MBPO's settings here; its agent.sac: the SAC row's
@@ -132,14 +132,7 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
 
 
 def _plot(results: list[dict], path: Path, threshold: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(dict.fromkeys(r["task"] for r in results))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    def draw(ax, task: str) -> None:
         # One line per seed: runs stopped when solved end early, and only measured points are drawn.
         for k, algo in enumerate(dict.fromkeys(r["algo"] for r in results if r["task"] == task)):
             runs = [r for r in results if r["task"] == task and r["algo"] == algo]
@@ -147,15 +140,9 @@ def _plot(results: list[dict], path: Path, threshold: float) -> None:
                 steps, values = zip(*r["curve"])
                 ax.plot(steps, values, color=f"C{k}", marker=".", alpha=0.8,
                         label=f"{algo} ({len(runs)} seeds)" if j == 0 else None)
-        ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
-        ax.set_title(f"Sim{task.capitalize()}-v0 (state)")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("eval success rate")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+    plot_success_panels(list(dict.fromkeys(r["task"] for r in results)), draw,
+                        lambda task: f"Sim{task.capitalize()}-v0 (state)", path, threshold)
 
 
 def _one_run(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict:
@@ -177,9 +164,6 @@ def _one_run(task: str, algo: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     unknown = [a for a in algos if a not in ALGOS]
@@ -200,27 +184,12 @@ def run(args: argparse.Namespace) -> int:
 
     def record(result: dict) -> None:
         done[(result["task"], result["algo"], result["seed"])] = result
-        hit = result["steps_to_threshold"]
-        print(f"[{result['task']} {result['algo']} seed {result['seed']}] steps to {args.threshold:.0%}: "
-              f"{hit if hit is not None else 'not reached'}; final success {result['curve'][-1][1]:.2f}; "
-              f"{result['wall_s']:.0f} s", flush=True)
+        print(run_line(result, result["algo"], args.threshold), flush=True)
         ordered = [done[key] for key in order if key in done]   # a stopped bench keeps what finished
         (out / "results.json").write_text(json.dumps({"args": vars(args) | {"func": None}, "results": ordered},
                                                      indent=1))
 
-    if args.jobs == 1:
-        for key in order:
-            record(_one_run(*key, args))
-    else:  # spawn: each run starts from a clean interpreter, as with --jobs 1 in a fresh process
-        job_args = argparse.Namespace(**(vars(args) | {"func": None}))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_one_run, *key, job_args) for key in order]
-            try:
-                for future in as_completed(futures):
-                    record(future.result())
-            except BaseException:   # a failed run or Ctrl-C: do not start the queued ones
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+    run_jobs(order, _one_run, args, record, args.jobs)
     results = [done[key] for key in order]
     print("\n".join(_summarise(results, args)))
     _plot(results, out / "learning_curves.png", args.threshold)

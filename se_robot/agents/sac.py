@@ -1,9 +1,10 @@
 """Soft Actor-Critic (Haarnoja et al. 2018) on state vectors or frozen-encoder features.
 
-Twin critics evaluated as one batched network, automatic entropy tuning, Polyak-averaged target
-critics, and a configurable update-to-data ratio. The same learner runs alone as algo ``sac`` and
-inside MBPO (``se_robot.agents.mbpo``), which feeds it mixed real and model batches through
-:meth:`SACAgent.learn`, so the two are compared like for like.
+A critic ensemble evaluated as one batched network (twin critics by default; N critics with a
+random M-subset in the target min, REDQ (Chen et al. 2021), for high update-to-data ratios),
+automatic entropy tuning, Polyak-averaged target critics, and a configurable update-to-data ratio.
+The same learner runs alone as algo ``sac`` and inside MBPO (``se_robot.agents.mbpo``), which feeds
+it mixed real and model batches through :meth:`SACAgent.learn`, so the two are compared like for like.
 
 Every random draw goes through the agent's own ``torch.Generator`` so that a checkpoint restores
 the exact stream of actions and updates.
@@ -20,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from se_robot.agents.dynamics import EnsembleMLP
+from se_robot.agents.losses import bc_loss, critic_target
 from se_robot.agents.obs import vector_dim, vector_keys, vector_obs
 from se_robot.config import from_dict, option
 
@@ -31,6 +33,9 @@ class SACConfig:
     hidden_dim: int = option(256, range=(8, 4096), help="width of actor and critic hidden layers")
     num_layers: int = option(2, range=(1, 8), help="hidden layers of actor and critics")
     critic_layer_norm: bool = option(False, help="layer norm in the critics' hidden layers (stable at high utd)")
+    num_critics: int = option(2, range=(1, 32), help="critic ensemble size N (2: clipped double Q)")
+    num_target_critics: int = option(2, range=(1, 32), help="random subset M of the ensemble whose min is the "
+                                                            "target, drawn anew every update (REDQ; M >= N: all)")
     actor_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of the actor")
     critic_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of the critics")
     alpha_lr: float = option(3e-4, range=(1e-6, 1.0), help="Adam learning rate of log(alpha)")
@@ -44,9 +49,16 @@ class SACConfig:
     log_std_max: float = option(2.0, range=(-5.0, 5.0), help="upper bound of the policy's log std")
     min_replay: int = option(256, range=(1, None), help="update() does nothing until replay holds this many")
     demo_ratio: float = option(0.5, range=(0.0, 1.0), help="fraction of each batch from demos when given (RLPD)")
+    bc_weight: float = option(0.0, range=(0.0, None), help="weight of MSE(actor mean, demo action) on a batch's demo "
+                                                           "rows in the actor loss (0: none; as drqv2's)")
     random_steps: int = option(0, range=(0, None), help="env steps at the start whose actions are uniform in "
                                                         "[-1, 1]^n instead of the policy's (a warm-up, as SB3's "
                                                         "learning_starts; 0: the policy acts from step 0)")
+
+    def __post_init__(self) -> None:
+        if self.num_target_critics > self.num_critics:
+            raise ValueError(f"num_target_critics ({self.num_target_critics}) must be "
+                             f"<= num_critics ({self.num_critics})")
 
 
 def vector_space(obs_space: Any) -> tuple[tuple[str, ...], int]:
@@ -110,7 +122,8 @@ class SACAgent:
 
     def _critic(self, in_dim: int) -> EnsembleMLP:
         cfg = self.cfg
-        return EnsembleMLP(2, in_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu", cfg.critic_layer_norm).to(self.device)
+        return EnsembleMLP(cfg.num_critics, in_dim, 1, cfg.hidden_dim, cfg.num_layers, "relu",
+                           cfg.critic_layer_norm).to(self.device)
 
     @classmethod
     def create(cls, obs_space: Any, action_space: Any, cfg: SACConfig | Mapping | None = None,
@@ -146,6 +159,14 @@ class SACAgent:
         return action[0].cpu().numpy()
 
     # ---------------------------------------------------------------- learning
+    def target_subset(self) -> torch.Tensor | None:
+        """REDQ: M distinct ensemble members for this update's target min (None: all of them), drawn
+        from the agent's generator so that a checkpoint resumes the same draws."""
+        n, m = self.cfg.num_critics, self.cfg.num_target_critics
+        if m >= n:
+            return None
+        return torch.randperm(n, generator=self.generator, device=self.device)[:m]
+
     def to_tensors(self, batch: Any) -> dict[str, torch.Tensor]:
         """A replay ``Batch`` (numpy) as float tensors: obs, action, reward (B,1), discount (B,1), next_obs."""
         def t(x: Any) -> torch.Tensor:
@@ -158,9 +179,9 @@ class SACAgent:
         """One gradient step of critics, actor and temperature on a tensor batch."""
         with torch.no_grad():
             next_action, next_logp = self.policy(b["next_obs"])
-            q_next = self.critic_target(torch.cat([b["next_obs"], next_action], -1)).min(0).values
-            target = b["reward"] + b["discount"] * (q_next - self.alpha * next_logp)
-        q = self.critic(torch.cat([b["obs"], b["action"]], -1))  # (2, B, 1)
+            q_next = self.critic_target(torch.cat([b["next_obs"], next_action], -1))  # (N, B, 1)
+            target = critic_target(b["reward"], b["discount"], q_next - self.alpha * next_logp, self.target_subset())
+        q = self.critic(torch.cat([b["obs"], b["action"]], -1))  # (N, B, 1)
         critic_loss = (q - target).square().mean(dim=(1, 2)).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -168,9 +189,18 @@ class SACAgent:
 
         action, logp = self.policy(b["obs"])
         self.critic.requires_grad_(False)
-        q_pi = self.critic(torch.cat([b["obs"], action], -1)).min(0).values
+        q_pi = self.critic(torch.cat([b["obs"], action], -1))
+        # clipped double Q for a pair; REDQ's actor averages a larger ensemble
+        q_pi = q_pi.min(0).values if self.cfg.num_critics <= 2 else q_pi.mean(0)
         self.critic.requires_grad_(True)
         actor_loss = (self.alpha.detach() * logp - q_pi).mean()
+        extra: dict[str, float] = {}
+        if self.cfg.bc_weight > 0.0 and "is_demo" in b:
+            # the policy's mean pulled toward the demo actions: with a sparse reward the critic says
+            # nothing useful for thousands of updates, and the demos keep the policy near success meanwhile
+            bc = bc_loss(self.policy(b["obs"], deterministic=True)[0], b["action"], b["is_demo"])
+            actor_loss = actor_loss + self.cfg.bc_weight * bc
+            extra["loss/bc"] = bc.item()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -185,22 +215,29 @@ class SACAgent:
                 tp.lerp_(p, self.cfg.tau)
         self.num_updates += 1
         return {"loss/critic": critic_loss.item(), "loss/actor": actor_loss.item(), "loss/alpha": alpha_loss.item(),
-                "alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q": q.mean().item()}
+                "alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q": q.mean().item(), **extra}
 
     def sample_real(self, replay: Any, demos: Any | None, n: int) -> dict[str, torch.Tensor]:
-        """``n`` real transitions, a ``demo_ratio`` share from demonstrations when there are any."""
-        n_demo = int(round(n * self.cfg.demo_ratio)) if demos is not None and _size(demos) > 0 else 0
+        """``n`` real transitions, a ``demo_ratio`` share from demonstrations when there are any
+        (the last ``demo_rows(demos, n)`` rows)."""
+        n_demo = self.demo_rows(demos, n)
         parts = [self.to_tensors(replay.sample(n - n_demo))]
         if n_demo:
             parts.append(self.to_tensors(demos.sample(n_demo)))
         return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def demo_rows(self, demos: Any | None, n: int) -> int:
+        """How many of ``n`` sampled rows come from ``demos`` (0 without demos)."""
+        return int(round(n * self.cfg.demo_ratio)) if demos is not None and _size(demos) > 0 else 0
+
     def update(self, replay: Any, demos: Any | None, step: int) -> dict[str, float]:
         if _size(replay) < self.cfg.min_replay:
             return {}
         metrics: dict[str, float] = {}
+        n = self.cfg.batch_size
+        is_demo = torch.arange(n, device=self.device) >= n - self.demo_rows(demos, n)
         for _ in range(self.cfg.utd_ratio):
-            metrics = self.learn(self.sample_real(replay, demos, self.cfg.batch_size))
+            metrics = self.learn({**self.sample_real(replay, demos, n), "is_demo": is_demo})
         metrics["sac/updates"] = float(self.num_updates)
         return metrics
 

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=84, help="square image size in pixels (default 84)")
     p.add_argument("--camera", choices=("scene", "wrist"), default="scene", help="camera (default scene)")
     p.add_argument("--action-mode", choices=("ee_delta", "joint_delta"), default="ee_delta")
+    p.add_argument("--reward-type", choices=("dense", "sparse"), default="dense",
+                   help="reward written with each step: the env's reward_type the demos will train with (default dense)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed+i")
     p.add_argument("--policy", choices=("expert", "noisy", "random"), default="expert",
                    help="expert (default), expert plus Gaussian noise, or uniform random actions")
@@ -43,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("se-robot demos: --episodes must be at least 1")
     # frame_stack=0: a dataset holds the env's own H x W x 3 frames, one per step
     env = make_env(args.task, frame_stack=0, obs_mode=args.obs_mode, image_size=args.image_size,
-                   camera=args.camera, action_mode=args.action_mode, randomize=args.randomize,
-                   twin_camera=args.twin_camera)
+                   camera=args.camera, action_mode=args.action_mode, reward_type=args.reward_type,
+                   randomize=args.randomize, twin_camera=args.twin_camera)
     try:
         if args.policy == "random":
             policy = RandomPolicy(env.action_space, seed=args.seed)
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                 policy = NoisyPolicy(policy, env.action_space, args.noise, seed=args.seed)
         meta = dataset_meta_for(env, args.task, camera=args.camera, obs_mode=args.obs_mode,
                                 image_size=args.image_size, action_mode=args.action_mode,
-                                randomize=args.randomize or None, twin_camera=args.twin_camera or None)
+                                reward_type=args.reward_type, randomize=args.randomize or None,
+                                twin_camera=args.twin_camera or None)
         keep = args.keep_failures or args.policy == "random"
         written = record_scripted(env, policy, args.out, meta, args.episodes, seed=args.seed,
                                   keep_failures=keep, source=f"scripted_{args.policy}", max_steps=args.max_steps)
