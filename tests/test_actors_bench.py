@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 import rclpy  # noqa: F401 - required: CI must fail, not skip, without it
 
 from benchmarks.__main__ import main
+from tests.support.tiny_recipes import tiny_lift_recipe
 from se_robot.config import ConfigError
-from se_robot.train_config import load_config, read_recipe
+from se_robot.train_config import load_config
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -38,19 +38,9 @@ def test_lift_recipe_loads_validates_and_builds_its_agent(tmp_path):
         make_agent("sac", env.observation_space, env.action_space, {**cfg.agent, "utd_ratio": 0}, "cpu", 0)
 
 
-def _tiny_recipe(tmp_path):
-    """The lift recipe, cut so that a few dozen steps update the agent from replay and demos."""
-    data = read_recipe("lift_sac_demos")
-    data.update(learning_starts=40)
-    data["agent"] = {**data["agent"], "batch_size": 16, "min_replay": 16, "hidden_dim": 32}
-    path = tmp_path / "tiny_lift.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def test_tiny_lift_runs_share_recipe_and_demos_and_write_curves(tmp_path, capsys):
     out = tmp_path / "bench"
-    common = ["actors", "--task", "lift", "--figures", "efficiency", "--recipe", str(_tiny_recipe(tmp_path)),
+    common = ["actors", "--task", "lift", "--figures", "efficiency", "--recipe", str(tiny_lift_recipe(tmp_path, 40, 16, 32)),
               "--steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--demo-episodes", "2",
               "--out", str(out)]
     assert main(common + ["--actors", ""]) == 0   # the loop only

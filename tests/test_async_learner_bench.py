@@ -11,24 +11,14 @@ import argparse
 import json
 
 import pytest
-import yaml
 
 from benchmarks import actors
 from benchmarks import async_learner as bench
 from benchmarks.__main__ import main
-from se_robot.train_config import load_config, read_recipe
+from tests.support.tiny_recipes import tiny_lift_recipe
+from se_robot.train_config import load_config
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def _tiny_recipe(tmp_path):
-    """The lift recipe, cut so that a few dozen steps update the agent from replay and demos."""
-    data = read_recipe("lift_sac_demos")
-    data.update(learning_starts=20)
-    data["agent"] = {**data["agent"], "batch_size": 8, "min_replay": 8, "hidden_dim": 16}
-    path = tmp_path / "tiny_lift.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def test_every_lift_mode_trains_on_the_one_recorded_demo_dataset(tmp_path, monkeypatch):
@@ -41,7 +31,7 @@ def test_every_lift_mode_trains_on_the_one_recorded_demo_dataset(tmp_path, monke
 
     monkeypatch.setattr(actors, "record_demos", counted)
     out = tmp_path / "bench"
-    assert main(["async-learner", "--tasks", "lift", "--recipe", str(_tiny_recipe(tmp_path)), "--modes",
+    assert main(["async-learner", "--tasks", "lift", "--recipe", str(tiny_lift_recipe(tmp_path, 20, 8, 16)), "--modes",
                  "sync,async-wait", "--steps", "40", "--async-steps", "40", "--eval-every", "20",
                  "--eval-episodes", "1", "--demo-episodes", "2", "--rate-hz", "500", "--seed", "3",
                  "--out", str(out)]) == 0
