@@ -131,12 +131,14 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
 
 def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, batch_size: int = 128,
                      lr: float = 1e-3, keypoints: int = 32, holdout: float = 0.1, seed: int = 0,
-                     device: str = "cpu", names: tuple[str, ...] = LABELS,
+                     device: str = "cpu", names: tuple[str, ...] = LABELS, init: str | Path | None = None,
                      log: Callable[[str], None] | None = None):
     """Train a :class:`KeypointEncoder` plus a linear head on standardised labels; returns both and a report.
 
     Frames get DrQ's random shift (pad 4) while training, so the features do not hinge on exact
     pixel positions. The held-out split is never trained on; its RMSE is the figure to trust.
+    ``init``: an encoder file of the same size to start from (another task's: the arm and the cube
+    look the same in every scene, so a few hundred steps teach it the new task's objects).
     """
     import torch
     import torch.nn as nn
@@ -157,7 +159,15 @@ def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, 
     y_all = torch.as_tensor((labels - mean) / std)
     x_all = torch.as_tensor(images)
     size = images.shape[-2:]
-    encoder = KeypointEncoder(3, tuple(size), keypoints=keypoints).to(device)
+    encoder = KeypointEncoder(3, tuple(size), keypoints=keypoints)
+    if init is not None:
+        from se_robot.agents.encoders import load_encoder
+
+        start_from = load_encoder(init, tuple(size))
+        if not isinstance(start_from, KeypointEncoder) or start_from.repr_dim != encoder.repr_dim:
+            raise ValueError(f"pretrain_encoder: {init} is not a keypoint encoder with {keypoints} keypoints")
+        encoder.load_state_dict(start_from.state_dict())
+    encoder = encoder.to(device)
     head = nn.Sequential(nn.Linear(encoder.repr_dim, 256), nn.ReLU(), nn.Linear(256, labels.shape[1])).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)

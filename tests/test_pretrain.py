@@ -49,6 +49,12 @@ def test_pretraining_learns_to_locate_a_dot_far_better_than_the_mean(tmp_path):
     assert stacked(x.repeat(1, 3, 1, 1)).shape == (4, 3 * 16)
     with pytest.raises(ValueError, match="trained for image size"):
         load_encoder(path, (48, 48))
+    # --init starts from that file (here unchanged: no learning rate); other keypoint counts are refused
+    again, _, _ = pretrain_encoder(images[:200], xy[:200], steps=1, batch_size=64, keypoints=8, lr=0.0, init=path,
+                                   names=("x", "y"))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), encoder.state_dict().values()))
+    with pytest.raises(ValueError, match="not a keypoint encoder with 4 keypoints"):
+        pretrain_encoder(images[:200], xy[:200], steps=1, batch_size=64, keypoints=4, init=path, names=("x", "y"))
 
 
 def test_collected_frames_show_the_scene_with_consistent_labels():
