@@ -8,9 +8,12 @@ the policy). The frozen encoder then turns each frame into a few dozen numbers c
 replay (``freeze_encoder: true``), so RL on pixels costs MLP updates only, on the twin and on the
 real arm, whose camera sees the same scene (sim-to-real gap permitting: colours, lighting).
 
-Frames are sampled the way a reaching or pushing policy sees the scene: the gripper anywhere in
-a box around the task region (IK, pointing down, with a random opening), a share of frames with
-the gripper close to the target, objects from the task's own reset distribution.
+Frames are sampled the way the task's policy sees the scene: the gripper anywhere in a box
+around the task region (IK, pointing down, with a random opening), a share of frames with the
+gripper close to the target, objects from the task's own reset distribution. A policy that
+succeeds also sees scenes no reset shows, so each task adds its own (:func:`task_scene`): lift,
+the gripper at the cube and the cube held in closed jaws at any height; push, the cube anywhere on
+its way to the goal with the closed gripper behind it, where a push leaves them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,39 @@ import numpy as np
 
 LABELS = ("ee_x", "ee_y", "ee_z", "target_x", "target_y", "target_z", "cube_x", "cube_y", "cube_z", "gripper")
 EE_BOX = ((0.09, -0.14, 0.015), (0.26, 0.14, 0.16))   # where sampled gripper positions lie (m)
+HELD_BELOW_EE_M = 0.008   # the cube's centre under the gripper site in the lift expert's grasp
+PUSH_Z_M = 0.024          # gripper height while pushing (the push expert's)
+
+
+def task_scene(task: str, sample, rng: np.random.Generator, share: float) -> tuple[np.ndarray, float] | None:
+    """With probability ``share``, a scene of the task in progress: (gripper xyz, opening 0..1),
+    moving ``sample``'s cube in place; else None (the caller's reset-like scene).
+
+    lift: half the time the open gripper at the cube, ready to grasp; half the time the cube in
+    the closed jaws, anywhere from the table up to the box's top (lifted). push: the cube
+    anywhere from its start to a little past the goal (sideways slips included), the closed
+    gripper behind it on the cube-goal line, at pushing height or hovering after a re-plan.
+    """
+    if task not in ("lift", "push") or rng.random() >= share:
+        return None
+    from se_robot.tasks import CUBE_HALF_M
+
+    cube = sample.cube_pos
+    if task == "lift":
+        if rng.random() < 0.5:
+            ee = cube + np.r_[rng.normal(0.0, 0.01, 2), HELD_BELOW_EE_M + rng.uniform(0.0, 0.06)]
+            return ee, float(rng.uniform(0.6, 1.0))
+        ee = np.r_[cube[:2] + rng.normal(0.0, 0.015, 2), rng.uniform(CUBE_HALF_M, EE_BOX[1][2])]
+        sample.cube_pos = np.r_[ee[:2], max(CUBE_HALF_M, ee[2] - HELD_BELOW_EE_M)]
+        return ee, float(rng.uniform(0.0, 0.45))
+    goal = sample.target_pos[:2]
+    to_goal = goal - cube[:2]
+    d = to_goal / max(float(np.linalg.norm(to_goal)), 1e-6)
+    xy = cube[:2] + rng.uniform(0.0, 1.15) * to_goal + rng.normal(0.0, 0.006, 2)
+    sample.cube_pos = np.r_[xy, CUBE_HALF_M]
+    z = PUSH_Z_M + abs(rng.normal(0.0, 0.004)) if rng.random() < 0.75 else rng.uniform(0.04, 0.08)
+    ee = np.r_[xy - d * rng.uniform(0.02, 0.05) + rng.normal(0.0, 0.005, 2), z]
+    return ee, float(rng.uniform(0.0, 0.2))
 
 
 @dataclass
@@ -46,8 +82,13 @@ class PretrainReport:
 
 
 def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene", seed: int = 0,
-                   near_target: float = 0.3, log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``frames`` rendered views (N, 3, H, W) uint8 with their labels (N, len(LABELS)) float32."""
+                   near_target: float = 0.3, in_progress: float = 0.4,
+                   log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``frames`` rendered views (N, 3, H, W) uint8 with their labels (N, len(LABELS)) float32.
+
+    ``in_progress``: share of lift and push frames showing the task under way (:func:`task_scene`);
+    of the rest, ``near_target`` have the gripper near the target (reach's sphere, push's goal).
+    """
     from se_robot.arm import load_arm
     from se_robot.sim.kinematics import Kinematics
     from se_robot.sim.twin import ArmTwin
@@ -66,13 +107,17 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
     try:
         for i in range(frames):
             sample = task_def.sample_reset(rng)
-            if rng.random() < near_target:
+            scene = task_scene(task, sample, rng, in_progress)
+            opening = rng.uniform()
+            if scene is not None:
+                ee, opening = np.clip(scene[0], lo, hi), scene[1]
+            elif rng.random() < near_target:
                 ee = np.clip(sample.target_pos + rng.normal(0.0, 0.02, 3), lo, hi)
             else:
                 ee = rng.uniform(lo, hi)
             q = kin.ik(ee, arm.home, point_down=True, iters=30, tol_m=1e-3)
             if g is not None:
-                q[arm.gripper_index] = rng.uniform(g.closed_position, g.open_position)
+                q[arm.gripper_index] = g.closed_position + opening * (g.open_position - g.closed_position)
             twin.reset(sample=sample, q=q)
             images[i] = twin.render(camera, image_size, image_size).transpose(2, 0, 1)
             s = twin.task_state()
@@ -86,12 +131,14 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
 
 def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, batch_size: int = 128,
                      lr: float = 1e-3, keypoints: int = 32, holdout: float = 0.1, seed: int = 0,
-                     device: str = "cpu", names: tuple[str, ...] = LABELS,
+                     device: str = "cpu", names: tuple[str, ...] = LABELS, init: str | Path | None = None,
                      log: Callable[[str], None] | None = None):
     """Train a :class:`KeypointEncoder` plus a linear head on standardised labels; returns both and a report.
 
     Frames get DrQ's random shift (pad 4) while training, so the features do not hinge on exact
     pixel positions. The held-out split is never trained on; its RMSE is the figure to trust.
+    ``init``: an encoder file of the same size to start from (another task's: the arm and the cube
+    look the same in every scene, so a few hundred steps teach it the new task's objects).
     """
     import torch
     import torch.nn as nn
@@ -112,7 +159,15 @@ def pretrain_encoder(images: np.ndarray, labels: np.ndarray, steps: int = 3000, 
     y_all = torch.as_tensor((labels - mean) / std)
     x_all = torch.as_tensor(images)
     size = images.shape[-2:]
-    encoder = KeypointEncoder(3, tuple(size), keypoints=keypoints).to(device)
+    encoder = KeypointEncoder(3, tuple(size), keypoints=keypoints)
+    if init is not None:
+        from se_robot.agents.encoders import load_encoder
+
+        start_from = load_encoder(init, tuple(size))
+        if not isinstance(start_from, KeypointEncoder) or start_from.repr_dim != encoder.repr_dim:
+            raise ValueError(f"pretrain_encoder: {init} is not a keypoint encoder with {keypoints} keypoints")
+        encoder.load_state_dict(start_from.state_dict())
+    encoder = encoder.to(device)
     head = nn.Sequential(nn.Linear(encoder.repr_dim, 256), nn.ReLU(), nn.Linear(256, labels.shape[1])).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)

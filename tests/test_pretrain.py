@@ -49,6 +49,12 @@ def test_pretraining_learns_to_locate_a_dot_far_better_than_the_mean(tmp_path):
     assert stacked(x.repeat(1, 3, 1, 1)).shape == (4, 3 * 16)
     with pytest.raises(ValueError, match="trained for image size"):
         load_encoder(path, (48, 48))
+    # --init starts from that file (here unchanged: no learning rate); other keypoint counts are refused
+    again, _, _ = pretrain_encoder(images[:200], xy[:200], steps=1, batch_size=64, keypoints=8, lr=0.0, init=path,
+                                   names=("x", "y"))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), encoder.state_dict().values()))
+    with pytest.raises(ValueError, match="not a keypoint encoder with 4 keypoints"):
+        pretrain_encoder(images[:200], xy[:200], steps=1, batch_size=64, keypoints=4, init=path, names=("x", "y"))
 
 
 def test_collected_frames_show_the_scene_with_consistent_labels():
@@ -62,6 +68,33 @@ def test_collected_frames_show_the_scene_with_consistent_labels():
     assert len({img.tobytes() for img in images}) == 12   # every frame is a different scene
     red = (images[:, 0] > 180) & (images[:, 1] < 90) & (images[:, 2] < 90)
     assert red.any(axis=(1, 2)).mean() > 0.5   # the red reach target is seen in most frames
+
+
+def test_lift_frames_show_the_cube_at_the_gripper_and_held_up_in_it():
+    """What a lift policy sees once it works: the open gripper at the cube, the cube lifted in the jaws."""
+    images, labels = collect_frames("lift", 40, 32, seed=5, in_progress=1.0)
+    ee, cube, opening = labels[:, 0:3], labels[:, 6:9], labels[:, 9]
+    lifted = cube[:, 2] > 0.03
+    assert 0.2 < lifted.mean() < 0.8, cube[:, 2]
+    near = np.linalg.norm(ee - cube, axis=1)
+    assert np.all(near[lifted] < 0.03), near[lifted]       # held: the cube moves with the gripper
+    assert np.all(opening[lifted] < 0.5)                    # in closed jaws
+    assert np.all(near < 0.1) and (opening[~lifted] > 0.55).any()   # and the open gripper at the cube
+
+
+def test_push_frames_show_the_cube_on_its_way_to_the_goal_with_the_gripper_behind_it():
+    from se_robot.tasks import load_task
+
+    task = load_task("push")
+    images, labels = collect_frames("push", 40, 32, seed=6, in_progress=1.0)
+    ee, goal, cube = labels[:, 0:3], labels[:, 3:5], labels[:, 6:8]
+    start_lo, start_hi = np.array(task.cfg.object_min), np.array(task.cfg.object_max)
+    outside_starts = np.any((cube < start_lo - 0.003) | (cube > start_hi + 0.003), axis=1)
+    assert outside_starts.any()                             # cubes pushed beyond where resets put them
+    assert np.median(np.linalg.norm(cube - goal, axis=1)) < 0.06
+    assert np.all(np.linalg.norm(ee[:, :2] - cube, axis=1) < 0.08)
+    blue = (images[:, 2] > 150) & (images[:, 0] < 90)
+    assert blue.any(axis=(1, 2)).mean() > 0.5               # the goal disc is in view
 
 
 def test_cli_rejects_too_few_frames(tmp_path):

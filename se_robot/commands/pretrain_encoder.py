@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=3000, help="gradient steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--keypoints", type=int, default=32, help="keypoints (features = 2 x this)")
+    p.add_argument("--init", default=None, help="encoder file to start from (e.g. another task's, same image "
+                                                "size and keypoints): fewer --steps reach the same error")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", required=True, help="encoder checkpoint file to write (.pt)")
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     images, labels = collect_frames(args.task, args.frames, args.image_size, args.camera, args.seed, log=log)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder, _, report = pretrain_encoder(images, labels, steps=args.steps, batch_size=args.batch_size,
-                                          keypoints=args.keypoints, seed=args.seed, device=device, log=log)
+                                          keypoints=args.keypoints, seed=args.seed, device=device, init=args.init,
+                                          log=log)
     path = save_pretrained(encoder, args.out, args.image_size, args.keypoints)
     print("\n".join(report.lines()))
     print(f"wrote {path} ({encoder.repr_dim} features per frame)")
