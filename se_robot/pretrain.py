@@ -82,12 +82,16 @@ class PretrainReport:
 
 
 def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene", seed: int = 0,
-                   near_target: float = 0.3, in_progress: float = 0.4,
+                   near_target: float = 0.3, in_progress: float = 0.4, randomize: str = "",
+                   twin_camera: str = "",
                    log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``frames`` rendered views (N, 3, H, W) uint8 with their labels (N, len(LABELS)) float32.
 
     ``in_progress``: share of lift and push frames showing the task under way (:func:`task_scene`);
     of the rest, ``near_target`` have the gripper near the target (reach's sphere, push's goal).
+    ``twin_camera``: an ``se-robot align-camera`` file, so frames are seen as the user's camera
+    sees them. ``randomize``: a randomization preset or file, a new draw for every frame (from its
+    own generator, so the poses and labels are those of a run without it; the labels stay true).
     """
     from se_robot.arm import load_arm
     from se_robot.sim.kinematics import Kinematics
@@ -98,6 +102,15 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
     # policy could do through actions; the images are the twin's, as the env would render them.
     arm, task_def = load_arm("so101"), load_task(task)
     twin, kin = ArmTwin(arm, task_def), Kinematics(arm)
+    if twin_camera:
+        from se_robot.envs.camera_fit import apply_camera_config
+
+        apply_camera_config(twin.model, twin_camera)
+    randomizer, dr_rng = None, np.random.default_rng([seed, 1])
+    if randomize:
+        from se_robot.sim.randomize import TwinRandomizer, load_randomization
+
+        randomizer = TwinRandomizer(twin, load_randomization(randomize))   # nominal = the aligned camera
     rng = np.random.default_rng(seed)
     images = np.empty((frames, 3, image_size, image_size), np.uint8)
     labels = np.empty((frames, len(LABELS)), np.float32)
@@ -118,6 +131,8 @@ def collect_frames(task: str, frames: int, image_size: int, camera: str = "scene
             q = kin.ik(ee, arm.home, point_down=True, iters=30, tol_m=1e-3)
             if g is not None:
                 q[arm.gripper_index] = g.closed_position + opening * (g.open_position - g.closed_position)
+            if randomizer is not None:
+                randomizer.new_draw(dr_rng)
             twin.reset(sample=sample, q=q)
             images[i] = twin.render(camera, image_size, image_size).transpose(2, 0, 1)
             s = twin.task_state()

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keypoints", type=int, default=32, help="keypoints (features = 2 x this)")
     p.add_argument("--init", default=None, help="encoder file to start from (e.g. another task's, same image "
                                                 "size and keypoints): fewer --steps reach the same error")
+    p.add_argument("--randomize", default="", metavar="PRESET|FILE",
+                   help="domain randomization of the rendered frames: a preset (mild, hard) or a YAML file "
+                        "(docs/randomization.md); a new draw per frame")
+    p.add_argument("--twin-camera", default="", metavar="FILE",
+                   help="render through the camera fitted by se-robot align-camera")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", required=True, help="encoder checkpoint file to write (.pt)")
@@ -41,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     log = lambda msg: print(f"[pretrain-encoder] {msg}", flush=True)  # noqa: E731
-    images, labels = collect_frames(args.task, args.frames, args.image_size, args.camera, args.seed, log=log)
+    images, labels = collect_frames(args.task, args.frames, args.image_size, args.camera, args.seed,
+                                    randomize=args.randomize, twin_camera=args.twin_camera, log=log)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder, _, report = pretrain_encoder(images, labels, steps=args.steps, batch_size=args.batch_size,
                                           keypoints=args.keypoints, seed=args.seed, device=device, init=args.init,
