@@ -282,10 +282,10 @@ def test_learner_benchmark(capsys):
 
     assert main(["learner", "--rows", "cpu,frozen512", "--cpu-image", "24", "--cpu-batch", "4",
                  "--frozen-batch", "4", "--hidden-dim", "32", "--seconds", "0", "--min-updates", "1",
-                 "--profile"]) == 0
+                 "--profile", "--profile-updates", "2"]) == 0
     out = capsys.readouterr().out
     assert "cpu " in out and "frozen512" in out and "updates/s" in out
-    assert "profile cpu:" in out and "conv forward" in out
+    assert "profile cpu, per update:" in out and "conv forward" in out
 
 
 def test_actor_climbs_the_critic_on_a_bandit():
