@@ -23,10 +23,8 @@ render through the fitted camera blended 50/50 with the live frame, to check by 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def place_cube(scene_url: str, task: str, cube_xy, timeout_s: float = 30.0) -> np.ndarray:
     """Ask the scene service to put the cube at ``cube_xy`` on the table; its centre (base frame, m)."""
-    body = json.dumps({"task": task, "seed": 0, "cube_xy": [float(v) for v in cube_xy]}).encode()
-    request = urllib.request.Request(f"{scene_url.rstrip('/')}/scene/restore", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as reply:
-        answer = json.loads(reply.read())
+    from se_robot.envs.operator import post_scene_restore
+
+    answer = post_scene_restore(scene_url, {"task": task, "seed": 0, "cube_xy": [float(v) for v in cube_xy]},
+                                timeout_s)
     if not answer.get("restored"):
         raise RuntimeError(f"the scene service at {scene_url} declined to place the cube at {cube_xy}")
     return np.asarray(answer["cube_pos"], dtype=np.float64)

@@ -137,6 +137,18 @@ class TeleopButtonOperator:
         return wait_for_answer(poll, self.timeout_s, message)
 
 
+def post_scene_restore(url: str, body: dict, timeout_s: float) -> dict:
+    """POST ``body`` to ``URL/scene/restore`` (``se_robot.hardware.scene_service``); its JSON answer.
+    urllib's errors are the caller's to map: a scene operator and a calibration react differently."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{url.rstrip('/')}/scene/restore", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+        return json.loads(reply.read(4096))
+
+
 class HttpSceneOperator:
     """A scripted operator in another process (``se-robot emulate --scene-port``): POSTs the task
     and a seed drawn from ``rng`` to ``URL/scene/restore`` (``se_robot.hardware.scene_service``)."""
@@ -146,16 +158,11 @@ class HttpSceneOperator:
         self.timeout_s = timeout_s
 
     def restore(self, task: Task, rng: np.random.Generator, message: str) -> bool:
-        import json
         import urllib.error
-        import urllib.request
 
-        body = json.dumps({"task": task.name, "seed": int(rng.integers(0, 2**31 - 1))}).encode()
-        request = urllib.request.Request(f"{self.url}/scene/restore", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        body = {"task": task.name, "seed": int(rng.integers(0, 2**31 - 1))}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s or 30.0) as reply:
-                return bool(json.loads(reply.read(4096)).get("restored", False))
+            return bool(post_scene_restore(self.url, body, self.timeout_s or 30.0).get("restored", False))
         except urllib.error.HTTPError as e:
             raise SceneSetupError(f"scene reset: {self.url} refused ({e.code}): {e.read(4096).decode(errors='replace')}"
                                   ) from None
@@ -176,5 +183,5 @@ def make_operator(spec: Any, timeout_s: float | None = None) -> SceneOperator:
                      "VirtualArm.scene_operator(), a ROS service client)")
 
 
-__all__ = ["HttpSceneOperator", "SceneOperator", "SceneResetError", "SceneResetTimeout", "SceneSetupError",
+__all__ = ["HttpSceneOperator", "SceneOperator", "post_scene_restore", "SceneResetError", "SceneResetTimeout", "SceneSetupError",
            "TeleopButtonOperator", "TerminalOperator", "make_operator", "wait_for_answer"]
