@@ -429,8 +429,7 @@ def make_learner(cfg: TrainConfig, env: Any, ckpt_dir: Path | None = None, takeo
                    image_size=cfg.image_size, action_repeat=cfg.action_repeat,
                    episode_fn=encoded.encode_episode if encoded else None, success_fn=_demo_success_fn(cfg))
     if demos is not None and demos.transitions:
-        _check_shapes(demos, env.observation_space, source or str(ckpt_dir), "demo",
-                      "record the demos with the same obs mode and image size")
+        _check_shapes(demos, env.observation_space, source or str(ckpt_dir), "demo")
     if takeovers and demos is None:
         demos = ReplayBuffer(dataclasses.replace(cfg.replay, capacity=cfg.intervention_demo_capacity),
                              seed=cfg.seed + 1)
