@@ -169,14 +169,18 @@ def test_host_port_streams_to_a_running_rerun_server(tmp_path):
             env.step(np.zeros(env.action_space.shape, np.float32))
         env.close()
         close_display(recording)
-        deadline = time.monotonic() + 60
-        while "/eval/reward" not in read_rrd(received) or len(scalars(read_rrd(received), "/eval/reward")) < 3:
-            assert time.monotonic() < deadline, f"the server saved {sorted(read_rrd(received))}"
+        deadline, seen, torn = time.monotonic() + 120, {}, None
+        while "/eval/reward" not in seen or len(scalars(seen, "/eval/reward")) < 3:
+            assert time.monotonic() < deadline, f"the server saved {sorted(seen)}; last read: {torn!r}"
             time.sleep(0.5)
+            try:   # the server writes as it receives: a read may catch its last message half written
+                seen = read_rrd(received)
+            except Exception as error:
+                torn = error
     finally:   # `python -m rerun` runs the server binary as its child: end the whole group
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    assert "/eval/joints/measured" in read_rrd(received)
+    assert "/eval/joints/measured" in seen
 
 
 def test_display_targets_and_a_wrong_one_is_a_configuration_error(tmp_path, capsys):
