@@ -24,4 +24,5 @@ BENCHMARKS = {
     "async-learner": "benchmarks.async_learner",
     "model-error": "benchmarks.model_error",
     "manipulation": "benchmarks.manipulation",
+    "transfer": "benchmarks.transfer",
 }

@@ -194,3 +194,17 @@ def test_twin_camera_renders_through_an_aligned_camera_file(tmp_path):
     with VirtualArm(ARM) as vm, pytest.raises(ValueError, match="aligned camera is for the sim twin"):
         make_env("reach", backend="hardware", obs_mode="state", port=vm.port, calibration=CALIBRATION,
                  scene_camera=None, twin_camera=str(aligned))
+
+
+def test_a_run_names_its_model_files_by_absolute_path(tmp_path, monkeypatch):
+    """--resume and evaluate read the saved config from wherever they start: a relative encoder
+    path given at the start is saved absolute; a missing file is left as given (its loader names it)."""
+    from se_robot.commands.train import with_absolute_files
+    from se_robot.train_config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "enc.pt").write_bytes(b"")
+    cfg = with_absolute_files(load_config(overrides={"algo": "drqv2", "obs_mode": "pixels", "agent": {
+        "encoder": "checkpoint", "encoder_checkpoint": "enc.pt"}, "reward_model": "missing.pt"}))
+    assert cfg.agent["encoder_checkpoint"] == str(tmp_path / "enc.pt")
+    assert cfg.reward_model == "missing.pt" and cfg.encoder == ""

@@ -77,6 +77,10 @@ def add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="hardware: scene camera, a name in config/cameras, a YAML path, or none (env.scene_camera)")
     p.add_argument("--camera-source", dest="camera_source", metavar="SRC",
                    help="hardware: the scene camera's source, a device index or a URL (env.camera_source)")
+    p.add_argument("--scene-operator", dest="operator", metavar="WHO",
+                   help="push/lift on a robot that cannot restore its own scene: who puts the cube back between "
+                        "episodes, terminal (ask here, the default) or http://HOST:PORT of a scene service "
+                        "(se-robot emulate --scene-port) (env.operator)")
 
 
 #: Backend options that are ``env.`` keys of the same name.
@@ -90,6 +94,8 @@ def backend_overrides(args: argparse.Namespace) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             env[key] = None if key == "scene_camera" and value.lower() == "none" else value
+    if getattr(args, "operator", None) is not None:   # any robot that cannot restore a scene, not only hardware
+        env["operator"] = args.operator
     if isinstance(env.get("camera_source"), str) and env["camera_source"].isdigit():
         env["camera_source"] = int(env["camera_source"])   # a device index, not a file name
     out: dict = {"env": env} if env else {}
@@ -119,7 +125,7 @@ def fit_backend(cfg, given: dict, set_pairs: list[str] | None = None):
         cfg = cfg if env == cfg.env else dataclasses.replace(cfg, env=env)
     if cfg.backend == "hardware":
         return cfg
-    named = [k for k in given.get("env", {}) if k != "arm_id"]   # --arm-id: check_arm_id says more
+    named = [k for k in given.get("env", {}) if k in ENV_OPTIONS and k != "arm_id"]   # check_arm_id: --arm-id
     if named:
         raise ConfigError("--" + named[0].replace("_", "-"), str(given["env"][named[0]]),
                           f"a hardware option; backend is {cfg.backend!r} (add --backend hardware)")
@@ -188,6 +194,7 @@ def resolve_config(args: argparse.Namespace):
         return cfg, run_dir, ckpt
     cfg = with_random_steps(fit_backend(load_config(args.config, overrides, args.set, source="command line"), given),
                             getattr(args, "random_steps", None))
+    cfg = with_absolute_files(cfg)
     check_env_id(cfg)
     check_arm_id(cfg)
     if cfg.demos and not (Path(cfg.demos) / "dataset.json").is_file():
@@ -199,6 +206,22 @@ def resolve_config(args: argparse.Namespace):
         raise ConfigError("--out", str(run_dir), "already holds checkpoints; continue it with --resume "
                           f"{run_dir} or pick another --out")
     return cfg, run_dir, None
+
+
+def with_absolute_files(cfg):
+    """``cfg`` with the model files it names (the frozen encoder, the reward classifier) as absolute
+    paths: the run's saved config is read again by ``--resume`` and ``evaluate``, from wherever they
+    are started."""
+    import dataclasses
+
+    def absolute(path: str) -> str:
+        return str(Path(path).resolve()) if path and Path(path).is_file() else path
+
+    agent = dict(cfg.agent)
+    if agent.get("encoder_checkpoint"):
+        agent["encoder_checkpoint"] = absolute(agent["encoder_checkpoint"])
+    return dataclasses.replace(cfg, agent=agent, encoder=absolute(cfg.encoder),
+                               reward_model=absolute(cfg.reward_model))
 
 
 def check_env_id(cfg) -> None:
