@@ -92,6 +92,11 @@ class ArmEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     #: gripper opening (0 closed .. 1 open) below which a lift may be holding the cube
     held_max_gripper = 0.6
+    #: how far short of their command the jaws must stop for something to be between them (opening
+    #: fraction): an empty gripper reaches its command, one closing on the cube stops at its width
+    blocked_margin = 0.05
+    #: the gripper must be this close to where the cube was last seen for a grasp to start (m)
+    grasp_radius_m = 0.04
 
     def __init__(self, robot: Robot, task: str | Task = "reach", *, render_mode: str | None = None,
                  render_size: int = 256, detector: str | DetectorCalibration | ColorDetector | None = None,
@@ -130,7 +135,7 @@ class ArmEnv(gym.Env):
         self._cube = np.full(3, np.nan)
         self._target = np.full(3, np.nan)
         self._frames: dict[str, Frame] = {}
-        self._cube_held = False
+        self._cube_held = self._grasped = False
         self._seen: Detections | None = None
         self.counters = {"steps": 0, "overruns": 0, "stale_frames": 0}
         self._timing = {"act_s": 0.0, "sense_s": 0.0}
@@ -222,7 +227,7 @@ class ArmEnv(gym.Env):
             sample = self.task.sample_reset(self.np_random)
             self._target = sample.target_pos.copy()
             self._cube = sample.cube_pos.copy() if self.task.name == "reach" else np.full(3, np.nan)
-        self._cube_held, self._seen = False, None
+        self._cube_held, self._grasped, self._seen = False, False, None
         if self.detector is None or self.task.name == "reach":
             return self._sense(self.robot.now())
         self._see_restored_scene()
@@ -303,13 +308,26 @@ class ArmEnv(gym.Env):
         if self.task.name == "reach":
             return
         if det.cube is not None:
-            # Only a lift can raise the cube, and only with the jaws closing on it; otherwise the
-            # cube is on the table (a gripper hovering near the viewing ray must not lift it).
-            may_hold = self.task.name == "lift" and self.arm.gripper_fraction(self._q) < self.held_max_gripper
-            ee = self.kin.fk(self._q) if may_hold else None
+            ee = self.kin.fk(self._q) if self._may_hold() else None
             self._cube, self._cube_held = self.detector.cube_position(det.cube, frame_shape, ee)
         if self.task.name == "push" and det.target is not None:
             self._target = np.array([*det.target.table_xy_m, 0.0])
+
+    def _may_hold(self) -> bool:
+        """Whether the cube may be in the gripper, so off the table. One camera sees a gripper held
+        up on the cube's line of sight just as it sees a lift; so only a lift, only with jaws that
+        closed on something (they stop short of their command, as the cube stops them) and only
+        next to where the cube was last seen (then as long as they stay closed on it)."""
+        if self.task.name != "lift":
+            return False
+        opening = self.arm.gripper_fraction(self._q)
+        if not (opening < self.held_max_gripper
+                and self.arm.gripper_fraction(self._q_cmd) < opening - self.blocked_margin):
+            self._grasped = False
+            return False
+        # latched while the jaws stay blocked: once the cube rises, its table estimate runs off
+        self._grasped = self._grasped or bool(np.linalg.norm(self.kin.fk(self._q) - self._cube) < self.grasp_radius_m)
+        return self._grasped
 
     def _wait_for_objects(self) -> None:
         from se_robot.hardware.camera import CameraError
