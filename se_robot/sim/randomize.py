@@ -13,8 +13,11 @@ The spec is read through the project's config machinery (``se_robot.config.from_
 unknown key or a value out of range stops with the file and the key. ``config/randomization/``
 holds the named presets (``mild``, ``hard``); any YAML path is accepted too.
 
+The table texture and the distractors are written by ``se_robot.sim.scene_randomize``; the servo
+deadband is applied by ``ArmTwin.set_targets``.
+
 Off is free: a twin nobody randomizes keeps its compiled model and renders and steps exactly as
-before (the twin's hooks are a ``None`` check per frame and per command).
+before (the twin's hooks are a check or two per frame and per command).
 """
 
 from __future__ import annotations
