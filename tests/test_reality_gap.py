@@ -20,7 +20,7 @@ from se_robot.estop import EStop  # noqa: E402
 from se_robot.hardware.emulator import VirtualArm  # noqa: E402
 from se_robot.hardware.serial_arm import SerialArm  # noqa: E402
 from se_robot.safety import SafetyFilter  # noqa: E402
-from se_robot.sim.randomize import load_randomization  # noqa: E402
+from se_robot.sim.randomize import LATE_FIELDS, load_randomization  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -132,6 +132,34 @@ def test_servo_gap_changes_the_step_response_the_driver_reads():
     assert half["nominal"] < half["soft"] < half["soft_late"], half
 
 
+def test_servo_deadband_gap_ignores_a_small_goal_step_read_over_the_bus():
+    """A goal step inside the drawn deadband (0.02 rad) leaves the joint where it is; a step past it,
+    or any step without a deadband, is followed."""
+    deadband = {"twin_gap": {"servo_deadband_rad": [0.02, 0.02]}}
+    moved = {}
+    for name, kwargs, step in (("nominal_small", {}, 0.01), ("deadband_small", deadband, 0.01),
+                               ("deadband_large", deadband, 0.05)):
+        with VirtualArm(ARM, physics="twin", **kwargs) as vm:
+            _, frac = _step_response(vm, step, duration_s=1.0)
+        moved[name] = frac[-1]
+    assert moved["nominal_small"] > 0.8 and moved["deadband_large"] > 0.8, moved
+    assert abs(moved["deadband_small"]) < 0.2, moved
+
+
+def test_cluttered_gap_shows_texture_and_distractors_on_the_camera():
+    """``cluttered`` draws what ``mild`` draws for the same seed (image noise included), plus the
+    clutter: the frames differ by the table pattern and the distractors alone."""
+    cluttered_vm = VirtualArm(ARM, physics="twin", twin_gap="cluttered", twin_gap_seed=2)
+    draw = cluttered_vm.gap_draw
+    assert draw.table_texture >= 0.2 and draw.distractors >= 1 and draw.servo_deadband_rad >= 0.002
+    assert cluttered_vm.physics.twin.servo_deadband_rad == draw.servo_deadband_rad
+    mild_vm = VirtualArm(ARM, physics="twin", twin_gap="mild", twin_gap_seed=2)
+    _assert_same_draw(dataclasses.replace(draw, table_texture=0.0, distractors=0, servo_deadband_rad=0.0),
+                      mild_vm.gap_draw)
+    cluttered, mild = _render(cluttered_vm)[0], _render(mild_vm)[0]
+    assert np.abs(cluttered - mild).mean() > 5.0
+
+
 def test_bad_gap_file_names_file_and_key(tmp_path):
     bad = tmp_path / "my_gap.yaml"
     bad.write_text("servo_kp: [0.8, 1.2]\ncamera_fov_deg: [1.0, 1.0]\n")
@@ -148,8 +176,12 @@ def test_bad_gap_file_names_file_and_key(tmp_path):
 
 
 def test_gap_presets_load_and_hard_reaches_further():
+    """Over the parameters both presets set; the later ones (texture, distractors, deadband) are
+    in ``cluttered`` only, so ``mild`` and ``hard`` keep the draws measured with them."""
     mild, hard = load_randomization("mild", kind="gaps"), load_randomization("hard", kind="gaps")
     for f in dataclasses.fields(mild):
+        if f.name in LATE_FIELDS:
+            continue
         neutral = f.default[0]
 
         def reach(spec):
@@ -160,7 +192,8 @@ def test_gap_presets_load_and_hard_reaches_further():
 
 def test_emulate_cli_with_a_gap_file(tmp_path):
     gap = tmp_path / "setup.yaml"
-    gap.write_text("camera_pos_m: [0.03, 0.03]\nservo_kp: [0.7, 0.7]\nlatency_ticks: [1, 1]\n")
+    gap.write_text("camera_pos_m: [0.03, 0.03]\nservo_kp: [0.7, 0.7]\nlatency_ticks: [1, 1]\n"
+                   "distractors: [2, 2]\nservo_deadband_rad: [0.004, 0.004]\n")
     out = subprocess.run([sys.executable, "-m", "se_robot.cli", "emulate", "--gap", str(gap), "--gap-seed", "3",
                           "--seconds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "MUJOCO_GL": "egl"})
@@ -169,3 +202,4 @@ def test_emulate_cli_with_a_gap_file(tmp_path):
     assert "reality gap:" in out.stdout and "seed 3" in out.stdout
     assert "moved (+0.030, +0.030, +0.030) m" in out.stdout
     assert "kp x0.700" in out.stdout and "latency 1 ticks (100 ms on the bus)" in out.stdout
+    assert "2 distractors" in out.stdout and "servo deadband 0.0040 rad" in out.stdout

@@ -354,6 +354,8 @@ def describe_gap(draw: Draw, latency_s: float) -> str:
         f"friction {draw.joint_friction_nm:+.4f} N*m, "
         f"latency {draw.latency_ticks} ticks ({latency_s * 1e3:.0f} ms on the bus)",
         f"  cube: mass x{draw.cube_mass:.3f}, size x{draw.cube_size:.3f}, friction x{draw.cube_friction:.3f}",
+        f"  scene: table texture {draw.table_texture:.2f} (0 plain, 1 pattern only), {draw.distractors} distractors; "
+        f"servo deadband {draw.servo_deadband_rad:.4f} rad",
     ])
 
 

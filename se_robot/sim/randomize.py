@@ -13,8 +13,11 @@ The spec is read through the project's config machinery (``se_robot.config.from_
 unknown key or a value out of range stops with the file and the key. ``config/randomization/``
 holds the named presets (``mild``, ``hard``); any YAML path is accepted too.
 
+The table texture and the distractors are written by ``se_robot.sim.scene_randomize``; the servo
+deadband is applied by ``ArmTwin.set_targets``.
+
 Off is free: a twin nobody randomizes keeps its compiled model and renders and steps exactly as
-before (the twin's hooks are a ``None`` check per frame and per command).
+before (the twin's hooks are a check or two per frame and per command).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import mujoco
 import numpy as np
 
 from se_robot.config import ConfigError, from_dict, named_config, option, read_yaml
+from se_robot.sim.scene_randomize import DISTRACTOR_GEOMS, SceneClutter
 
 if TYPE_CHECKING:
     from se_robot.sim.twin import ArmTwin
@@ -69,6 +73,14 @@ class RandomizationSpec:
     cube_friction: Range = _scale("cube friction (sliding, torsional, rolling)", 0.1, 5.0)
     latency_ticks: tuple[int, int] = option((0, 0), help="control latency: commands applied this many ticks "
                                             "late; integer range [lo, hi]", range=(0, 20))
+    # Drawn after image_seed (see LATE_FIELDS), so the fields above draw as they did before these existed.
+    table_texture: Range = option(OFF, help="strength of a procedural pattern (checkerboard or smooth noise of "
+                                  "two colours) blended over the table colour: 0 plain, 1 pattern only",
+                                  range=(0.0, 1.0))
+    distractors: tuple[int, int] = option((0, 0), help="number of visual-only distractor objects on the table; "
+                                          "integer range [lo, hi]", range=(0, len(DISTRACTOR_GEOMS)))
+    servo_deadband_rad: Range = option(OFF, help="position-servo deadband: a joint's target ignores changes "
+                                       "smaller than this (rad)", range=(0.0, 0.1))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -123,25 +135,42 @@ class Draw:
     cube_friction: float
     latency_ticks: int
     image_seed: int
+    table_texture: float
+    distractors: int
+    servo_deadband_rad: float
+    scene_seed: int  # the table pattern's and the distractors' shapes, colours and places
 
 
 #: components drawn per parameter (each from the same range)
 _WIDTH = {"camera_pos_m": 3, "camera_rot_rad": 3, "light_tilt_rad": 2, "table_rgb": 3, "cube_rgb": 3, "goal_rgb": 3}
+#: integer ranges, drawn inclusive of hi
+_INTEGER = {"latency_ticks", "distractors"}
+#: parameters added after the first presets were in use: drawn after image_seed, so that a seed gives
+#: every earlier parameter (and image_seed) the value it gave before they existed
+LATE_FIELDS = ("table_texture", "distractors", "servo_deadband_rad")
 
 
 def sample(spec: RandomizationSpec, rng: np.random.Generator) -> Draw:
     """One draw; every parameter is drawn, in a fixed order, so a seed means the same draw whichever
     ranges are off."""
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(spec):
-        lo, hi = getattr(spec, f.name)
-        if f.name == "latency_ticks":
-            values[f.name] = int(rng.integers(lo, hi + 1))
-        elif f.name in _WIDTH:
-            values[f.name] = rng.uniform(lo, hi, _WIDTH[f.name])
+
+    def draw(name: str) -> None:
+        lo, hi = getattr(spec, name)
+        if name in _INTEGER:
+            values[name] = int(rng.integers(lo, hi + 1))
+        elif name in _WIDTH:
+            values[name] = rng.uniform(lo, hi, _WIDTH[name])
         else:
-            values[f.name] = float(rng.uniform(lo, hi))
+            values[name] = float(rng.uniform(lo, hi))
+
+    for f in dataclasses.fields(spec):
+        if f.name not in LATE_FIELDS:
+            draw(f.name)
     values["image_seed"] = int(rng.integers(2**63))
+    for name in LATE_FIELDS:
+        draw(name)
+    values["scene_seed"] = int(rng.integers(2**63))
     return Draw(**values)
 
 
@@ -200,6 +229,7 @@ class TwinRandomizer:
         self._cube_geom = m.geom("cube_geom").id
         self._arm_dofs = np.arange(m.nv)[twin._dadr]
         self._arm_acts = np.arange(m.nu)[twin._act]
+        self._clutter = SceneClutter(m)
         self.draw: Draw | None = None
 
     def restore(self) -> None:
@@ -214,6 +244,7 @@ class TwinRandomizer:
         self.twin.image_filter = None
         self.twin.cube_z_offset_m = 0.0
         self.twin.set_action_delay(0)
+        self.twin.servo_deadband_rad = 0.0
         self.draw = None
 
     def new_draw(self, rng: np.random.Generator) -> Draw:
@@ -243,6 +274,14 @@ class TwinRandomizer:
         if draw.image_noise_std > 0 or draw.image_blur_sigma_px > 0:
             twin.image_filter = ImageEffects(draw.image_noise_std, draw.image_blur_sigma_px, draw.image_seed)
         twin.set_action_delay(draw.latency_ticks)
+        twin.servo_deadband_rad = draw.servo_deadband_rad
+        if draw.table_texture > 0 or draw.distractors > 0:
+            texture_rng, distractor_rng = np.random.default_rng(draw.scene_seed).spawn(2)
+            if draw.table_texture > 0:  # after the colours: the pattern is blended over the drawn table colour
+                self._clutter.apply_texture(m, draw.table_texture, texture_rng)
+                twin.textures_changed()
+            if draw.distractors > 0:
+                self._clutter.apply_distractors(m, draw.distractors, distractor_rng)
         mujoco.mj_forward(m, twin.data)  # camera and light poses in data follow the model now
         self.draw = draw
 
@@ -307,5 +346,5 @@ def _mul_quat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["Draw", "ImageEffects", "RandomizationSpec", "TwinRandomizer", "load_randomization", "offset_camera",
-           "sample"]
+__all__ = ["Draw", "ImageEffects", "LATE_FIELDS", "RandomizationSpec", "TwinRandomizer", "load_randomization",
+           "offset_camera", "sample"]

@@ -52,6 +52,11 @@ class ArmTwin:
         self.cube_z_offset_m = 0.0
         self._delay: deque[np.ndarray] | None = None  # targets in flight, oldest first
         self._delay_ticks = 0
+        #: position-servo deadband (rad): a joint's applied target moves only for a change of at least this
+        self.servo_deadband_rad = 0.0
+        # bumped by textures_changed; each renderer remembers the count its textures were uploaded at
+        self._textures_version = 0
+        self._renderer_textures: dict[tuple[int, int], int] = {}
         self._style_target()
 
     def _style_target(self) -> None:
@@ -100,15 +105,22 @@ class ArmTwin:
         """Position-servo targets (rad, joint order); the servos track them as the physics steps.
 
         With an action delay of k ticks (``set_action_delay``) the targets set k calls earlier are
-        applied instead: control latency, one tick per command."""
+        applied instead: control latency, one tick per command.
+
+        With a deadband (``servo_deadband_rad``), a joint keeps its applied target while the one
+        arriving differs from it by less than the deadband, as a real servo ignores an error of a few
+        ticks; it acts where the servo is, after the delay line."""
         if self._delay is not None:
             self._delay.append(np.array(q, dtype=np.float64))
             q = self._delay.popleft()
+        if self.servo_deadband_rad:
+            held = self.data.ctrl[self._act]
+            q = np.where(np.abs(np.asarray(q, dtype=np.float64) - held) < self.servo_deadband_rad, held, q)
         self.data.ctrl[self._act] = q
 
     def set_targets_now(self, q: np.ndarray) -> None:
-        """Targets applied at once, whatever the delay, and the delay line filled with them: a stop
-        must not wait behind commands still in flight."""
+        """Targets applied at once, whatever the delay or deadband, and the delay line filled with
+        them: a stop must not wait behind commands still in flight."""
         if self._delay is not None:
             self._fill_delay(q)
         self.data.ctrl[self._act] = q
@@ -165,8 +177,12 @@ class ArmTwin:
         """RGB uint8 (height, width, 3) from a named camera."""
         key = (height, width)
         r = self._renderers.get(key)
-        if r is None:
+        if r is None:  # a new renderer uploads the model's textures as they are now
             r = self._renderers[key] = mujoco.Renderer(self.model, height=height, width=width)
+            self._renderer_textures[key] = self._textures_version
+        elif self._renderer_textures[key] != self._textures_version:
+            upload_textures(self.model, r)
+            self._renderer_textures[key] = self._textures_version
         cam = self._cameras.get(camera)
         if cam is None:  # made once: update_scene would look the name up and build one every frame
             cam_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
@@ -179,10 +195,24 @@ class ArmTwin:
             return r.render()
         return self.image_filter(r.render())
 
+    def textures_changed(self) -> None:
+        """Say that ``model.tex_data`` was rewritten: each live renderer uploads it before its next
+        frame (a renderer copies textures to its GL context once, when it is made)."""
+        self._textures_version += 1
+
     def close(self) -> None:
         for r in self._renderers.values():
             r.close()
         self._renderers.clear()
+        self._renderer_textures.clear()
+
+
+def upload_textures(model: mujoco.MjModel, renderer: mujoco.Renderer) -> None:
+    """Copy every texture of ``model`` to ``renderer``'s GL context. ``mujoco.Renderer`` has no public
+    handle on its contexts; its ``_gl_context`` and ``_mjr_context`` are the ones it renders with."""
+    renderer._gl_context.make_current()
+    for texture in range(model.ntex):
+        mujoco.mjr_uploadTexture(model, renderer._mjr_context, texture)
 
 
 __all__ = ["ArmTwin", "CUBE_HALF_M"]
