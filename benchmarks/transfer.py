@@ -169,6 +169,56 @@ def prepare(gap: str, args: argparse.Namespace, settings: dict) -> None:
                 env.close()
 
 
+class LiftAudit:
+    """Counts the lifts the emulator's twin really made (the cube's bottom ``height_m`` above the
+    table), to set beside the successes the runs report from the camera: a detector that a policy
+    fools shows as more successes than lifts. Give half the task's lift height: the camera's
+    height estimate is a few millimetres off, and a fooled detector sees a cube that never left
+    the table."""
+
+    def __init__(self, vm, height_m: float | None, period_s: float = 0.05):
+        import threading
+
+        self.vm, self.height_m, self.period_s = vm, height_m, period_s
+        self.lifts: int | None = None if height_m is None else 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lift-audit", daemon=True)
+
+    def __enter__(self) -> "LiftAudit":
+        if self.height_m is not None:   # lift only: another task has no lift to count
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        from se_robot.tasks import CUBE_HALF_M
+
+        up = False
+        while not self._stop.wait(self.period_s):
+            with self.vm.physics.lock:
+                z = float(self.vm.physics.twin.cube_position()[2])
+            now = z - CUBE_HALF_M >= self.height_m
+            self.lifts += int(now and not up)
+            up = now
+
+
+def _claimed(work: Path, zero_shot_episodes: int, eval_episodes: int) -> int:
+    """Successful episodes the runs of ``work`` report: zero-shot, training and evaluation."""
+    from se_robot.logger import Logger
+
+    run = work / "run"
+    total = sum(float(r["train/success"]) > 0 for r in Logger.read(run / "train.csv") if r.get("train/success"))
+    total += sum(round(float(r["eval/success"]) * eval_episodes) for r in Logger.read(run / "eval.csv"))
+    zero_shot = work / "zero_shot" / "eval.json"
+    if zero_shot.is_file():
+        total += round(json.loads(zero_shot.read_text())["eval/success"] * zero_shot_episodes)
+    return int(total)
+
+
 def _eval_rows(run_dir: Path, offset: int) -> list[tuple[int, float]]:
     from se_robot.logger import Logger
 
@@ -188,7 +238,10 @@ def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
     for pair in args.set:
         common += ["--set", pair]
     start, zero_shot, offset = time.perf_counter(), None, 0
-    with _emulator(settings["task"], gap, args.gap_seed) as vm:
+    from se_robot.tasks import load_task
+
+    lift_height = 0.5 * load_task(settings["task"]).cfg.lift_height_m if settings["task"] == "lift" else None
+    with _emulator(settings["task"], gap, args.gap_seed) as vm, LiftAudit(vm, lift_height) as audit:
         arm = _arm_options(vm, here / "camera.yaml")
         if name == SCRATCH:
             encoder = ["--set", f"agent.encoder_checkpoint={settings['encoder']}"] if settings["encoder"] else []
@@ -208,6 +261,7 @@ def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
     return {"gap": gap, "name": name, "sim_run": settings["sims"].get(name), "sim_steps": offset or None,
             "budget": budget, "zero_shot": zero_shot, "curve": curve,
             "steps_to_threshold": steps_to([{"step": s, "success": v} for s, v in curve], args.threshold),
+            "true_lifts": audit.lifts, "claimed": _claimed(work, args.zero_shot_episodes, args.eval_episodes),
             "wall_s": time.perf_counter() - start, "load_avg": list(os.getloadavg())}
 
 
@@ -219,17 +273,21 @@ def summarise(results: list[dict], threshold: float, report_at: list[int]) -> li
     def hit(r: dict) -> str:
         return str(r["steps_to_threshold"]) if r["steps_to_threshold"] is not None else f">{r['budget']}"
 
+    def lifts(r: dict) -> str:
+        return "" if r.get("true_lifts") is None else f"{r['true_lifts']}/{r['claimed']}"
+
     lines = []
     for gap in dict.fromkeys(r["gap"] for r in results):
         runs = [r for r in results if r["gap"] == gap]
         lines.append(f"gap {gap}")
         lines.append(f"  {'run':<10}{'sim steps':>10}{'zero-shot':>10}" + "".join(f"{f'@{s}':>8}" for s in report_at)
-                     + f"{f'to {threshold:.0%}':>8}{'final':>7}{'wall s':>8}{'load':>6}")
+                     + f"{f'to {threshold:.0%}':>8}{'final':>7}{'lifts':>12}{'wall s':>8}{'load':>6}")
         for r in runs:
             zs = "" if r["zero_shot"] is None else f"{r['zero_shot']:.2f}"
             lines.append(f"  {r['name']:<10}{r['sim_steps'] or '':>10}{zs:>10}"
                          + "".join(f"{at(r, s):>8}" for s in report_at)
-                         + f"{hit(r):>8}{r['curve'][-1][1]:>7.2f}{r['wall_s']:>8.0f}{r['load_avg'][0]:>6.1f}")
+                         + f"{hit(r):>8}{r['curve'][-1][1]:>7.2f}{lifts(r):>12}{r['wall_s']:>8.0f}"
+                         f"{r['load_avg'][0]:>6.1f}")
         scratch = next((r for r in runs if r["name"] == SCRATCH), None)
         for r in runs:
             if scratch is None or r is scratch or r["steps_to_threshold"] is None:
@@ -242,7 +300,10 @@ def summarise(results: list[dict], threshold: float, report_at: list[int]) -> li
                 lines.append(f"  scratch / {r['name']}: {scratch['steps_to_threshold'] / ft:.1f}x the arm steps")
     lines.append(f"arm steps: steps taken on the arm (a fine-tune's sim steps not counted); @N: eval success after N "
                  f"(blank: the run ended sooner without reaching {threshold:.0%}); zero-shot: the sim run before any "
-                 "arm step; load: the 1-minute load average when the run ended")
+                 "arm step; lifts: real lifts the emulator's twin made (the cube's bottom half the lift height up) / "
+                 "successful episodes the run reported from the camera (zero-shot, training, evaluation; more "
+                 "successes than lifts: the detector was fooled); "
+                 "load: the 1-minute load average when the run ended")
     return lines
 
 

@@ -62,6 +62,8 @@ def test_transfer_benchmark_on_a_gapped_emulated_arm(tmp_path):
     assert [s for s, _ in dr["curve"]] == [0, EVAL_EVERY, ARM_STEPS]
     assert [s for s, _ in scratch["curve"]] == [0, EVAL_EVERY, ARM_STEPS] and scratch["zero_shot"] is None
     assert all(0.0 <= v <= 1.0 for r in results.values() for _, v in r["curve"])
+    # the emulator counted the real lifts; no run reported a success that was not one
+    assert all(r["true_lifts"] >= r["claimed"] >= 0 for r in results.values()), results
     # the fine-tune ran on the arm from the sim run's weights, its step count continued
     log = (here / "dr.log").read_text()
     assert f"resumed at step {SIM_STEPS}, training to step {SIM_STEPS + ARM_STEPS}" in log
