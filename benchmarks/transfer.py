@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gaps", default="mild,hard", help="comma list of gap presets (config/gaps/) or YAML files")
     p.add_argument("--gap-seed", type=int, default=0, help="the draw of each gap: one 'real setup'")
     p.add_argument("--runs", default="", help="comma list of the NAMEs (and scratch) to run (default: all)")
-    p.add_argument("--steps", type=int, default=5000, help="fine-tune arm steps per sim run")
+    p.add_argument("--steps", type=int, default=5000, help="fine-tune arm steps per sim run (0: zero-shot only)")
     p.add_argument("--scratch-steps", type=int, default=5000, help="arm steps of the from-scratch run")
     p.add_argument("--recipe", default="lift_pixels_sparse", help="the from-scratch run's recipe")
     p.add_argument("--replay", choices=("drop", "keep"), default="drop",
@@ -101,10 +101,10 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [n for n in args.runs.split(",") if n] or names
     if unknown := [n for n in chosen if n not in names]:
         raise _fail(f"--runs: unknown {unknown}; allowed: {', '.join(names)}")
-    if min(args.steps, args.scratch_steps, args.arm_demos, args.zero_shot_episodes, args.eval_every,
-           args.eval_episodes, args.jobs) < 1:
-        raise _fail("--steps, --scratch-steps, --arm-demos, --zero-shot-episodes, --eval-every, --eval-episodes "
-                    "and --jobs must be at least 1")
+    if min(args.scratch_steps, args.arm_demos, args.zero_shot_episodes, args.eval_every, args.eval_episodes,
+           args.jobs) < 1 or args.steps < 0:
+        raise _fail("--scratch-steps, --arm-demos, --zero-shot-episodes, --eval-every, --eval-episodes and --jobs "
+                    "must be at least 1, --steps at least 0")
     first = checkpoint.resolve(next(iter(sims.values())))
     saved = checkpoint.load(first)["config"]
     sim_steps = {n: int(checkpoint.load(checkpoint.resolve(r))["trainer"]["step"]) for n, r in sims.items()}
@@ -206,13 +206,14 @@ class LiftAudit:
             up = now
 
 
-def _claimed(work: Path, zero_shot_episodes: int, eval_episodes: int) -> int:
-    """Successful episodes the runs of ``work`` report: zero-shot, training and evaluation."""
+def _claimed(work: Path, zero_shot_episodes: int, eval_episodes: int, trained: bool) -> int:
+    """Successful episodes the runs of ``work`` report: zero-shot, and training and evaluation when ``trained``."""
     from se_robot.logger import Logger
 
-    run = work / "run"
-    total = sum(float(r["train/success"]) > 0 for r in Logger.read(run / "train.csv") if r.get("train/success"))
-    total += sum(round(float(r["eval/success"]) * eval_episodes) for r in Logger.read(run / "eval.csv"))
+    total, run = 0, work / "run"
+    if trained:
+        total += sum(float(r["train/success"]) > 0 for r in Logger.read(run / "train.csv") if r.get("train/success"))
+        total += sum(round(float(r["eval/success"]) * eval_episodes) for r in Logger.read(run / "eval.csv"))
     zero_shot = work / "zero_shot" / "eval.json"
     if zero_shot.is_file():
         total += round(json.loads(zero_shot.read_text())["eval/success"] * zero_shot_episodes)
@@ -253,15 +254,17 @@ def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
             _cli(["evaluate", "--checkpoint", sim_run, "--episodes", str(args.zero_shot_episodes), *arm,
                   "--out", str(work / "zero_shot")], log)
             zero_shot = json.loads((work / "zero_shot" / "eval.json").read_text())["eval/success"]
-            _cli(["train", "--resume", sim_run, "--more-steps", str(args.steps), "--replay", args.replay,
-                  *arm, *common], log)
+            if args.steps:
+                _cli(["train", "--resume", sim_run, "--more-steps", str(args.steps), "--replay", args.replay,
+                      *arm, *common], log)
             budget = args.steps
+    trained = budget > 0
     curve = ([(0, zero_shot)] if zero_shot is not None else []) + [
-        (s, v) for s, v in _eval_rows(work / "run", offset) if s > 0 or zero_shot is None]
+        (s, v) for s, v in (_eval_rows(work / "run", offset) if trained else []) if s > 0 or zero_shot is None]
     return {"gap": gap, "name": name, "sim_run": settings["sims"].get(name), "sim_steps": offset or None,
             "budget": budget, "zero_shot": zero_shot, "curve": curve,
             "steps_to_threshold": steps_to([{"step": s, "success": v} for s, v in curve], args.threshold),
-            "true_lifts": audit.lifts, "claimed": _claimed(work, args.zero_shot_episodes, args.eval_episodes),
+            "true_lifts": audit.lifts, "claimed": _claimed(work, args.zero_shot_episodes, args.eval_episodes, trained),
             "wall_s": time.perf_counter() - start, "load_avg": list(os.getloadavg())}
 
 

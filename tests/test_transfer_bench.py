@@ -71,3 +71,9 @@ def test_transfer_benchmark_on_a_gapped_emulated_arm(tmp_path):
     assert "gap mild" in done.stdout and "zero-shot" in done.stdout and (out / "transfer.png").stat().st_size > 1000
     again = subprocess.run([*cmd, "--report"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "gap mild" in again.stdout
+    # --steps 0: zero-shot only, into the same results (the gap's camera and demos are reused)
+    zero = subprocess.run([*cmd, "--runs", "dr", "--steps", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert zero.returncode == 0, zero.stdout[-3000:] + zero.stderr[-3000:]
+    results = {r["name"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert set(results) == {"dr", "scratch"} and results["scratch"] == scratch
+    assert results["dr"]["budget"] == 0 and [s for s, _ in results["dr"]["curve"]] == [0]
