@@ -226,6 +226,18 @@ def _eval_rows(run_dir: Path, offset: int) -> list[tuple[int, float]]:
     return [(int(float(r["step"])) - offset, float(r["eval/success"])) for r in Logger.read(run_dir / "eval.csv")]
 
 
+def _zero_shot(sim_run: str, out: Path, episodes: int, arm: list[str], log: Path) -> float:
+    """The sim run's success on the arm before any arm step; an evaluation of the same checkpoint
+    with as many episodes already in ``out`` is reused (the fine-tune can follow a zero-shot-only run)."""
+    from se_robot import checkpoint
+
+    done = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
+    if done.get("checkpoint") != str(checkpoint.resolve(sim_run)) or done.get("episodes") != episodes:
+        _cli(["evaluate", "--checkpoint", sim_run, "--episodes", str(episodes), *arm, "--out", str(out)], log)
+        done = json.loads((out / "eval.json").read_text())
+    return float(done["eval/success"])
+
+
 def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
     """Zero-shot then fine-tune (a sim run), or train from scratch, on a fresh emulator of ``gap``."""
     settings = args.settings
@@ -251,9 +263,7 @@ def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
             budget = args.scratch_steps
         else:
             sim_run, offset = settings["sims"][name], settings["sim_steps"][name]
-            _cli(["evaluate", "--checkpoint", sim_run, "--episodes", str(args.zero_shot_episodes), *arm,
-                  "--out", str(work / "zero_shot")], log)
-            zero_shot = json.loads((work / "zero_shot" / "eval.json").read_text())["eval/success"]
+            zero_shot = _zero_shot(sim_run, work / "zero_shot", args.zero_shot_episodes, arm, log)
             if args.steps:
                 _cli(["train", "--resume", sim_run, "--more-steps", str(args.steps), "--replay", args.replay,
                       *arm, *common], log)
