@@ -151,7 +151,7 @@ def prepare(gap: str, args: argparse.Namespace, settings: dict) -> None:
     here = _gap_dir(Path(args.out), gap)
     here.mkdir(parents=True, exist_ok=True)
     camera, demos = here / "camera.yaml", here / "arm_demos"
-    with _emulator(settings["task"], gap, args.gap_seed) as vm:
+    with _emulator(settings["task"], gap, args.gap_seed) as vm, LiftAudit(vm, _audit_height(settings)) as audit:
         if not camera.is_file():
             _cli(["align-camera", "--source", vm.camera_url, "--scene-url", vm.scene_url, "--task", settings["task"],
                   "--out", str(camera), "--overlay", str(here / "overlay.png")], here / "align.log")
@@ -162,9 +162,10 @@ def prepare(gap: str, args: argparse.Namespace, settings: dict) -> None:
                            reward_type="sparse", timeout_s=float(TIMEOUT_S))
             try:
                 with (here / "demos.log").open("a") as f:
-                    record_scripted(env, expert_for(env), demos, dataset_meta_for(
+                    written = record_scripted(env, expert_for(env), demos, dataset_meta_for(
                         env, settings["task"], backend="hardware", obs_mode=settings["obs_mode"]),
                         args.arm_demos, seed=args.seed + 60_000, log=lambda line: print(line, file=f, flush=True))
+                    print(f"{len(written)} demos written; real lifts the emulator saw: {audit.lifts}", file=f)
             finally:
                 env.close()
 
@@ -204,6 +205,13 @@ class LiftAudit:
             now = z - CUBE_HALF_M >= self.height_m
             self.lifts += int(now and not up)
             up = now
+
+
+def _audit_height(settings: dict) -> float | None:
+    """The cube bottom's height that counts as a real lift: half the task's (lift only)."""
+    from se_robot.tasks import load_task
+
+    return 0.5 * load_task(settings["task"]).cfg.lift_height_m if settings["task"] == "lift" else None
 
 
 def _claimed(work: Path, zero_shot_episodes: int, eval_episodes: int, trained: bool) -> int:
@@ -251,10 +259,7 @@ def one_run(gap: str, name: str, args: argparse.Namespace) -> dict:
     for pair in args.set:
         common += ["--set", pair]
     start, zero_shot, offset = time.perf_counter(), None, 0
-    from se_robot.tasks import load_task
-
-    lift_height = 0.5 * load_task(settings["task"]).cfg.lift_height_m if settings["task"] == "lift" else None
-    with _emulator(settings["task"], gap, args.gap_seed) as vm, LiftAudit(vm, lift_height) as audit:
+    with _emulator(settings["task"], gap, args.gap_seed) as vm, LiftAudit(vm, _audit_height(settings)) as audit:
         arm = _arm_options(vm, here / "camera.yaml")
         if name == SCRATCH:
             encoder = ["--set", f"agent.encoder_checkpoint={settings['encoder']}"] if settings["encoder"] else []

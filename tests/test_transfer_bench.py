@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,9 @@ def test_transfer_benchmark_on_a_gapped_emulated_arm(tmp_path):
     camera = yaml.safe_load((here / "camera.yaml").read_text())
     assert {"detector", "twin_camera"} <= set(camera) and camera["twin_camera"]["fit_points"] >= 12
     assert len(list((here / "arm_demos").glob("episode_*.npz"))) == 1
+    # the emulator's audit saw the expert's lift (a failed attempt may add one: at least as many)
+    lifts = re.search(r"1 demos written; real lifts the emulator saw: (\d+)", (here / "demos.log").read_text())
+    assert lifts and int(lifts.group(1)) >= 1
     results = {r["name"]: r for r in json.loads((out / "results.json").read_text())["results"]}
     assert set(results) == {"dr", "scratch"}
     dr, scratch = results["dr"], results["scratch"]
