@@ -241,7 +241,8 @@ def _zero_shot(sim_run: str, out: Path, episodes: int, arm: list[str], log: Path
 
     done = json.loads((out / "eval.json").read_text()) if (out / "eval.json").is_file() else {}
     if done.get("checkpoint") != str(checkpoint.resolve(sim_run)) or done.get("episodes") != episodes:
-        _cli(["evaluate", "--checkpoint", sim_run, "--episodes", str(episodes), *arm, "--out", str(out)], log)
+        _cli(["evaluate", "--checkpoint", sim_run, "--episodes", str(episodes), *arm, "--out", str(out),
+              "--set", f"env.timeout_s={TIMEOUT_S}"], log)
         done = json.loads((out / "eval.json").read_text())
     return float(done["eval/success"])
 

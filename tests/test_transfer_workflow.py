@@ -87,10 +87,13 @@ def test_pretrain_in_sim_evaluate_on_the_gapped_arm_fine_tune_and_evaluate(tmp_p
     with VirtualArm(ARM, physics="twin", task="reach", twin_gap="mild", twin_gap_seed=1) as vm:
         port = ["--port", vm.port]
         # 2. zero-shot on the arm (the sim-only randomize option stays behind)
+        # (--set: a key of the run's config changed for this evaluation only)
         assert main(["evaluate", "--checkpoint", str(sim_run), "--episodes", "1", *ARM_OPTIONS, *port,
-                     "--out", str(tmp_path / "eval_zero_shot")]) == 0, capsys.readouterr().err
+                     "--out", str(tmp_path / "eval_zero_shot"), "--set", "env.max_episode_steps=4",
+                     "--set", "env.timeout_s=0.5"]) == 0, capsys.readouterr().err
         zero_shot = json.loads((tmp_path / "eval_zero_shot" / "eval.json").read_text())
         assert zero_shot["step"] == SIM_STEPS and 0.0 <= zero_shot["eval/success"] <= 1.0
+        assert zero_shot["eval/episode_length"] <= 4
         # 3. demos recorded on the arm
         _record_arm_demos(vm.port, arm_demos, episodes=2)
         arm_demo_count = _dataset_transitions(arm_demos)

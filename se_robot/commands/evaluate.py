@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reward-threshold", dest="reward_threshold", type=float, metavar="P",
                    help="the classifier's success probability threshold (default: the run's, else the model's)")
     add_backend_options(p)   # default: the run's own backend and env options
+    p.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a key of the run's config for this evaluation, e.g. env.timeout_s=0.5 (a slower "
+                        "bus) or env.max_episode_steps=100; repeat for more")
     add_display_option(p)
     p.set_defaults(func=run)
 
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                       if getattr(args, k, None) is not None})
     given = backend_overrides(args)
     overrides.update(given)
-    cfg = fit_backend(load_config(overrides=overrides, saved=ckpt / "config.yaml", source="command line"), given, [])
+    cfg = fit_backend(load_config(overrides=overrides, set_pairs=args.set, saved=ckpt / "config.yaml",
+                                  source="command line"), given, args.set)
     if args.env_id is not None and not load_config(saved=ckpt / "config.yaml").env_id:
         raise ConfigError("--env-id", args.env_id, "the run was trained on a task, not a Gymnasium env id: an "
                           "agent evaluates only on the observations it was trained on")
