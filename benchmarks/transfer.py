@@ -40,6 +40,9 @@ from typing import Any
 from benchmarks.common import plot_success_panels, run_jobs, steps_to
 
 SCRATCH = "scratch"
+#: the gap name of an emulated arm that is the twin itself behind the bus and camera: what the
+#: byte-level pipeline alone costs a sim-trained policy
+NO_GAP = "none"
 #: bus reply deadline on the arm: generous, the emulator shares loaded cores with the learners
 TIMEOUT_S = "0.5"
 
@@ -49,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sim", action="append", default=[], metavar="NAME=RUN",
                    help="a sim training run (its dir, or a checkpoint dir) to transfer; repeat (e.g. dr=RUN nodr=RUN)")
-    p.add_argument("--gaps", default="mild,hard", help="comma list of gap presets (config/gaps/) or YAML files")
+    p.add_argument("--gaps", default="mild,hard", help="comma list of gap presets (config/gaps/) or YAML files; "
+                   f"{NO_GAP}: the twin itself behind the bus and camera")
     p.add_argument("--gap-seed", type=int, default=0, help="the draw of each gap: one 'real setup'")
     p.add_argument("--runs", default="", help="comma list of the NAMEs (and scratch) to run (default: all)")
     p.add_argument("--steps", type=int, default=5000, help="fine-tune arm steps per sim run (0: zero-shot only)")
@@ -123,7 +127,7 @@ def _emulator(task: str, gap: str, seed: int):
     from se_robot.hardware.emulator import VirtualArm
 
     return VirtualArm(load_arm("so101"), physics="twin", task=task, camera_port=0, camera_size=(320, 240),
-                      scene_port=0, twin_gap=gap, twin_gap_seed=seed)
+                      scene_port=0, twin_gap=None if gap == NO_GAP else gap, twin_gap_seed=seed)
 
 
 def _arm_options(vm, camera_config: Path) -> list[str]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -75,9 +76,23 @@ def test_transfer_benchmark_on_a_gapped_emulated_arm(tmp_path):
     assert "gap mild" in done.stdout and "zero-shot" in done.stdout and (out / "transfer.png").stat().st_size > 1000
     again = subprocess.run([*cmd, "--report"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "gap mild" in again.stdout
-    # --steps 0: zero-shot only, into the same results (the gap's camera and demos are reused)
-    zero = subprocess.run([*cmd, "--runs", "dr", "--steps", "0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # --steps 0: zero-shot only, into the same results (mild's camera and demos are reused); gap
+    # none: the twin itself behind the bus and camera
+    zero = subprocess.run([*cmd, "--runs", "dr", "--steps", "0", "--gaps", "mild,none"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
     assert zero.returncode == 0, zero.stdout[-3000:] + zero.stderr[-3000:]
-    results = {r["name"]: r for r in json.loads((out / "results.json").read_text())["results"]}
-    assert set(results) == {"dr", "scratch"} and results["scratch"] == scratch
-    assert results["dr"]["budget"] == 0 and [s for s, _ in results["dr"]["curve"]] == [0]
+    results = {(r["gap"], r["name"]): r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert set(results) == {("mild", "dr"), ("mild", "scratch"), ("none", "dr")}
+    assert results["mild", "scratch"] == scratch
+    for key in (("mild", "dr"), ("none", "dr")):
+        assert results[key]["budget"] == 0 and [s for s, _ in results[key]["curve"]] == [0]
+    # no gap: the aligned camera projects the table where the twin's own camera does (a planar grid
+    # leaves distance against field of view loosely pinned, so the pose itself is not compared)
+    from se_robot.config import config_path
+    from se_robot.envs.detector import load_calibration
+
+    aligned, nominal = (load_calibration(p).P for p in (out / "none" / "camera.yaml",
+                                                       config_path("cameras", "twin_scene.yaml")))
+    table = np.array([[x, y, 0.015, 1.0] for x in (0.12, 0.2, 0.28) for y in (-0.1, 0.0, 0.1)]).T
+    px = [(P @ table)[:2] / (P @ table)[2] for P in (aligned, nominal)]
+    assert np.abs(px[0] - px[1]).max() < 3.0, px

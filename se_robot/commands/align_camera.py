@@ -73,21 +73,36 @@ def detect_correspondences(camera, detector, scene_url: str, task: str, spots, s
     a pixel's centre is at +0.5) over ``spots``, and the last frame. A spot whose cube is not found,
     or is found within ``border_px`` of the image edge (maybe cut off), is skipped and said."""
     cal = detector.calibration
-    points, pixels, frame = [], [], None
+    points, pixels, frame, last = [], [], None, None
+    size = np.array([cal.image_width, cal.image_height])
     for xy in spots:
         xyz = place_cube(scene_url, task, xy)
         time.sleep(settle_s)   # the cube settles and the frames in flight drain
-        frame, _ = camera.read_newer_than(time.monotonic(), timeout_s=10.0)
-        blob = detector.detect(frame).cube
-        scale = np.array([cal.image_width / frame.shape[1], cal.image_height / frame.shape[0]])
-        uv = None if blob is None else (np.asarray(blob.pixel) + 0.5) * scale
-        size = np.array([cal.image_width, cal.image_height])
+        uv, frame = _settled_cube(camera, detector, size, last)
         if uv is None or np.any(uv < border_px) or np.any(uv > size - border_px):
-            print(f"  cube at {np.round(xyz, 3).tolist()} not found clear of the image edge; skipped")
+            print(f"  cube at {np.round(xyz, 3).tolist()} not seen still, clear of the image edge; skipped")
             continue
         points.append(xyz)
         pixels.append(uv)
+        last = uv
     return np.array(points).reshape(-1, 3), np.array(pixels).reshape(-1, 2), frame
+
+
+def _settled_cube(camera, detector, size: np.ndarray, previous: np.ndarray | None, tries: int = 20,
+                  still_px: float = 0.5, moved_px: float = 2.0) -> tuple[np.ndarray | None, np.ndarray]:
+    """The cube's pixel once two frames in a row agree on it and, after a first spot, it has left
+    the previous spot: a camera that delivers late (a slow link, a loaded machine) still shows the
+    cube where it was, and such a frame would pair the new spot with the old pixel."""
+    uv = None
+    for _ in range(tries):
+        frame, _ = camera.read_newer_than(time.monotonic(), timeout_s=10.0)
+        blob = detector.detect(frame).cube
+        seen = None if blob is None else (np.asarray(blob.pixel) + 0.5) * size / [frame.shape[1], frame.shape[0]]
+        if seen is not None and uv is not None and np.linalg.norm(seen - uv) <= still_px and (
+                previous is None or np.linalg.norm(seen - previous) > moved_px):
+            return seen, frame
+        uv = seen
+    return None, frame
 
 
 def camera_config(source: Path, fit, plane_z_m: float) -> dict:
