@@ -157,6 +157,8 @@ def prepare(gap: str, args: argparse.Namespace, settings: dict) -> None:
     camera, demos = here / "camera.yaml", here / "arm_demos"
     with _emulator(settings["task"], gap, args.gap_seed) as vm, LiftAudit(vm, _audit_height(settings)) as audit:
         if not camera.is_file():
+            for sid in vm.arm.servo_ids:   # the arm held where it starts, out of the cube's way
+                vm.physics.set_torque(sid, True, time.monotonic())
             _cli(["align-camera", "--source", vm.camera_url, "--scene-url", vm.scene_url, "--task", settings["task"],
                   "--out", str(camera), "--overlay", str(here / "overlay.png")], here / "align.log")
         if not (demos / "dataset.json").is_file():
