@@ -18,10 +18,12 @@ changes servo gains, damping, friction and the cube. ``VirtualArm.gap_draw`` is 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +91,7 @@ class TwinServos:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="twin-physics", daemon=True)
             self._thread.start()
+            _RUNNING.add(self)
 
     def _run(self) -> None:
         last = time.monotonic()
@@ -156,6 +159,18 @@ class TwinServos:
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+        _RUNNING.discard(self)
+
+
+#: twins whose physics thread runs. One left running at interpreter exit would step MuJoCo (which
+#: runs without the GIL) while the interpreter frees its model: a segfault after a clean run.
+_RUNNING: "weakref.WeakSet[TwinServos]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_twins() -> None:
+    for servos in list(_RUNNING):
+        servos.close()
 
 
 def emulator_calibration_path(arm: ArmDescription) -> Path:
