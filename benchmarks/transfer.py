@@ -97,6 +97,8 @@ def _names(args: argparse.Namespace) -> dict[str, str]:
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     """The checked options, before any emulator starts."""
     from se_robot import checkpoint
+    from se_robot.commands.train import checkpoint_step
+    from se_robot.config import read_yaml
 
     sims = _names(args)
     if not sims:
@@ -109,13 +111,12 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
            args.jobs) < 1 or args.steps < 0:
         raise _fail("--scratch-steps, --arm-demos, --zero-shot-episodes, --eval-every, --eval-episodes and --jobs "
                     "must be at least 1, --steps at least 0")
-    first = checkpoint.resolve(next(iter(sims.values())))
-    saved = checkpoint.load(first)["config"]
-    sim_steps = {n: int(checkpoint.load(checkpoint.resolve(r))["trainer"]["step"]) for n, r in sims.items()}
-    return {"gaps": [g for g in args.gaps.split(",") if g], "sims": sims, "runs": chosen, "sim_steps": sim_steps,
+    ckpts = {n: checkpoint.resolve(r) for n, r in sims.items()}
+    saved = read_yaml(next(iter(ckpts.values())) / "config.yaml")
+    return {"gaps": [g for g in args.gaps.split(",") if g], "sims": sims, "runs": chosen,
+            "sim_steps": {n: checkpoint_step(c) for n, c in ckpts.items()},
             "task": saved["task"], "obs_mode": saved["obs_mode"], "image_size": int(saved["image_size"]),
-            "encoder": saved["agent"].get("encoder_checkpoint", ""),
-            "report_at": [int(s) for s in args.report_at.split(",") if s]}
+            "encoder": saved["agent"].get("encoder_checkpoint", "")}
 
 
 def _gap_dir(out: Path, gap: str) -> Path:
@@ -350,10 +351,6 @@ def report(results: list[dict], out: Path, threshold: float, report_at: list[int
     print(f"wrote {out / 'transfer.png'} and {out / 'results.json'}")
 
 
-def _job(gap: str, name: str, args: argparse.Namespace) -> dict:
-    return one_run(gap, name, args)
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results_path = out / "results.json"
@@ -382,6 +379,6 @@ def run(args: argparse.Namespace) -> int:
                                             "results": list(done.values())}, indent=1))
 
     args.settings = settings
-    run_jobs(order, _job, args, record, args.jobs)
+    run_jobs(order, one_run, args, record, args.jobs)
     report(json.loads(results_path.read_text())["results"], out, args.threshold, report_at)
     return 0

@@ -308,26 +308,26 @@ class ArmEnv(gym.Env):
         if self.task.name == "reach":
             return
         if det.cube is not None:
-            ee = self.kin.fk(self._q) if self._may_hold() else None
-            self._cube, self._cube_held = self.detector.cube_position(det.cube, frame_shape, ee)
+            self._cube, self._cube_held = self.detector.cube_position(det.cube, frame_shape, self._holding_ee())
         if self.task.name == "push" and det.target is not None:
             self._target = np.array([*det.target.table_xy_m, 0.0])
 
-    def _may_hold(self) -> bool:
-        """Whether the cube may be in the gripper, so off the table. One camera sees a gripper held
-        up on the cube's line of sight just as it sees a lift; so only a lift, only with jaws that
-        closed on something (they stop short of their command, as the cube stops them) and only
+    def _holding_ee(self) -> np.ndarray | None:
+        """The gripper's position when the cube may be in it (so off the table), else None. One
+        camera sees a gripper held up on the cube's line of sight just as it sees a lift; so only a
+        lift, only with jaws that closed on something (they stop short of their command, as the cube stops them) and only
         next to where the cube was last seen (then as long as they stay closed on it)."""
         if self.task.name != "lift":
-            return False
+            return None
         opening = self.arm.gripper_fraction(self._q)
         if not (opening < self.held_max_gripper
                 and self.arm.gripper_fraction(self._q_cmd) < opening - self.blocked_margin):
             self._grasped = False
-            return False
+            return None
+        ee = self.kin.fk(self._q)
         # latched while the jaws stay blocked: once the cube rises, its table estimate runs off
-        self._grasped = self._grasped or bool(np.linalg.norm(self.kin.fk(self._q) - self._cube) < self.grasp_radius_m)
-        return self._grasped
+        self._grasped = self._grasped or bool(np.linalg.norm(ee - self._cube) < self.grasp_radius_m)
+        return ee if self._grasped else None
 
     def _wait_for_objects(self) -> None:
         from se_robot.hardware.camera import CameraError
