@@ -16,7 +16,6 @@ import pytest  # noqa: E402
 
 from se_robot.arm import load_arm  # noqa: E402
 from se_robot.envs import make_env  # noqa: E402
-from se_robot.envs.experts import expert_for  # noqa: E402
 from se_robot.envs.operator import (SceneResetError, SceneResetTimeout, SceneSetupError, TeleopButtonOperator,  # noqa: E402
                                     TerminalOperator, wait_for_answer)
 from se_robot.hardware.emulator import VirtualArm, emulator_calibration_path  # noqa: E402
@@ -108,13 +107,17 @@ def test_teleop_button_operator_waits_for_the_restored_button():
         TeleopButtonOperator().restore(load_task("push"), RNG, "x")
 
 
-def _push_to_success(env) -> dict:
+def _end_in_success(env, vm) -> dict:
+    """An episode that ends in success without depending on a policy's timing: the cube is set on
+    the goal mark while the arm holds (an expert pushing in real time on a loaded machine misses
+    its deadline now and then, and this test is about what the reset does after a success)."""
     obs, info = env.reset(seed=0)
     assert not info["is_success"]
-    expert = expert_for(env)
-    expert.reset()
+    goal = vm.physics.twin.target_position()
+    vm.place_objects(ResetSample(np.array([goal[0], goal[1], CUBE_HALF_M]), 0.0, goal))
+    hold = np.zeros(env.action_space.shape, env.action_space.dtype)
     for _ in range(env.unwrapped.task.cfg.max_episode_steps):
-        obs, _, terminated, truncated, info = env.step(expert(obs))
+        obs, _, terminated, truncated, info = env.step(hold)
         if terminated or truncated:
             break
     return info
@@ -131,7 +134,7 @@ def test_the_emulator_operator_restores_the_cube_and_successful_starts_are_rejec
                        operator=scripted, timeout_s=0.5)  # generous bus deadline: the suite runs loaded
         base = env.unwrapped
         try:
-            info = _push_to_success(env)
+            info = _end_in_success(env, vm)
             assert info["is_success"] and scripted.requests == 1
             _, info = env.reset(seed=1)  # after a success the cube is put back from the reset distribution
             assert info["scene/tries"] == 1 and not info["is_success"] and scripted.requests == 2
