@@ -10,13 +10,14 @@ For each mode, in one invocation, one after the other on the same seed and recip
   over the env steps from ``learning_starts`` on; the synchronous loop makes 1.0 by construction;
 - learner updates/s: those calls over the wall time they had (whether a thread on this CPU gives the
   learner the time it would have alone: the GIL and the acting thread share it);
-- the control period p50/p99 (ms) and the share of overruns (> 1.1 periods), over the training steps
-  from ``learning_starts`` on, resets and evaluations left out;
+- the control period p50/p99 (ms), its jitter (p99 - p50) and the share of overruns (> 1.1
+  periods), over the training steps from ``learning_starts`` on, resets and evaluations left out;
 - env steps to ``--threshold`` eval success (greedy episodes every ``--eval-every`` steps) and wall s;
 
 then each async figure as a ratio to the synchronous one. Modes: ``sync``, ``async`` (acts at the
 rate whatever the learner does) and ``async-wait`` (``async_max_backlog``: episodes wait at their
-end while the learner owes more than ``--max-backlog`` updates); ``act-only`` (no updates at all: the
+end while the learner owes more than ``--max-backlog`` updates), ``async-rt`` (``async`` with the
+acting thread under SCHED_FIFO, ``rt_priority`` ``--rt-priority``); ``act-only`` (no updates at all: the
 control period this machine gives the paced loop alone, the floor for the others). The load average
 is printed with the figures: the machine is shared.
 
@@ -36,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("sync", "async", "async-wait", "act-only")
+MODES = ("sync", "async", "async-wait", "async-rt", "act-only")
 DEFAULT_RECIPE = "reach_mbpo_quick"   # tasks without an entry in actors.TASK_RECIPES
 DEMO_EPISODES = {"lift": 20}   # --demo-episodes' default per task (others: none)
 DEMO_SEED_OFFSET = 50_000   # demos are recorded on seeds no training or eval episode uses (as actors)
@@ -59,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=3000, help="env step budget of the sync run")
     p.add_argument("--async-steps", type=int, default=8000, help="env step budget of the async runs")
     p.add_argument("--max-backlog", type=int, default=50, help="async-wait's async_max_backlog")
+    p.add_argument("--rt-priority", type=int, default=10, help="async-rt's rt_priority (SCHED_FIFO, 1-99)")
     p.add_argument("--eval-every", type=int, default=250, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success that ends a run (solved)")
@@ -149,6 +151,7 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
         "checkpoint_every": 10 * steps, "checkpoint_every_s": 0.0, "keep_checkpoints": 1, "save_replay": False,
         "tensorboard": False, "progress": False, "device": "cpu",
         "async_learner": mode != "sync", "async_max_backlog": args.max_backlog if mode == "async-wait" else 0,
+        "rt_priority": args.rt_priority if mode == "async-rt" else 0,
     }, args.set, source="benchmarks async-learner")
     measure_from = cfg.learning_starts
     if mode == "act-only":
@@ -207,12 +210,13 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
                         for r in {r["task"]: r for r in results}.values())
     lines = [f"paced at {args.rate_hz:g} Hz, recipe {recipes}, seed {args.seed}; "
              f"steps to {args.threshold:.0%}: '>N' = not reached within N env steps",
-             f"{'task':<7}{'mode':<12}{'upd/step':>9}{'upd/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'overrun':>8}"
+             f"{'task':<7}{'mode':<12}{'upd/step':>9}{'upd/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'jitter':>8}{'overrun':>8}"
              f"{'steps to':>10}{'wall s':>8}{'load 1m before/after':>22}"]
     for r in results:
         hit = str(r["steps_to_threshold"]) if r["steps_to_threshold"] is not None else f">{r['steps']}"
         lines.append(f"{r['task']:<7}{r['mode']:<12}{r['updates_per_step']:>9.2f}{r['updates_per_s']:>7.2f}"
-                     f"{r['period_p50_ms']:>8.1f}{r['period_p99_ms']:>8.1f}{r['overrun_share']:>8.0%}"
+                     f"{r['period_p50_ms']:>8.2f}{r['period_p99_ms']:>8.2f}"
+                     f"{r['period_p99_ms'] - r['period_p50_ms']:>8.2f}{r['overrun_share']:>8.0%}"
                      f"{hit:>10}{r['wall_s']:>8.0f}{r['load_before'][0]:>11.2f} / {r['load_after'][0]:<8.2f}")
     for task in dict.fromkeys(r["task"] for r in results):
         ref = next((r for r in results if r["task"] == task and r["mode"] == "sync"), None)

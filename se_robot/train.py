@@ -35,7 +35,7 @@ from se_robot.agents.obs import PIXELS, newest_frame
 from se_robot.agents.replay import ReplayBuffer
 from se_robot.config import ConfigError, merge, to_dict
 from se_robot.envs.operator import SceneSetupError
-from se_robot.train_async import AsyncActing, BackgroundLearner, acting_copy, updates_owed
+from se_robot.train_async import AsyncActing, BackgroundLearner, acting_copy, acting_priority, updates_owed
 from se_robot.train_faults import PAUSING_FAULTS, FaultExit, FaultPauses, hold_arm  # noqa: F401  (FaultExit: callers)
 from se_robot.train_config import TrainConfig, load_config  # noqa: F401  (load_config: known here to callers)
 
@@ -205,7 +205,8 @@ class Trainer(FaultPauses, AsyncActing):
         try:
             if cfg.async_learner:
                 self._start_learner()
-            self._loop(end)
+            with acting_priority(cfg.rt_priority, self._note):   # after the learner's start: it stays normal
+                self._loop(end)
             self._refresh_acting()   # async: a learner error after the last step ends the run here too
         except SceneSetupError as e:
             raise self._setup_exit(e) from e

@@ -35,7 +35,7 @@ import contextlib
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -227,6 +227,29 @@ def acting_copy(algo: str, env: Any, agent: Any, agent_config: dict, device: str
     acting = make_agent(algo, env.observation_space, env.action_space, agent_config, device, seed)
     acting.load_acting_state_dict(agent.acting_state_dict())
     return acting
+
+
+@contextlib.contextmanager
+def acting_priority(priority: int, note: Callable[[str], None]) -> Iterator[None]:
+    """The calling (acting) thread under SCHED_FIFO at ``priority`` for the block, normal after.
+
+    Why: with the learner in a thread, the acting thread only steps and sleeps, and at normal
+    priority the learner, the renderer and DDS threads delay its wake-ups by milliseconds on a busy
+    machine (``docs/benchmarks.md``, "Asynchronous learner"). Threads started inside the block
+    inherit the policy, so the learner thread is started before it. ``note`` gets why not, when
+    the system refuses (the block then runs at normal priority)."""
+    import os
+
+    from se_robot.robot import request_realtime
+
+    problem = request_realtime(priority)
+    if problem is not None:
+        note(f"rt_priority: {problem}")
+    try:
+        yield
+    finally:
+        if priority > 0 and problem is None:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 class AsyncActing:

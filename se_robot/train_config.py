@@ -103,6 +103,12 @@ class TrainConfig:
                                          "more than this many updates (0: never wait); the arm idles between "
                                          "episodes so that learning per env step stays near the synchronous "
                                          "loop's, at the cost of arm time")
+    rt_priority: int = option(0, range=(0, 99),
+                              help="with async_learner: SCHED_FIFO priority of the acting thread while the "
+                                   "loop runs (0: normal), as the arm and sim nodes' rt_priority; for a paced "
+                                   "robot (backend hardware or ros), whose acting thread sleeps most of each "
+                                   "tick. Needs root, CAP_SYS_NICE or an rtprio limit; otherwise the run warns "
+                                   "and acts at normal priority")
     env: dict = option(default_factory=dict, help="extra make_env options (control_hz, reward_type, camera, ...)")
     reward_model: str = option("", help="success classifier file (se-robot reward train) whose sparse reward "
                                         "replaces the task's; episodes end on success ('' : the task's reward)")
@@ -134,6 +140,10 @@ class TrainConfig:
         if self.reward_model and self.obs_mode == "state":
             raise ConfigError("<train config>", "reward_model", "a success classifier judges camera frames: "
                               "use obs_mode pixels or both")
+        if self.rt_priority and not self.async_learner:
+            raise ConfigError("<train config>", "rt_priority", "needs async_learner: true (in the synchronous loop "
+                              "the acting thread also runs the updates, and a real-time thread that computes "
+                              "starves everything else on its core)")
         if self.env_id:
             self._check_env_id()
         if self.algo in ("sac", "mbpo") and self.obs_mode != "state" and not self.encoder:

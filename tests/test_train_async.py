@@ -17,6 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from se_robot import checkpoint  # noqa: E402
 from se_robot.agents.replay import ReplayBuffer  # noqa: E402
+from se_robot.config import ConfigError  # noqa: E402
 from se_robot.envs import make_env  # noqa: E402
 from se_robot.logger import Logger  # noqa: E402
 from se_robot.train import build_trainer, load_config  # noqa: E402
@@ -180,3 +181,41 @@ def test_max_backlog_holds_episodes_until_the_learner_catches_up(tmp_path):
     trainer.logger.close()
     assert len(owed_at_reset) == 4 and owed_at_reset[0] == 0   # 50-step episodes; none owed before learning
     assert all(owed <= 3 for owed in owed_at_reset), owed_at_reset
+
+
+def test_rt_priority_puts_the_acting_thread_under_fifo_and_the_learner_stays_normal(tmp_path):
+    if not hasattr(os, "sched_setscheduler"):
+        pytest.skip("Linux scheduling API")
+    cfg = load_config(None, {**ASYNC_SAC, "steps": 80, "eval_every": 1000, "rt_priority": 10})
+    train_env, eval_env = _envs(0.005)
+    seen: dict[str, set] = {"acting": set(), "learner": set()}
+    step = train_env.step
+
+    def watched_step(action):
+        seen["acting"].add(os.sched_getscheduler(0))
+        return step(action)
+
+    train_env.step = watched_step
+    trainer = build_trainer(cfg, tmp_path / "run", envs=(train_env, eval_env))
+    update = trainer.agent.update
+
+    def watched_update(replay, demos, at):
+        seen["learner"].add(os.sched_getscheduler(0))
+        return update(replay, demos, at)
+
+    trainer.agent.update = watched_update
+    trainer.train()
+    trainer.logger.close()
+    events = tmp_path / "run" / "events.log"
+    refused = events.exists() and "rt_priority:" in events.read_text()
+    assert seen["learner"] == {os.SCHED_OTHER}, "the learner thread never runs real-time"
+    if refused:   # no privilege here: the run said why and acted at normal priority
+        assert seen["acting"] == {os.SCHED_OTHER} and "rtprio" in events.read_text()
+    else:
+        assert seen["acting"] == {os.SCHED_FIFO}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the thread is back to normal after the run"
+
+
+def test_rt_priority_without_the_background_learner_is_refused():
+    with pytest.raises(ConfigError, match="rt_priority.*needs async_learner"):
+        load_config(None, {**ASYNC_SAC, "async_learner": False, "rt_priority": 10})
