@@ -106,7 +106,9 @@ class GraphedStep:
         self.static_inputs = _static_like(inputs, self.device)
         _copy_into(self.static_inputs, inputs)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
+        # thread_local: another thread's CUDA work during the capture (the background learner's
+        # acting thread, se_robot.train_async) neither joins nor breaks it.
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
             self.static_outputs = self.fn(self.static_inputs)
         self.graph = graph
 

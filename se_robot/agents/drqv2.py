@@ -15,6 +15,13 @@ nothing, so the defaults train exactly the published agent. The discount and n-s
 agent settings: the replay buffer builds n-step targets and returns ``discount = gamma^n`` (0 after
 termination), so they live in ``ReplayConfig``. The loss terms are in `se_robot.agents.losses`, the
 exploration-std schedule in `se_robot.agents.schedule`.
+
+An update is two *static steps*, :meth:`DrQV2Agent.critic_step` and :meth:`DrQV2Agent.actor_step`:
+functions of tensors alone, given their random draws (shifts, noise, ensemble subset; drawn
+beforehand in the order the update always drew them) and returning their metrics as tensors.
+Run eagerly they are the update on any device; on CUDA (``cuda_graph: auto``) each is captured
+once as a CUDA graph and replayed (`se_robot.agents.cuda_graph`), because launching its ~250
+small kernels one by one left the GPU idle for much of each update.
 """
 
 from __future__ import annotations
@@ -139,9 +146,9 @@ class DrQV2Agent:
         self.np_rng = np.random.default_rng(seed)  # uniform exploration actions
         self.std_schedule = parse_schedule(cfg.stddev_schedule)
         if cfg.cuda_graph == "on" and device.type != "cuda":
-            raise ValueError(f"DrQV2Agent: cuda_graph: on needs a CUDA device, got {device} (auto: graphs on CUDA only)")
-        # Capturable optimizers keep their step count on the device, as a graph needs.
-        self.graphed = cfg.cuda_graph != "off" and device.type == "cuda"
+            raise ValueError(f"DrQV2Agent: cuda_graph: on needs a CUDA device, got {device} "
+                             "(auto: graphs on CUDA only)")
+        self.graphed = cfg.cuda_graph != "off" and device.type == "cuda"   # then the optimizers are capturable
         # Initialise from ``seed`` without disturbing anyone else's use of the global generator.
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
