@@ -5,10 +5,14 @@ step (encoder included), one actor step, one target update. Batches are random a
 front, so the figure is the learner alone (no env, no replay sampling). Rows, side by side:
 
 - ``paper``: 84x84, frame stack 3, batch 256, hidden 1024 (the published configuration) with
-  se_robot's default settings (channels-last, integer-gather shift, fused Adam, ``amp: auto``);
+  se_robot's default settings (channels-last, integer-gather shift, fused Adam, ``amp: auto``,
+  and on CUDA the update replayed as CUDA graphs);
 - ``paper+plain``: the same with every speed option off (NCHW, grid_sample shift, foreach Adam,
   fp32); ``paper-cl``, ``paper-gather``, ``paper-fused``: the default less one option;
   ``paper+bf16``: the default with bf16 autocast forced on;
+- on CUDA only: ``paper-graph``, the default less CUDA graphs (each update's kernels launched one
+  by one); ``paper+pinned``, the default on batches held in pinned host memory, as a replay buffer
+  gathers them when the learner is on CUDA (``ReplayBuffer.pin_batches``);
 - ``reference`` (with ``--reference DIR``): facebookresearch/drqv2's own ``DrQV2Agent.update``,
   imported from a checkout at DIR, at the paper configuration on batches of the same kind;
 - ``cpu``: 64x64, frame stack 3, batch 128 (``--cpu-image``/``--cpu-batch`` change it), default
@@ -43,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden-dim", type=int, default=1024, help="actor/critic hidden units (the paper's 1024)")
     p.add_argument("--rows", default="all",
                    help="comma list of rows to run (reference, paper, paper+plain, paper-cl, paper-gather, "
-                        "paper-fused, paper+bf16, cpu, cpu+plain, frozen, frozen512) or 'all'")
+                        "paper-fused, paper+bf16, paper-graph, paper+pinned (these two on CUDA), cpu, cpu+plain, "
+                        "frozen, frozen512) or 'all'")
     p.add_argument("--reference", metavar="DIR", default="",
                    help="a checkout of facebookresearch/drqv2: adds its DrQV2Agent.update as the 'reference' row "
                         "(its drqv2.py imports hydra and its utils.py omegaconf, so both must be importable)")
@@ -61,14 +66,17 @@ VARIANTS = {  # suffix -> DrQV2Config overrides of the default settings
     "-fused": {"fused_optim": False},
     "+bf16": {"amp": "bf16"},
 }
+CUDA_VARIANTS = {"-graph": {"cuda_graph": "off"}, "+pinned": {}}   # pinned: the batches, not a setting
 
 
-def _rows(args: argparse.Namespace) -> list[dict]:
+def _rows(args: argparse.Namespace, cuda: bool) -> list[dict]:
     rows = [{"name": "reference", "image": 84, "batch": 256, "reference": args.reference}] if args.reference else []
-    for name, image, batch, suffixes in (("paper", 84, 256, VARIANTS), ("cpu", args.cpu_image, args.cpu_batch,
-                                                                       ("", "+plain"))):
+    for name, image, batch, suffixes in (("paper", 84, 256, {**VARIANTS, **(CUDA_VARIANTS if cuda else {})}),
+                                         ("cpu", args.cpu_image, args.cpu_batch, ("", "+plain"))):
         for suffix in suffixes:
-            rows.append({"name": name + suffix, "image": image, "batch": batch, "settings": VARIANTS[suffix]})
+            settings = VARIANTS.get(suffix, CUDA_VARIANTS.get(suffix))
+            rows.append({"name": name + suffix, "image": image, "batch": batch, "settings": settings,
+                         "pinned": suffix == "+pinned"})
     rows.append({"name": "frozen", "image": 84, "batch": args.frozen_batch, "frozen": "drqv2"})
     rows.append({"name": "frozen512", "image": 84, "batch": args.frozen_batch, "frozen": 512})
     if args.rows != "all":
@@ -77,6 +85,8 @@ def _rows(args: argparse.Namespace) -> list[dict]:
         unknown = [w for w in wanted if w not in known]
         if "reference" in unknown:
             raise SystemExit("benchmarks learner: the reference row needs --reference DIR")
+        if not cuda and {"paper-graph", "paper+pinned"} & set(unknown):
+            raise SystemExit("benchmarks learner: paper-graph and paper+pinned are CUDA rows (--device cuda)")
         if unknown:
             raise SystemExit(f"benchmarks learner: unknown rows {unknown}; known: {sorted(known)}")
         rows = [r for r in rows if r["name"] in wanted]
@@ -104,19 +114,38 @@ def _synthetic_batches(rng, count: int, batch: int, obs: dict, action_dim: int):
             for _ in range(count)]
 
 
+def _pinned(array):
+    """A copy of a NumPy array in page-locked host memory (torch's caching host allocator)."""
+    import torch
+
+    out = torch.empty(array.shape, dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True).numpy()
+    out[...] = array
+    return out
+
+
 class _Batches:
     """Prepared batches by shape, made once: rows of one shape (the reference and the paper rows)
-    all update on the same arrays."""
+    all update on the same arrays (or pinned copies of them)."""
 
     def __init__(self, rng) -> None:
         self.rng = rng
         self.made: dict = {}
 
-    def get(self, batch: int, obs: dict, action_dim: int) -> list:
+    def get(self, batch: int, obs: dict, action_dim: int, pinned: bool = False) -> list:
+        import dataclasses
+
         key = (batch, tuple(sorted(obs.items())), action_dim)
         if key not in self.made:
             self.made[key] = _synthetic_batches(self.rng, 2, batch, obs, action_dim)
-        return self.made[key]
+        if not pinned:
+            return self.made[key]
+        if key + ("pinned",) not in self.made:
+            self.made[key + ("pinned",)] = [
+                dataclasses.replace(b, **{f.name: ({k: _pinned(v) for k, v in value.items()} if isinstance(value, dict)
+                                                   else _pinned(value))
+                                          for f in dataclasses.fields(b) for value in [getattr(b, f.name)]})
+                for b in self.made[key]]
+        return self.made[key + ("pinned",)]
 
 
 class _SyntheticReplay:
@@ -257,12 +286,16 @@ def _build(row: dict, args: argparse.Namespace, device, tmp: str, batches: "_Bat
         over["freeze_encoder"] = True
     agent = DrQV2Agent.create(space, act, DrQV2Config(**over), device=device, seed=0)
     obs = {"features": (stack * agent.encoder.frame_dim,)} if frozen else {"pixels": pix.shape}
-    replay = _SyntheticReplay(batches.get(row["batch"], obs, action_dim))
+    replay = _SyntheticReplay(batches.get(row["batch"], obs, action_dim, row.get("pinned", False)))
     cfg = agent.cfg
     desc = (f"frozen, cached {obs['features'][0]} features" if frozen else
             f"drqv2 conv{' channels-last' if cfg.channels_last else ''} {cfg.aug_method}-shift"
-            f"{' fused-adam' if cfg.fused_optim else ''} amp={agent.amp}")
-    agent.update(replay, None, 10_000)  # warm-up: Adam state, allocator, oneDNN kernel choice
+            f"{' fused-adam' if cfg.fused_optim else ''} amp={agent.amp}"
+            f"{' cuda-graph' if agent.graphed else ''}{' pinned-batches' if row.get('pinned') else ''}")
+    # Warm-up: Adam state, allocator, kernel choice; with CUDA graphs the eager warm-up updates
+    # and the capture (see se_robot.agents.cuda_graph), so that no row times them.
+    for _ in range(6 if agent.graphed else 1):
+        agent.update(replay, None, 10_000)
     return agent, replay, desc
 
 
@@ -279,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     rng = np.random.default_rng(0)
-    rows = _rows(args)
+    rows = _rows(args, device.type == "cuda")
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"load1={load_before:.1f}; {args.rounds} interleaved rounds, >={args.seconds:.0f}s and "

@@ -15,6 +15,13 @@ nothing, so the defaults train exactly the published agent. The discount and n-s
 agent settings: the replay buffer builds n-step targets and returns ``discount = gamma^n`` (0 after
 termination), so they live in ``ReplayConfig``. The loss terms are in `se_robot.agents.losses`, the
 exploration-std schedule in `se_robot.agents.schedule`.
+
+An update is two *static steps*, :meth:`DrQV2Agent.critic_step` and :meth:`DrQV2Agent.actor_step`:
+functions of tensors alone, given their random draws (shifts, noise, ensemble subset; drawn
+beforehand in the order the update always drew them) and returning their metrics as tensors.
+Run eagerly they are the update on any device; on CUDA (``cuda_graph: auto``) each is captured
+once as a CUDA graph and replayed (`se_robot.agents.cuda_graph`), because launching its ~250
+small kernels one by one left the GPU idle for much of each update.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ from se_robot.agents.augment import draw_shifts, shift_images, shift_images_gath
 from se_robot.agents.base import pick_device
 from se_robot.agents.encoders import make_pixel_encoder
 from se_robot.agents.losses import bc_loss, critic_target
-from se_robot.agents.nets import DeterministicActor, EnsembleCritic, sample_clipped, soft_update
+from se_robot.agents.cuda_graph import GraphedStep
+from se_robot.agents.nets import DeterministicActor, EnsembleCritic, add_clipped_noise, sample_clipped, soft_update
 from se_robot.agents.obs import PIXELS, vector_obs
 from se_robot.agents.precision import native_bf16, pick_amp
 from se_robot.agents.schedule import parse_schedule
@@ -83,6 +91,10 @@ class DrQV2Config:
                            "natively and a start-up probe finds it faster (se_robot.agents.precision)")
     fused_optim: bool = option(True, help="fused Adam kernels where the device has them (4x less CPU time per "
                                           "optimizer step than the foreach path; the same update up to rounding)")
+    cuda_graph: str = option("auto", choices=("auto", "on", "off"),
+                             help="capture the critic and actor steps once as CUDA graphs and replay them (one "
+                                  "launch instead of ~250 per update); auto: on CUDA devices, off elsewhere; "
+                                  "on: a device other than CUDA is an error")
 
     def __post_init__(self) -> None:
         if self.num_target_critics > self.num_critics:
@@ -92,6 +104,9 @@ class DrQV2Config:
             raise ValueError("encoder=checkpoint needs encoder_checkpoint (a path)")
         parse_schedule(self.stddev_schedule)
 
+
+#: the critic step's metrics, in the order of its ``metrics`` tensor
+CRITIC_METRICS = ("loss/critic", "q/mean", "q/target", "batch/reward", "batch/demo_fraction")
 
 #: vector keys DrQ-v2 appends to its image representation, in ``se_robot.agents.obs`` order
 PROPRIO_KEYS = ("state", "task")
@@ -130,6 +145,10 @@ class DrQV2Agent:
         self.gen.manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)  # uniform exploration actions
         self.std_schedule = parse_schedule(cfg.stddev_schedule)
+        if cfg.cuda_graph == "on" and device.type != "cuda":
+            raise ValueError(f"DrQV2Agent: cuda_graph: on needs a CUDA device, got {device} "
+                             "(auto: graphs on CUDA only)")
+        self.graphed = cfg.cuda_graph != "off" and device.type == "cuda"   # then the optimizers are capturable
         # Initialise from ``seed`` without disturbing anyone else's use of the global generator.
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
@@ -138,6 +157,12 @@ class DrQV2Agent:
         self.amp = pick_amp(cfg.amp, device, None if cfg.freeze_encoder else self.encoder,
                             obs_shapes.get(PIXELS), cfg.channels_last)
         self.num_updates = 0
+        self._new_graphs()
+
+    def _new_graphs(self) -> None:
+        """Uncaptured graphs of the two steps (captured after a few eager warm-up updates)."""
+        self._graphs = ({name: GraphedStep(step, self.device, name) for name, step in
+                         (("critic", self.critic_step), ("actor", self.actor_step))} if self.graphed else {})
 
     def _build_networks(self, obs_shapes: dict[str, tuple[int, ...]], action_dim: int, cfg: DrQV2Config,
                         device: torch.device) -> None:
@@ -173,10 +198,10 @@ class DrQV2Agent:
         """Adam with fused kernels where this torch has them for the device, else the foreach path."""
         if self.cfg.fused_optim:
             try:
-                return torch.optim.Adam(net.parameters(), lr=self.cfg.lr, fused=True)
+                return torch.optim.Adam(net.parameters(), lr=self.cfg.lr, fused=True, capturable=self.graphed)
             except RuntimeError:   # a device or dtype without a fused Adam kernel
                 pass
-        return torch.optim.Adam(net.parameters(), lr=self.cfg.lr)
+        return torch.optim.Adam(net.parameters(), lr=self.cfg.lr, capturable=self.graphed)
 
     @classmethod
     def create(cls, obs_space: Any, action_space: Any, cfg: DrQV2Config | dict | None = None,
@@ -199,7 +224,8 @@ class DrQV2Agent:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            # A graph cannot hold autocast's cache of cast weights (torch's CUDA graphs notes).
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed)
         return contextlib.nullcontext()
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -216,23 +242,23 @@ class DrQV2Agent:
         with torch.no_grad(), self._autocast():
             return self.encoder.encode_frames(x).float().cpu().numpy()
 
-    def _to_tensors(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def _to_tensors(self, obs: dict[str, np.ndarray], device: torch.device | None = None) -> dict[str, torch.Tensor]:
         """Pixels (or the replay's cached ``features``) as they are; the proprio keys as one vector."""
-        out = {k: torch.as_tensor(np.asarray(v), device=self.device) for k, v in obs.items()
-               if k not in PROPRIO_KEYS}
+        device = device or self.device
+        out = {k: torch.as_tensor(np.asarray(v), device=device) for k, v in obs.items() if k not in PROPRIO_KEYS}
         if self.proprio_keys:
-            out["proprio"] = torch.as_tensor(vector_obs(obs, self.proprio_keys), device=self.device)
+            out["proprio"] = torch.as_tensor(vector_obs(obs, self.proprio_keys), device=device)
         return out
 
-    def _encode(self, obs: dict[str, torch.Tensor], augment: bool) -> torch.Tensor | None:
-        """(B, repr_dim) image representation, or None for state-only agents."""
+    def _encode(self, obs: dict[str, torch.Tensor], shifts: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, repr_dim) image representation (None for state-only agents), random-shifted by ``shifts``
+        (B, 2) if given (:func:`se_robot.agents.augment.draw_shifts`)."""
         if self.encoder is None:
             return None
         if "features" in obs:  # the replay's cache of a frozen encoder
             return obs["features"].float().flatten(1)
         x = obs[PIXELS]
-        if augment and self.cfg.aug_pad > 0:
-            shifts = draw_shifts(x.shape[0], self.cfg.aug_pad, self.device, self.gen)
+        if shifts is not None:
             if self.cfg.aug_method == "gather":
                 x = shift_images_gather(x, self.cfg.aug_pad, shifts, self.cfg.channels_last).float()
             else:
@@ -252,7 +278,7 @@ class DrQV2Agent:
         obs = {k: np.asarray(v)[None] for k, v in obs.items() if k in self.obs_shapes}
         t = self._to_tensors(obs)
         with torch.no_grad(), self._autocast():
-            mean = self.actor(self._encode(t, augment=False), t.get("proprio"))
+            mean = self.actor(self._encode(t, None), t.get("proprio"))
             if eval_mode:
                 action = mean
             else:
@@ -264,46 +290,47 @@ class DrQV2Agent:
 
     # ------------------------------------------------------------------ learning
     def update(self, replay: Any, demos: Any | None, step: int) -> dict[str, float]:
-        """Every ``update_every_steps``: ``utd`` critic steps on fresh batches, then one actor step."""
+        """Every ``update_every_steps``: ``utd`` critic steps on fresh batches, then one actor step.
+
+        With CUDA graphs on, the buffers are asked to gather batches into pinned host memory, so
+        copying a batch to the GPU is an asynchronous DMA rather than a staged copy.
+        """
         if step % self.cfg.update_every_steps != 0:
             return {}
         from se_robot.agents.replay import sample_mixed
 
+        if self.graphed:
+            for buffer in (replay, demos):
+                if hasattr(buffer, "pin_batches"):
+                    buffer.pin_batches()
         metrics: dict[str, float] = {}
         for _ in range(self.cfg.utd):
             batch = sample_mixed(replay, demos, self.cfg.batch_size, self.cfg.demo_fraction)
-            metrics = self.update_batch(batch, step, update_actor=False)
+            metrics = self._critic_update(batch, step)
             td = metrics.pop("_td_error")
             self._update_priorities(replay, demos, batch, td)
-        metrics.update(self._update_actor(self._last_h, self._last_t, step))
+        metrics.update(self._actor_update(step))
         return metrics
 
     def update_batch(self, batch: Any, step: int, update_actor: bool = True) -> dict[str, float]:
         """One critic step (and by default one actor step) on a given Batch (``update`` runs critic steps
         through it; the learner-speed benchmark times it on fixed batches)."""
-        t = self._batch_tensors(batch)
-        with self._autocast():
-            h = self._encode(t["obs"], augment=True)
-            with torch.no_grad():
-                next_h = self._encode(t["next_obs"], augment=True)
-        metrics = self._update_critic(h, next_h, t, step)
-        soft_update(self.critic, self.critic_target, self.cfg.critic_target_tau)
-        self.num_updates += 1
-        self._last_h = None if h is None else h.detach()
-        self._last_t = t
+        metrics = self._critic_update(batch, step)
         if update_actor:
             metrics.pop("_td_error")
-            metrics.update(self._update_actor(self._last_h, t, step))
+            metrics.update(self._actor_update(step))
         return metrics
 
-    def _batch_tensors(self, batch: Any) -> dict[str, Any]:
+    def _batch_tensors(self, batch: Any, device: torch.device | None = None) -> dict[str, Any]:
+        """The Batch as tensors on ``device`` (default: the agent's); on the CPU they share the arrays."""
+        device = device or self.device
         return {
-            "obs": self._to_tensors(batch.obs), "next_obs": self._to_tensors(batch.next_obs),
-            "action": torch.as_tensor(batch.action, device=self.device, dtype=torch.float32),
-            "reward": torch.as_tensor(batch.reward, device=self.device, dtype=torch.float32).reshape(-1, 1),
-            "discount": torch.as_tensor(batch.discount, device=self.device, dtype=torch.float32).reshape(-1, 1),
-            "weights": torch.as_tensor(batch.weights, device=self.device, dtype=torch.float32).reshape(-1, 1),
-            "is_demo": torch.as_tensor(np.asarray(batch.is_demo, bool), device=self.device),
+            "obs": self._to_tensors(batch.obs, device), "next_obs": self._to_tensors(batch.next_obs, device),
+            "action": torch.as_tensor(batch.action, device=device, dtype=torch.float32),
+            "reward": torch.as_tensor(batch.reward, device=device, dtype=torch.float32).reshape(-1, 1),
+            "discount": torch.as_tensor(batch.discount, device=device, dtype=torch.float32).reshape(-1, 1),
+            "weights": torch.as_tensor(batch.weights, device=device, dtype=torch.float32).reshape(-1, 1),
+            "is_demo": torch.as_tensor(np.asarray(batch.is_demo, bool), device=device),
         }
 
     def target_subset(self) -> torch.Tensor | None:
@@ -313,17 +340,73 @@ class DrQV2Agent:
             return None
         return torch.randperm(n, generator=self.gen, device=self.device)[:m]
 
-    def _update_critic(self, h, next_h, t: dict[str, Any], step: int) -> dict[str, float]:
-        state, next_state = t["obs"].get("proprio"), t["next_obs"].get("proprio")
+    def _critic_draws(self, obs_keys: Any, batch_size: int) -> dict[str, torch.Tensor]:
+        """A critic step's random draws, in the order the step used to make them itself: the
+        augmentation's shifts of obs and of next_obs, the target action's noise, the REDQ subset."""
+        draws = {}
+        if self.encoder is not None and self.cfg.aug_pad > 0 and "features" not in obs_keys:
+            for key in ("obs_shift", "next_obs_shift"):
+                draws[key] = draw_shifts(batch_size, self.cfg.aug_pad, self.device, self.gen)
+        draws["target_noise"] = torch.randn((batch_size, self.action_dim), device=self.device, generator=self.gen)
+        subset = self.target_subset()
+        if subset is not None:
+            draws["target_subset"] = subset
+        return draws
+
+    def _critic_update(self, batch: Any, step: int) -> dict[str, Any]:
+        """Tensors in, :meth:`critic_step` (eager or replayed), floats out; keeps what the actor step reads."""
+        inputs = self._batch_tensors(batch, torch.device("cpu") if self.graphed else None)
+        inputs.update(self._critic_draws(batch.obs, inputs["action"].shape[0]), std=self.std(step))
+        if self.graphed:
+            out, seen = self._graphs["critic"](inputs)
+        else:
+            out, seen = self.critic_step(inputs), inputs
+        self.num_updates += 1
+        self._actor_batch = {"action": seen["action"], "is_demo": seen["is_demo"]}
+        if out["h"] is not None:
+            self._actor_batch["h"] = out["h"]
+        if "proprio" in seen["obs"]:
+            self._actor_batch["proprio"] = seen["obs"]["proprio"]
+        metrics: dict[str, Any] = dict(zip(CRITIC_METRICS, out["metrics"].tolist()))
+        metrics["_td_error"] = out["td"].clone()   # a graph's output is overwritten by the next replay
+        return metrics
+
+    def _actor_update(self, step: int) -> dict[str, float]:
+        """One actor step on the last critic step's batch and detached representation."""
+        std = self.std(step)
+        mean_shape = self._actor_batch["action"].shape
+        inputs = {**self._actor_batch, "std": std,
+                  "actor_noise": torch.randn(mean_shape, device=self.device, generator=self.gen)}
+        out = self._graphs["actor"](inputs)[0] if self.graphed else self.actor_step(inputs)
+        metrics = dict(zip(("loss/actor", "loss/bc"), out["metrics"].tolist()))
+        metrics["actor/std"] = std
+        return metrics
+
+    # The static steps: functions of tensors (and ``std``, a float or a 0-dim tensor) alone, with
+    # their random draws as inputs and their metrics as tensors, so that one CUDA graph can hold
+    # each (se_robot.agents.cuda_graph). Run eagerly they are the agent's update on any device.
+    def critic_step(self, x: dict[str, Any]) -> dict[str, Any]:
+        """One critic (and encoder) gradient step, then the target critic's Polyak update.
+
+        ``x``: the batch (``obs``, ``next_obs``, ``action``, ``reward``, ``discount``, ``weights``,
+        ``is_demo``), the draws of :meth:`_critic_draws` and ``std``. Returns the detached image
+        representation ``h`` (None without pixels), per-sample ``td`` (mean |TD| over the ensemble)
+        and ``metrics``, a tensor in :data:`CRITIC_METRICS` order.
+        """
+        with self._autocast():
+            h = self._encode(x["obs"], x.get("obs_shift"))
+            with torch.no_grad():
+                next_h = self._encode(x["next_obs"], x.get("next_obs_shift"))
+        state, next_state = x["obs"].get("proprio"), x["next_obs"].get("proprio")
         with torch.no_grad(), self._autocast():
             next_mean = self.actor(next_h, next_state)
-            next_action = sample_clipped(next_mean.float(), self.std(step), self.cfg.stddev_clip, self.gen)
+            next_action = add_clipped_noise(next_mean.float(), x["target_noise"], x["std"], self.cfg.stddev_clip)
             next_q = self.critic_target(next_h, next_state, next_action).float()
-        target = critic_target(t["reward"], t["discount"], next_q, self.target_subset())
+        target = critic_target(x["reward"], x["discount"], next_q, x.get("target_subset"))
         with self._autocast():
-            q = self.critic(h, state, t["action"]).float()
+            q = self.critic(h, state, x["action"]).float()
         td = q - target.unsqueeze(0)                       # (N, B, 1)
-        loss = (td.pow(2) * t["weights"].unsqueeze(0)).mean(dim=(1, 2)).sum()
+        loss = (td.pow(2) * x["weights"].unsqueeze(0)).mean(dim=(1, 2)).sum()
         if self.encoder_opt is not None:
             self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -331,34 +414,39 @@ class DrQV2Agent:
         self.critic_opt.step()
         if self.encoder_opt is not None:
             self.encoder_opt.step()
-        return {"loss/critic": loss.item(), "q/mean": q.mean().item(), "q/target": target.mean().item(),
-                "batch/reward": t["reward"].mean().item(),
-                "batch/demo_fraction": t["is_demo"].float().mean().item(),
-                "_td_error": td.detach().abs().mean(0).squeeze(-1)}
+        soft_update(self.critic, self.critic_target, self.cfg.critic_target_tau)
+        metrics = torch.stack([loss, q.mean(), target.mean(), x["reward"].mean(), x["is_demo"].float().mean()])
+        return {"h": None if h is None else h.detach(), "td": td.detach().abs().mean(0).squeeze(-1),
+                "metrics": metrics.detach()}
 
-    def _update_actor(self, h, t: dict[str, Any], step: int) -> dict[str, float]:
-        state = t["obs"].get("proprio")
-        std = self.std(step)
+    def actor_step(self, x: dict[str, Any]) -> dict[str, Any]:
+        """One actor gradient step through the critic (whose weights stay put).
+
+        ``x``: ``h`` (if pixels) and ``proprio`` (if state) of the critic step's observations, its
+        ``action`` and ``is_demo`` (for the BC term), ``actor_noise`` (standard normal) and ``std``.
+        Returns ``metrics``: the actor loss, then the BC loss if ``bc_weight`` > 0.
+        """
+        h, state = x.get("h"), x.get("proprio")
         self.critic.requires_grad_(False)  # only the action path needs gradients here
         try:
             with self._autocast():
                 mean = self.actor(h, state)
-                action = sample_clipped(mean.float(), std, self.cfg.stddev_clip, self.gen)
+                action = add_clipped_noise(mean.float(), x["actor_noise"], x["std"], self.cfg.stddev_clip)
                 q = self.critic(h, state, action).float()
             # Clipped double Q for the paper's pair; REDQ averages a larger ensemble.
             q_pi = q.min(dim=0).values if self.cfg.num_critics <= 2 else q.mean(dim=0)
             actor_loss = -q_pi.mean()
-            metrics = {"loss/actor": actor_loss.item(), "actor/std": std}
+            losses = [actor_loss]
             if self.cfg.bc_weight > 0.0:
-                bc = bc_loss(mean.float(), t["action"], t["is_demo"])
+                bc = bc_loss(mean.float(), x["action"], x["is_demo"])
                 actor_loss = actor_loss + self.cfg.bc_weight * bc
-                metrics["loss/bc"] = bc.item()
+                losses.append(bc)
             self.actor_opt.zero_grad(set_to_none=True)
             actor_loss.backward()
             self.actor_opt.step()
         finally:
             self.critic.requires_grad_(True)
-        return metrics
+        return {"metrics": torch.stack(losses).detach()}
 
     def _update_priorities(self, replay: Any, demos: Any | None, batch: Any, td: torch.Tensor) -> None:
         """Feed |TD| back to prioritized buffers (online rows to replay, demo rows to demos)."""
@@ -406,7 +494,7 @@ class DrQV2Agent:
             raise ValueError(f"DrQV2Agent.load_state_dict: checkpoint is for observations {state.get('obs_shapes')} "
                              f"and {state.get('action_dim')} actions; "
                              f"this agent has {self.obs_shapes} and {self.action_dim}")
-        built_opts = {name: (opt.param_groups[0]["fused"], opt.param_groups[0]["foreach"])
+        built_opts = {name: {key: opt.param_groups[0][key] for key in ("fused", "foreach", "capturable")}
                       for name in ("actor_opt", "critic_opt", "encoder_opt")
                       if (opt := getattr(self, name)) is not None}
         for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "encoder", "encoder_opt"):
@@ -418,10 +506,15 @@ class DrQV2Agent:
             target.load_state_dict(state[name])
             if name.endswith("_opt"):   # the saved groups carry the saver's kernel choice: keep this agent's
                 for group in target.param_groups:
-                    group["fused"], group["foreach"] = built_opts[name]
+                    group.update(built_opts[name])
+                if built_opts[name]["capturable"] or built_opts[name]["fused"]:   # their step lives on the device
+                    for param, param_state in target.state.items():
+                        if "step" in param_state:
+                            param_state["step"] = param_state["step"].to(param.device, torch.float32)
         self.gen.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = state["numpy_rng"]
         self.num_updates = int(state["num_updates"])
+        self._new_graphs()   # loading replaced the optimizers' state tensors that a captured graph read
 
 
 def create(obs_space: Any, action_space: Any, cfg: DrQV2Config | dict | None = None,

@@ -7,7 +7,6 @@ Shapes follow the agent: Q values are (N, B, 1) for an N-critic ensemble, reward
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["critic_target", "bc_loss"]
 
@@ -24,7 +23,11 @@ def critic_target(reward: torch.Tensor, discount: torch.Tensor, next_q: torch.Te
 
 
 def bc_loss(mean_action: torch.Tensor, demo_action: torch.Tensor, is_demo: torch.Tensor) -> torch.Tensor:
-    """MSE between the actor's mean and the recorded action, over demo rows only (0 if none)."""
-    if not bool(is_demo.any()):
-        return mean_action.sum() * 0.0
-    return F.mse_loss(mean_action[is_demo].float(), demo_action[is_demo].float())
+    """MSE between the actor's mean and the recorded action, over demo rows only (0 if none).
+
+    Computed with a mask rather than by selecting rows, so it neither syncs with the device nor
+    branches on the data, and a CUDA graph can hold it.
+    """
+    mask = is_demo.to(torch.float32).unsqueeze(-1)                       # (B, 1)
+    squared = (mean_action.float() - demo_action.float()).pow(2) * mask
+    return squared.sum() / (mask.sum() * mean_action.shape[-1]).clamp(min=1.0)

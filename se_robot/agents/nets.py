@@ -8,7 +8,8 @@
 - :class:`EnsembleLinear` / :class:`EnsembleCritic`: N Q-functions evaluated as one batched matmul,
   so a REDQ-sized ensemble (N=10) costs one kernel per layer instead of N.
 - :class:`DeterministicActor`: tanh mean with an externally scheduled standard deviation.
-- :func:`sample_clipped`: DrQ-v2's clipped-noise sampling with a straight-through clamp.
+- :func:`sample_clipped` / :func:`add_clipped_noise`: DrQ-v2's clipped-noise sampling with a
+  straight-through clamp (drawing the noise, or given it).
 """
 
 from __future__ import annotations
@@ -146,12 +147,21 @@ class DeterministicActor(nn.Module):
 
 def sample_clipped(mean: torch.Tensor, std: float, clip: float | None,
                    generator: torch.Generator | None = None, eps: float = 1e-6) -> torch.Tensor:
-    """mean + clamp(std * N(0, 1), -clip, clip), kept inside (-1, 1).
+    """mean + clamp(std * N(0, 1), -clip, clip), kept inside (-1, 1): :func:`add_clipped_noise`
+    with the standard normal drawn here."""
+    noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+    return add_clipped_noise(mean, noise, std, clip, eps)
+
+
+def add_clipped_noise(mean: torch.Tensor, noise: torch.Tensor, std: float | torch.Tensor, clip: float | None,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """mean + clamp(std * noise, -clip, clip), kept inside (-1, 1), for a standard normal ``noise``
+    drawn by the caller (a CUDA-graphed step takes its random draws as inputs).
 
     The final clamp passes gradients straight through (as DrQ-v2's TruncatedNormal does), so the
     actor is not cut off from the critic's gradient when its mean saturates.
     """
-    noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator) * std
+    noise = noise * std
     if clip is not None:
         noise = noise.clamp(-clip, clip)
     x = mean + noise
