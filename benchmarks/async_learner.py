@@ -16,8 +16,7 @@ For each mode, in one invocation, one after the other on the same seed and recip
 
 then each async figure as a ratio to the synchronous one. Modes: ``sync``, ``async`` (acts at the
 rate whatever the learner does) and ``async-wait`` (``async_max_backlog``: episodes wait at their
-end while the learner owes more than ``--max-backlog`` updates), ``async-rt`` (``async`` with the
-acting thread under SCHED_FIFO, ``rt_priority`` ``--rt-priority``); ``act-only`` (no updates at all: the
+end while the learner owes more than ``--max-backlog`` updates); ``act-only`` (no updates at all: the
 control period this machine gives the paced loop alone, the floor for the others). The load average
 is printed with the figures: the machine is shared.
 
@@ -37,7 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("sync", "async", "async-wait", "async-rt", "act-only")
+MODES = ("sync", "async", "async-wait", "act-only")
+RT = "+rt"   # a mode with this suffix runs its acting thread under SCHED_FIFO (rt_priority)
 DEFAULT_RECIPE = "reach_mbpo_quick"   # tasks without an entry in actors.TASK_RECIPES
 DEMO_EPISODES = {"lift": 20}   # --demo-episodes' default per task (others: none)
 DEMO_SEED_OFFSET = 50_000   # demos are recorded on seeds no training or eval episode uses (as actors)
@@ -55,12 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default: {', '.join(f'{t} {n}' for t, n in DEMO_EPISODES.items())}, others 0)")
     p.add_argument("--demos", metavar="DIR", default=None,
                    help="use this episode dataset (recorded as the agent observes) instead of recording demos")
-    p.add_argument("--modes", default="sync,async,async-wait", help=f"comma list of {', '.join(MODES)}")
+    p.add_argument("--modes", default="sync,async,async-wait", help=f"comma list of {', '.join(MODES)}; a background-learner mode with "
+                        f"the suffix {RT} runs its acting thread under SCHED_FIFO (rt_priority, --rt-priority)")
     p.add_argument("--rate-hz", type=float, default=20.0, help="control rate the training env is paced at")
     p.add_argument("--steps", type=int, default=3000, help="env step budget of the sync run")
     p.add_argument("--async-steps", type=int, default=8000, help="env step budget of the async runs")
     p.add_argument("--max-backlog", type=int, default=50, help="async-wait's async_max_backlog")
-    p.add_argument("--rt-priority", type=int, default=10, help="async-rt's rt_priority (SCHED_FIFO, 1-99)")
+    p.add_argument("--rt-priority", type=int, default=10, help=f"the {RT} modes' rt_priority (SCHED_FIFO, 1-99)")
     p.add_argument("--eval-every", type=int, default=250, help="env steps between evaluations")
     p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
     p.add_argument("--threshold", type=float, default=0.9, help="eval success that ends a run (solved)")
@@ -143,18 +144,19 @@ def _one_run(task: str, mode: str, args: argparse.Namespace) -> dict:
     from se_robot.train import build_trainer, make_envs
     from se_robot.train_config import load_config
 
-    steps = args.steps if mode == "sync" else args.async_steps
+    base, rt = mode.removesuffix(RT), mode.endswith(RT)
+    steps = args.steps if base == "sync" else args.async_steps
     run_dir = Path(args.out) / f"{task}_{mode}_seed{args.seed}"
     cfg = load_config(_recipe(task, args), {
         "task": task, "demos": _demos_dir(task, args), "steps": steps, "seed": args.seed, "eval_every": args.eval_every,
         "eval_episodes": args.eval_episodes, "eval_video": False, "stop_at_success": args.threshold,
         "checkpoint_every": 10 * steps, "checkpoint_every_s": 0.0, "keep_checkpoints": 1, "save_replay": False,
         "tensorboard": False, "progress": False, "device": "cpu",
-        "async_learner": mode != "sync", "async_max_backlog": args.max_backlog if mode == "async-wait" else 0,
-        "rt_priority": args.rt_priority if mode == "async-rt" else 0,
+        "async_learner": base != "sync", "async_max_backlog": args.max_backlog if base == "async-wait" else 0,
+        "rt_priority": args.rt_priority if rt else 0,
     }, args.set, source="benchmarks async-learner")
     measure_from = cfg.learning_starts
-    if mode == "act-only":
+    if base == "act-only":
         cfg = dataclasses.replace(cfg, learning_starts=steps + 1)
     periods: list[float] = []
     env, eval_env = make_envs(cfg)
@@ -235,9 +237,10 @@ def _summarise(results: list[dict], args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m.removesuffix(RT) not in MODES or m == "sync" + RT]
     if unknown:
-        raise SystemExit(f"benchmarks async-learner: unknown modes {unknown}; allowed: {', '.join(MODES)}")
+        raise SystemExit(f"benchmarks async-learner: unknown modes {unknown}; allowed: {', '.join(MODES)}, "
+                         f"each but sync also with {RT}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "

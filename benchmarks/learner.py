@@ -5,14 +5,13 @@ step (encoder included), one actor step, one target update. Batches are random a
 front, so the figure is the learner alone (no env, no replay sampling). Rows, side by side:
 
 - ``paper``: 84x84, frame stack 3, batch 256, hidden 1024 (the published configuration) with
-  se_robot's default settings (channels-last, integer-gather shift, fused Adam, ``amp: auto``,
-  and on CUDA the update replayed as CUDA graphs);
+  se_robot's default settings (channels-last, integer-gather shift, fused Adam, ``amp: auto``);
 - ``paper+plain``: the same with every speed option off (NCHW, grid_sample shift, foreach Adam,
   fp32); ``paper-cl``, ``paper-gather``, ``paper-fused``: the default less one option;
   ``paper+bf16``: the default with bf16 autocast forced on;
-- on CUDA only: ``paper-graph``, the default less CUDA graphs (each update's kernels launched one
-  by one); ``paper+pinned``, the default on batches held in pinned host memory, as a replay buffer
-  gathers them when the learner is on CUDA (``ReplayBuffer.pin_batches``);
+- on CUDA only: ``paper+graph``, the default with the update replayed as CUDA graphs
+  (``cuda_graph: on``); ``paper+pinned``, that on batches held in pinned host memory, as a replay
+  buffer gathers them when the learner replays graphs (``ReplayBuffer.pin_batches``);
 - ``reference`` (with ``--reference DIR``): facebookresearch/drqv2's own ``DrQV2Agent.update``,
   imported from a checkout at DIR, at the paper configuration on batches of the same kind;
 - ``cpu``: 64x64, frame stack 3, batch 128 (``--cpu-image``/``--cpu-batch`` change it), default
@@ -47,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden-dim", type=int, default=1024, help="actor/critic hidden units (the paper's 1024)")
     p.add_argument("--rows", default="all",
                    help="comma list of rows to run (reference, paper, paper+plain, paper-cl, paper-gather, "
-                        "paper-fused, paper+bf16, paper-graph, paper+pinned (these two on CUDA), cpu, cpu+plain, "
+                        "paper-fused, paper+bf16, paper+graph, paper+pinned (these two on CUDA), cpu, cpu+plain, "
                         "frozen, frozen512) or 'all'")
     p.add_argument("--reference", metavar="DIR", default="",
                    help="a checkout of facebookresearch/drqv2: adds its DrQV2Agent.update as the 'reference' row "
@@ -66,7 +65,7 @@ VARIANTS = {  # suffix -> DrQV2Config overrides of the default settings
     "-fused": {"fused_optim": False},
     "+bf16": {"amp": "bf16"},
 }
-CUDA_VARIANTS = {"-graph": {"cuda_graph": "off"}, "+pinned": {}}   # pinned: the batches, not a setting
+CUDA_VARIANTS = {"+graph": {"cuda_graph": "on"}, "+pinned": {"cuda_graph": "on"}}   # +pinned: and the batches
 
 
 def _rows(args: argparse.Namespace, cuda: bool) -> list[dict]:
@@ -85,8 +84,8 @@ def _rows(args: argparse.Namespace, cuda: bool) -> list[dict]:
         unknown = [w for w in wanted if w not in known]
         if "reference" in unknown:
             raise SystemExit("benchmarks learner: the reference row needs --reference DIR")
-        if not cuda and {"paper-graph", "paper+pinned"} & set(unknown):
-            raise SystemExit("benchmarks learner: paper-graph and paper+pinned are CUDA rows (--device cuda)")
+        if not cuda and {"paper+graph", "paper+pinned"} & set(unknown):
+            raise SystemExit("benchmarks learner: paper+graph and paper+pinned are CUDA rows (--device cuda)")
         if unknown:
             raise SystemExit(f"benchmarks learner: unknown rows {unknown}; known: {sorted(known)}")
         rows = [r for r in rows if r["name"] in wanted]

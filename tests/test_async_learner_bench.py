@@ -32,20 +32,20 @@ def test_every_lift_mode_trains_on_the_one_recorded_demo_dataset(tmp_path, monke
     monkeypatch.setattr(actors, "record_demos", counted)
     out = tmp_path / "bench"
     assert main(["async-learner", "--tasks", "lift", "--recipe", str(tiny_lift_recipe(tmp_path, 20, 8, 16)), "--modes",
-                 "sync,async-wait,async-rt", "--steps", "40", "--async-steps", "40", "--eval-every", "20",
+                 "sync,async-wait,async+rt", "--steps", "40", "--async-steps", "40", "--eval-every", "20",
                  "--eval-episodes", "1", "--demo-episodes", "2", "--rate-hz", "500", "--seed", "3",
                  "--out", str(out)]) == 0
     demos = (out / "demos_lift_2").resolve()
     assert recorded == [(demos, "lift", 2, 50_003)]   # once, for both modes, on seeds no run uses
     assert len(list(demos.glob("episode_*.npz"))) == 2
     results = json.loads((out / "results.json").read_text())["results"]
-    assert [r["mode"] for r in results] == ["sync", "async-wait", "async-rt"]
+    assert [r["mode"] for r in results] == ["sync", "async-wait", "async+rt"]
     for r in results:
         assert r["demos"] == str(demos) and r["updates"] > 0 and r["steps"] == 40
         saved = load_config(saved=out / f"lift_{r['mode']}_seed3" / "config.yaml")
         assert (saved.task, saved.algo, saved.learning_starts, saved.demos) == ("lift", "sac", 20, str(demos))
         assert saved.async_learner == (r["mode"] != "sync")
-        assert saved.rt_priority == (10 if r["mode"] == "async-rt" else 0)
+        assert saved.rt_priority == (10 if r["mode"] == "async+rt" else 0)
 
 
 def test_each_task_defaults_to_its_recipe_and_only_lift_to_demos(tmp_path):

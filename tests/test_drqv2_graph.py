@@ -148,7 +148,8 @@ def test_bc_loss_without_demo_rows_is_zero_with_zero_gradient():
 
 def test_cuda_graph_setting_on_the_cpu():
     agent = make_agent()
-    assert agent.cfg.cuda_graph == "auto" and not agent.graphed
+    assert agent.cfg.cuda_graph == "off" and not agent.graphed
+    assert not make_agent(cuda_graph="auto").graphed   # auto: CUDA devices only
     assert not agent.critic_opt.param_groups[0]["capturable"]
     with pytest.raises(ValueError, match="cuda_graph: on needs a CUDA device"):
         make_agent(cuda_graph="on")
@@ -177,7 +178,7 @@ def close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def test_graph_replay_matches_eager_updates(overrides):
     """Warm-up (3 eager), capture, then replays: the same weights and metrics as eager updates from
     one seed, within float rounding (cuDNN and cuBLAS may choose other kernels under capture)."""
-    graphed, eager = make_agent("cuda", **overrides), make_agent("cuda", cuda_graph="off", **overrides)
+    graphed, eager = make_agent("cuda", cuda_graph="auto", **overrides), make_agent("cuda", **overrides)
     assert graphed.graphed and graphed.critic_opt.param_groups[0]["capturable"]
     data = batches(8, demo_rows=N // 4)
     for i, batch in enumerate(data):
@@ -196,7 +197,7 @@ def test_graph_replay_matches_eager_updates(overrides):
 def test_graph_state_dict_round_trip():
     """A checkpoint of a graphed agent loads into a fresh one (and into one without graphs); each
     then updates as the original does (the loader warms up and captures its own graphs)."""
-    original = make_agent("cuda", utd=2)
+    original = make_agent("cuda", utd=2, cuda_graph="on")
     data = batches(12)
     for batch in data[:6]:
         original.update_batch(batch, step=1000)
@@ -230,7 +231,7 @@ def test_update_rounds_with_pinned_replay_batches():
         replay.add(rng.uniform(-1, 1, ACT), float(rng.standard_normal()), frame(), False, i % 40 == 39)
         if i % 40 == 39:
             replay.add_first(frame())
-    graphed, eager = make_agent("cuda", utd=2), make_agent("cuda", utd=2, cuda_graph="off")
+    graphed, eager = make_agent("cuda", utd=2, cuda_graph="on"), make_agent("cuda", utd=2)
     eager_replay = copy.deepcopy(replay)
     for step in range(8):
         mg, me = graphed.update(replay, None, step), eager.update(eager_replay, None, step)

@@ -19,7 +19,7 @@ exploration-std schedule in `se_robot.agents.schedule`.
 An update is two *static steps*, :meth:`DrQV2Agent.critic_step` and :meth:`DrQV2Agent.actor_step`:
 functions of tensors alone, given their random draws (shifts, noise, ensemble subset; drawn
 beforehand in the order the update always drew them) and returning their metrics as tensors.
-Run eagerly they are the update on any device; on CUDA (``cuda_graph: auto``) each is captured
+Run eagerly they are the update on any device; on CUDA with ``cuda_graph: auto`` or ``on`` each is captured
 once as a CUDA graph and replayed (`se_robot.agents.cuda_graph`), because launching its ~250
 small kernels one by one left the GPU idle for much of each update.
 """
@@ -91,10 +91,11 @@ class DrQV2Config:
                            "natively and a start-up probe finds it faster (se_robot.agents.precision)")
     fused_optim: bool = option(True, help="fused Adam kernels where the device has them (4x less CPU time per "
                                           "optimizer step than the foreach path; the same update up to rounding)")
-    cuda_graph: str = option("auto", choices=("auto", "on", "off"),
+    cuda_graph: str = option("off", choices=("auto", "on", "off"),
                              help="capture the critic and actor steps once as CUDA graphs and replay them (one "
                                   "launch instead of ~250 per update); auto: on CUDA devices, off elsewhere; "
-                                  "on: a device other than CUDA is an error")
+                                  "on: a device other than CUDA is an error. Off by default until it has run "
+                                  "on a GPU (docs/benchmarks.md, 'CUDA graphs and pinned batches')")
 
     def __post_init__(self) -> None:
         if self.num_target_critics > self.num_critics:
