@@ -196,10 +196,11 @@ class SafeCommand:
 class _Baseline:
     """The current configuration's FK and violations, its floor check computed only if needed."""
 
-    __slots__ = ("q", "ee", "box", "_floor")
+    __slots__ = ("q", "ee", "box", "box_tol", "_floor")
 
     def __init__(self, q: np.ndarray, ee: np.ndarray, box: np.ndarray):
         self.q, self.ee, self.box = q, ee, box
+        self.box_tol = box + _TOL  # a candidate's face violation beyond this is worse
         self._floor: np.ndarray | None = None
 
     def floor(self, f: "SafetyFilter") -> np.ndarray:
@@ -222,6 +223,7 @@ class SafetyFilter:
     when it has to be projected, one fk per bisection step plus link_points only for steps that
     fk alone does not reject (link_points is by far the expensive call). ``current_unsafe`` is
     reported when the current configuration is seen to be outside, i.e. whenever it matters.
+    One thread at a time may filter (as its kinematics allows); ``stats`` may be read from any.
     """
 
     def __init__(self, arm: ArmDescription, kinematics: KinematicsLike, estop: EStop | None = None, *,
@@ -237,6 +239,7 @@ class SafetyFilter:
         self.box_min = np.asarray(s.workspace_min, dtype=np.float64)
         self.box_max = np.asarray(s.workspace_max, dtype=np.float64)
         self.floor_min_z = s.floor_z + s.floor_clearance_m
+        self._box_work = np.zeros(6)  # [box_min - ee | ee - box_max] before the floor at 0
         self.bisect_iters = int(bisect_iters)
         # A measured position further than this outside the hard limits means a broken reading.
         self._state_lo = arm.lower - state_excursion_rad
@@ -285,7 +288,10 @@ class SafetyFilter:
 
     # -- workspace -------------------------------------------------------------------------------
     def _box_violation(self, ee: np.ndarray) -> np.ndarray:
-        return np.maximum(np.concatenate((self.box_min - ee, ee - self.box_max)), 0.0)
+        out = self._box_work
+        np.subtract(self.box_min, ee, out=out[:3])
+        np.subtract(ee, self.box_max, out=out[3:])
+        return np.maximum(out, 0.0)
 
     def _floor_violation(self, q: np.ndarray) -> np.ndarray:
         return np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
@@ -301,7 +307,7 @@ class SafetyFilter:
         d = ee - base.ee
         ee_ok = float(d @ d) <= self.max_ee_step_m ** 2 * (1 + 1e-9)
         box = self._box_violation(ee)
-        box_ok = not _any(box > base.box + _TOL)
+        box_ok = not _any(box > base.box_tol)
         if lazy and not ee_ok:
             return False, ee_ok, box_ok, True
         if lazy and not box_ok and not _any(base.box) and not _any(base.floor(self)):
