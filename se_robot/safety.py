@@ -41,6 +41,7 @@ Decisions (documented here because callers rely on them):
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -403,7 +404,8 @@ class SafetyFilter:
             # A first guess from the Cartesian overshoot usually lands within a few percent of the
             # largest step, saving the bisection.
             ee1 = np.asarray(self.kinematics.fk(cand), dtype=np.float64)
-            dist = float(np.linalg.norm(ee1 - base.ee))
+            d = ee1 - base.ee
+            dist = math.sqrt(d.dot(d))  # np.linalg.norm's value (it computes this), without its wrapper
             guess = 0.98 * self.max_ee_step_m / dist if dist > 0 else 0.0
             if 0.0 < guess < 1.0:
                 if self._acceptable(at(guess), base)[0]:
