@@ -26,7 +26,7 @@ _LEFT = np.array([1, 2, 0, 1, 2, 0, 2, 0, 1, 2, 0, 1])
 _RIGHT = np.array([2, 0, 1, 5, 3, 4, 1, 2, 0, 4, 5, 3])
 
 # The gufunc np.linalg.solve calls for a matrix and a vector (the same LAPACK gesv, so the same
-# bits): on the IK's 4 x 4 system the wrapper's checks and error-state context cost five times
+# bits): on the IK's 4 x 4 system the wrapper's checks and error-state context cost four times
 # the solve itself. It returns NaN instead of raising on a singular matrix; the IK's damped
 # matrix J J^T + damping^2 I is positive definite for damping > 0, which ik() requires.
 _solve = _umath_linalg.solve1
