@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=5, help="alternating env/raw rounds (median kept)")
     p.add_argument("--all-cores", action="store_true", help="do not pin the single-env runs to one core")
     p.add_argument("--no-vector", action="store_true", help="skip the AsyncVectorEnv measurement")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the parts of a pixel step in place (this thread's CPU time per call, "
+                        "summed per step): where the env's time goes beyond the raw loop")
     p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                    help="time single-env runs by the wall clock, or by this process's CPU time (all its "
                         "threads): steps per CPU second, a cost that other load on a shared machine "
@@ -98,6 +101,68 @@ def _raw_rate(task: str, steps: int, control_hz: float, image_size: int, camera:
     return rate
 
 
+#: the calls a step is made of, timed by --breakdown: (label, owner in the env, method name)
+_PARTS = (("decode (fk + IK)", "decoder", "decode"), ("send (safety filter)", "robot", "send"),
+          ("advance (mj_step)", "robot", "advance"), ("render", "twin", "render"), ("read", "robot", "read"),
+          ("objects", "robot", "object_state"), ("task state (fk)", "env", "object_state"),
+          ("success", "task", "success"), ("reward", "task", "reward"), ("observe", "env", "_observe"),
+          ("info", "env", "_info"), ("reset", "env", "reset"))
+
+
+def _breakdown(task: str, steps: int, **options) -> None:
+    """Per-step CPU time of each part of ``env.step`` in place (the caches as a real step leaves
+    them, unlike a part timed alone in a loop), and of the whole step through the wrappers. A part
+    called inside another (a reset senses too) counts in the outer one only.
+
+    Each timed call pays two clock reads (a system call each), a microsecond or two per call."""
+    import functools
+    from collections import defaultdict
+
+    from se_robot.envs import make_env
+
+    env = make_env(task, **options)
+    base = env.unwrapped
+    owners = {"env": base, "decoder": base.decoder, "robot": base.robot, "twin": base.robot.twin, "task": base.task}
+    spent: dict[str, float] = defaultdict(float)
+    clock = time.thread_time
+    inside = [False]
+
+    def timed(label: str, fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if inside[0]:
+                return fn(*args, **kwargs)
+            inside[0], t0 = True, clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += clock() - t0
+                inside[0] = False
+        return call
+
+    for label, owner, name in _PARTS:
+        setattr(owners[owner], name, timed(label, getattr(owners[owner], name)))
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    for _ in range(20):
+        env.step(env.action_space.sample())
+    actions = [env.action_space.sample() for _ in range(steps)]
+    spent.clear()
+    t0 = clock()
+    for action in actions:
+        _, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            env.reset()
+    whole = clock() - t0
+    env.close()
+    rest = whole - sum(spent.values())
+    print(f"pixel step, CPU time per step in place ({steps} steps, resets included):")
+    for label, _, _ in _PARTS:
+        print(f"  {label:<22}{1e6 * spent[label] / steps:>8.0f} us")
+    print(f"  {'rest (wrappers, glue)':<22}{1e6 * rest / steps:>8.0f} us")
+    print(f"  {'whole step':<22}{1e6 * whole / steps:>8.0f} us   = {steps / whole:.0f} steps per CPU second")
+
+
 def _make_pixel_env(task: str, image_size: int, control_hz: float):
     # One rendering thread per worker: Mesa's llvmpipe otherwise spreads every frame over all
     # cores, and two workers then fight over them (measured: 1.23x with it, 1.60x without).
@@ -163,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         rate, rest, moving = med[mode], med["raw" + suffix], med["moving" + suffix]
         print(f"{name:<14}{rate:>9.0f}{rest:>13.0f}{rate / rest:>7.2f}{moving:>12.0f}{rate / moving:>7.2f}"
               f"   raw = {what}")
+    if args.breakdown:
+        _breakdown(args.task, per * rounds, obs_mode="pixels", **common)
     if not args.no_vector:
         os.sched_setaffinity(0, all_cpus)
         one = _vector_rate(args.task, args.steps, 1, args.image_size, args.control_hz)

@@ -41,6 +41,7 @@ Decisions (documented here because callers rely on them):
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -67,6 +68,16 @@ _TOL = 1e-9  # numerical slack when comparing a violation with the current one (
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
     """``np.array_equal`` of two arrays of one shape (NaN unequal), without its wrapper's cost."""
     return not np.count_nonzero(a != b)
+
+
+# ``x.any()`` and ``x.all()`` of boolean arrays by counting: the methods go through numpy's
+# reduction wrappers, which cost three times the count on arrays this small (every command).
+def _any(x: np.ndarray) -> bool:
+    return np.count_nonzero(x) != 0
+
+
+def _all(x: np.ndarray) -> bool:
+    return np.count_nonzero(x) == x.size
 
 
 class KinematicsLike(Protocol):
@@ -166,7 +177,7 @@ def validate_target(target: Any, n_joints: int) -> tuple[np.ndarray | None, str 
     if arr.shape != (n_joints,):
         return None, "bad_shape"
     arr = arr.astype(np.float64)  # also copies, so callers can't mutate what we checked
-    if not np.isfinite(arr).all():
+    if not _all(np.isfinite(arr)):
         return None, "non_finite"
     return arr, None
 
@@ -186,10 +197,11 @@ class SafeCommand:
 class _Baseline:
     """The current configuration's FK and violations, its floor check computed only if needed."""
 
-    __slots__ = ("q", "ee", "box", "_floor")
+    __slots__ = ("q", "ee", "box", "box_tol", "_floor")
 
     def __init__(self, q: np.ndarray, ee: np.ndarray, box: np.ndarray):
         self.q, self.ee, self.box = q, ee, box
+        self.box_tol = box + _TOL  # a candidate's face violation beyond this is worse
         self._floor: np.ndarray | None = None
 
     def floor(self, f: "SafetyFilter") -> np.ndarray:
@@ -200,7 +212,7 @@ class _Baseline:
     @property
     def unsafe(self) -> bool:
         """Known to be outside (the floor part counts only once it was computed)."""
-        return bool(self.box.any() or (self._floor is not None and self._floor.any()))
+        return _any(self.box) or (self._floor is not None and _any(self._floor))
 
 
 class SafetyFilter:
@@ -212,6 +224,7 @@ class SafetyFilter:
     when it has to be projected, one fk per bisection step plus link_points only for steps that
     fk alone does not reject (link_points is by far the expensive call). ``current_unsafe`` is
     reported when the current configuration is seen to be outside, i.e. whenever it matters.
+    One thread at a time may filter (as its kinematics allows); ``stats`` may be read from any.
     """
 
     def __init__(self, arm: ArmDescription, kinematics: KinematicsLike, estop: EStop | None = None, *,
@@ -227,6 +240,7 @@ class SafetyFilter:
         self.box_min = np.asarray(s.workspace_min, dtype=np.float64)
         self.box_max = np.asarray(s.workspace_max, dtype=np.float64)
         self.floor_min_z = s.floor_z + s.floor_clearance_m
+        self._box_work = np.zeros(6)  # [box_min - ee | ee - box_max] before the floor at 0
         self.bisect_iters = int(bisect_iters)
         # A measured position further than this outside the hard limits means a broken reading.
         self._state_lo = arm.lower - state_excursion_rad
@@ -264,7 +278,7 @@ class SafetyFilter:
 
     def _check_current(self, current: Any) -> np.ndarray:
         cur, why = validate_target(current, self.n)
-        if cur is None or not ((cur >= self._state_lo).all() and (cur <= self._state_hi).all()):
+        if cur is None or not (_all(cur >= self._state_lo) and _all(cur <= self._state_hi)):
             why = why or "outside the hard limits by more than the allowed excursion"
             with self._lock:
                 self._stats["reason/bad_state"] += 1
@@ -275,7 +289,10 @@ class SafetyFilter:
 
     # -- workspace -------------------------------------------------------------------------------
     def _box_violation(self, ee: np.ndarray) -> np.ndarray:
-        return np.maximum(np.concatenate((self.box_min - ee, ee - self.box_max)), 0.0)
+        out = self._box_work
+        np.subtract(self.box_min, ee, out=out[:3])
+        np.subtract(ee, self.box_max, out=out[3:])
+        return np.maximum(out, 0.0)
 
     def _floor_violation(self, q: np.ndarray) -> np.ndarray:
         return np.maximum(self.floor_min_z - np.asarray(self.kinematics.link_points(q))[:, 2], 0.0)
@@ -291,13 +308,13 @@ class SafetyFilter:
         d = ee - base.ee
         ee_ok = float(d @ d) <= self.max_ee_step_m ** 2 * (1 + 1e-9)
         box = self._box_violation(ee)
-        box_ok = not (box > base.box + _TOL).any()
+        box_ok = not _any(box > base.box_tol)
         if lazy and not ee_ok:
             return False, ee_ok, box_ok, True
-        if lazy and not box_ok and not base.box.any() and not base.floor(self).any():
+        if lazy and not box_ok and not _any(base.box) and not _any(base.floor(self)):
             return False, ee_ok, box_ok, True  # a safe reference: nothing to recover from
         under = self._floor_violation(q)
-        floor_ok = not under.any() or not (under > base.floor(self) + _TOL).any()
+        floor_ok = not _any(under) or not _any(under > base.floor(self) + _TOL)
         if not (box_ok and floor_ok) and self._recovers(box, under, base):
             box_ok = floor_ok = True
         return ee_ok and box_ok and floor_ok, ee_ok, box_ok, floor_ok
@@ -333,8 +350,11 @@ class SafetyFilter:
             return self._record(SafeCommand(hold_at, False, True, (bad,)))
 
         reasons: list[str] = []
-        lo = np.minimum(self.lower, np.minimum(cur, ref))
-        hi = np.maximum(self.upper, np.maximum(cur, ref))
+        if goal is None:  # the reference is the reading
+            lo, hi = np.minimum(self.lower, cur), np.maximum(self.upper, cur)
+        else:
+            lo = np.minimum(self.lower, np.minimum(cur, ref))
+            hi = np.maximum(self.upper, np.maximum(cur, ref))
         q = np.minimum(np.maximum(tgt, lo), hi)
         if not _equal(q, tgt):
             reasons.append("joint_limit")
@@ -384,7 +404,8 @@ class SafetyFilter:
             # A first guess from the Cartesian overshoot usually lands within a few percent of the
             # largest step, saving the bisection.
             ee1 = np.asarray(self.kinematics.fk(cand), dtype=np.float64)
-            dist = float(np.linalg.norm(ee1 - base.ee))
+            d = ee1 - base.ee
+            dist = math.sqrt(d.dot(d))  # np.linalg.norm's value (it computes this), without its wrapper
             guess = 0.98 * self.max_ee_step_m / dist if dist > 0 else 0.0
             if 0.0 < guess < 1.0:
                 if self._acceptable(at(guess), base)[0]:

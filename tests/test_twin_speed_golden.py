@@ -6,8 +6,14 @@ by se_robot at 7897b48, before the twin's per-step cost was cut (issue 21). The 
 reproduce every safety decision (clipped, held, reasons) and every joint target bit for bit:
 the filter is the last line of defence for a real arm, and a policy must see the same actions.
 
+``tests/data/twin_env_golden.npz`` holds whole episodes of the twin's env (reach, push and lift
+from the state, gripper-position actions, resets included): observations, rewards, episode ends,
+the safety filter's verdicts and the commanded joints, as se_robot at f45afad computed them (whose
+kinematics and filter give the outputs above). The per-step cost was cut again after it (issue 21);
+an action that changed in its last bit would show here as the episode goes on.
+
 A deliberate change of a rule or of config/arms/so101.yaml changes these outputs; regenerate the
-file then with ``SE_ROBOT_REGENERATE_GOLDEN=1 pytest tests/test_twin_speed_golden.py`` and say
+files then with ``SE_ROBOT_REGENERATE_GOLDEN=1 pytest tests/test_twin_speed_golden.py`` and say
 why in the commit.
 """
 
@@ -26,6 +32,7 @@ from se_robot.sim.kinematics import Kinematics
 pytestmark = pytest.mark.timeout(120)
 
 GOLDEN = Path(__file__).parent / "data" / "twin_speed_golden.npz"
+GOLDEN_ENV = Path(__file__).parent / "data" / "twin_env_golden.npz"
 ARM = load_arm("so101")
 
 
@@ -116,3 +123,50 @@ def test_the_cases_reach_every_rule(golden):
     for reason in ("joint_limit", "joint_step", "ee_step", "workspace", "floor", "current_unsafe"):
         assert reason in seen, reason
     assert golden["filter_held"].any() and golden["filter_clipped"].any()
+
+
+def test_ik_refuses_an_undamped_system():
+    """The solve assumes J J^T + damping^2 I is positive definite: no damping, no solve."""
+    kin = Kinematics(ARM)
+    with pytest.raises(ValueError, match="damping"):
+        kin.ik(kin.fk(ARM.home) + 0.01, ARM.home, damping=0.0)
+
+
+def _episodes() -> dict[str, np.ndarray]:
+    """120 seeded steps per task (every 17th action saturated: clipped commands), resets included."""
+    from se_robot.envs import make_env
+
+    out: dict[str, np.ndarray] = {}
+    for task in ("reach", "push", "lift"):
+        env = make_env(task, obs_mode="state")
+        actions = np.random.default_rng(7).uniform(-1, 1, size=(120, 4)).astype(np.float32)
+        actions[5::17] = 1.0
+        obs, _ = env.reset(seed=3)
+        rows: dict[str, list] = {k: [] for k in ("state", "task", "reward", "ended", "clipped", "held", "commanded")}
+        for a in actions:
+            obs, reward, terminated, truncated, info = env.step(a)
+            rows["state"].append(obs["state"])
+            rows["task"].append(obs["task"])
+            rows["reward"].append(reward)
+            rows["ended"].append((terminated, truncated))
+            rows["clipped"].append(info["safety/clipped"])
+            rows["held"].append(info["safety/held"])
+            rows["commanded"].append(env.unwrapped.commanded_joints)
+            if terminated or truncated:
+                obs, _ = env.reset()
+        env.close()
+        out.update({f"{task}/{k}": np.array(v) for k, v in rows.items()})
+    return out
+
+
+def test_env_episodes_reproduce_the_reference_bit_for_bit():
+    computed = _episodes()
+    if os.environ.get("SE_ROBOT_REGENERATE_GOLDEN") == "1":
+        np.savez_compressed(GOLDEN_ENV, **computed)
+    with np.load(GOLDEN_ENV, allow_pickle=False) as npz:
+        golden = {k: npz[k] for k in npz.files}
+    assert sorted(computed) == sorted(golden)
+    for key, value in golden.items():
+        np.testing.assert_array_equal(computed[key], value, err_msg=key)
+    clipped = np.concatenate([golden[f"{t}/clipped"] for t in ("reach", "push", "lift")])
+    assert clipped.any() and not clipped.all()  # the filter both acted and let commands through

@@ -6,8 +6,11 @@ safety filter and the sim twin all compute the same poses from the same joint ve
 
 from __future__ import annotations
 
+import math
+
 import mujoco
 import numpy as np
+from numpy.linalg import _umath_linalg
 
 from se_robot.arm import ArmDescription
 
@@ -15,11 +18,18 @@ DOWN = np.array([0.0, 0.0, -1.0])
 
 
 # The IK's two row-wise cross products, a x r and a x axis (c_j = a_{j+1} b_{j+2} - a_{j+2} b_{j+1}),
-# from one (k, 9) array [a | r | axis]: a take of _LEFT times a take of _RIGHT gives the (k, 12)
-# products [a_{j+1} b_{j+2} | a_{j+2} b_{j+1}], the left half minus the right half the (k, 6)
-# [a x r | a x axis]. Two takes and two arithmetic calls instead of fourteen calls.
+# from the (k, 3) joint axes a and one (k, 6) array [r | axis]: a take of _LEFT from a times a
+# take of _RIGHT from [r | axis] gives the (k, 12) products [a_{j+1} b_{j+2} | a_{j+2} b_{j+1}],
+# the left half minus the right half the (k, 6) [a x r | a x axis]. Two takes and two arithmetic
+# calls instead of fourteen calls.
 _LEFT = np.array([1, 2, 0, 1, 2, 0, 2, 0, 1, 2, 0, 1])
-_RIGHT = np.array([5, 3, 4, 8, 6, 7, 4, 5, 3, 7, 8, 6])
+_RIGHT = np.array([2, 0, 1, 5, 3, 4, 1, 2, 0, 4, 5, 3])
+
+# The gufunc np.linalg.solve calls for a matrix and a vector (the same LAPACK gesv, so the same
+# bits): on the IK's 4 x 4 system the wrapper's checks and error-state context cost four times
+# the solve itself. It returns NaN instead of raising on a singular matrix; the IK's damped
+# matrix J J^T + damping^2 I is positive definite for damping > 0, which ik() requires.
+_solve = _umath_linalg.solve1
 
 
 def index_of(ids: list[int] | np.ndarray) -> slice | np.ndarray:
@@ -70,7 +80,8 @@ class Kinematics:
                 self._drop_a[i, 2], self._drop_c[i] = size[1], size[0]
             else:  # sphere, and a bounding sphere for anything else
                 self._drop_b[i] = m.geom_rbound[g]
-        self._has_cyl = bool(self._drop_c.any())
+        # cylinders are few (one on the so101): their term is added one by one, in Python floats
+        self._cylinders = [(i, float(self._drop_c[i])) for i in np.flatnonzero(self._drop_c)]
         # IK moves the joints that position and point the gripper; roll and the jaw stay put.
         self.ik_joints = [i for i in arm.arm_indices if arm.joint_names[i] != "wrist_roll"]
         ik_jnt = [m.joint(arm.joint_names[i]).id for i in self.ik_joints]
@@ -86,13 +97,25 @@ class Kinematics:
         self._v_site_pos = d.site_xpos[self._site]
         self._v_site_axis = d.site_xmat[self._site][0::3]  # first column: the direction of the fingers
         self._v_qpos = d.qpos[self._qadr] if isinstance(self._qadr, slice) else None
+        self._v_qpos_all = d.qpos
+        gi = self._geom_index
+        self._v_geom_pos = d.geom_xpos[gi] if isinstance(gi, slice) else None
+        self._v_geom_rz = d.geom_xmat[gi, 6:9] if isinstance(gi, slice) else None  # z-row of each rotation
         self._ik_index = index_of(self.ik_joints)
         self._ik_lo, self._ik_hi = arm.lower[self.ik_joints], arm.upper[self.ik_joints]
         k = len(self.ik_joints)
         self._ik_reg: dict[float, np.ndarray] = {}
         self._ik_jac = np.zeros((k, 6))     # [d(site)/dq | w * d(finger axis)/dq], joint rows
         self._ik_err = np.zeros(6)          # [site error | w * axis error]
-        self._ik_rows = np.zeros((k, 9))    # [joint axis | site - anchor | finger axis] per joint
+        self._ik_rows = np.zeros((k, 6))    # [site - anchor | finger axis] per joint
+        self._ik_products = np.zeros((k, 12))
+        self._ik_m = np.zeros((k, k))       # J J^T + damping^2 I
+        self._ik_rhs = np.zeros(k)          # J e
+        # the loop's views of these, made once: (jacobian, its transpose, error) by rows used
+        jac, err = self._ik_jac, self._ik_err
+        self._ik_views = {n: (jac[:, :n], jac[:, :n].T, err[:n]) for n in (3, 6)}
+        self._ik_halves = (self._ik_rows[:, :3], self._ik_rows[:, 3:], self._ik_products[:, :6],
+                           self._ik_products[:, 6:], err[:3], err[3:], jac[:, 3:])
         self._last_q = b""
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
@@ -112,8 +135,9 @@ class Kinematics:
             d.qpos[self._qadr] = q
         if self._gripper_i is not None:
             g = float(q[self._gripper_i])
+            qpos = self._v_qpos_all
             for adr, c0, c1 in self._coupled:
-                d.qpos[adr] = c0 + c1 * g
+                qpos[adr] = c0 + c1 * g
         mujoco.mj_kinematics(self.model, d)
         self._last_q = key
 
@@ -130,14 +154,17 @@ class Kinematics:
     def link_points(self, q: np.ndarray) -> np.ndarray:
         """The lowest point of every moving link geometry, (k, 3); floor checks use their z."""
         self._set(np.asarray(q, dtype=np.float64))
-        d, geoms = self.data, self._geom_index
-        pts = d.geom_xpos[geoms].copy()
-        rz = np.abs(d.geom_xmat[geoms, 6:9])  # |z-row| of each geom's rotation
-        drop = (rz * self._drop_a).sum(axis=1) + self._drop_b
-        if self._has_cyl:
-            rzz = rz[:, 2]
-            # 1 - R_zz^2 <= 1 always, so only the lower clip can act
-            drop += self._drop_c * np.sqrt(np.maximum(1.0 - rzz * rzz, 0.0))
+        if self._v_geom_pos is not None:
+            pts, rz = self._v_geom_pos.copy(), np.abs(self._v_geom_rz)
+        else:
+            d, geoms = self.data, self._geom_index
+            pts, rz = d.geom_xpos[geoms], np.abs(d.geom_xmat[geoms, 6:9])
+        drop = np.add.reduce(rz * self._drop_a, axis=1)
+        drop += self._drop_b
+        for i, c in self._cylinders:  # the other rows' term is 0
+            rzz = float(rz[i, 2])
+            # 1 - R_zz^2 <= 1 always, so only the lower bound can act
+            drop[i] += c * math.sqrt(max(1.0 - rzz * rzz, 0.0))
         pts[:, 2] -= drop
         return pts
 
@@ -164,15 +191,18 @@ class Kinematics:
         target = np.asarray(target_pos, dtype=np.float64)
         reg = self._ik_reg.get(damping)
         if reg is None:
+            if not damping > 0:
+                raise ValueError(f"damping must be > 0 (the damped system must be positive definite), got {damping}")
             reg = self._ik_reg[damping] = damping**2 * np.eye(len(self.ik_joints))
         w = orientation_weight
         pos, axis = self._v_site_pos, self._v_site_axis
         # Hinge Jacobians from the joint axes and anchors mj_kinematics already computed (cheaper
         # than mj_comPos + mj_jacSite), both cross products in one pass over preallocated arrays:
         # this loop runs every control tick, where numpy's per-call cost outweighs the arithmetic.
-        n_rows = 6 if point_down else 3
-        jac, e, rows = self._ik_jac[:, :n_rows], self._ik_err[:n_rows], self._ik_rows
-        err, ax_err = e[:3], e[3:]
+        jac, jac_t, e = self._ik_views[6 if point_down else 3]
+        rows, products = self._ik_rows, self._ik_products
+        rel, finger, left, right, err, ax_err, jac_rot = self._ik_halves
+        axes, anchors, m, rhs = self._v_axes, self._v_anchors, self._ik_m, self._ik_rhs
         tol2 = tol_m * tol_m
         for _ in range(iters):
             self._set(q)
@@ -182,16 +212,15 @@ class Kinematics:
                 ax_err *= w
             if err @ err < tol2 and (not point_down or ax_err @ ax_err < 1e-4):
                 break
-            rows[:, :3] = self._v_axes                                     # world joint axes
-            np.subtract(pos, self._v_anchors, out=rows[:, 3:6])
-            rows[:, 6:] = axis
-            products = rows.take(_LEFT, axis=1) * rows.take(_RIGHT, axis=1)
-            np.subtract(products[:, :6], products[:, 6:], out=self._ik_jac)
+            np.subtract(pos, anchors, out=rel)
+            finger[:] = axis
+            np.multiply(axes.take(_LEFT, axis=1), rows.take(_RIGHT, axis=1), out=products)
+            np.subtract(left, right, out=self._ik_jac)
             if point_down:
-                jac[:, 3:] *= w
-            m = jac @ jac.T
+                jac_rot *= w
+            np.matmul(jac, jac_t, out=m)
             m += reg
-            dq = np.linalg.solve(m, jac @ e)
+            dq = _solve(m, np.matmul(jac, e, out=rhs))
             if q_ik is not None:
                 q_ik += dq
                 np.maximum(q_ik, lo, out=q_ik)
