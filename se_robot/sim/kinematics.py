@@ -10,7 +10,6 @@ import math
 
 import mujoco
 import numpy as np
-from numpy.linalg import _umath_linalg
 
 from se_robot.arm import ArmDescription
 
@@ -28,8 +27,12 @@ _RIGHT = np.array([2, 0, 1, 5, 3, 4, 1, 2, 0, 4, 5, 3])
 # The gufunc np.linalg.solve calls for a matrix and a vector (the same LAPACK gesv, so the same
 # bits): on the IK's 4 x 4 system the wrapper's checks and error-state context cost four times
 # the solve itself. It returns NaN instead of raising on a singular matrix; the IK's damped
-# matrix J J^T + damping^2 I is positive definite for damping > 0, which ik() requires.
-_solve = _umath_linalg.solve1
+# matrix J J^T + damping^2 I is positive definite for damping > 0, which ik() requires. The gufunc
+# is private to numpy: a numpy without it gets the public solve (the same gesv, slower).
+try:
+    from numpy.linalg._umath_linalg import solve1 as _solve
+except ImportError:
+    _solve = np.linalg.solve
 
 
 def index_of(ids: list[int] | np.ndarray) -> slice | np.ndarray:
