@@ -284,3 +284,14 @@ def test_foreseen_commands_are_the_filters():
                 assert (not cmd.held and cmd.positions.tobytes() == sent.tobytes()) or \
                     (cmd.held and np.array_equal(sent, q)), (q.tolist(), goal.tolist())
     assert min(verdicts.values()) > 20, verdicts
+
+
+def test_kinematics_poses_are_fk_and_link_points_bit_for_bit():
+    """``Kinematics.poses`` (the plan's batch) computes what ``fk`` and ``link_points`` do per pose."""
+    kinematics = Kinematics(ARM)
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 31):
+        qs = rng.uniform(ARM.lower, ARM.upper, (m, ARM.n_joints))
+        ee, points = kinematics.poses(qs)
+        for q, e, p in zip(qs, ee, points):
+            assert e.tobytes() == kinematics.fk(q).tobytes() and p.tobytes() == kinematics.link_points(q).tobytes()

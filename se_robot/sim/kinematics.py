@@ -141,6 +141,13 @@ class Kinematics:
         pts[:, 2] -= drop
         return pts
 
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        """Positional Jacobian (3, n_joints) of the gripper site."""
+        self._set(np.asarray(q, dtype=np.float64))
+        mujoco.mj_comPos(self.model, self.data)
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
+        return self._jacp[:, self._dofadr].copy()
+
     def poses(self, qs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``fk`` and ``link_points`` of every row of ``qs`` (m, n_joints): (m, 3) and (m, k, 3),
         the same values as a call of each per row. Homing ranks a few dozen poses a tick; this does
@@ -155,20 +162,12 @@ class Kinematics:
             ee[i] = site
             pts[i] = xpos[geoms]
             rot[i] = xmat[geoms]
-        rz = np.abs(rot[:, :, 6:9])  # as link_points, row by row
+        rz = np.abs(rot[:, :, 6:9])  # as link_points does, row by row
         drop = (rz * self._drop_a).sum(axis=2) + self._drop_b
-        if self._has_cyl:
-            rzz = rz[:, :, 2]
-            drop += self._drop_c * np.sqrt(np.maximum(1.0 - rzz * rzz, 0.0))
+        rzz = rz[:, :, 2]
+        drop += self._drop_c * np.sqrt(np.maximum(1.0 - rzz * rzz, 0.0))  # adds exactly 0 but for cylinders
         pts[:, :, 2] -= drop
         return ee, pts
-
-    def jacobian(self, q: np.ndarray) -> np.ndarray:
-        """Positional Jacobian (3, n_joints) of the gripper site."""
-        self._set(np.asarray(q, dtype=np.float64))
-        mujoco.mj_comPos(self.model, self.data)
-        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
-        return self._jacp[:, self._dofadr].copy()
 
     # ------------------------------------------------------------------ inverse
     def ik(self, target_pos: np.ndarray, q_init: np.ndarray, point_down: bool = True,
