@@ -291,9 +291,13 @@ class HomingPlan:
     (naming the filter's rules when it held the commands); ``blocked`` says what kept the arm from
     home (the lowest link's depth, the gripper's distance outside the workspace), for the errors.
 
-    Cost: a tick computes each pose's fk and link points once (:class:`_PoseMemo`, shared with the
-    private filter) and runs the filter's rules once per distinct goal; the goals are those of
-    computing everything afresh, bit for bit (``tests/test_homing_same_goals.py``).
+    Cost (the plan runs every homing tick): each pose's fk, link points and violations are
+    computed once a tick (:class:`_PoseMemo`, which the private filter reads too), the moves and
+    the gradient's probes in one batch (``Kinematics.poses``), and a goal is put to the private
+    filter only where the memo's values do not already decide what the filter sends
+    (``_foresee``). The goals are those of the plan that computed everything afresh and ran the
+    filter on every goal tried, bit for bit: ``tests/test_homing_same_goals.py`` keeps that plan
+    as its oracle and checks ``_foresee`` against the filter.
     """
 
     #: joints preferred, on ties, when moving one joint towards home: the arm folds up first
@@ -320,6 +324,8 @@ class HomingPlan:
         self.floor_min_z = s.floor_z + s.floor_clearance_m
         self.box_min = np.asarray(s.workspace_min, dtype=np.float64)
         self.box_max = np.asarray(s.workspace_max, dtype=np.float64)
+        self.arm_mask = np.zeros(arm.n_joints, dtype=bool)  # the joints the filter scales for the Cartesian step
+        self.arm_mask[arm.arm_indices] = True
         rank = {name: i for i, name in enumerate(self.FOLD_FIRST)}
         self.fold_order = sorted(range(arm.n_joints), key=lambda j: rank.get(arm.joint_names[j], len(rank)))
         self.tick = 0
@@ -455,16 +461,31 @@ class HomingPlan:
 
     def _foresee(self, goal: np.ndarray, q: np.ndarray, w0: np.ndarray) -> tuple[bool, np.ndarray | None]:
         """What the private filter sends for ``goal`` from ``q`` where ``_envelope`` decides it
-        without running the filter: (True, the capped goal) when the whole step passes, (True,
-        None) when it holds (the whole step breaks the envelope rule, not only the Cartesian step,
-        and so does, or is too long, every pose its projection bisects to while each fails: 1/2,
-        1/4, ... of the step, as ``SafetyFilter._project`` does), else (False, None): the filter
-        decides, reading the poses measured here from the memo."""
+        without running the filter, following ``SafetyFilter.filter`` and ``_project``: (True, the
+        capped goal) when the whole step passes; (True, the filter's first guess) when only the
+        Cartesian step is too long and the guess (the arm joints scaled to 0.98 of the allowed
+        step) passes; (True, None) when it holds: the whole step breaks the envelope rule, and so
+        does, or is too long, every pose its bisection looks at while each fails (1/2, 1/4, ... of
+        the step). Else (False, None): the filter decides, reading the poses measured here from
+        the memo. It mirrors the filter's steps, so a change there must be made here too;
+        ``tests/test_homing_same_goals.py`` compares the two on every move from 80 poses."""
         lo, hi = np.minimum(self.lower, q), np.maximum(self.upper, q)
         cand = cap_joint_step(np.minimum(np.maximum(goal, lo), hi), q, self.cap)  # as the filter caps
-        short, _, kept, broken = self._envelope(self.poses.fk(cand)[None], self.violations(cand)[None], q, w0)
-        if short[0] and kept[0]:
+        ee_cand = self.poses.fk(cand)
+        short, too_long, kept, broken = self._envelope(ee_cand[None], self.violations(cand)[None], q, w0)
+        if kept[0] and short[0]:
             return True, cand
+        if kept[0] and too_long[0]:
+            dist = float(np.linalg.norm(ee_cand - self.poses.fk(q)))
+            guess = 0.98 * self.rules.max_ee_step_m / dist
+            if guess < 1.0:
+                start, step = np.where(self.arm_mask, q, cand), np.where(self.arm_mask, cand - q, 0.0)
+                scaled = np.minimum(np.maximum(start + guess * step, lo), hi)[None]
+                ee, w, _ = self._measure(scaled)
+                short, _, kept, _ = self._envelope(ee, w, q, w0)
+                if kept[0] and short[0]:
+                    return True, scaled[0]
+            return False, None
         if not broken[0]:
             return False, None
         fractions = 0.5 ** np.arange(1, self.rules.bisect_iters + 1)
