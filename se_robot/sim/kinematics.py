@@ -154,14 +154,21 @@ class Kinematics:
         one forward pass per row and the lowest points of all rows in one set of array operations,
         where the per-pose calls pay numpy's per-call cost for every pose."""
         qs = np.asarray(qs, dtype=np.float64)
-        geoms, k = self._geom_index, len(self._geoms)
-        xpos, xmat, site = self.data.geom_xpos, self.data.geom_xmat, self._v_site_pos  # views, taken once
+        m, d, geoms, k = self.model, self.data, self._geom_index, len(self._geoms)
+        qpos, xpos, xmat, site = d.qpos, d.geom_xpos, d.geom_xmat, self._v_site_pos  # views, taken once
         ee, pts, rot = np.empty((len(qs), 3)), np.empty((len(qs), k, 3)), np.empty((len(qs), k, 9))
         for i, q in enumerate(qs):
-            self._set(q)
+            # the pose as _set writes it (joints, then the coupled fingers), without its cache check
+            qpos[self._qadr] = q
+            if self._gripper_i is not None:
+                g = float(q[self._gripper_i])
+                for adr, c0, c1 in self._coupled:
+                    qpos[adr] = c0 + c1 * g
+            mujoco.mj_kinematics(m, d)
             ee[i] = site
             pts[i] = xpos[geoms]
             rot[i] = xmat[geoms]
+        self._last_q = qs[-1].tobytes() if len(qs) else self._last_q  # the model is at the last row
         rz = np.abs(rot[:, :, 6:9])  # as link_points does, row by row
         drop = (rz * self._drop_a).sum(axis=2) + self._drop_b
         rzz = rz[:, :, 2]
