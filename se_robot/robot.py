@@ -210,7 +210,7 @@ def request_realtime(priority: int) -> str | None:
 class _PoseMemo:
     """The kinematics' fk and link points of the poses one homing tick looks at, each computed once.
 
-    A tick ranks about 25 moves, probes the violation's gradient and runs the filter's rules on the
+    A tick ranks about 20 moves, probes the violation's gradient and runs the filter's rules on the
     best few, and those ask for the same poses again (the measured pose a dozen times). Values are
     the kinematics' own, looked up by the bytes of the pose, so every decision is the one the
     kinematics would give. Duck-types ``KinematicsLike`` so that the plan's private filter reads
@@ -241,6 +241,7 @@ class _PoseMemo:
         many = getattr(self.kinematics, "poses", None)
         if many is None:
             return None
+        qs = np.asarray(qs, dtype=np.float64)
         if len(self._ee) + len(qs) > self.limit or len(self._points) + len(qs) > self.limit:
             self.clear()
         ee, points = many(qs)
