@@ -145,6 +145,9 @@ def parse_ros(text: str) -> dict[str, Figure]:
 
 
 def parse_homing(text: str) -> dict[str, Figure]:
+    m = re.search(rf"HomingPlan.target from \d+ clear poses: \d+ ticks, {_NUM} ms CPU per tick", text)
+    if m:  # --clear-poses
+        return {"target CPU ms per tick": _lo(m.group(1))}
     m = re.search(r"homed (\d+) of (\d+) sub-floor poses .* in (\d+) s", text)
     if not m:
         return {}
@@ -153,6 +156,11 @@ def parse_homing(text: str) -> dict[str, Figure]:
     if goals and int(goals.group(1)):
         out["goals sent"] = _lo(goals.group(1))
         out["wall ms per goal"] = _lo(str(1e3 * float(m.group(3)) / int(goals.group(1))))
+    cpu = re.search(rf"CPU {_NUM} s, {_NUM} ms per goal sent; HomingPlan.target {_NUM} s of it, {_NUM} ms per call",
+                    text)  # the cost line, where the benchmark prints one
+    if cpu:
+        out["CPU ms per goal"] = _lo(cpu.group(2))
+        out["target CPU ms per call"] = _lo(cpu.group(4))
     return out
 
 

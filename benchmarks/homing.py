@@ -10,7 +10,9 @@ twin's contacts hold it), and an audit of every goal sent: goals that lowered th
 further under the floor clearance than the arm measured at that tick, goals more than the step
 cap from the measured pose, goals outside the soft joint limits (widened to include the measured
 pose, as the filter's rule is). For each failure: the pose, its depth and the first words of the
-``HomingError``.
+``HomingError``. Then the cost: CPU seconds in all and per goal sent, the share of them in
+``HomingPlan.target`` (per call), and a checksum of the goals sent (equal checksums: the same goals;
+the twin is deterministic, so a change that keeps every goal keeps the checksum).
 
 ``--clear-poses N`` times the plan instead: ``HomingPlan.target`` along the way home from N
 poses clear of the floor and the workspace edges (the pose an episode ends in), with the arm
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    import se_robot.robot as robot_module
     from se_robot.arm import load_arm
     from se_robot.robot import HomingError
     from se_robot.safety import soft_limits
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         q = rng.uniform(arm.lower, arm.upper)
         if kin.link_points(q)[:, 2].min() < floor:
             poses.append(q)
-    audit = {"goals": 0, "deeper": 0, "worst_deeper_mm": 0.0, "over_cap": 0, "outside_limits": 0}
+    audit = {"goals": 0, "deeper": 0, "worst_deeper_mm": 0.0, "over_cap": 0, "outside_limits": 0, "checksum": 0.0}
 
     def audited(robot: TwinRobot):
         send = robot.send
@@ -125,13 +128,26 @@ def run(args: argparse.Namespace) -> int:
             audit["over_cap"] += int(np.abs(goal - q).max() > cap + 1e-9)
             audit["outside_limits"] += int(np.any(goal < np.minimum(lower, q) - 1e-9) or
                                            np.any(goal > np.maximum(upper, q) + 1e-9))
+            audit["checksum"] += float(goal.sum())
             return cmd
         robot.send = send_and_check  # drive_home sends through the instance: every goal is seen
 
+    plan_cpu = {"s": 0.0, "calls": 0}
+    plan_class = getattr(robot_module, "HomingPlan", None)  # absent before issue 17 (7897b48)
+    plain_target = plan_class.target if plan_class is not None else None
+    if plan_class is not None:
+        def timed_target(plan, q):
+            t0 = time.process_time()
+            try:
+                return plain_target(plan, q)
+            finally:
+                plan_cpu["s"] += time.process_time() - t0
+                plan_cpu["calls"] += 1
+        plan_class.target = timed_target  # drive_home builds its plan inside: timed through the class
     depth = [floor - kin.link_points(q)[:, 2].min() for q in poses]
     homed = [False] * len(poses)
     failures = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i, q in enumerate(poses):
         robot = TwinRobot(arm)
         robot.connect()
@@ -144,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
             failures.append((i, q, str(e)))
         finally:
             robot.close()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if plan_class is not None:
+        plan_class.target = plain_target
     shallow = [i for i in range(len(poses)) if depth[i] <= args.slab_m]
     deep = [i for i in range(len(poses)) if depth[i] > args.slab_m]
     print(f"homed {sum(homed)} of {len(poses)} sub-floor poses (seed {args.seed}, {args.timeout_s:g} s limit, "
@@ -154,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  goals sent: {audit['goals']}; lowering the lowest link under the clearance: {audit['deeper']} "
           f"(worst {audit['worst_deeper_mm']:.1f} mm); over the step cap from the reading: {audit['over_cap']}; "
           f"outside the soft limits: {audit['outside_limits']}")
+    per_call = plan_cpu["s"] / max(plan_cpu["calls"], 1)
+    print(f"  CPU {cpu:.1f} s, {cpu / max(audit['goals'], 1) * 1e3:.2f} ms per goal sent; HomingPlan.target "
+          f"{plan_cpu['s']:.1f} s of it, {per_call * 1e3:.2f} ms per call ({plan_cpu['calls']} calls); "
+          f"goal checksum {audit['checksum']:.9f}")
     for i, q, message in failures:
         print(f"  pose {i} {np.round(q, 2).tolist()} ({depth[i] * 100:.1f} cm deep): {message[:150]}")
     return 0

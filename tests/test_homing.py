@@ -138,8 +138,10 @@ def test_straight_home_shortcut_returns_what_the_full_ranking_returns():
         plan = HomingPlan(arm, kin, 0.05)   # fresh: no move set aside, as the ranking below assumes
         q = np.clip(arm.home + rng.uniform(-1.0, 1.0, arm.n_joints), plan.lower, plan.upper)
         v0, c0 = plan.violation(q), plan.clearance(q)
-        ranked = sorted(plan._moves(q, v0), key=lambda m: plan.potential(m[1]))
-        expected = next((goal for _, goal in ranked
+        _, goals, potentials = plan._moves(q, v0)
+        np.testing.assert_array_equal(potentials, [plan.potential(goal) for goal in goals])
+        ranked = goals[np.argsort(potentials, kind="stable")]
+        expected = next((goal for goal in ranked
                          if not (cmd := plan.rules.filter(goal, q)).held and plan._admissible(cmd.positions, q, v0, c0)),
                         None)
         got = plan.target(q)
