@@ -47,7 +47,7 @@ def time_plan(arm_name: str, poses: int, rounds: int, seed: int, tolerance_rad: 
     import numpy as np
 
     from se_robot.arm import load_arm
-    from se_robot.robot import HomingPlan
+    from se_robot.homing import HomingPlan
     from se_robot.sim.kinematics import Kinematics
 
     arm = load_arm(arm_name)

@@ -209,7 +209,8 @@ def test_homing_climbs_out_from_under_the_floor_on_the_twin():
 
 
 def test_homing_error_names_the_rule_that_blocked_it():
-    from se_robot.robot import HomingError, HomingPlan
+    from se_robot.homing import HomingPlan
+    from se_robot.robot import HomingError
     from se_robot.safety import SafeCommand
     from se_robot.sim.kinematics import Kinematics
 

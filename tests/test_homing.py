@@ -17,7 +17,8 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from se_robot.arm import load_arm  # noqa: E402
-from se_robot.robot import HomingError, HomingPlan  # noqa: E402
+from se_robot.homing import HomingPlan  # noqa: E402
+from se_robot.robot import HomingError  # noqa: E402
 from se_robot.safety import SafetyFilter, soft_limits  # noqa: E402
 from se_robot.sim.kinematics import Kinematics  # noqa: E402
 from se_robot.sim.twin_robot import TwinRobot  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from se_robot.arm import ArmDescription, load_arm  # noqa: E402
-from se_robot.robot import HomingPlan  # noqa: E402
+from se_robot.homing import HomingPlan  # noqa: E402
 from se_robot.safety import KinematicsLike, SafetyFilter, soft_limits, workspace_violations  # noqa: E402
 from se_robot.sim.kinematics import Kinematics  # noqa: E402
 

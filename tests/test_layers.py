@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"__init__", "config", "arm", "tasks", "logger", "checkpoint", "ros_params"},
     {"safety", "estop"},
     {"robot"},
+    {"homing"},
     {"sim", "agents", "data"},
     {"hardware"},
     {"teleop"},

@@ -23,7 +23,8 @@ from se_robot.arm import ArmDescription, load_arm
 from se_robot.config import config_path
 from se_robot.hardware.camera import CameraTimeout, OpenCVCamera, load_camera_config
 from se_robot.hardware.serial_arm import SerialArm
-from se_robot.robot import Frame, RobotState, drive_home
+from se_robot.homing import drive_home
+from se_robot.robot import Frame, RobotState
 from se_robot.safety import SafeCommand
 
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from se_robot.arm import ArmDescription, load_arm
 from se_robot.estop import EStop
-from se_robot.robot import Frame, ObjectState, RobotState, drive_home
+from se_robot.homing import drive_home
+from se_robot.robot import Frame, ObjectState, RobotState
 from se_robot.safety import SafeCommand, SafetyFilter
 from se_robot.sim.randomize import RandomizationSpec, TwinRandomizer, load_randomization
 from se_robot.sim.twin import ArmTwin
