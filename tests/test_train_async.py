@@ -189,10 +189,13 @@ def test_rt_priority_puts_the_acting_thread_under_fifo_and_the_learner_stays_nor
     cfg = load_config(None, {**ASYNC_SAC, "steps": 80, "eval_every": 1000, "rt_priority": 10})
     train_env, eval_env = _envs(0.005)
     seen: dict[str, set] = {"acting": set(), "learner": set()}
-    step = train_env.step
+    step, steps, learned = train_env.step, [0], threading.Event()
 
     def watched_step(action):
         seen["acting"].add(os.sched_getscheduler(0))
+        steps[0] += 1
+        if steps[0] == LEARNING_STARTS + 10:   # the learner updates at least once while the loop runs
+            learned.wait(timeout=120)
         return step(action)
 
     train_env.step = watched_step
@@ -201,6 +204,7 @@ def test_rt_priority_puts_the_acting_thread_under_fifo_and_the_learner_stays_nor
 
     def watched_update(replay, demos, at):
         seen["learner"].add(os.sched_getscheduler(0))
+        learned.set()
         return update(replay, demos, at)
 
     trainer.agent.update = watched_update
