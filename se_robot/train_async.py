@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -40,6 +41,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from se_robot.robot import request_realtime
 
 SWITCH_INTERVAL_S = 0.0005   # the longest the acting thread waits for the GIL each time it asks
 
@@ -238,10 +241,6 @@ def acting_priority(priority: int, note: Callable[[str], None]) -> Iterator[None
     machine (``docs/benchmarks.md``, "Asynchronous learner"). Threads started inside the block
     inherit the policy, so the learner thread is started before it. ``note`` gets why not, when
     the system refuses (the block then runs at normal priority)."""
-    import os
-
-    from se_robot.robot import request_realtime
-
     problem = request_realtime(priority)
     if problem is not None:
         note(f"rt_priority: {problem}")

@@ -369,7 +369,8 @@ class DrQV2Agent:
         if "proprio" in seen["obs"]:
             self._actor_batch["proprio"] = seen["obs"]["proprio"]
         metrics: dict[str, Any] = dict(zip(CRITIC_METRICS, out["metrics"].tolist()))
-        metrics["_td_error"] = out["td"].clone()   # a graph's output is overwritten by the next replay
+        # a replayed graph's output is overwritten by the next replay; an eager step's is fresh
+        metrics["_td_error"] = out["td"].clone() if self.graphed else out["td"]
         return metrics
 
     def _actor_update(self, step: int) -> dict[str, float]:
